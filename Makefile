@@ -1,0 +1,28 @@
+# Thin aliases: every target is one readable command. `make reproduce` and `make test` set up
+# .venv on first use (torch/torchvision pinned), so a fresh clone needs nothing else.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PROFILE ?= default
+
+.PHONY: setup reproduce test lab clean-artifacts
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name compresslib --display-name "Python (compresslib)"
+	touch $@
+
+reproduce: setup
+	$(PY) -m compresslib.reproduce --profile $(PROFILE)
+
+test: setup
+	$(PY) -m pytest
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks
+
+clean-artifacts:
+	rm -rf artifacts

@@ -1,0 +1,110 @@
+"""Run outputs: atomic files, metrics.json, tidy CSV tables, figures, parameter hashing.
+
+Everything is written to a temporary file first and renamed into place, so an interrupted run
+never leaves a half-written metrics.json, table or figure behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+def atomic_write_text(path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _jsonable(o: Any):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _jsonable(o.tolist())
+    if isinstance(o, np.generic):
+        return _jsonable(o.item())
+    if hasattr(o, "tolist") and hasattr(o, "dim"):  # torch tensor
+        return _jsonable(o.tolist())
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, Path):
+        return str(o)
+    return o
+
+
+def write_json(path, obj) -> Path:
+    """Atomic, numpy/torch-safe JSON (NaN/inf become null)."""
+    return atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())
+
+
+def write_metrics(out_dir, metrics: dict) -> Path:
+    """Write ``OUT_DIR/metrics.json`` atomically and return its path."""
+    return write_json(Path(out_dir) / "metrics.json", metrics)
+
+
+def save_table(df, path) -> Path:
+    """Write a pandas DataFrame as CSV, atomically."""
+    return atomic_write_text(path, df.to_csv(index=False))
+
+
+def save_figure(fig, path, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def param_hash(params: dict, n: int = 12) -> str:
+    """Stable short hash of a parameter dict (key order does not matter)."""
+    blob = json.dumps(_jsonable(params), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+def require_artifact(path, stage: str) -> Path:
+    """Return ``path`` if it exists, else raise an error naming the stage notebook to run first."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: run stage {stage} first, e.g. "
+            f"`python -m compresslib.reproduce --profile default --only {stage[:2]}`")
+    return path
+
+
+def with_cache(path, params: dict, fn: Callable[[], Any], force: bool = False):
+    """Return ``fn()``'s JSON result, cached in ``path`` under the hash of ``params``.
+
+    A sweep point whose parameters did not change is not recomputed (``force=True`` re-runs).
+    """
+    path = Path(path)
+    key = param_hash(params)
+    cache = read_json(path) if path.exists() else {}
+    if not force and key in cache:
+        return cache[key]["result"]
+    result = _jsonable(fn())
+    cache = read_json(path) if path.exists() else {}
+    cache[key] = {"params": _jsonable(params), "result": result}
+    write_json(path, cache)
+    return result
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    a = np.asarray(list(values), dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0

@@ -1,0 +1,72 @@
+"""The papermill runner on two tiny generated notebooks: parameters, caching, failure reporting."""
+import json
+import textwrap
+
+import pytest
+
+from compresslib import reproduce
+
+OK = textwrap.dedent('''\
+    # %% tags=["parameters"]
+    X = 1  # a knob
+    OUT_DIR = "out"  # output folder
+
+    # %%
+    import json, pathlib
+    pathlib.Path(OUT_DIR).mkdir(parents=True, exist_ok=True)
+    json.dump({"x_accuracy": float(X)}, open(pathlib.Path(OUT_DIR) / "metrics.json", "w"))
+''')
+FAIL = textwrap.dedent('''\
+    # %% tags=["parameters"]
+    OUT_DIR = "out"  # output folder
+
+    # %%
+    raise RuntimeError("budget below the structural floor")
+''')
+
+
+@pytest.fixture
+def tree(tmp_path):
+    (tmp_path / "nb").mkdir()
+    (tmp_path / "nb" / "00_ok.py").write_text(OK)
+    (tmp_path / "nb" / "01_fail.py").write_text(FAIL)
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "tiny.yaml").write_text("common:\n  X: 5\n  Y: 7\n00_ok:\n  X: 6\n")
+    return tmp_path
+
+
+def _main(tree, *extra):
+    return reproduce.main(["--profile", "tiny", "--notebooks", str(tree / "nb"), "--profiles",
+                           str(tree / "profiles"), "--artifacts", str(tree / "art"), *extra])
+
+
+def test_runs_continues_past_failure_and_caches(tree, capsys):
+    assert _main(tree) == 1
+    out = capsys.readouterr().out
+    assert "RuntimeError: budget below the structural floor" in out and "FAILED stages: 01_fail" in out
+    assert json.loads((tree / "art" / "00_ok" / "metrics.json").read_text()) == {"x_accuracy": 6.0}
+    assert (tree / "art" / "00_ok" / "00_ok.ipynb").exists()
+    summary = json.loads((tree / "art" / "summary.json").read_text())
+    assert [r["status"] for r in summary] == ["ok", "failed"]
+    assert _main(tree, "--only", "00") == 0
+    assert json.loads((tree / "art" / "summary.json").read_text())[0]["status"] == "cached"
+    assert _main(tree, "--only", "00", "--force") == 0
+    assert json.loads((tree / "art" / "summary.json").read_text())[0]["status"] == "ok"
+
+
+def test_parameters_are_parsed_and_merged(tree):
+    declared = reproduce.notebook_parameters(tree / "nb" / "00_ok.py")
+    assert declared == {"X": 1, "OUT_DIR": "out"}
+    prof = reproduce.load_profile("tiny", tree / "profiles")
+    assert reproduce.stage_parameters("00_ok", declared, prof, {}) == {"X": 6}  # Y is not declared
+    assert reproduce.stage_parameters("00_ok", declared, prof, {"X": 9}) == {"X": 9}
+
+
+def test_unknown_profile_lists_the_available_ones(tree):
+    with pytest.raises(SystemExit, match="unknown profile 'huge'; available: tiny"):
+        reproduce.load_profile("huge", tree / "profiles")
+
+
+def test_only_matching_nothing_is_an_error(tree):
+    with pytest.raises(SystemExit, match="matches no stage"):
+        _main(tree, "--only", "42")
