@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 reproduce: setup
 	$(PY) -m compresslib.reproduce --profile $(PROFILE)
+	$(PY) -m compresslib.report
 
 test: setup
 	$(PY) -m pytest

@@ -3,6 +3,8 @@
     python -m compresslib.reproduce --profile default            # every stage, embedded data
     python -m compresslib.reproduce --profile smoke --only 00    # one stage, CI-sized
     python -m compresslib.reproduce --profile default --force    # ignore the cache
+    python -m compresslib.reproduce --profile paper/camp_resnet44_cifar10 --data-root ~/data --dry-run
+    torchrun --nproc_per_node 4 -m compresslib.reproduce --profile paper/NAME --data-root ~/data --device cuda
 
 Each ``notebooks/NN_name.py`` (jupytext percent format) is converted to a notebook, its
 ``parameters`` cell is overridden with ``profiles/<profile>.yaml`` (``common:`` then the stage's
@@ -11,11 +13,21 @@ kernel and timeout into ``artifacts/NN_name/NN_name.ipynb``. A stage whose sourc
 are unchanged since its last successful run is skipped, unless an earlier stage re-ran in this
 invocation. Failing stages are reported with the failing cell; the run continues and exits
 non-zero at the end.
+
+``--dry-run`` trains nothing: it checks that every parameter the profile sets is declared by the
+stage notebook (typos are caught) and has the declared type, that the dataset is present under
+DATA_ROOT, and builds each model with its cost table (``compresslib.cost.layer_table``). A
+profile's optional ``dry_run:`` section names, per stage, the ``dataset`` and the ``models``
+(``name``, ``kwargs``, ``input_size``) when the notebook parameters do not say enough.
+Under ``torchrun`` every rank executes the notebook (``fit`` joins the process group); rank 0
+writes ``artifacts/``, the other ranks write to ``artifacts/.rank<r>/`` (upstream stages are
+linked from rank 0's folders) and the ranks wait for each other after every stage.
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import os
 import sys
 import time
@@ -114,6 +126,148 @@ def run_stage(py_path: Path, out_dir: Path, params: dict, kernel: str, timeout: 
     return {"status": status, "seconds": round(time.perf_counter() - t0, 1), "error": error}
 
 
+def _close_names(name: str, pool) -> str:
+    near = difflib.get_close_matches(name, list(pool), n=2)
+    return f" (did you mean {' or '.join(near)}?)" if near else ""
+
+
+def _type_ok(value, default) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return type(value) is type(default)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def check_profile_names(profile: dict, stages: list[Path], all_stages: list[Path]) -> list[str]:
+    """Problems with the profile's names: unknown sections, parameters no notebook declares,
+    values of the wrong type. Empty list = fine."""
+    problems, declared_by = [], {}
+    known = {p.stem for p in all_stages} | {"common", "stages", "dry_run", "gaps"}
+    for key in profile:
+        if key not in known:
+            problems.append(f"unknown section {key!r}{_close_names(key, known)}")
+    for py in stages:
+        declared = notebook_parameters(py)
+        declared_by[py.stem] = declared
+        for k, v in (profile.get(py.stem) or {}).items():
+            if k not in declared:
+                problems.append(f"{py.stem}: {k!r} is not a parameter of {py.name}{_close_names(k, declared)}")
+            elif not _type_ok(v, declared[k]):
+                problems.append(f"{py.stem}: {k}={v!r} is a {type(v).__name__}, the notebook's default "
+                                f"{declared[k]!r} is a {type(declared[k]).__name__}")
+    for k, v in (profile.get("common") or {}).items():
+        users = [st for st, d in declared_by.items() if k in d]
+        if stages and not users:
+            problems.append(f"common: {k!r} is declared by none of the selected stages")
+        problems += [f"common: {k}={v!r} is a {type(v).__name__}, {st} declares {declared_by[st][k]!r}"
+                     for st in users if not _type_ok(v, declared_by[st][k])]
+    return problems
+
+
+def _build_model(spec: dict, info: dict | None, image_size: int | None):
+    """A model (registry name, or ``torchvision:<builder>``, ``torchvision:ResNet`` with ``layers``)
+    and its (C, H, W) input from a dry-run spec."""
+    from .models import create_model, model_input_size
+
+    name, kw = spec["name"], dict(spec.get("kwargs") or {})
+    if info is not None:
+        kw.setdefault("num_classes", info["num_classes"])
+    if name.startswith("torchvision:"):
+        import torchvision.models as tvm
+
+        builder = name.split(":", 1)[1]
+        if builder == "ResNet":  # depth/width-shrunk bottleneck ResNets (EdgeCompress)
+            model = tvm.ResNet(tvm.resnet.Bottleneck, kw.pop("layers"), **kw)
+        else:
+            model = getattr(tvm, builder)(weights=None, **kw)
+        default = (3, 224, 224)
+    else:
+        if info is not None:
+            kw.setdefault("in_channels", info["in_channels"])
+        model, default = create_model(name, **kw), model_input_size(name)
+    size = spec.get("input_size")
+    if size is None:
+        c = info["in_channels"] if info is not None else default[0]
+        size = (c, image_size, image_size) if image_size else default
+    return model, tuple(int(v) for v in size)
+
+
+def dry_run(profile: dict, stages: list[Path], all_stages: list[Path], overrides: dict) -> int:
+    """Validate names, data and models of a profile without training; prints a report.
+
+    Returns 0 when everything checks out, 1 otherwise (every problem is listed)."""
+    from .cost import layer_table
+    from .data import dataset_info, get_dataset
+    from .models import list_models
+
+    problems = check_profile_names(profile, stages, all_stages)
+    specs = profile.get("dry_run") or {}
+    problems += [f"dry_run: {k!r} is not a selected stage{_close_names(k, [p.stem for p in stages])}"
+                 for k in specs if k not in {p.stem for p in stages}]
+    for py in stages:
+        declared = notebook_parameters(py)
+        params = {**declared, **stage_parameters(py.stem, declared, profile, overrides)}
+        spec = specs.get(py.stem) or {}
+        info, dataset = None, spec.get("dataset", params.get("DATASET"))
+        root = overrides.get("DATA_ROOT") or params.get("DATA_ROOT") or None
+        if dataset:
+            try:
+                info = dataset_info(dataset)
+                sizes = [len(get_dataset(dataset, split, root=root)) for split in ("train", "test")]
+                print(f"[{py.stem}] dataset {dataset}: {sizes[0]} train / {sizes[1]} test images")
+            except (ValueError, FileNotFoundError) as e:
+                problems.append(f"{py.stem}: {e}")
+        models = spec.get("models") or ([spec] if "name" in spec else [])
+        if not models and params.get("MODEL") in list_models():
+            models = [{"name": params["MODEL"]}]
+        for m in models:
+            try:
+                model, size = _build_model(m, info, spec.get("image_size", params.get("IMAGE_SIZE")))
+                t = layer_table(model, size)
+                print(f"[{py.stem}] model {m.get('label', m['name'])} at {size}: "
+                      f"{t['macs'].sum() / 1e6:.2f} M MACs, {t['params'].sum() / 1e6:.3f} M weights, "
+                      f"{len(t)} conv/linear layers")
+            except Exception as e:  # bad kwargs, wrong input size, unknown name ...
+                problems.append(f"{py.stem}: model {m.get('name')!r}: {type(e).__name__}: {e}")
+        print(f"[{py.stem}] parameters: {stage_parameters(py.stem, declared, profile, overrides)}")
+    for g in profile.get("gaps") or []:  # paper settings the notebooks cannot express (yet)
+        print(f"GAP: {g}")
+    for p in problems:
+        print(f"DRY-RUN PROBLEM: {p}", file=sys.stderr)
+    print(f"dry run: {len(stages)} stage(s), {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def _rank_setup(art: Path, stages: list[Path]) -> tuple[int, int, Path]:
+    """(rank, world, artifacts root of this rank); ranks > 0 link rank 0's stage folders."""
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if rank == 0:
+        return rank, world, art
+    mine = art / f".rank{rank}"
+    mine.mkdir(parents=True, exist_ok=True)
+    for py in stages:
+        link, target = mine / py.stem, art / py.stem
+        target.mkdir(parents=True, exist_ok=True)
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(target, target_is_directory=True)
+    return rank, world, mine
+
+
+def _stage_barrier(art: Path, stage: str, rank: int, world: int, timeout: float = 86400) -> None:
+    """File barrier between ranks after a stage (the notebook kernels own the process group)."""
+    if world <= 1:
+        return
+    sync = art / ".sync"
+    sync.mkdir(parents=True, exist_ok=True)
+    (sync / f"{stage}.{rank}").write_text(str(time.time()))
+    t0 = time.time()
+    while not all((sync / f"{stage}.{r}").exists() for r in range(world)):
+        if time.time() - t0 > timeout:
+            raise SystemExit(f"rank {rank}: timed out waiting for the other ranks after {stage}")
+        time.sleep(1.0)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m compresslib.reproduce", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,10 +281,15 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None, help="DEVICE override (cpu, cuda)")
     ap.add_argument("--timeout", type=int, default=3600, help="per-cell execution timeout in seconds")
     ap.add_argument("--stop-on-failure", action="store_true")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="validate parameters, data presence, models and cost tables; train nothing")
+    ap.add_argument("--amp", action="store_true", help="CUDA mixed precision in fit (COMPRESSLIB_AMP=1)")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="CUDA channels_last memory format in fit (COMPRESSLIB_CHANNELS_LAST=1)")
     args = ap.parse_args(argv)
 
     profile = load_profile(args.profile, Path(args.profiles))
-    stages = stage_files(Path(args.notebooks))
+    all_stages = stages = stage_files(Path(args.notebooks))
     wanted = profile.get("stages")
     if wanted:
         stages = [p for p in stages if any(p.stem.startswith(str(w)) for w in wanted)]
@@ -144,6 +303,14 @@ def main(argv=None) -> int:
         overrides["DATA_ROOT"] = args.data_root
     if args.device:
         overrides["DEVICE"] = args.device
+    if args.dry_run:
+        return dry_run(profile, stages, all_stages, overrides)
+    if args.amp:
+        os.environ["COMPRESSLIB_AMP"] = "1"
+    if args.channels_last:
+        os.environ["COMPRESSLIB_CHANNELS_LAST"] = "1"
+    main_art = art
+    rank, world, art = _rank_setup(art, stages)
     os.environ.setdefault("COMPRESSLIB_PROGRESS", "0")
     os.environ.setdefault("MPLBACKEND", "Agg")
     kernel = ensure_kernel()
@@ -151,26 +318,32 @@ def main(argv=None) -> int:
     rows, upstream_ran = [], False
     for py in stages:
         stage = py.stem
-        out_dir = art / stage
+        main_dir = main_art / stage  # rank 0's folder: the cache stamp every rank consults
         declared = notebook_parameters(py)
         params = stage_parameters(stage, declared, profile, overrides)
-        params["OUT_DIR"] = str(out_dir)
+        params["OUT_DIR"] = str(main_dir)
         key = param_hash({"source": py.read_text(), "params": params})
-        stamp = out_dir / ".reproduce.json"
-        cached = stamp.exists() and read_json(stamp).get("key") == key and (out_dir / "metrics.json").exists()
+        stamp = main_dir / ".reproduce.json"
+        cached = stamp.exists() and read_json(stamp).get("key") == key and (main_dir / "metrics.json").exists()
+        out_dir = art / stage
         if cached and not args.force and not upstream_ran:
             res = {"status": "cached", "seconds": 0.0, "error": ""}
         else:
+            if out_dir.is_symlink():  # rank > 0 runs this stage itself: its own folder
+                out_dir.unlink()
+            params["OUT_DIR"] = str(out_dir)
             print(f"[{stage}] running with {params}", flush=True)
             res = run_stage(py, out_dir, params, kernel, args.timeout)
             upstream_ran = True
-            stamp.unlink(missing_ok=True)
-            if res["status"] == "ok":
-                write_json(stamp, {"key": key, "params": params})
+            if rank == 0:
+                stamp.unlink(missing_ok=True)
+                if res["status"] == "ok":
+                    write_json(stamp, {"key": key, "params": {**params, "OUT_DIR": str(main_dir)}})
         metrics_path = out_dir / "metrics.json"
         res.update(stage=stage, headline=headline(read_json(metrics_path)) if metrics_path.exists() else "")
         rows.append(res)
         print(f"[{stage}] {res['status']} in {res['seconds']} s {res['error']}", flush=True)
+        _stage_barrier(main_art, f"{stage}.{key[:12]}", rank, world)
         if res["status"] == "failed" and args.stop_on_failure:
             break
 

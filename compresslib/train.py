@@ -9,9 +9,16 @@ CAMP gates) instead of writing their own loops:
 Checkpoints are written atomically after every epoch with model, optimizer, scheduler,
 callback and RNG state, so ``fit(..., resume=True)`` continues an interrupted run and ends
 with exactly the metrics of an uninterrupted one (same seed, same CPU).
+
+Under ``torchrun`` (see ``compresslib.distributed``) ``fit`` wraps the model in
+DistributedDataParallel, each rank reads its slice of every global batch, evaluation is sharded
+and all-reduced, and only rank 0 shows progress and writes checkpoints. On CUDA, ``amp`` and
+``channels_last`` (or $COMPRESSLIB_AMP / $COMPRESSLIB_CHANNELS_LAST = 1) turn on
+``torch.autocast`` with a GradScaler and the channels-last memory format; both are off on CPU.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -24,6 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+from . import distributed as D
 
 
 class Callback:
@@ -91,10 +100,21 @@ def predict_logits(model: nn.Module, loader, device="cpu"):
 
 
 def evaluate(model: nn.Module, loader, device="cpu") -> dict:
-    """Mean cross-entropy and top-1 accuracy over a loader: ``{"loss", "accuracy", "n"}``."""
-    logits, y = predict_logits(model, loader, device)
-    return {"loss": F.cross_entropy(logits, y).item(),
-            "accuracy": (logits.argmax(1) == y).float().mean().item(), "n": len(y)}
+    """Mean cross-entropy and top-1 accuracy over a loader: ``{"loss", "accuracy", "n"}``.
+
+    Under DDP every rank scores its strided share of the loader and the sums are all-reduced."""
+    if not D.is_dist():
+        logits, y = predict_logits(model, loader, device)
+        return {"loss": F.cross_entropy(logits, y).item(),
+                "accuracy": (logits.argmax(1) == y).float().mean().item(), "n": len(y)}
+    shard = D.shard_loader(loader)
+    loss_sum = correct = n = 0.0
+    if len(shard.dataset):
+        logits, y = predict_logits(getattr(model, "module", model), shard, device)
+        loss_sum = F.cross_entropy(logits, y, reduction="sum").item()
+        correct, n = float((logits.argmax(1) == y).sum()), float(len(y))
+    loss_sum, correct, n = D.all_reduce_scalars(loss_sum, correct, n)
+    return {"loss": loss_sum / n, "accuracy": correct / n, "n": int(n)}
 
 
 def _rng_state(loader) -> dict:
@@ -143,40 +163,61 @@ def load_checkpoint(path) -> dict:
 
 
 def _progress(iterable, enabled: bool, **kw):
-    enabled = enabled and os.environ.get("COMPRESSLIB_PROGRESS", "1") != "0"
+    enabled = enabled and os.environ.get("COMPRESSLIB_PROGRESS", "1") != "0" and D.is_main()
     return tqdm(iterable, disable=not enabled, **kw)
 
 
 def train_one_epoch(model, loader, optimizer, loss_fn=None, callbacks: Iterable[Callback] = (),
                     state: TrainState | None = None, device="cpu", teacher=None, kd_weight=0.0,
-                    kd_T=1.0, kd_kind="kl", progress=True) -> dict:
-    """One pass over ``loader``; returns ``{"train_loss", "train_accuracy"}`` (running averages)."""
+                    kd_T=1.0, kd_kind="kl", progress=True, scaler=None, channels_last=False) -> dict:
+    """One pass over ``loader``; returns ``{"train_loss", "train_accuracy"}`` (running averages).
+
+    ``model`` may be a DDP wrapper (``state.model`` is then the bare module the callbacks see);
+    with a ``scaler`` (CUDA AMP) the forward runs under ``torch.autocast`` and gradients are
+    unscaled before ``after_backward``."""
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     s = state or TrainState(model, optimizer, device=device)
     model.train()
     if teacher is not None:
         teacher.eval()
+    bsamp = getattr(loader, "batch_sampler", None)
+    global_sizes = bsamp.global_batch_sizes() if isinstance(bsamp, D.DistributedBatchSampler) else None
+    amp = scaler is not None
     tot_loss, correct, n = 0.0, 0, 0
-    for x, y in _progress(loader, progress, desc=f"epoch {s.epoch + 1}", leave=False):
-        s.inputs, s.targets = x.to(device), y.to(device)
+    for i, (x, y) in enumerate(_progress(loader, progress, desc=f"epoch {s.epoch + 1}", leave=False)):
+        s.inputs, s.targets = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last and s.inputs.dim() == 4:
+            s.inputs = s.inputs.contiguous(memory_format=torch.channels_last)
         for cb in callbacks:
             cb.on_batch_start(s)
-        s.outputs = model(s.inputs)
-        loss = loss_fn(s.outputs, s.targets)
-        if teacher is not None and kd_weight > 0:
-            with torch.no_grad():
-                s.teacher_outputs = teacher(s.inputs)
-            loss = (1 - kd_weight) * loss + kd_weight * kd_loss(s.outputs, s.teacher_outputs, kd_T, kd_kind)
-        s.loss = loss
+        with torch.autocast("cuda") if amp else contextlib.nullcontext():
+            s.outputs = model(s.inputs)
+            loss = loss_fn(s.outputs, s.targets)
+            if teacher is not None and kd_weight > 0:
+                with torch.no_grad():
+                    s.teacher_outputs = teacher(s.inputs)
+                loss = (1 - kd_weight) * loss + kd_weight * kd_loss(s.outputs, s.teacher_outputs, kd_T, kd_kind)
+        s.loss = data_loss = loss.float() if amp else loss
         for cb in callbacks:
             cb.on_loss(s)
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
-        s.loss.backward()
+        backward = s.loss
+        if global_sizes is not None:  # DDP averages rank gradients: weight each rank's data term by
+            w = len(y) * D.world_size() / global_sizes[i]  # its share so the sum is the global-batch mean
+            if w != 1.0:
+                backward = s.loss + (w - 1.0) * data_loss
+        (scaler.scale(backward) if amp else backward).backward()
+        if amp and optimizer is not None:
+            scaler.unscale_(optimizer)
         for cb in callbacks:
             cb.after_backward(s)
         if optimizer is not None:
-            optimizer.step()
+            if amp:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
         for cb in callbacks:
             cb.after_step(s)
         s.step += 1
@@ -184,28 +225,46 @@ def train_one_epoch(model, loader, optimizer, loss_fn=None, callbacks: Iterable[
         tot_loss += float(s.loss.detach()) * b
         correct += int((s.outputs.detach().argmax(1) == s.targets).sum())
         n += b
+        if D.is_dist():  # a stop requested on any rank stops every rank (else DDP would hang)
+            s.stop = D.all_reduce_scalars(float(s.stop))[0] > 0
         if s.stop:
             break
+    if D.is_dist():
+        tot_loss, correct, n = D.all_reduce_scalars(tot_loss, correct, n)
     return {"train_loss": tot_loss / max(n, 1), "train_accuracy": correct / max(n, 1)}
 
 
 def fit(model: nn.Module, loaders, epochs: int, optimizer, scheduler=None,
         callbacks: Iterable[Callback] = (), loss_fn: Callable | None = None, device="cpu",
         ckpt_path=None, resume: bool = False, seed: int = 0, progress: bool = True, teacher=None,
-        kd_weight: float = 0.0, kd_T: float = 1.0, kd_kind: str = "kl") -> dict:
+        kd_weight: float = 0.0, kd_T: float = 1.0, kd_kind: str = "kl", amp: bool | None = None,
+        channels_last: bool | None = None) -> dict:
     """Train for ``epochs`` epochs, evaluating on val after each and on test at the end.
 
     ``ckpt_path``: checkpoint written atomically after every epoch; with ``resume=True`` an
     existing one is loaded and training continues from the next epoch. Returns
     ``{"history", "val_accuracy", "test_accuracy", "best_val_accuracy", "best_epoch",
     "seconds_per_epoch"}``.
+
+    Under torchrun (WORLD_SIZE > 1) the process group is joined here, ``loaders.train``'s batch
+    size is the global batch, and checkpoints/progress come from rank 0 only. ``amp`` /
+    ``channels_last``: CUDA only (None = $COMPRESSLIB_AMP / $COMPRESSLIB_CHANNELS_LAST == "1").
     """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     callbacks = list(callbacks)
-    model.to(device)
+    D.init_from_env()
+    device = D.device_for(device)
+    cuda = torch.device(device).type == "cuda"
+    amp = cuda and (os.environ.get("COMPRESSLIB_AMP") == "1" if amp is None else amp)
+    channels_last = cuda and (os.environ.get("COMPRESSLIB_CHANNELS_LAST") == "1"
+                              if channels_last is None else channels_last)
+    model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     if teacher is not None:
         teacher.to(device)
+    net = D.wrap_model(model, device)
+    train_loader = D.distributed_loader(loaders.train)
+    scaler = torch.amp.GradScaler("cuda") if amp else None
     s = TrainState(model, optimizer, device=device)
     set_seed(seed)
     start = 0
@@ -219,14 +278,17 @@ def fit(model: nn.Module, loaders, epochs: int, optimizer, scheduler=None,
         for cb, st in zip(callbacks, ck.get("callbacks", [])):
             cb.load_state_dict(st)
         s.history, s.step, start = list(ck["history"]), int(ck["step"]), int(ck["epoch"])
-        _set_rng_state(ck["rng"], loaders.train)
+        ranks = ck.get("rng_ranks") or []
+        _set_rng_state(ranks[D.rank()] if len(ranks) == D.world_size() else ck["rng"], loaders.train)
+        if scaler is not None and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
     for epoch in _progress(range(start, epochs), progress and epochs - start > 1, desc="fit",
                            initial=start, total=epochs):
         s.epoch = epoch
         t0 = time.perf_counter()
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"] if optimizer else None}
-        row.update(train_one_epoch(model, loaders.train, optimizer, loss_fn, callbacks, s, device,
-                                   teacher, kd_weight, kd_T, kd_kind, progress))
+        row.update(train_one_epoch(net, train_loader, optimizer, loss_fn, callbacks, s, device,
+                                   teacher, kd_weight, kd_T, kd_kind, progress, scaler, channels_last))
         if scheduler is not None:
             scheduler.step()
         for cb in callbacks:
@@ -237,11 +299,16 @@ def fit(model: nn.Module, loaders, epochs: int, optimizer, scheduler=None,
         row["seconds"] = time.perf_counter() - t0
         s.history.append(row)
         if ckpt_path:
-            save_checkpoint(ckpt_path, model=model.state_dict(),
-                            optimizer=optimizer.state_dict() if optimizer else None,
-                            scheduler=scheduler.state_dict() if scheduler else None,
-                            callbacks=[cb.state_dict() for cb in callbacks], history=s.history,
-                            step=s.step, epoch=epoch + 1, rng=_rng_state(loaders.train))
+            rng = _rng_state(loaders.train)
+            rng_ranks = D.all_gather_object(rng) if D.is_dist() else None
+            if D.is_main():
+                save_checkpoint(ckpt_path, model=model.state_dict(),
+                                optimizer=optimizer.state_dict() if optimizer else None,
+                                scheduler=scheduler.state_dict() if scheduler else None,
+                                callbacks=[cb.state_dict() for cb in callbacks], history=s.history,
+                                step=s.step, epoch=epoch + 1, rng=rng, rng_ranks=rng_ranks,
+                                scaler=scaler.state_dict() if scaler is not None else None)
+            D.barrier()
         if s.stop:
             break
     out = {"history": s.history}

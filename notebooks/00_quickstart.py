@@ -40,8 +40,10 @@ IMAGE_SIZE = 28           # input side in pixels (images are resized)
 BATCH_SIZE = 64           # training batch size
 LR = 0.001                # Adam learning rate
 SUBSET = 0                # cap on training images, 0 means all (smoke runs use a subset)
-SPARSITIES = "0.5,0.8,0.9,0.95,0.98"  # one-shot layer-wise magnitude pruning levels
-FINETUNE_EPOCHS = 1       # masked fine-tune epochs at the highest sparsity, 0 skips it
+SPARSITIES = "0.5,0.8,0.9,0.95,0.98"  # one-shot magnitude pruning levels
+PRUNE_SCOPE = "global"    # global: one threshold over all layers; layer: same sparsity per layer
+FINETUNE_SPARSITY = 0.95  # sparsity of the masked fine-tune run
+FINETUNE_EPOCHS = 2       # masked fine-tune epochs, 0 skips it
 LATENCY_THREADS = 1       # threads used for the latency measurement
 
 # %%
@@ -98,8 +100,8 @@ dense_lat = cost.measure_latency(model, input_size, threads=LATENCY_THREADS, bat
 dense_table
 
 # %% [markdown]
-# ## One-shot magnitude pruning
-# Each layer loses the same fraction of its smallest-magnitude weights. `nnz_macs` is the
+# ## One-shot magnitude pruning, then one masked fine-tune
+# The smallest-magnitude weights are zeroed (one global threshold by default, as in Han et al.). `nnz_macs` is the
 # *theoretical* cost of the sparse model; the measured latency is that of the **dense kernels**
 # executing the masked weights, which do not get faster (a proxy only the slimmed ECC models
 # of stage 03 escape).
@@ -110,7 +112,7 @@ rows = [{"sparsity": 0.0, "test_accuracy": res["test_accuracy"], "nnz_macs": flo
          "latency_ms": dense_lat["median_ms"], "finetuned": False}]
 for s in sparsities:
     m = copy.deepcopy(model)
-    masks = prune.magnitude_prune_(m, s)
+    masks = prune.magnitude_prune_(m, s, scope=PRUNE_SCOPE)
     t = cost.layer_table(m, input_size)
     rows.append({"sparsity": round(prune.sparsity_of(m), 4),
                  "test_accuracy": train.evaluate(m, loaders.test, DEVICE)["accuracy"],
@@ -118,10 +120,10 @@ for s in sparsities:
                  "nnz_params": int(t.nnz.sum()),
                  "latency_ms": cost.measure_latency(m, input_size, threads=LATENCY_THREADS)["median_ms"],
                  "finetuned": False})
-if FINETUNE_EPOCHS > 0 and sparsities:
+if FINETUNE_EPOCHS > 0:
     m = copy.deepcopy(model)
-    masks = prune.magnitude_prune_(m, max(sparsities))
-    ft_opt = torch.optim.Adam(m.parameters(), lr=LR / 10)
+    masks = prune.magnitude_prune_(m, FINETUNE_SPARSITY, scope=PRUNE_SCOPE)
+    ft_opt = torch.optim.Adam(m.parameters(), lr=LR / 3)
     ft = train.fit(m, loaders, FINETUNE_EPOCHS, ft_opt, callbacks=[prune.MaskCallback(masks)],
                    device=DEVICE, seed=SEED)
     t = cost.layer_table(m, input_size)

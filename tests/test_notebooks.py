@@ -37,11 +37,8 @@ def test_parameters_cell_is_flat_literals(stage):
     assert all(isinstance(v, (int, float, bool, str)) for v in params.values())
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    art = tmp_path_factory.mktemp("artifacts")
-    rc = reproduce.main(["--profile", "smoke", "--artifacts", str(art), "--force", "--timeout", "900"])
-    return art, rc, {r["stage"]: r for r in json.loads((art / "summary.json").read_text())}
+# the session fixture `smoke_run` (one smoke run of every stage) lives in tests/conftest.py:
+# the browser report test reuses the same run
 
 
 @pytest.mark.slow

@@ -1,0 +1,1 @@
+"""Cost devices for ECC: analytic energy, measured latency/NVML energy, profiling, bilinear estimator."""

@@ -1,0 +1,132 @@
+"""Measured cost devices: wall-clock latency and (when a GPU + pynvml exist) NVML energy.
+
+The ECC code (spec §1) times ``test_num`` batch-1 forward passes of a narrowed dense net with
+``torch.cuda.synchronize()`` after each, and integrates nvidia-smi power. Here:
+``LatencyDevice`` = median wall-clock (fixed threads and batch, warm-up, spread reported);
+``NvmlDevice`` = joules per image from NVML's energy counter (GPU only; raises
+``DeviceUnavailable`` with the reason otherwise, so notebooks can skip cleanly).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+
+class DeviceUnavailable(RuntimeError):
+    """The requested measurement backend cannot run on this machine (message says why)."""
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_latency(model: nn.Module, input_size, batch: int = 1, threads: int | None = 1,
+                    repeats: int = 30, warmup: int = 5, device: str = "cpu") -> dict:
+    """Median / IQR wall-clock of ``repeats`` forward passes (after ``warmup``), eval + no_grad.
+
+    Threads are pinned to ``threads`` during the measurement and restored afterwards.
+    """
+    if batch < 1 or repeats < 1 or warmup < 0:
+        raise ValueError(f"need batch >= 1, repeats >= 1, warmup >= 0; got {batch}, {repeats}, {warmup}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailable("device='cuda' requested but torch.cuda.is_available() is False")
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    was_training = model.training
+    model = model.to(dev).eval()
+    x = torch.randn((batch, *input_size), device=dev, generator=None)
+    times = []
+    try:
+        with torch.no_grad():
+            for i in range(warmup + repeats):
+                _sync(dev)
+                t0 = time.perf_counter()
+                model(x)
+                _sync(dev)
+                if i >= warmup:
+                    times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(old_threads)
+        model.train(was_training)
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return {"median_ms": statistics.median(times), "iqr_ms": q[2] - q[0], "threads": torch.get_num_threads()
+            if threads is None else int(threads), "batch": batch, "device": str(dev), "repeats": repeats}
+
+
+class LatencyDevice:
+    """Cost device: median forward latency (ms per batch) of the narrowed dense net."""
+
+    name = "latency"
+    unit = "ms"
+
+    def __init__(self, net: str, num_classes: int = 10, in_channels: int | None = None,
+                 image_size: int | None = None, batch: int = 16, threads: int = 1, repeats: int = 20,
+                 warmup: int = 3, device: str = "cpu", seed: int = 0):
+        from ..models.narrow import dense_widths, narrow_input_size
+
+        self.net, self.num_classes, self.image_size = net, num_classes, image_size
+        self.S = dense_widths(net, num_classes, in_channels)
+        self.input_size = narrow_input_size(net, self.S[0], image_size)
+        self.batch, self.threads, self.repeats, self.warmup, self.device = batch, threads, repeats, warmup, device
+        self.seed = seed
+        self.last: dict | None = None
+
+    def measure(self, widths) -> dict:
+        from ..models.narrow import narrow_model
+
+        torch.manual_seed(self.seed)
+        model = narrow_model(self.net, widths, self.num_classes, self.S[0], self.image_size)
+        self.last = measure_latency(model, self.input_size, self.batch, self.threads, self.repeats,
+                                    self.warmup, self.device)
+        return self.last
+
+    def cost(self, widths) -> float:
+        return float(self.measure(widths)["median_ms"])
+
+
+class NvmlDevice(LatencyDevice):
+    """Cost device: GPU energy per image (J) from NVML's total-energy counter (Volta or newer)."""
+
+    name = "nvml"
+    unit = "J/image"
+
+    def __init__(self, net: str, gpu_index: int = 0, **kw):
+        if not torch.cuda.is_available():
+            raise DeviceUnavailable("NVML energy needs a CUDA GPU; torch.cuda.is_available() is False")
+        try:
+            import pynvml
+        except ImportError as e:
+            raise DeviceUnavailable("NVML energy needs the pynvml package (pip install pynvml)") from e
+        pynvml.nvmlInit()
+        self._nvml = pynvml
+        self._handle = pynvml.nvmlDeviceGetHandleByIndex(gpu_index)
+        try:
+            pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
+        except pynvml.NVMLError as e:
+            raise DeviceUnavailable(f"this GPU has no NVML energy counter: {e}") from e
+        kw.setdefault("device", f"cuda:{gpu_index}")
+        super().__init__(net, **kw)
+
+    def cost(self, widths) -> float:
+        from ..models.narrow import narrow_model
+
+        torch.manual_seed(self.seed)
+        dev = torch.device(self.device)
+        model = narrow_model(self.net, widths, self.num_classes, self.S[0], self.image_size).to(dev).eval()
+        x = torch.randn((self.batch, *self.input_size), device=dev)
+        with torch.no_grad():
+            for _ in range(self.warmup):
+                model(x)
+            _sync(dev)
+            e0 = self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)  # mJ
+            for _ in range(self.repeats):
+                model(x)
+            _sync(dev)
+            e1 = self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
+        return (e1 - e0) * 1e-3 / (self.repeats * self.batch)

@@ -1,0 +1,441 @@
+"""CAMP: co-adaptive 1-bit/4-bit mixed-precision pre-activation ResNets (specs/camp.md).
+
+Every residual block runs a 1-bit path ``q`` (W1A1); a gate reading ``q`` decides per sample
+whether the 4-bit path ``f`` (W4A4, same latent conv weights, own BatchNorms) replaces it:
+``out = (1 - m)·q + m·f`` (§3). Gates are trained with a straight-through hard decision (SP,
+§5), then by REINFORCE with reward α/N per 1-bit decision and −CE at the end (RL, §6).
+Energy (§7): E = Σ_layers MACs·e(bits), e32 : e4 : e1 = 1 : 1/93 : 1/1250, normalised to W4A4.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..cost import layer_table
+from ..models.resnet_cifar import PadShortcut
+from ..quant import QConv2d, act_quant, apply_bit_plan, check_plan_bits, uniform_bit_plan
+from ..train import Callback, fit, set_seed
+
+#: per-MAC energy by precision, fitted to the published CAMP table (camp.md §7), e32 = 1
+E_PER_MAC = {32: 1.0, 4: 1.0 / 93, 1: 1.0 / 1250}
+
+
+def _qin(layer: nn.Module, x):
+    return layer.quant_input(x) if hasattr(layer, "quant_input") else x
+
+
+def _conv_prequantized(layer: nn.Conv2d, x):
+    """conv(x, Q_w(W)) for an input that is already activation-quantized (no second Q_a)."""
+    return layer(x, input_quantized=True) if hasattr(layer, "quant_input") else layer(x)
+
+
+class CampBlock(nn.Module):
+    """Pre-activation basic block (§3): BN-ReLU-conv3x3(s)-BN-ReLU-conv3x3 + shortcut.
+
+    Identity shortcut adds ``x``; the down-sampling shortcut (AvgPool + zero channels) takes the
+    (quantized) pre-activation, as in Distiller's ``preact_downsample=True``.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
+        self.downsample = PadShortcut(in_ch, out_ch, stride) if (stride > 1 or in_ch != out_ch) else None
+
+    def forward(self, x):
+        a = _qin(self.conv1, F.relu(self.bn1(x)))
+        out = self.conv2(F.relu(self.bn2(_conv_prequantized(self.conv1, a))))
+        return out + (self.downsample(a) if self.downsample is not None else x)
+
+
+class CampResNet(nn.Module):
+    """Pre-activation ResNet-(6n+2): FP32 stem, 3 stages of n blocks, BN-ReLU head, FP32 FC.
+
+    ``bits`` < 32 applies the uniform plan of §2 (stem, first block input, head and FC stay FP32).
+    """
+
+    def __init__(self, depth: int = 8, widths=(8, 16, 32), num_classes: int = 10, in_channels: int = 1,
+                 bits: int = 32):
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, ...), got {depth}")
+        widths = tuple(int(w) for w in widths)
+        if len(widths) != 3 or min(widths) < 1:
+            raise ValueError(f"widths must be three positive ints, got {widths}")
+        bits = check_plan_bits(bits)
+        n = (depth - 2) // 6
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        blocks, c = [], widths[0]
+        for i, w in enumerate(widths):
+            for j in range(n):
+                blocks.append(CampBlock(c, w, 2 if (i > 0 and j == 0) else 1))
+                c = w
+        self.blocks = nn.Sequential(*blocks)
+        self.head_bn = nn.BatchNorm2d(c)
+        self.fc = nn.Linear(c, num_classes)
+        for m in self.modules():  # N(0, sqrt(2 / (k²·C_out))), BN γ=1 β=0 (§3)
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if bits < 32:
+            apply_bit_plan(self, uniform_bit_plan(self, bits))
+
+    def forward(self, x):
+        x = self.blocks(self.stem(x))
+        x = F.relu(self.head_bn(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class Gate(nn.Module):
+    """FFGate-II on the 1-bit output q (§3): conv3x3/2 → BN → ReLU(4-bit) → global pool → 1x1 → softmax.
+
+    ``mode='sp'``: training forward value 1[p>0.5], gradient through p (``hard − p.detach() + p``).
+    ``mode='rl'``: training samples a ~ Categorical(softmax) and keeps log π(a) (shape (B,)).
+    Evaluation (both modes): deterministic 1[p > 0.5].
+    """
+
+    def __init__(self, channels: int, bits: int = 4, mode: str = "sp"):
+        super().__init__()
+        self.bits = check_plan_bits(bits)
+        self.conv = QConv2d(channels, channels, 3, 2, 1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.fc = QConv2d(channels, 2, 1, bias=True)
+        self.conv.w_bits = self.fc.w_bits = self.bits
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+        self.mode = mode
+        self.log_prob = self.action = self.decision = self.p = None
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        if mode not in ("sp", "rl"):
+            raise ValueError(f"gate mode must be 'sp' or 'rl', got {mode!r}")
+        self._mode = mode
+
+    def forward(self, q):
+        h = F.relu(self.bn(self.conv(q)))
+        if self.bits < 32:
+            h = act_quant(h, self.bits)
+        prob = F.softmax(self.fc(h.mean((2, 3), keepdim=True)).flatten(1), dim=1)  # (B, 2)
+        p = prob[:, 1]
+        if self.training and self._mode == "rl":
+            dist = torch.distributions.Categorical(probs=prob)
+            a = dist.sample()
+            self.log_prob, self.action = dist.log_prob(a), a
+            m = a.float()
+        elif self.training:
+            m = (p > 0.5).float().detach() - p.detach() + p
+        else:
+            m = (p > 0.5).float()
+        self.p, self.decision = p.detach(), m.detach() > 0.5
+        return m.view(-1, 1, 1, 1)
+
+
+class DualPathBlock(nn.Module):
+    """out = (1 − m)·q + m·f with q = 1-bit block(x), m = gate(q), f = 4-bit block(x) (§3)."""
+
+    def __init__(self, path1: CampBlock, path4: CampBlock, gate: Gate):
+        super().__init__()
+        self.path1, self.path4, self.gate = path1, path4, gate
+
+    def forward(self, x):
+        q = self.path1(x)
+        m = self.gate(q)
+        return (1 - m) * q + m * self.path4(x)
+
+
+def _set_block_bits(block: CampBlock, bits: int, fp_input: bool) -> None:
+    apply_bit_plan(block, {"conv1": (bits, 32 if fp_input else bits), "conv2": bits})
+
+
+def make_dual(base: CampResNet, low_bits: int = 1, high_bits: int = 4, gate_bits: int = 4,
+              gate_mode: str = "sp", tie: bool = True) -> CampResNet:
+    """Dual-path copy of ``base`` (§4 stage 2): each block's state goes to the ``low_bits`` path;
+    the ``high_bits`` path gets fresh BatchNorms and — with ``tie`` — the *same* latent conv
+    Parameters (one tensor, two quantizers; its gradient sums both paths). Gates start fresh."""
+    if not isinstance(base, CampResNet):
+        raise TypeError(f"make_dual needs a CampResNet, got {type(base).__name__}")
+    if any(isinstance(b, DualPathBlock) for b in base.blocks):
+        raise ValueError("model is already dual-path")
+    low_bits, high_bits = check_plan_bits(low_bits), check_plan_bits(high_bits)
+    model = copy.deepcopy(base)
+    for i, blk in enumerate(list(model.blocks)):
+        fp_in = i == 0
+        path4 = copy.deepcopy(blk)
+        for bn in (path4.bn1, path4.bn2):
+            bn.reset_parameters()
+        _set_block_bits(blk, low_bits, fp_in)
+        _set_block_bits(path4, high_bits, fp_in)
+        if tie:
+            path4.conv1.weight, path4.conv2.weight = blk.conv1.weight, blk.conv2.weight
+        model.blocks[i] = DualPathBlock(blk, path4, Gate(blk.conv2.out_channels, gate_bits, gate_mode))
+    return model
+
+
+def gates(model: nn.Module) -> list[Gate]:
+    """The gates of a dual-path model in forward order (N = number of blocks)."""
+    return [m for m in model.modules() if isinstance(m, Gate)]
+
+
+def set_gate_mode(model: nn.Module, mode: str) -> nn.Module:
+    """Switch every gate to 'sp' or 'rl' (stage 3 warm-starts the SP gates, §4)."""
+    gs = gates(model)
+    if not gs:
+        raise ValueError("model has no CAMP gates (build it with make_dual)")
+    for g in gs:
+        g.mode = mode
+    return model
+
+
+# ------------------------------------------------------------------------------ RL (§6)
+def reinforce_returns(actions: torch.Tensor, ce: torch.Tensor, alpha: float, gamma: float = 1.0):
+    """R_gj = Σ_{k=g..N} γ^{k−g}·r_kj + γ^{N−g+1}·(−CE_j), r_kj = (α/N)·(1 − a_kj)  (§6).
+
+    ``actions`` (N, B) in {0, 1} (1 = 4-bit), ``ce`` (B,) per-sample cross-entropy → (N, B).
+    """
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if actions.dim() != 2 or ce.shape != (actions.shape[1],):
+        raise ValueError(f"need actions (N, B) and ce (B,), got {tuple(actions.shape)} and {tuple(ce.shape)}")
+    n = actions.shape[0]
+    r = (alpha / n) * (1.0 - actions.float())
+    R, out = -ce.detach(), []
+    for g in range(n - 1, -1, -1):
+        R = r[g] + gamma * R
+        out.append(R)
+    return torch.stack(out[::-1])
+
+
+def reinforce_loss(log_probs, actions, ce, alpha: float, gamma: float = 1.0, rl_weight: float = 0.01,
+                   repo_broadcast_bug: bool = False) -> torch.Tensor:
+    """Σ_g mean_j[−λ·log π_g(a_gj)·R_gj] with explicit (B,) shapes (§6).
+
+    ``repo_broadcast_bug=True`` reproduces the original code: CE kept as (B, 1) so ``r + γR``
+    broadcasts to (B, B) and each gate's term becomes λ·mean_j[−log π_j·C_j] + λ·mean_j[log π_j]·mean_i CE_i
+    (no per-sample credit for accuracy).
+    """
+    if rl_weight < 0 or not 0 <= gamma <= 1:
+        raise ValueError(f"need rl_weight >= 0 and 0 <= gamma <= 1, got {rl_weight}, {gamma}")
+    lp, a = torch.stack(list(log_probs)), torch.stack(list(actions)).float()
+    if not repo_broadcast_bug:
+        R = reinforce_returns(a, ce, alpha, gamma)
+        return (-rl_weight * lp * R).mean(1).sum()
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    n = a.shape[0]
+    R, cum = -ce.detach().view(-1, 1), []
+    for g in range(n - 1, -1, -1):
+        R = (alpha / n) * (1.0 - a[g]) + gamma * R  # (B,) + (B,1) -> (B,B), as in train_rl.py
+        cum.append(R)
+    return torch.stack([(-lp[g] * rl_weight * R).mean() for g, R in zip(range(n), cum[::-1])]).sum()
+
+
+class ReinforceCallback(Callback):
+    """Adds the REINFORCE term of §6 to the CE loss of ``fit`` (gates must be in 'rl' mode)."""
+
+    def __init__(self, alpha: float, gamma: float = 1.0, rl_weight: float = 0.01,
+                 repo_broadcast_bug: bool = False):
+        if alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        self.alpha, self.gamma, self.rl_weight, self.bug = alpha, gamma, rl_weight, repo_broadcast_bug
+
+    def on_loss(self, s):
+        gs = gates(s.model)
+        if not gs or any(g.log_prob is None for g in gs):
+            raise RuntimeError("ReinforceCallback needs a dual-path model with gates in 'rl' mode")
+        ce = F.cross_entropy(s.outputs.detach(), s.targets, reduction="none")
+        s.loss = s.loss + reinforce_loss([g.log_prob for g in gs], [g.action for g in gs], ce,
+                                         self.alpha, self.gamma, self.rl_weight, self.bug)
+        for g in gs:
+            g.log_prob = g.action = None
+
+
+class EpochTimer(Callback):
+    """Wall time of the training pass of each epoch (excludes validation)."""
+
+    def __init__(self):
+        self.seconds, self._t0 = [], None
+
+    def on_batch_start(self, s):
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, s):
+        self.seconds.append(time.perf_counter() - self._t0)
+        self._t0 = None
+
+
+# ------------------------------------------------------------------------------ training
+def sgd_schedule(model, epochs: int, lr: float = 0.1, weight_decay: float = 2e-4, momentum: float = 0.9,
+                 milestones=(0.4, 0.6, 0.8), gammas=(0.1, 0.1, 0.2), warmup_epochs: int = 0,
+                 warmup_factor: float = 0.1):
+    """SGD + MultiStepMultiGammaLR (§4): lr·Π gammas_i for epoch ≥ milestone_i·epochs, ×warmup_factor
+    during the first ``warmup_epochs`` (the SP stage's 0.01 → 0.1 warm-up)."""
+    if epochs < 1 or lr <= 0:
+        raise ValueError(f"need epochs >= 1 and lr > 0, got {epochs}, {lr}")
+    steps = [int(round(f * epochs)) for f in milestones]
+
+    def factor(e):
+        f = warmup_factor if e < warmup_epochs else 1.0
+        return f * math.prod(g for s, g in zip(steps, gammas) if e >= s)
+
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def train_stage(model, loaders, epochs: int, lr: float, seed: int, callbacks=(), warmup_epochs: int = 0,
+                progress: bool = False, device: str = "cpu", **sched) -> dict:
+    """``fit`` with :func:`sgd_schedule`; adds ``train_seconds_per_epoch`` (training pass only)."""
+    opt, sch = sgd_schedule(model, epochs, lr, warmup_epochs=warmup_epochs, **sched)
+    timer = EpochTimer()
+    out = fit(model, loaders, epochs, opt, sch, callbacks=[*callbacks, timer], seed=seed, progress=progress,
+              device=device)
+    out["train_seconds_per_epoch"] = float(np.median(timer.seconds)) if timer.seconds else 0.0
+    return out
+
+
+# ------------------------------------------------------------------------------ evaluation
+@torch.no_grad()
+def gate_statistics(model, loader) -> dict:
+    """Deterministic-gate evaluation: logits, targets, per-sample CE, decisions (n, N) and ρ."""
+    was = model.training
+    model.eval()
+    logits, ys, dec = [], [], []
+    gs = gates(model)
+    dev = next(model.parameters()).device
+    for x, y in loader:
+        logits.append(model(x.to(dev)).cpu())
+        ys.append(y)
+        if gs:
+            dec.append(torch.stack([g.decision for g in gs], 1).cpu())
+    model.train(was)
+    logits, y = torch.cat(logits), torch.cat(ys)
+    d = torch.cat(dec).float() if dec else torch.zeros(len(y), 0)
+    correct = logits.argmax(1) == y
+    ce = F.cross_entropy(logits, y, reduction="none")
+    out = {"accuracy": correct.float().mean().item(), "correct": correct, "ce": ce, "decisions": d,
+           "rho_per_block": d.mean(0).tolist(), "fraction_4bit": d.mean().item() if d.numel() else float("nan")}
+    if d.numel():
+        out["fraction_4bit_correct"] = d[correct].mean().item() if correct.any() else float("nan")
+        out["fraction_4bit_wrong"] = d[~correct].mean().item() if (~correct).any() else float("nan")
+        k = d.sum(1)
+        out["corr_ce_n4bit"] = float(np.corrcoef(ce.numpy(), k.numpy())[0, 1]) if k.std() > 0 else float("nan")
+    return out
+
+
+def energy_per_mac(bits: int, table=None) -> float:
+    """e(bits) of §7; only precisions with a fitted constant are accepted."""
+    table = E_PER_MAC if table is None else table
+    if bits not in table:
+        raise ValueError(f"no per-MAC energy for {bits}-bit layers; known: {sorted(table)} (pass e_per_mac)")
+    return table[bits]
+
+
+def camp_cost_table(model, input_size, rho=None, include_gates: bool = True, e_per_mac=None) -> pd.DataFrame:
+    """Shared cost table (``cost.layer_table``) + CAMP columns, one row per Conv2d/Linear.
+
+    ``exec_weight``: expected executions per image — 1 for stem/FC/1-bit path, ρ_b for the
+    4-bit path of block b, 1 or 0 for gates (``include_gates``). ``act_bits``/``bitops`` use each
+    layer's own input precision; ``energy`` = exec_weight·MACs·e(w_bits) (§7, in e32·MAC units).
+    """
+    dual = [b for b in model.blocks if isinstance(b, DualPathBlock)] if hasattr(model, "blocks") else []
+    if dual:
+        if rho is None:
+            raise ValueError("a dual-path model needs rho (one 4-bit fraction per block, or a scalar)")
+        rho = [float(rho)] * len(dual) if np.isscalar(rho) else [float(r) for r in rho]
+        if len(rho) != len(dual) or not all(0 <= r <= 1 for r in rho):
+            raise ValueError(f"rho must be {len(dual)} values in [0, 1], got {rho}")
+    bits = {n: (getattr(m, "w_bits", 32), getattr(m, "a_bits", 32))
+            for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    t = layer_table(model, input_size, weight_bits={n: b[0] for n, b in bits.items()})
+    t["act_bits"] = [bits[n][1] for n in t.layer]
+    w = []
+    for name in t.layer:
+        parts = name.split(".")
+        if len(parts) > 2 and parts[0] == "blocks" and parts[2] == "path4":
+            w.append(rho[int(parts[1])])
+        elif len(parts) > 2 and parts[0] == "blocks" and parts[2] == "gate":
+            w.append(1.0 if include_gates else 0.0)
+        else:
+            w.append(1.0)
+    t["exec_weight"] = w
+    t["bitops"] = t.exec_weight * t.nnz_macs * t.weight_bits * t.act_bits
+    t["energy"] = [wi * m * energy_per_mac(b, e_per_mac) for wi, m, b in zip(w, t.macs, t.weight_bits)]
+    return t
+
+
+def camp_energy(model, input_size, rho=None, include_gates: bool = True, e_per_mac=None) -> dict:
+    """Totals of :func:`camp_cost_table`: ``energy`` (E = Σ MACs·e(bits)), ``bitops``, ``macs`` (expected)."""
+    t = camp_cost_table(model, input_size, rho, include_gates, e_per_mac)
+    return {"energy": float(t.energy.sum()), "bitops": float(t.bitops.sum()),
+            "macs": float((t.exec_weight * t.macs).sum())}
+
+
+# ------------------------------------------------------------------------------ pipeline (§10)
+def _row(model_name, alpha, model, loader, input_size, e_ref, b_ref, fit_out) -> dict:
+    st = gate_statistics(model, loader)
+    dual = bool(gates(model))
+    rho = st["rho_per_block"] if dual else None
+    e = camp_energy(model, input_size, rho, include_gates=True)
+    e_ng = camp_energy(model, input_size, rho, include_gates=False)
+    frac = st["fraction_4bit"] if dual else (1.0 if model_name == "w4a4" else 0.0)
+    return {"model": model_name, "alpha": alpha, "accuracy": 100 * st["accuracy"],
+            "energy_rel_w4a4": e["energy"] / e_ref, "fraction_4bit": frac,
+            "energy_rel_w4a4_no_gates": e_ng["energy"] / e_ref, "bitops_rel_w4a4": e["bitops"] / b_ref,
+            "rho_per_block": rho, "fraction_4bit_correct": st.get("fraction_4bit_correct"),
+            "fraction_4bit_wrong": st.get("fraction_4bit_wrong"), "corr_ce_n4bit": st.get("corr_ce_n4bit"),
+            "val_accuracy": 100 * fit_out.get("val_accuracy", float("nan")),
+            "train_seconds_per_epoch": fit_out["train_seconds_per_epoch"]}
+
+
+def run_camp_seed(loaders, input_size, seed: int, depth: int = 8, widths=(8, 16, 32), epochs: int = 30,
+                  sp_epochs: int = 30, rl_epochs: int = 15, alphas=(0.0, 0.1, 0.5, 1.0, 2.0),
+                  lr: float = 0.1, rl_lr: float = 0.01, rl_weight: float = 0.01, gamma: float = 1.0,
+                  sp_init: str = "w1a1", bug_alphas=(), sp_warmup: int = 1, progress: bool = False,
+                  device: str = "cpu") -> dict:
+    """One seed of the §10 plan: FP32/W4A4/W1A1 baselines → SP dual path → RL for every α.
+
+    Returns ``{"rows": [...]}``, one row per trained model (test accuracy in %, energy and
+    bit-ops relative to the W4A4 baseline, deterministic-gate 4-bit fractions). Same seed and
+    freshly built ``loaders`` (their shuffling generator is consumed) -> identical rows.
+    """
+    if sp_init not in ("w1a1", "w4a4"):
+        raise ValueError(f"sp_init must be 'w1a1' (repo code) or 'w4a4' (README), got {sp_init!r}")
+    if any(a < 0 for a in (*alphas, *bug_alphas)):
+        raise ValueError(f"alphas must be >= 0, got {list(alphas)} / {list(bug_alphas)}")
+    nc, ic = loaders.num_classes, loaders.in_channels
+    rows, base = [], {}
+    ref = CampResNet(depth, widths, nc, ic, bits=4)
+    e_ref = camp_energy(ref, input_size)
+    e_ref, b_ref = e_ref["energy"], e_ref["bitops"]
+    for name, bits in (("fp32", 32), ("w4a4", 4), ("w1a1", 1)):
+        set_seed(seed)
+        base[name] = CampResNet(depth, widths, nc, ic, bits=bits)
+        out = train_stage(base[name], loaders, epochs, lr, seed, progress=progress, device=device)
+        rows.append(_row(name, None, base[name], loaders.test, input_size, e_ref, b_ref, out))
+    set_seed(seed)
+    sp = make_dual(base[sp_init], gate_mode="sp")
+    out = train_stage(sp, loaders, sp_epochs, lr, seed, warmup_epochs=sp_warmup, progress=progress,
+                      device=device)
+    rows.append(_row("sp", None, sp, loaders.test, input_size, e_ref, b_ref, out))
+    for bug, alist in ((False, alphas), (True, bug_alphas)):
+        for alpha in alist:
+            set_seed(seed)
+            rl = set_gate_mode(copy.deepcopy(sp), "rl")
+            cb = ReinforceCallback(alpha, gamma, rl_weight, repo_broadcast_bug=bug)
+            out = train_stage(rl, loaders, rl_epochs, rl_lr, seed, callbacks=[cb], progress=progress,
+                              device=device)
+            rows.append(_row("rl_repo_bug" if bug else "rl", float(alpha), rl, loaders.test, input_size,
+                             e_ref, b_ref, out))
+    return {"rows": rows}

@@ -1,0 +1,317 @@
+"""EC2T: Entropy-Constrained Trained Ternarization (Marban, Becking et al., CVPR-W 2020) + ECP + TTQ.
+
+Every quantized layer l keeps a full-precision *shadow* weight W_fp (the parametrization's
+``original``), two trainable centroid magnitudes w_p, w_n > 0 and an assignment
+A in {0: -w_n, 1: 0, 2: +w_p}; the forward pass uses W_t = w_p·[A=2] − w_n·[A=0].
+
+* assignment cost (spec §3.3):  A = argmin_c (w − c)² + λ·I_c,   I_c = −log2 P_c,
+  P_c from the nearest-neighbour assignment with the zero-cluster floor P_0 ≥ 0.5,
+  λ = γ·δ(l)·λ_max(l),  δ(l) = (#W_l / max #W + ς)/(1 + ς),
+  λ_max = min over ± of (m² − (m − w)²)/(I_± − I_0)  (m = the layer's most extreme weight);
+* gradients (TTQ-style STE, thesis eq. 4.17/4.18): ∂W_fp = g·(w_p[A=2] + w_n[A=0] + [A=1]),
+  ∂w_p = Σ_{A=2} g,  ∂w_n = −Σ_{A=0} g  (the repo/TTQ use +Σ: ``centroid_grad_sign="ttq"``);
+* after every optimizer step: centroid floor w_p, w_n ≥ 0.675·std(W_fp), then re-assignment;
+* ECP (entropy-constrained pruning): same cost, forward W = [A≠1]·W_fp (survivors stay FP);
+* TTQ baseline (Zhu et al. 2017): A by the symmetric threshold |w| > t·max|W_fp|, w_p = w_n = max|W_fp| at init.
+"""
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from compresslib.train import Callback, evaluate, fit
+
+NEG, ZERO, POS = 0, 1, 2
+METHODS = ("ec2t", "ecp", "ttq")
+
+
+# ----------------------------------------------------------------------------- assignment math
+def centroid_distances(w: torch.Tensor, w_p, w_n) -> torch.Tensor:
+    """d_c(w) = (w − c)² for c = (−w_n, 0, +w_p), stacked on a new leading axis."""
+    return torch.stack([(w + w_n) ** 2, w ** 2, (w - w_p) ** 2])
+
+
+def argmin3(cost: torch.Tensor) -> torch.Tensor:
+    """``cost.argmin(0)`` for a leading axis of 3 (first index wins ties), without the slow strided reduction."""
+    c0, c1, c2 = cost
+    return torch.where((c0 <= c1) & (c0 <= c2), NEG, torch.where(c1 <= c2, ZERO, POS))
+
+
+def nearest_assignment(w: torch.Tensor, w_p, w_n) -> torch.Tensor:
+    """Distance-only (λ = 0) assignment: zero iff w ∈ (−w_n/2, w_p/2)."""
+    return argmin3(centroid_distances(w, w_p, w_n))
+
+
+def cluster_probabilities(assignment: torch.Tensor, pmf_renorm: str = "fixed") -> torch.Tensor:
+    """P = (P_n, P_0, P_p) = counts / #W (a missing cluster counts 1), then the floor P_0 ≥ 0.5.
+
+    ``pmf_renorm="fixed"`` shrinks P_n, P_p proportionally (sums to 1); ``"repo"`` reproduces the
+    original code, which rescales P_p with the already-updated P_n: (0.4,0.2,0.4) → (0.25,0.5,0.2154).
+    """
+    if pmf_renorm not in ("fixed", "repo"):
+        raise ValueError(f"pmf_renorm must be 'fixed' or 'repo', got {pmf_renorm!r}")
+    counts = torch.bincount(assignment.flatten(), minlength=3).double()
+    counts[counts == 0] = 1.0
+    P = counts / assignment.numel()
+    if P[1] < 0.5:
+        deficit = 0.5 - P[1]
+        if pmf_renorm == "repo":
+            P[0] = P[0] - P[0] / (P[0] + P[2]) * deficit
+            P[2] = P[2] - P[2] / (P[0] + P[2]) * deficit
+        else:
+            s = P[0] + P[2]
+            P[0], P[2] = P[0] - P[0] / s * deficit, P[2] - P[2] / s * deficit
+        P[1] = 0.5
+    return P
+
+
+def lambda_max(w: torch.Tensor, w_p, w_n, info: torch.Tensor) -> float:
+    """λ_max = min(λ_n, λ_p), λ_± = (m_±² − (m_± − w_±)²)/(I_± − I_0): the λ at which the most extreme
+    weight's cost of zero equals that of its own centroid (spec §3.3 step 4); clamped at 0."""
+    m_n, m_p = float(w.min().abs()), float(w.max().abs())
+    w_p, w_n = float(w_p), float(w_n)
+    lam_n = (m_n ** 2 - (m_n - w_n) ** 2) / float(info[0] - info[1])
+    lam_p = (m_p ** 2 - (m_p - w_p) ** 2) / float(info[2] - info[1])
+    return max(0.0, min(lam_n, lam_p))
+
+
+def layer_decay(sizes, sustain: float = 0.05) -> list[float]:
+    """δ(l) = (#W_l / max_l #W_l + ς) / (1 + ς): the largest layer gets 1, tiny layers ≈ ς/(1+ς)."""
+    sizes = [int(s) for s in sizes]
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"layer sizes must be positive, got {sizes}")
+    if sustain < 0:
+        raise ValueError(f"sustain must be >= 0, got {sustain}")
+    top = max(sizes)
+    return [(s / top + sustain) / (1 + sustain) for s in sizes]
+
+
+def ec_assignment(w: torch.Tensor, w_p, w_n, gamma: float, delta: float = 1.0,
+                  pmf_renorm: str = "fixed") -> tuple[torch.Tensor, float]:
+    """A = argmin_c (w − c)² + λ·I_c with λ = γ·δ·λ_max (spec §3.3 steps 1-7); returns (A, λ)."""
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    dist = centroid_distances(w, w_p, w_n)
+    info = -torch.log2(cluster_probabilities(argmin3(dist), pmf_renorm)).to(w.dtype)
+    lam = gamma * delta * lambda_max(w, w_p, w_n, info)
+    cost = dist + lam * info.view(3, *([1] * w.dim()))
+    return argmin3(cost), lam
+
+
+def ttq_assignment(w: torch.Tensor, t: float) -> torch.Tensor:
+    """TTQ: +w_p if w > Δ, −w_n if w < −Δ, 0 otherwise, with Δ = t·max|w|."""
+    if not 0 <= t < 1:
+        raise ValueError(f"TTQ threshold t must be in [0, 1), got {t}")
+    thr = t * w.abs().max()
+    return torch.where(w > thr, POS, torch.where(w < -thr, NEG, ZERO))
+
+
+# ----------------------------------------------------------------------------- fake quantizer
+class _Ternarize(torch.autograd.Function):
+    """Forward W_t (ternary, or [A≠1]·W_fp when pruning); backward = the TTQ/EC2T gradient rules."""
+
+    @staticmethod
+    def forward(ctx, w_fp, w_p, w_n, assignment, prune: bool, wn_sign: float):
+        a = (assignment == POS).to(w_fp.dtype)
+        b = (assignment == NEG).to(w_fp.dtype)
+        ctx.save_for_backward(a, b, w_p, w_n)
+        ctx.wn_sign = wn_sign
+        return (a + b) * w_fp if prune else w_p * a - w_n * b
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b, w_p, w_n = ctx.saved_tensors
+        z = 1.0 - a - b
+        grad_fp = g * (w_p * a + w_n * b + z)
+        return grad_fp, (g * a).sum(), ctx.wn_sign * (g * b).sum(), None, None, None
+
+
+class TernaryWeight(nn.Module):
+    """Parametrization W_fp → W_t with trainable w_p, w_n and an assignment buffer (the fake-quantizer)."""
+
+    def __init__(self, w_fp: torch.Tensor, w_p: float, w_n: float, prune: bool = False,
+                 centroid_grad_sign: str = "exact"):
+        super().__init__()
+        if centroid_grad_sign not in ("exact", "ttq"):
+            raise ValueError(f"centroid_grad_sign must be 'exact' or 'ttq', got {centroid_grad_sign!r}")
+        self.w_p = nn.Parameter(torch.tensor(float(w_p)))
+        self.w_n = nn.Parameter(torch.tensor(float(w_n)))
+        self.register_buffer("assignment", nearest_assignment(w_fp.detach(), w_p, w_n))
+        self.prune = prune
+        self.wn_sign = -1.0 if centroid_grad_sign == "exact" else 1.0
+
+    def forward(self, w_fp):
+        return _Ternarize.apply(w_fp, self.w_p, self.w_n, self.assignment, self.prune, self.wn_sign)
+
+
+# ----------------------------------------------------------------------------- model wrapper
+class EC2T:
+    """Attach EC2T/ECP/TTQ quantizers to every Conv2d/Linear whose module name contains ``pattern``.
+
+    ``gamma`` = the global gain γ of λ (EC2T/ECP); ``t`` = the TTQ threshold; ``init_scale`` = s
+    (w_p = s·max W, w_n = s·|min W| at init, EC2T/ECP only).
+    """
+
+    def __init__(self, model: nn.Module, method: str = "ec2t", gamma: float = 0.2, t: float = 0.05,
+                 init_scale: float = 0.45, pattern: str = ".conv", sustain: float = 0.05,
+                 centroid_floor: float = 0.675, centroid_grad_sign: str = "exact",
+                 pmf_renorm: str = "fixed"):
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        if not 0 <= t < 1:
+            raise ValueError(f"TTQ threshold t must be in [0, 1), got {t}")
+        if not 0 < init_scale <= 1:
+            raise ValueError(f"init_scale s must be in (0, 1], got {init_scale}")
+        if centroid_floor < 0:
+            raise ValueError(f"centroid_floor must be >= 0, got {centroid_floor}")
+        cluster_probabilities(torch.zeros(1, dtype=torch.long), pmf_renorm)  # validates the flag
+        self.model, self.method, self.gamma, self.t = model, method, float(gamma), float(t)
+        self.pmf_renorm, self.centroid_floor = pmf_renorm, centroid_floor
+        self.layers = {n: m for n, m in model.named_modules()
+                       if isinstance(m, (nn.Conv2d, nn.Linear)) and pattern in n
+                       and not parametrize.is_parametrized(m)}
+        if not self.layers:
+            raise ValueError(f"model {type(model).__name__} has no quantizable layer "
+                             f"(no Conv2d/Linear whose name contains {pattern!r})")
+        self.delta = dict(zip(self.layers, layer_decay([m.weight.numel() for m in self.layers.values()],
+                                                       sustain)))
+        self.lambdas = {n: 0.0 for n in self.layers}
+        for n, m in self.layers.items():
+            w = m.weight.detach()
+            if method == "ttq":
+                w_p = w_n = float(w.abs().max())
+            else:
+                w_p, w_n = init_scale * float(w.max().abs()), init_scale * float(w.min().abs())
+            q = TernaryWeight(w, w_p, w_n, prune=method == "ecp", centroid_grad_sign=centroid_grad_sign)
+            parametrize.register_parametrization(m, "weight", q)
+            if method == "ttq":
+                q.assignment.copy_(ttq_assignment(w, self.t))
+        self.frozen = False
+
+    # -- parameter groups
+    def quantizer(self, name: str) -> TernaryWeight:
+        return self.layers[name].parametrizations.weight[0]
+
+    def shadow_params(self) -> list[nn.Parameter]:
+        return [m.parametrizations.weight.original for m in self.layers.values()]
+
+    def centroid_params(self) -> list[nn.Parameter]:
+        return [p for n in self.layers for p in (self.quantizer(n).w_p, self.quantizer(n).w_n)]
+
+    def other_params(self) -> list[nn.Parameter]:
+        special = {id(p) for p in self.shadow_params() + self.centroid_params()}
+        return [p for p in self.model.parameters() if id(p) not in special]
+
+    def optimizer(self, lr: float = 1e-3, lr2: float = 1e-4, weight_decay: float = 5e-6):
+        """Adam with three groups: FP params (wd), shadow weights (no wd; omitted when frozen), centroids (lr2)."""
+        groups = [{"params": self.other_params(), "lr": lr, "weight_decay": weight_decay}]
+        if not self.frozen:
+            groups.append({"params": self.shadow_params(), "lr": lr, "weight_decay": 0.0})
+        groups.append({"params": self.centroid_params(), "lr": lr2, "weight_decay": 0.0})
+        return torch.optim.Adam(groups)
+
+    def freeze(self) -> None:
+        """Frozen-assignment retraining (§3.6): shadow weights and A fixed, centroids still trained."""
+        self.frozen = True
+        for p in self.shadow_params():
+            p.requires_grad_(False)
+
+    # -- the per-step update
+    @torch.no_grad()
+    def update(self) -> None:
+        """Centroid floor w_± ≥ 0.675·std(W_fp), then (unless frozen) re-assign every layer (§3.5)."""
+        for n, m in self.layers.items():
+            q, w = self.quantizer(n), m.parametrizations.weight.original
+            floor = self.centroid_floor * float(w.std())
+            q.w_p.clamp_(min=floor)
+            q.w_n.clamp_(min=floor)
+            if self.frozen:
+                continue
+            if self.method == "ttq":
+                q.assignment.copy_(ttq_assignment(w, self.t))
+            else:
+                a, self.lambdas[n] = ec_assignment(w, q.w_p, q.w_n, self.gamma, self.delta[n], self.pmf_renorm)
+                q.assignment.copy_(a)
+
+    # -- statistics
+    @torch.no_grad()
+    def sparsity(self) -> float:
+        """Fraction of zero weights over all quantized layers."""
+        zeros = sum(int((self.quantizer(n).assignment == ZERO).sum()) for n in self.layers)
+        return zeros / sum(m.weight.numel() for m in self.layers.values())
+
+    @torch.no_grad()
+    def layer_table(self) -> pd.DataFrame:
+        rows = []
+        for n, m in self.layers.items():
+            q = self.quantizer(n)
+            cnt = torch.bincount(q.assignment.flatten(), minlength=3).tolist()
+            rows.append({"layer": n, "weights": m.weight.numel(), "sparsity": cnt[ZERO] / sum(cnt),
+                         "n_neg": cnt[NEG], "n_zero": cnt[ZERO], "n_pos": cnt[POS],
+                         "w_p": float(q.w_p), "w_n": float(q.w_n), "delta": self.delta[n],
+                         "lambda": self.lambdas[n]})
+        return pd.DataFrame(rows)
+
+    def finalize(self) -> nn.Module:
+        """Remove the quantizers, leaving plain weight tensors that hold the ternary (or pruned) values."""
+        for m in self.layers.values():
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+        return self.model
+
+
+class EC2TCallback(Callback):
+    """Calls ``EC2T.update`` after each optimizer step; keeps the best-validation state of the run."""
+
+    def __init__(self, ec2t: EC2T, val_loader=None, device="cpu"):
+        self.ec2t, self.val_loader, self.device = ec2t, val_loader, device
+        self.best_acc, self.best_state = -1.0, None
+
+    def after_step(self, s) -> None:
+        self.ec2t.update()
+
+    def on_epoch_end(self, s) -> None:
+        if self.val_loader is None:
+            return
+        acc = evaluate(s.model, self.val_loader, self.device)["accuracy"]
+        if acc > self.best_acc:
+            self.best_acc = acc
+            self.best_state = copy.deepcopy(s.model.state_dict())
+
+
+def train_ec2t(fp_model: nn.Module, loaders, method: str = "ec2t", gamma: float = 0.2, t: float = 0.05,
+               init_scale: float = 0.45, epochs: int = 20, retrain_epochs: int = 10, lr: float = 1e-3,
+               lr2: float = 1e-4, weight_decay: float = 5e-6, seed: int = 0, device: str = "cpu",
+               progress: bool = True, **flags) -> dict:
+    """Quantize a copy of ``fp_model``: ``epochs`` with re-assignment (best-val state kept), then
+    ``retrain_epochs`` with frozen assignment (§3.6). Returns the finalized model and its numbers."""
+    if epochs < 1 or retrain_epochs < 0:
+        raise ValueError(f"need epochs >= 1 and retrain_epochs >= 0, got {epochs}, {retrain_epochs}")
+    model = copy.deepcopy(fp_model).to(device)
+    q = EC2T(model, method=method, gamma=gamma, t=t, init_scale=init_scale, **flags)
+    cb = EC2TCallback(q, getattr(loaders, "val", None), device)
+    main = fit(model, loaders, epochs, q.optimizer(lr, lr2, weight_decay), callbacks=[cb],
+               device=device, seed=seed, progress=progress)
+    if cb.best_state is not None:
+        model.load_state_dict(cb.best_state)
+    history = [dict(h, phase="assign") for h in main["history"]]
+    if retrain_epochs:
+        q.freeze()
+        frozen = fit(model, loaders, retrain_epochs, q.optimizer(lr, lr2, weight_decay),
+                     callbacks=[EC2TCallback(q)], device=device, seed=seed + 1, progress=progress)
+        history += [dict(h, phase="frozen") for h in frozen["history"]]
+    table = q.layer_table()
+    sparsity = q.sparsity()
+    q.finalize()
+    res = {"model": model, "layer_table": table, "sparsity": sparsity, "history": history,
+           "layers": list(q.layers), "method": method, "gamma_or_t": t if method == "ttq" else gamma}
+    if getattr(loaders, "val", None) is not None:
+        res["val_accuracy"] = evaluate(model, loaders.val, device)["accuracy"]
+    if getattr(loaders, "test", None) is not None:
+        res["test_accuracy"] = evaluate(model, loaders.test, device)["accuracy"]
+    return res

@@ -1,0 +1,398 @@
+"""ECC: energy-constrained channel pruning by ADMM on a bilinear energy model (spec §3).
+
+    min_{W,s} ℓ(W)  s.t.  ϕ_j(W) <= s_j (all j),  Ê(s) <= B
+    ℒ = ℓ(W) + Σ_j y_j(ϕ_j − s_j) + ρ_y/2 Σ_j [ϕ_j − s_j]_+² + z(Ê(s) − B) + ρ_z/2 [Ê(s) − B]_+²
+
+One iteration per mini-batch (§3.3): Adam step on W, exact group-sparse prox with Adam's second
+moment, projected/masked/clipped gradient step on the continuous widths s, dual ascent on z and y;
+stop on the first batch whose *real* channel counts meet the budget. ℓ = logit-MSE distillation +
+CE (§3.5). Energies are relative to the dense estimate (Ê(S) = 1), so B is a fraction.
+Chain nets only (Conv2d/Linear in order, optional BatchNorm; no depthwise or residual layers).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..energy import bilinear
+from ..train import Callback
+
+
+# ----------------------------------------------------------------------------- channel groups
+@dataclass
+class ChainLayer:
+    name: str
+    module: nn.Module
+    group_size: int        # weight columns per input channel (FC after conv: H*W of the feature map)
+    n_groups: int          # S_j = dense input channels
+    bn_before: list        # names of BatchNorm layers between the previous weight layer and this one
+
+
+def chain_layers(model: nn.Module) -> list[ChainLayer]:
+    """The weight layers of a chain net in order, with their input-channel groups (spec §3.1)."""
+    layers, pending_bn, prev_out = [], [], None
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            pending_bn.append(name)
+        elif isinstance(m, nn.Conv2d):
+            if m.groups != 1:
+                raise ValueError(f"ECC here supports chain nets only; {name} is a grouped/depthwise conv")
+            if prev_out is not None and m.in_channels != prev_out:
+                raise ValueError(f"{name}: {m.in_channels} inputs but the previous layer has {prev_out} outputs")
+            layers.append(ChainLayer(name, m, 1, m.in_channels, pending_bn))
+            pending_bn, prev_out = [], m.out_channels
+        elif isinstance(m, nn.Linear):
+            c = m.in_features if prev_out is None else prev_out
+            if m.in_features % c:
+                raise ValueError(f"{name}: {m.in_features} inputs are not a multiple of {c} channels")
+            layers.append(ChainLayer(name, m, m.in_features // c, c, pending_bn))
+            pending_bn, prev_out = [], m.out_features
+    if len(layers) < 2:
+        raise ValueError("ECC needs a chain net with at least two Conv2d/Linear layers")
+    return layers
+
+
+def group_scores(weight: torch.Tensor, group_size: int, D: torch.Tensor | None = None) -> torch.Tensor:
+    """a_g = Σ_{i∈g} D_i W_i² for every input-channel group g (D = 1 gives squared group norms)."""
+    w2 = weight.detach() ** 2 if D is None else D * weight.detach() ** 2
+    if w2.dim() == 4:
+        return w2.sum(dim=(0, 2, 3))
+    return w2.reshape(w2.shape[0], -1, group_size).sum(dim=(0, 2))
+
+
+@torch.no_grad()
+def zero_groups_(weight: torch.Tensor, dead: torch.Tensor, group_size: int) -> None:
+    if weight.dim() == 4:
+        weight[:, dead] = 0.0
+    else:
+        weight.view(weight.shape[0], -1, group_size)[:, dead] = 0.0
+
+
+def widths_of(model: nn.Module, layers: list[ChainLayer] | None = None) -> list[int]:
+    """ϕ(W): (image channels, live input-channel groups of layers 1..L-1, classes)."""
+    layers = layers or chain_layers(model)
+    phi = [layers[0].n_groups]
+    for lay in layers[1:]:
+        phi.append(int((group_scores(lay.module.weight, lay.group_size) > 0).sum()))
+    return phi + [layers[-1].module.weight.shape[0]]
+
+
+# ----------------------------------------------------------------------------- the three steps
+def group_prox(a: torch.Tensor, s_j: float, y_j: float, rho_y: float, alpha: float):
+    """Exact prox of y_j ϕ_j + ρ_y/2 [ϕ_j − s_j]_+² under the metric D (spec §3.3 (a)).
+
+    Keeping the r-th largest group saves a_r/(2α) and costs y_j + ρ_y/2 Δ_r with
+    Δ_r = [r − s_j]_+² − [r − s_j − 1]_+²; y_j is first capped so that ⌊s_j⌋ groups survive.
+    Returns (keep mask, capped y_j).
+    """
+    order = torch.argsort(a, descending=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(1, a.numel() + 1, device=a.device)
+    r = rank.to(a.dtype)
+    delta = (r - s_j).clamp(min=0) ** 2 - (r - s_j - 1).clamp(min=0) ** 2
+    v = (a - rho_y * alpha * delta) / (2 * alpha)
+    k = int(math.floor(s_j))
+    if y_j > 0 and k >= 1:
+        y_j = min(y_j, float(torch.topk(v, min(k, v.numel())).values[-1]))
+    return v >= y_j, y_j
+
+
+def s_step(s, s_real, y, z, B, energy, rho_z, rho_y, pslr, clip, mask=True, s_lb=None,
+           repo_square_of_sum=False):
+    """Projected, masked, clipped gradient step on the widths s (spec §3.3 (b)); returns (s, z).
+
+    energy(s) -> (Ê(s), ∂Ê/∂s) in budget units. ``repo_square_of_sum`` uses the released code's
+    ρ_y/2 (Σ_j [ϕ_j − s_j]_+)² instead of ρ_y/2 Σ_j [ϕ_j − s_j]_+².
+    """
+    s, s_real, y = (torch.as_tensor(t, dtype=torch.float64) for t in (s, s_real, y))
+    L = s.numel() - 1
+    E, g2 = energy(s)
+    over = (s_real - s).clamp(min=0)
+    pen = over.sum() * (over > 0).to(s.dtype) if repo_square_of_sum else over
+    g1 = rho_z * max(E - B, 0.0) * g2 - rho_y * pen - y
+    s_lb = torch.ones_like(s) if s_lb is None else torch.as_tensor(s_lb, dtype=torch.float64)
+    free = s > s_lb
+    free[0] = free[L] = False  # image channels and classes are fixed
+    ratios = [(max(-float(g1[j]), 0.0) + 1e-3) / float(g2[j]) for j in range(L + 1) if free[j] and g2[j] > 0]
+    if ratios:
+        z = max(z, min(ratios))  # z-floor: at least one free width decreases
+    g = g1 + z * g2
+    if mask:
+        g = g.clamp(min=0)  # s may only shrink
+    g = torch.where(free, g, torch.zeros_like(g))
+    norm = float(g.norm())
+    if clip is not None and norm > clip:
+        g = g * (clip / norm)
+    return (s - pslr * g).clamp(min=1.0), z
+
+
+@dataclass
+class ECCConfig:
+    """Knobs of admm_prox_train.py (spec §3.4); defaults = the small-scale plan of §6.2."""
+
+    rho_z: float = 10.0
+    rho_y: float = 10.0
+    pslr: float = 1.0
+    psgrad_clip: float | None = 1.0
+    psgrad_mask: bool = True
+    s_int: int = 1
+    slb: float | None = None
+    zinit: float = 0.0
+    yinit: float = 0.0
+    repo_square_of_sum: bool = False
+
+    def validate(self):
+        for k in ("rho_z", "rho_y", "pslr"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"{k} must be >= 0, got {getattr(self, k)}")
+        if self.s_int < 1:
+            raise ValueError(f"s_int must be >= 1, got {self.s_int}")
+        if self.slb is not None and not 0 < self.slb < 1:
+            raise ValueError(f"slb must be a fraction in (0, 1), got {self.slb}")
+
+
+def relative_budget(estimator, budget: float, absolute: bool = False) -> float:
+    """Budget as a fraction of Ê(dense); checks 0 < B < 1 and B above Ê(all hidden widths = 1)."""
+    S = estimator.S
+    dense = float(bilinear.predict(estimator, S))
+    floor = float(bilinear.predict(estimator, [S[0]] + [1] * (len(S) - 2) + [S[-1]])) / dense
+    if absolute:
+        if not budget > 0:
+            raise ValueError(f"absolute budget must be > 0, got {budget}")
+        budget = budget / dense
+    elif not 0 < budget < 1:
+        raise ValueError(f"budget is a fraction of the dense energy and must lie in (0, 1), got {budget}")
+    if budget <= floor:
+        raise ValueError(f"budget {budget:.4f} of dense is at or below the structural floor {floor:.4f} "
+                         f"(all hidden widths = 1): infeasible")
+    return float(budget)
+
+
+class ECCCallback(Callback):
+    """Runs steps (a)-(c) of spec §3.3 after every optimizer step; sets ``s.stop`` at the budget."""
+
+    def __init__(self, model, estimator, budget: float, cfg: ECCConfig = ECCConfig(), absolute=False):
+        cfg.validate()
+        self.layers = chain_layers(model)
+        self.S = widths_of_dense(self.layers)
+        if list(estimator.S) != self.S:
+            raise ValueError(f"estimator is for dense widths {estimator.S}, the model has {self.S}")
+        self.est, self.cfg = estimator, cfg
+        self.B = relative_budget(estimator, budget, absolute)
+        self.dense = float(bilinear.predict(estimator, self.S))
+        self.s = torch.tensor(self.S, dtype=torch.float64)
+        self.z = float(cfg.zinit)
+        self.y = torch.full((len(self.S),), float(cfg.yinit), dtype=torch.float64)
+        self.s_lb = (torch.tensor(self.S, dtype=torch.float64) * cfg.slb).clamp(min=1.0) if cfg.slb else None
+        self.iterations, self.history, self.done = 0, [], False
+
+    def energy(self, s):
+        """(Ê(s)/Ê(S), ∂/∂s of it) for one width vector."""
+        return (float(bilinear.predict(self.est, s)) / self.dense,
+                bilinear.gradient(self.est, s)[0] / self.dense)
+
+    @torch.no_grad()
+    def prox_(self, optimizer) -> None:
+        alpha = optimizer.param_groups[0]["lr"]
+        for j, lay in enumerate(self.layers):
+            if j == 0:
+                continue  # image channels are never pruned
+            w = lay.module.weight
+            st = optimizer.state.get(w, {})
+            D = st["exp_avg_sq"].sqrt() + optimizer.param_groups[0].get("eps", 1e-8) if "exp_avg_sq" in st else None
+            a = group_scores(w, lay.group_size, D).double()
+            keep, y_j = group_prox(a, float(self.s[j]), float(self.y[j]), self.cfg.rho_y, alpha)
+            self.y[j] = y_j
+            if not bool(keep.all()):
+                zero_groups_(w.data, ~keep, lay.group_size)
+
+    def after_step(self, st) -> None:
+        if self.done:
+            return
+        c = self.cfg
+        self.prox_(st.optimizer)
+        s_real = torch.tensor(widths_of(st.model, self.layers), dtype=torch.float64)
+        E_cur = float(bilinear.predict(self.est, s_real)) / self.dense
+        for _ in range(c.s_int):
+            self.s, self.z = s_step(self.s, s_real, self.y, self.z, self.B, self.energy, c.rho_z, c.rho_y, c.pslr,
+                                    c.psgrad_clip, c.psgrad_mask, self.s_lb, c.repo_square_of_sum)
+        E_s = self.energy(self.s)[0]
+        self.z = max(0.0, self.z + c.rho_z * (E_s - self.B))
+        self.y = (self.y + c.rho_y * (s_real - torch.floor(self.s))).clamp(min=0)
+        self.y[0] = self.y[-1] = 0.0
+        self.iterations += 1
+        self.history.append({"iteration": self.iterations, "E_real": E_cur, "E_s": E_s, "z": self.z,
+                             "widths": s_real.int().tolist()})
+        if E_cur <= self.B:
+            self.done = st.stop = True
+
+    def state_dict(self):
+        return {"s": self.s, "z": self.z, "y": self.y, "iterations": self.iterations, "done": self.done}
+
+    def load_state_dict(self, d):
+        self.s, self.z, self.y = d["s"], float(d["z"]), d["y"]
+        self.iterations, self.done = int(d["iterations"]), bool(d["done"])
+
+
+def widths_of_dense(layers: list[ChainLayer]) -> list[int]:
+    return [lay.n_groups for lay in layers] + [layers[-1].module.weight.shape[0]]
+
+
+# ----------------------------------------------------------------------------- masks, baseline, export
+def group_masks(model: nn.Module, layers: list[ChainLayer] | None = None) -> dict:
+    """{layer name: 0/1 weight mask} keeping the live input-channel groups (for masked fine-tuning)."""
+    masks = {}
+    for lay in layers or chain_layers(model):
+        w = lay.module.weight
+        alive = (group_scores(w, lay.group_size) > 0).to(w.dtype)
+        if w.dim() == 4:
+            masks[lay.name] = alive.view(1, -1, 1, 1).expand_as(w).clone()
+        else:
+            masks[lay.name] = alive.view(1, -1, 1).expand(w.shape[0], -1, lay.group_size).reshape(w.shape).clone()
+    return masks
+
+
+@torch.no_grad()
+def prune_to_widths_(model: nn.Module, widths) -> dict:
+    """Keep the s_j input-channel groups of largest L2 norm in every layer j >= 1; return the masks."""
+    layers = chain_layers(model)
+    if len(widths) != len(layers) + 1:
+        raise ValueError(f"need {len(layers) + 1} widths, got {len(widths)}")
+    for j, lay in enumerate(layers[1:], start=1):
+        a = group_scores(lay.module.weight, lay.group_size)
+        k = int(widths[j])
+        if not 1 <= k <= lay.n_groups:
+            raise ValueError(f"width {k} for {lay.name} outside 1..{lay.n_groups}")
+        dead = torch.ones_like(a, dtype=torch.bool)
+        dead[torch.topk(a, k).indices] = False
+        zero_groups_(lay.module.weight.data, dead, lay.group_size)
+    return group_masks(model, layers)
+
+
+def uniform_widths(estimator, budget: float, absolute: bool = False, grid: int = 4000) -> list[int]:
+    """Largest uniform width multiplier r with Ê(max(1, round(r·S_j))) <= B (hidden widths only)."""
+    B = relative_budget(estimator, budget, absolute)
+    S = list(estimator.S)
+    dense = float(bilinear.predict(estimator, S))
+    for i in range(grid, 0, -1):
+        r = i / grid
+        w = [S[0]] + [max(1, int(round(r * S[j]))) for j in range(1, len(S) - 1)] + [S[-1]]
+        if float(bilinear.predict(estimator, w)) / dense <= B:
+            return w
+    return [S[0]] + [1] * (len(S) - 2) + [S[-1]]
+
+
+def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    (root.get_submodule(parent) if parent else root)._modules[leaf] = new
+
+
+@torch.no_grad()
+def slim(model: nn.Module) -> nn.Module:
+    """Physically smaller dense copy: drop dead input groups of layer j and the matching outputs of j−1.
+
+    Dead groups contribute exactly zero to layer j, so the logits are unchanged (up to float
+    summation order).
+    """
+    m = copy.deepcopy(model)
+    layers = chain_layers(m)
+    keep = [torch.arange(layers[0].n_groups)]
+    for lay in layers[1:]:
+        a = group_scores(lay.module.weight, lay.group_size)
+        idx = torch.nonzero(a > 0).flatten()
+        keep.append(idx if idx.numel() else a.argmax().view(1))
+    keep.append(torch.arange(layers[-1].module.weight.shape[0]))
+    for j, lay in enumerate(layers):
+        old, kin, kout = lay.module, keep[j], keep[j + 1]
+        w = old.weight.data[kout]
+        if isinstance(old, nn.Conv2d):
+            new = nn.Conv2d(len(kin), len(kout), old.kernel_size, old.stride, old.padding, old.dilation,
+                            bias=old.bias is not None, padding_mode=old.padding_mode)
+            new.weight.data.copy_(w[:, kin])
+        else:
+            G = lay.group_size
+            new = nn.Linear(len(kin) * G, len(kout), bias=old.bias is not None)
+            new.weight.data.copy_(w.view(len(kout), -1, G)[:, kin].reshape(len(kout), -1))
+        if old.bias is not None:
+            new.bias.data.copy_(old.bias.data[kout])
+        _set_module(m, lay.name, new.to(old.weight.device))
+        for bn_name in lay.bn_before:
+            bn = m.get_submodule(bn_name)
+            nb = type(bn)(len(kin), eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+                          track_running_stats=bn.track_running_stats)
+            for attr in ("weight", "bias", "running_mean", "running_var"):
+                if getattr(bn, attr, None) is not None:
+                    getattr(nb, attr).data.copy_(getattr(bn, attr).data[kin])
+            _set_module(m, bn_name, nb.to(old.weight.device))
+    if isinstance(getattr(m, "widths", None), tuple) and len(m.widths) == len(layers) - 1:
+        m.widths = tuple(len(k) for k in keep[1:-1])
+    return m
+
+
+# ----------------------------------------------------------------------------- end-to-end runs
+def _finetune(model, loaders, teacher, epochs, lr, distill, seed, progress):
+    """Masked fine-tune (our addition, not in the ECC code): zeroed groups stay zero."""
+    from ..prune import MaskCallback
+    from ..train import evaluate, fit
+
+    if epochs > 0:
+        masks = group_masks(model)
+        fit(model, loaders, epochs, torch.optim.Adam(model.parameters(), lr=lr), callbacks=[MaskCallback(masks)],
+            teacher=teacher, kd_weight=distill, kd_kind="mse", seed=seed, progress=progress)
+    return evaluate(model, loaders.test)["accuracy"]
+
+
+def _frozen(teacher):
+    teacher = copy.deepcopy(teacher).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def run_ecc(dense: nn.Module, loaders, estimator, budget: float, cfg: ECCConfig = ECCConfig(),
+            max_epochs: int = 100, plr: float = 1e-3, distill: float = 0.5, finetune_epochs: int = 15,
+            finetune_lr: float = 5e-4, seed: int = 0, absolute: bool = False, progress: bool = False) -> dict:
+    """ECC from a dense pretrained net: ADMM until Ê(ϕ(W)) <= B, then masked fine-tune.
+
+    Returns {model, widths, estimated_energy (fraction of dense), reached, iterations, epochs,
+    accuracy_before_ft, accuracy, history}.
+    """
+    from ..train import evaluate, fit, set_seed
+
+    if max_epochs < 1:
+        raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
+    teacher = _frozen(dense)
+    model = copy.deepcopy(dense)
+    cb = ECCCallback(model, estimator, budget, cfg, absolute)  # validates budget/estimator first
+    set_seed(seed)
+    out = fit(model, loaders, max_epochs, torch.optim.Adam(model.parameters(), lr=plr), callbacks=[cb],
+              teacher=teacher, kd_weight=distill, kd_kind="mse", seed=seed, progress=progress)
+    widths = widths_of(model, cb.layers)
+    res = {"widths": widths, "estimated_energy": cb.energy(widths)[0], "budget": cb.B, "reached": cb.done,
+           "iterations": cb.iterations, "epochs": len(out["history"]),
+           "accuracy_before_ft": evaluate(model, loaders.test)["accuracy"], "history": cb.history}
+    res["accuracy"] = _finetune(model, loaders, teacher, finetune_epochs, finetune_lr, distill, seed, progress)
+    res["model"] = model
+    return res
+
+
+def run_uniform(dense: nn.Module, loaders, estimator, budget: float, distill: float = 0.5,
+                finetune_epochs: int = 15, finetune_lr: float = 5e-4, seed: int = 0, absolute: bool = False,
+                progress: bool = False) -> dict:
+    """Baseline: one width multiplier for all layers at the same Ê budget, L2 group pruning, same fine-tune."""
+    from ..train import evaluate
+
+    widths = uniform_widths(estimator, budget, absolute)
+    model = copy.deepcopy(dense)
+    prune_to_widths_(model, widths)
+    dense_e = float(bilinear.predict(estimator, estimator.S))
+    res = {"widths": widths, "estimated_energy": float(bilinear.predict(estimator, widths)) / dense_e,
+           "accuracy_before_ft": evaluate(model, loaders.test)["accuracy"]}
+    res["accuracy"] = _finetune(model, loaders, _frozen(dense), finetune_epochs, finetune_lr, distill, seed,
+                                progress)
+    res["model"] = model
+    return res

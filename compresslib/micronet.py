@@ -1,0 +1,258 @@
+"""MicroNet challenge scoring (NeurIPS 2019 rules) from an explicit op list.
+
+``score = params / ref_params + ops / ref_ops`` (rules: "Scoring and submission"), both counted in
+32-bit units: a b-bit value is b/32 parameters, an op on b-bit inputs is b/32 ops.
+
+The model is traced with ``torch.fx`` and shape-propagated at batch 1, giving one record per
+conv / depthwise conv / FC / BatchNorm / activation / residual add / pooling op (shortcut convs and
+every residual add are therefore counted by construction). Two modes:
+
+* ``official`` — the rules as published: sparse weights = non-zero values + a 1-bit mask over the
+  full tensor; a ternary layer stores 1 sign bit per non-zero + 2 centroids and needs 2 multiplies
+  per output (one per centroid); values not otherwise quantized have ``fp_bits`` (16 = FP16
+  evaluation, the rules' freebie; 32 = plain FP32); additions always at 32 bits; BatchNorm that
+  directly follows a conv/FC is folded into one bias per channel, a standalone BN costs a scale and
+  a shift per channel (params) and 1 mult + 1 add per element (ops); ReLU = 1 mult per element.
+* ``repo`` — the EC2T repository's counter (spec §5.2): a ternary layer takes the cheapest of five
+  storage formats (mask, ternary-1/-2, CSR, CER) and sums its products with a bit-growing tree adder
+  starting at ``fp_bits``; a standalone BN is a bias (shift) only. The repository's skip-add and
+  shortcut omissions are *not* reproduced (spec §5.3) — counts are per op here.
+Dead-channel removal is not applied in either mode (conservative).
+"""
+from __future__ import annotations
+
+import math
+import operator
+
+import pandas as pd
+import torch
+from torch import fx, nn
+import torch.nn.functional as F
+from torch.fx.passes.shape_prop import ShapeProp
+
+TASKS = {  # reference model: (params, ops) — rules, final version (2019-09-04)
+    "imagenet": {"model": "MobileNetV2-1.4", "params": 6.9e6, "ops": 1170e6},
+    "cifar100": {"model": "WideResNet-28-10", "params": 36.5e6, "ops": 10.49e9},
+}
+MODES = ("official", "repo")
+_ACT_MODULES = {nn.ReLU: (1, 0), nn.ReLU6: (1, 0), nn.Hardtanh: (1, 0), nn.LeakyReLU: (1, 0),
+                nn.SiLU: (3, 1), nn.Sigmoid: (2, 1), nn.Hardswish: (3, 1), nn.Hardsigmoid: (2, 1)}
+_ACT_FUNCS = {F.relu: (1, 0), torch.relu: (1, 0), F.relu6: (1, 0), F.hardtanh: (1, 0),
+              F.leaky_relu: (1, 0), F.silu: (3, 1), torch.sigmoid: (2, 1), F.sigmoid: (2, 1),
+              F.hardswish: (3, 1), "relu": (1, 0), "relu_": (1, 0), "sigmoid": (2, 1)}
+_ADDS = {operator.add, operator.iadd, torch.add, "add", "add_"}
+_MULS = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
+_AVG = {F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean, "mean", nn.AvgPool2d, nn.AdaptiveAvgPool2d}
+_MAX = {F.max_pool2d, F.adaptive_max_pool2d, nn.MaxPool2d, nn.AdaptiveMaxPool2d}
+_FREE_MODULES = (nn.Dropout, nn.Identity, nn.Flatten)
+
+
+def check_task(task: str) -> dict:
+    if task not in TASKS:
+        raise ValueError(f"unknown MicroNet task {task!r}; valid tasks: {', '.join(TASKS)}")
+    return TASKS[task]
+
+
+def score(params: float, ops: float, task: str = "imagenet") -> float:
+    """Score = params / ref_params + ops / ref_ops (32-bit units)."""
+    ref = check_task(task)
+    return params / ref["params"] + ops / ref["ops"]
+
+
+def tree_adder_bits(v: float, start_bits: int = 16, max_bits: int = 32) -> float:
+    """Repo tree adder: bits spent summing v products pairwise, +1 bit per level (spec §5.2 step 5).
+    Replicates the repo loop, which starts from v − 1 values (one add too few)."""
+    n, bits, p = v - 1, 0.0, start_bits
+    while n > 1:
+        bits += math.floor(n / 2) * p
+        n = math.ceil(n / 2)
+        p = min(p + 1, max_bits)
+    return bits
+
+
+def is_ternary(w: torch.Tensor) -> bool:
+    """True if the tensor holds at most one positive and one negative non-zero value (and ≥ 8 entries)."""
+    nz = torch.unique(w[w != 0])
+    return w.numel() >= 8 and len(nz) <= 2 and (len(nz) < 2 or float(nz[0]) * float(nz[1]) < 0)
+
+
+def ternary_storage_bits(N: int, nnz: int, c_out: int, b: int) -> dict:
+    """Candidate storage costs (bits) of a ternary tensor, spec §5.2 step 2 (repo rounds up to 32-bit words)."""
+    words = lambda bits: 32 * math.ceil(bits / 32)  # noqa: E731
+    return {"mask": nnz * b + (N if nnz < N else 0), "ternary1": words(2 * N + 2 * b),
+            "ternary2": words(N + nnz + 2 * b), "csr": words(nnz * (b + 1) + (c_out + 1) * b + 2 * b),
+            "cer": words(nnz * b + 2 * (c_out + 1) * b + 2 * b)}
+
+
+# ----------------------------------------------------------------------------- op list
+def op_list(model: nn.Module, input_size) -> list[dict]:
+    """Trace ``model`` (eval mode, batch 1) into op records: kind, name, shapes, weight, folded BN."""
+    if len(input_size) != 3 or min(input_size) < 1:
+        raise ValueError(f"input_size must be (C, H, W) with positive entries, got {input_size}")
+    was = model.training
+    model.eval()
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as e:
+        raise ValueError(f"cannot trace {type(model).__name__} with torch.fx ({e}); "
+                         "MicroNet scoring needs an fx-traceable model") from e
+    with torch.no_grad():
+        ShapeProp(gm).propagate(torch.zeros(1, *input_size))
+    model.train(was)
+    mods = dict(gm.named_modules())
+    ops, by_node = [], {}
+
+    def numel(node):
+        tm = node.meta.get("tensor_meta")
+        return int(torch.Size(tm.shape).numel()) if hasattr(tm, "shape") else 0
+
+    def shape(node):
+        tm = node.meta.get("tensor_meta")
+        return tuple(tm.shape) if hasattr(tm, "shape") else ()
+
+    for node in gm.graph.nodes:
+        if node.op not in ("call_module", "call_function", "call_method"):
+            continue
+        tgt = node.target
+        m = mods[tgt] if node.op == "call_module" else None
+        key = type(m) if m is not None else tgt
+        rec = {"name": str(tgt) if m is not None else node.name, "out": numel(node), "shape": shape(node)}
+        inp = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = m.weight.detach()
+            conv = isinstance(m, nn.Conv2d)
+            dw = conv and m.groups > 1 and m.groups == m.in_channels
+            rec.update(kind="dwconv" if dw else ("conv" if conv else "fc"), weight=w,
+                       c_out=w.shape[0], fan_in=w[0].numel(), bias=m.bias is not None)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            prev = by_node.get(inp)
+            if prev is not None and prev["kind"] in ("conv", "dwconv", "fc") and len(inp.users) == 1:
+                prev["bias"] = True
+                prev["bn_folded"] = True
+                continue
+            rec.update(kind="bn", channels=m.num_features)
+        elif key in _ACT_MODULES or key in _ACT_FUNCS:
+            rec.update(kind="act", cost=_ACT_MODULES.get(key) or _ACT_FUNCS.get(key))
+        elif key in _ADDS or key in _MULS:
+            tensors = [a for a in node.args if isinstance(a, fx.Node) and shape(a)]
+            if not tensors:
+                continue
+            rec.update(kind="add" if key in _ADDS else "mul")
+        elif key in _AVG or key in _MAX:
+            rec.update(kind="avgpool" if key in _AVG else "maxpool", window=numel(inp) / max(rec["out"], 1))
+        elif isinstance(m, _FREE_MODULES) or m is None:
+            continue  # reshapes, dropout, getitem, size, cat ... cost nothing
+        else:
+            rec.update(kind="uncounted")
+        ops.append(rec)
+        by_node[node] = rec
+    return ops
+
+
+# ----------------------------------------------------------------------------- counting
+def _bits_for(name: str, weight_bits, default: int) -> int:
+    if weight_bits is None:
+        return default
+    if isinstance(weight_bits, dict):
+        return int(weight_bits.get(name, default))
+    return int(weight_bits)
+
+
+def count_op(op: dict, mode: str = "official", fp_bits: int = 16, add_bits: int = 32, act_bits=None,
+             w_bits=None, sparse: bool = True, ternary: bool = False, tree: bool = True,
+             cer: bool = True) -> dict:
+    """Params / mults / adds (32-bit units) of one op record (formulas in the module docstring)."""
+    a_bits = act_bits or fp_bits
+    n, kind = op["out"], op["kind"]
+    r = {"layer": op["name"], "kind": kind, "format": "", "params": 0.0, "mults": 0.0, "adds": 0.0}
+    if kind in ("conv", "dwconv", "fc"):
+        w = op["weight"]
+        N = w.numel()
+        nnz = int(torch.count_nonzero(w)) if sparse or ternary else N
+        v = op["fan_in"] * nnz / N  # mean non-zero products per output
+        c_out = op["c_out"]
+        positions = n / c_out
+        bias_bits = c_out * fp_bits if op.get("bias") else 0
+        if ternary and mode == "repo":
+            cands = ternary_storage_bits(N, nnz, c_out, fp_bits)
+            if not cer:  # the repo's ternary=True, cer=False: mask or two bitmasks only
+                cands = {k: cands[k] for k in ("mask", "ternary1")}
+            r["format"] = min(cands, key=cands.get)
+            pbits = cands[r["format"]]
+            add_cost = (tree_adder_bits(v, fp_bits) if tree else max(v - 1, 0) * add_bits) * n / 32
+        elif ternary:
+            r["format"] = "ternary(mask+sign)"
+            pbits = (N if nnz < N else 0) + nnz + 2 * fp_bits
+            add_cost = max(v - 1, 0) * n * add_bits / 32
+        else:
+            b = w_bits or fp_bits
+            r["format"] = f"{b}bit" + ("+mask" if nnz < N else "")
+            pbits = nnz * b + (N if nnz < N else 0)
+            add_cost = max(v - 1, 0) * n * add_bits / 32
+        mults = 2 * n if ternary else nnz * positions
+        mul_bits = max(fp_bits, a_bits) if ternary else max(w_bits or fp_bits, a_bits)
+        r.update(params=(pbits + bias_bits) / 32, mults=mults * mul_bits / 32,
+                 adds=add_cost + (n * add_bits / 32 if op.get("bias") else 0), sparsity=1 - nnz / N)
+    elif kind == "bn":
+        c = op["channels"]
+        if mode == "repo":
+            r.update(params=c * fp_bits / 32, adds=n * add_bits / 32, format="shift")
+        else:
+            r.update(params=2 * c * fp_bits / 32, mults=n * a_bits / 32, adds=n * add_bits / 32,
+                     format="scale+shift")
+    elif kind == "act":
+        m, a = op["cost"]
+        r.update(mults=m * n * a_bits / 32, adds=a * n * add_bits / 32)
+    elif kind == "add":
+        r.update(adds=n * add_bits / 32)
+    elif kind == "mul":
+        r.update(mults=n * a_bits / 32)
+    elif kind == "avgpool":
+        r.update(mults=n * a_bits / 32, adds=(op["window"] - 1) * n * add_bits / 32)
+    elif kind == "maxpool":
+        r.update(adds=(op["window"] - 1) * n * add_bits / 32)
+    return r
+
+
+def score_model(model: nn.Module, input_size, weight_bits=None, sparse: bool = True,
+                mode: str = "official", task: str = "imagenet", fp_bits: int = 16, act_bits=None,
+                add_bits: int = 32, ternary="auto", tree: bool = True, cer: bool = True,
+                verbose: bool = True) -> dict:
+    """MicroNet score of any fx-traceable model at batch 1.
+
+    ``weight_bits``: int or {layer: bits} for non-ternary weights (default ``fp_bits``);
+    ``sparse``: count only non-zero weights (+ 1-bit mask); ``ternary``: "auto" (layers holding
+    ≤ 2 non-zero values), an iterable of layer names, or None; ``tree`` / ``cer``: the repo's
+    tree adder and extra storage formats for ternary layers (``mode="repo"`` only). Returns
+    ``{"params", "mults", "adds", "ops", "score", "mode", "task", "table"}`` (32-bit units).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    ref = check_task(task)
+    for nm, b in (("fp_bits", fp_bits), ("add_bits", add_bits), ("act_bits", act_bits or fp_bits)):
+        if not 1 <= int(b) <= 32:
+            raise ValueError(f"{nm} must be in 1..32, got {b}")
+    wb = weight_bits.values() if isinstance(weight_bits, dict) else [] if weight_bits is None else [weight_bits]
+    if any(not 1 <= int(b) <= 32 for b in wb):
+        raise ValueError(f"weight_bits must be in 1..32, got {weight_bits}")
+    ops = op_list(model, input_size)
+    weighted = [o for o in ops if o["kind"] in ("conv", "dwconv", "fc")]
+    if ternary == "auto":
+        tern = {o["name"] for o in weighted if is_ternary(o["weight"])}
+    else:
+        tern = set(ternary or ())
+        unknown = tern - {o["name"] for o in weighted}
+        if unknown:
+            raise ValueError(f"ternary layers not found in the model: {sorted(unknown)}")
+    rows = [count_op(o, mode, fp_bits, add_bits, act_bits,
+                     _bits_for(o["name"], weight_bits, fp_bits) if o["kind"] in ("conv", "dwconv", "fc")
+                     else None, sparse, o["name"] in tern, tree, cer) for o in ops]
+    table = pd.DataFrame(rows)
+    params, mults, adds = (float(table[c].sum()) for c in ("params", "mults", "adds"))
+    out = {"params": params, "mults": mults, "adds": adds, "ops": mults + adds, "mode": mode,
+           "task": task, "score": params / ref["params"] + (mults + adds) / ref["ops"], "table": table}
+    if verbose:
+        print(f"[{mode}] params {params / 1e6:.4f} M | mults {mults / 1e6:.3f} M | adds {adds / 1e6:.3f} M"
+              f" | score {out['score']:.5f} (vs {ref['model']}: {ref['params'] / 1e6:.1f} M, "
+              f"{ref['ops'] / 1e6:.0f} M ops)")
+    return out

@@ -1,0 +1,131 @@
+"""Compound-scalable MicroNet (Becking et al., EC2T / "Finding storage- and compute-efficient CNNs").
+
+A CIFAR ResNet-style stack of "BN-first" residual blocks (PyramidNet style)::
+
+    BN(c_in) -> Conv3x3(c_in->c, stride s) -> BN -> ReLU -> Dropout -> Conv3x3(c->c) -> BN  (+ shortcut)
+
+shortcut = identity, or Conv1x1(stride s) -> BN when the shape changes; no ReLU after the add.
+Network: stem Conv3x3 -> BN -> ReLU -> 3 stages (strides 1, 2, 2) -> ReLU -> global avg-pool -> Linear.
+
+Compound scaling (EfficientNet rule, spec §2.2): depth D = d**phi, width W = w**phi, resolution R = r**phi;
+blocks per stage = ceil(base_blocks * D); channels = round_filters(c, W, divisor).
+The original CIFAR net is ``MicroNet(in_channels=3, base_widths=(16, 32, 64), base_blocks=7)``;
+the registered default ("micronet") is the tiny digits/MNIST variant of spec §8.2 (widths 8/16/32, 1 block).
+Block convolutions are named ``layerS.B.conv1/conv2`` (the layers EC2T ternarizes: names containing ".conv").
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from compresslib.models import register_model
+
+__all__ = ["MicroNet", "BasicBlock", "round_filters", "round_repeats", "compound_multipliers",
+           "scaled_resolution", "micronet"]
+
+
+def round_filters(channels: float, width_mult: float, divisor: int = 8) -> int:
+    """Channels * W rounded to the nearest multiple of ``divisor`` (min divisor), +divisor if >10 % was lost."""
+    if divisor < 1:
+        raise ValueError(f"divisor must be >= 1, got {divisor}")
+    c = channels * width_mult
+    new_c = max(divisor, int(c + divisor / 2) // divisor * divisor)
+    if new_c < 0.9 * c:
+        new_c += divisor
+    return int(new_c)
+
+
+def round_repeats(repeats: int, depth_mult: float) -> int:
+    """Blocks per stage = ceil(repeats * D)."""
+    return int(math.ceil(depth_mult * repeats))
+
+
+def compound_multipliers(d: float, w: float, phi: float, r: float = 1.0) -> tuple[float, float, float]:
+    """(D, W, R) = (d**phi, w**phi, r**phi); the grid search constrains d * w**2 (* r**2) ~= 2."""
+    if min(d, w, r) <= 0:
+        raise ValueError(f"multipliers must be > 0, got d={d}, w={w}, r={r}")
+    return d ** phi, w ** phi, r ** phi
+
+
+def scaled_resolution(base: int, r: float, phi: float = 1.0, divisor: int = 1) -> int:
+    """Input side length base * r**phi, rounded to a multiple of ``divisor``."""
+    side = base * r ** phi
+    return max(divisor, int(round(side / divisor)) * divisor)
+
+
+class BasicBlock(nn.Module):
+    """BN-first residual block; output = main(x) + shortcut(x), no ReLU after the add."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, dropout: float = 0.2):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU()
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        out = self.dropout(self.relu(self.bn2(self.conv1(self.bn1(x)))))
+        out = self.bn3(self.conv2(out))
+        return out + self.shortcut(x)
+
+
+class MicroNet(nn.Module):
+    """Compound-scaled MicroNet; ``config`` holds the constructor kwargs (to rebuild from a checkpoint)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, d: float = 1.0, w: float = 1.0,
+                 phi: float = 1.0, base_widths=(8, 16, 32), base_blocks: int = 1, divisor: int = 8,
+                 dropout: float = 0.2, strides=(1, 2, 2)):
+        super().__init__()
+        if num_classes < 1 or in_channels < 1:
+            raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}")
+        if base_blocks < 1 or len(base_widths) != len(strides) or not base_widths:
+            raise ValueError("need base_blocks >= 1 and one stride per base width")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        D, W, _ = compound_multipliers(d, w, phi)
+        self.config = dict(num_classes=num_classes, in_channels=in_channels, d=d, w=w, phi=phi,
+                           base_widths=tuple(base_widths), base_blocks=base_blocks, divisor=divisor,
+                           dropout=dropout, strides=tuple(strides))
+        self.blocks_per_stage = round_repeats(base_blocks, D)
+        self.widths = [round_filters(c, W, divisor) for c in base_widths]
+        stem = self.widths[0]
+        self.conv1 = nn.Conv2d(in_channels, stem, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        in_planes, stages = stem, []
+        for planes, stride in zip(self.widths, strides):
+            blocks = []
+            for k in range(self.blocks_per_stage):
+                blocks.append(BasicBlock(in_planes, planes, stride if k == 0 else 1, dropout))
+                in_planes = planes
+            stages.append(nn.Sequential(*blocks))
+        self.stages = len(stages)
+        for i, stage in enumerate(stages):
+            self.add_module(f"layer{i + 1}", stage)
+        self.linear = nn.Linear(in_planes, num_classes)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        for i in range(self.stages):
+            out = getattr(self, f"layer{i + 1}")(out)
+        out = F.relu(out)
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)
+
+
+@register_model("micronet", input_size=(1, 28, 28), paper="EC2T", family="micronet")
+def micronet(num_classes: int = 10, in_channels: int = 1, **kw) -> MicroNet:
+    """Tiny compound-scalable MicroNet (spec §8.2 defaults: widths 8/16/32, 1 block/stage, d=w=phi=1)."""
+    return MicroNet(num_classes=num_classes, in_channels=in_channels, **kw)

@@ -1,0 +1,328 @@
+"""Build ``artifacts/index.html``: one offline page with every stage's numbers, figures and tables.
+
+    python -m compresslib.report                      # artifacts/ of this checkout
+    python -m compresslib.report --artifacts /tmp/art --no-notebooks
+
+The page holds the stage map (status, seconds, what each stage reads and writes), then one
+section per stage: the scalar headline metrics of ``metrics.json``, every PNG figure, every CSV
+table (rendered, truncated when long, linked in full) and a link to the executed notebook
+rendered to HTML by nbconvert (``artifacts/<stage>/<stage>.html``).
+
+It opens from disk with no server and no network: every link is relative, the page has no
+script at all, and the notebook HTML is rendered with the JupyterLab template minus its CDN
+scripts (require.js, MathJax, mermaid, widget manager). Offline, LaTeX in markdown therefore
+shows as its TeX source and widgets show their static text; figures are embedded PNGs.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import math
+import re
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+from .results import atomic_write_text, read_json
+
+REPO = Path(__file__).resolve().parent.parent
+STAGE_RE = re.compile(r"^\d\d_\w+$")
+MAX_ROWS = 25          # CSV rows shown inline before truncation
+MAX_CSV_BYTES = 2_000_000  # larger CSVs are linked, not rendered
+
+# JupyterLab look, no network: the blocks that load scripts from a CDN are emptied.
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+"""
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0 auto;max-width:1200px;
+padding:0 1.5em 4em;color:#1b1b1b;line-height:1.45}
+h1{margin-top:1em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2.2em}
+table{border-collapse:collapse;font-size:.85em;margin:.6em 0} th,td{border:1px solid #ccc;padding:.25em .5em;
+text-align:right;vertical-align:top} th{background:#f3f3f3} td.l,th.l{text-align:left}
+.ok{color:#176c2c;font-weight:600} .failed{color:#b00020;font-weight:600} .missing{color:#777}
+figure{display:inline-block;margin:.5em 1em .5em 0;max-width:100%} figure img{max-width:100%;border:1px solid #eee}
+figcaption{font-size:.8em;color:#555} .note{color:#666;font-size:.85em} .scroll{overflow-x:auto}
+nav a{margin-right:.8em} code{background:#f5f5f5;padding:0 .2em}
+"""
+
+
+def _esc(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return "nan" if not math.isfinite(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _link(path: Path, root: Path) -> str:
+    """Relative URL of ``path`` from ``root`` (forward slashes, percent-safe characters only)."""
+    from urllib.parse import quote
+
+    return quote(path.relative_to(root).as_posix())
+
+
+def stage_dirs(artifacts: Path) -> list[Path]:
+    """``artifacts/NN_name`` folders in stage order."""
+    return sorted(p for p in Path(artifacts).iterdir() if p.is_dir() and STAGE_RE.match(p.name))
+
+
+def notebook_intro(stage_dir: Path, notebooks_dir: Path | None = None) -> dict:
+    """Title and the 'Reads:'/'Writes:' sentences of a stage's first markdown cell.
+
+    Read from the executed notebook, else from ``notebooks/<stage>.py`` (jupytext).
+    """
+    import nbformat
+
+    nb = None
+    executed = stage_dir / f"{stage_dir.name}.ipynb"
+    try:
+        if executed.exists():
+            nb = nbformat.read(executed, as_version=4)
+        elif notebooks_dir is not None and (Path(notebooks_dir) / f"{stage_dir.name}.py").exists():
+            import jupytext
+
+            nb = jupytext.read(Path(notebooks_dir) / f"{stage_dir.name}.py")
+    except Exception:  # unreadable notebook: the page still builds, the section says so
+        nb = None
+    out = {"title": stage_dir.name, "reads": "", "writes": ""}
+    md = next((c.source for c in nb.cells if c.cell_type == "markdown"), "") if nb else ""
+    for line in md.splitlines():
+        if line.startswith("#") and out["title"] == stage_dir.name:
+            out["title"] = line.lstrip("#").strip()
+    for para in re.split(r"\n\s*\n", md):  # the sentence ends at its paragraph or the next **Key:**
+        flat = " ".join(para.split())
+        for key in ("reads", "writes"):
+            m = re.search(rf"\*\*{key}:\*\*\s*(.*?)(?=\*\*\w+:\*\*|$)", flat, flags=re.I)
+            if m and not out[key]:
+                text = m.group(1).strip()
+                out[key] = text if len(text) <= 240 else text[:237].rsplit(" ", 1)[0] + " …"
+    return out
+
+
+def _md_inline(text: str) -> str:
+    """Escape, then turn `code` spans into <code> (the only markdown the stage map shows)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _esc(text))
+
+
+def render_notebook(ipynb: Path, out_html: Path | None = None, force: bool = False) -> Path:
+    """Executed notebook -> standalone HTML that needs no network (see module docstring)."""
+    import nbformat
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+
+    out_html = out_html or ipynb.with_suffix(".html")
+    if not force and out_html.exists() and out_html.stat().st_mtime >= ipynb.stat().st_mtime:
+        return out_html
+    exporter = HTMLExporter(extra_loaders=[DictLoader({"compresslib_offline.html.j2": _OFFLINE_TEMPLATE})],
+                            template_file="compresslib_offline.html.j2", embed_images=True,
+                            mathjax_url="", require_js_url="", jquery_url="", jupyter_widgets_base_url="",
+                            mermaid_js_url="", mermaid_layout_elk_js_url="")
+    body, _ = exporter.from_notebook_node(nbformat.read(ipynb, as_version=4))
+    atomic_write_text(out_html, body)
+    return out_html
+
+
+def _metrics_table(metrics: dict) -> str:
+    scalars = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None]
+    lists = [(k, v) for k, v in metrics.items() if isinstance(v, (list, dict))]
+    rows = "".join(f"<tr><th class='l'>{_esc(k)}</th><td>{_esc(_fmt(v))}</td></tr>" for k, v in scalars)
+    extra = ", ".join(f"<code>{_esc(k)}</code> ({len(v)} {'rows' if isinstance(v, list) else 'keys'})"
+                      for k, v in lists)
+    out = f"<table class='metrics'>{rows}</table>" if rows else ""
+    if extra:
+        out += f"<p class='note'>Also in metrics.json: {extra}.</p>"
+    return out
+
+
+def _csv_table(path: Path, root: Path, max_rows: int) -> str:
+    import pandas as pd
+
+    href = _link(path, root)
+    head = f"<h4><a href='{href}'>{_esc(path.name)}</a></h4>"
+    if path.stat().st_size > MAX_CSV_BYTES:
+        return head + f"<p class='note'>{path.stat().st_size / 1e6:.1f} MB: open the CSV.</p>"
+    try:
+        df = pd.read_csv(path)
+    except Exception as e:  # empty or malformed CSV: say so rather than fail the whole page
+        return head + f"<p class='note'>could not be read: {_esc(type(e).__name__)}: {_esc(e)}</p>"
+    n = len(df)
+    shown = df.head(max_rows)
+    table = shown.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="", escape=True)
+    note = (f"<p class='note'>showing {max_rows} of {n} rows: the full table is "
+            f"<a href='{href}'>{_esc(path.name)}</a>.</p>") if n > max_rows else ""
+    return head + f"<div class='scroll'>{table}</div>{note}"
+
+
+def _status(stage: str, stage_dir: Path, summary: dict) -> tuple[str, str, str]:
+    """(css class, status text, seconds) from the last reproduce summary, else from the files."""
+    if not stage_dir.is_dir():
+        return "missing", f"artifacts folder {stage} is missing", ""
+    if stage in summary:
+        r = summary[stage]
+        cls = "failed" if r.get("status") == "failed" else "ok"
+        return cls, str(r.get("status", "")), _fmt(r.get("seconds", ""))
+    if (stage_dir / "metrics.json").exists():
+        return "ok", "ok (earlier run)", ""
+    return "missing", "no metrics.json", ""
+
+
+def build_report(artifacts, notebooks_dir=None, render_notebooks: bool = True, max_rows: int = MAX_ROWS,
+                 out_name: str = "index.html") -> Path:
+    """Write ``<artifacts>/index.html`` and return its path."""
+    root = Path(artifacts).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"artifacts folder {root} does not exist: run "
+                                f"`python -m compresslib.reproduce --profile smoke` (or default) first")
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+    summary = {}
+    if (root / "summary.json").exists():
+        summary = {r["stage"]: r for r in read_json(root / "summary.json") if isinstance(r, dict) and "stage" in r}
+    # stage folders, plus stages the last run names whose folder is gone (shown as missing)
+    stages = sorted(set(stage_dirs(root)) | {root / s for s in summary if STAGE_RE.match(s)})
+    if not stages:
+        raise FileNotFoundError(f"{root} holds no stage folder (NN_name): run compresslib.reproduce first")
+
+    map_rows, sections, profiles = [], [], set()
+    for sd in stages:
+        st = sd.name
+        intro = notebook_intro(sd, notebooks_dir)
+        cls, status, secs = _status(st, sd, summary)
+        stamp = sd / ".reproduce.json"
+        if stamp.exists():
+            profiles.add(str(read_json(stamp).get("params", {}).get("PROFILE", "?")))
+        err = summary.get(st, {}).get("error", "")
+        metrics = {}
+        if (sd / "metrics.json").exists():
+            try:
+                metrics = read_json(sd / "metrics.json")
+            except (OSError, json.JSONDecodeError) as e:
+                err = err or f"metrics.json unreadable: {e}"
+        nb_link = ""
+        ipynb = sd / f"{st}.ipynb"
+        if ipynb.exists():
+            target = ipynb
+            if render_notebooks:
+                try:
+                    target = render_notebook(ipynb)
+                except Exception as e:  # a broken notebook must not hide every other stage
+                    err = err or f"nbconvert failed: {type(e).__name__}: {e}"
+            nb_link = f"<a href='{_link(target, root)}'>executed notebook ({target.suffix[1:]})</a>"
+        map_rows.append(
+            f"<tr><td class='l'><a href='#{st}'>{_esc(st)}</a></td><td class='l'>{_esc(intro['title'])}</td>"
+            f"<td class='l {cls}'>{_esc(status)}</td><td>{_esc(secs)}</td>"
+            f"<td class='l'>{_md_inline(intro['reads'])}</td><td class='l'>{_md_inline(intro['writes'])}</td>"
+            f"<td class='l'>{nb_link}</td></tr>")
+        heading = intro["title"] if intro["title"].startswith(st[:2]) else f"{st} · {intro['title']}"
+        parts = [f"<h2 id='{st}'>{_esc(heading)}</h2>",
+                 f"<p><span class='{cls}'>{_esc(status)}</span> {nb_link}"
+                 + (f" · <a href='{_link(sd / 'metrics.json', root)}'>metrics.json</a>" if metrics else "") + "</p>"]
+        if err:
+            parts.append(f"<p class='failed'>{_esc(err)}</p>")
+        if metrics:
+            parts.append("<h3>Headline metrics</h3>" + _metrics_table(metrics))
+        pngs = sorted(sd.glob("*.png"))
+        if pngs:
+            parts.append("<h3>Figures</h3>" + "".join(
+                f"<figure><img src='{_link(p, root)}' alt='{_esc(p.stem)}' loading='eager'>"
+                f"<figcaption>{_esc(p.name)}</figcaption></figure>" for p in pngs))
+        csvs = sorted(sd.glob("*.csv"))
+        if csvs:
+            parts.append("<h3>Tables</h3>" + "".join(_csv_table(p, root, max_rows) for p in csvs))
+        sections.append("\n".join(parts))
+
+    stamp_txt = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    prof = ", ".join(sorted(profiles)) or "unknown"
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>compresslib report</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
+<body>
+<h1>compresslib — reproduction report</h1>
+<p class="note">Built {_esc(stamp_txt)} from <code>{_esc(root.name)}/</code>; profile: {_esc(prof)}.
+Regenerate with <code>make reproduce</code> or <code>python -m compresslib.report</code>.</p>
+<nav>{''.join(f"<a href='#{_esc(s.name)}'>{_esc(s.name[:2])}</a>" for s in stages)}</nav>
+<h2 id="stage-map">Stage map</h2>
+<p class="note">Stages run in order; each reads the artifacts of the stages named under "reads".</p>
+<div class="scroll"><table><tr><th class='l'>stage</th><th class='l'>title</th><th class='l'>status</th>
+<th>seconds</th><th class='l'>reads</th><th class='l'>writes</th><th class='l'>notebook</th></tr>
+{''.join(map_rows)}</table></div>
+{''.join(f'<section>{s}</section>' for s in sections)}
+</body></html>
+"""
+    return atomic_write_text(root / out_name, page)
+
+
+class _Refs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs, self.ids = [], set()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        for key in ("src", "href"):
+            if a.get(key) is not None and tag in ("img", "a", "script", "link", "iframe", "source"):
+                self.refs.append((tag, a[key]))
+
+
+def broken_links(page) -> list[str]:
+    """Every src/href of an HTML file that does not resolve offline: remote URLs, missing files, bad anchors."""
+    from urllib.parse import unquote, urlsplit
+
+    page = Path(page)
+    p = _Refs()
+    p.feed(page.read_text())
+    bad = []
+    for tag, ref in p.refs:
+        u = urlsplit(ref)
+        if u.scheme in ("http", "https") or ref.startswith("//"):
+            bad.append(f"{tag} {ref}: needs the network")
+        elif u.scheme in ("data", "mailto"):
+            continue
+        elif not u.path:
+            if u.fragment and u.fragment not in p.ids:
+                bad.append(f"{tag} {ref}: no element with that id")
+        elif u.scheme not in ("", "file") or not (page.parent / unquote(u.path)).is_file():
+            bad.append(f"{tag} {ref}: file not found")
+    return bad
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m compresslib.report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--artifacts", default=str(REPO / "artifacts"), help="output root of compresslib.reproduce")
+    ap.add_argument("--notebooks", default=str(REPO / "notebooks"), help="stage sources (titles if not executed)")
+    ap.add_argument("--no-notebooks", action="store_true", help="do not render executed notebooks to HTML")
+    ap.add_argument("--max-rows", type=int, default=MAX_ROWS, help="CSV rows shown before truncation")
+    ap.add_argument("--check", action="store_true", help="exit 1 if a link or image of the page does not resolve")
+    args = ap.parse_args(argv)
+    try:
+        path = build_report(args.artifacts, args.notebooks, not args.no_notebooks, args.max_rows)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} (open it in a browser: file://{path})")
+    if args.check:
+        bad = broken_links(path)
+        for b in bad:
+            print(f"broken: {b}", file=sys.stderr)
+        return 1 if bad else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,350 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python (compresslib)
+#     language: python
+#     name: compresslib
+# ---
+
+# %% [markdown]
+# # 04 · Sparsity–quantization joint learning under one model-size budget
+#
+# **Paper:** Yang, Gui, Zhu, Liu, *Automatic Neural Network Compression by Sparsity-Quantization
+# Joint Learning: A Constrained Optimization-based Approach*, CVPR 2020 (arXiv 1910.05897).
+# **Claim (abstract):** weights of ResNet-50/CIFAR-10 836x and AlexNet/ImageNet 205x smaller with no
+# accuracy loss; for LeNet-5/MNIST a secondary source quotes 2,120x; the authors' README command for
+# LeNet-5 (nnz budget 0.0054, 3 bits) targets ~2000x (exactly 1975.05x).
+#
+# The only knob is a global size budget S (bits) over the Conv/Linear weights; per-layer sparsity
+# and bitwidth are learned by ADMM: the weights W are projected onto the sparsity set by a 0-1
+# knapsack (keep the largest w²/b_l), a soft copy V onto the quantization set by a multiple-choice
+# knapsack over bitwidths with zero-anchored 1-D k-means codebooks, and a scaled dual Y drives W = V.
+#
+# **Reproduced here:** Caffe LeNet-5 (20-50-500, 430,500 compressed weights) on `mnist5k`
+# (3,600 train images — a small proxy for MNIST's 60k): dense pretrain → joint compression at the
+# paper's budget and milder ones → masked, bit-fixed straight-through finetune; ablations at equal
+# size (prune-only, quantize-only, fixed bits); mean ± std over seeds.
+#
+# **Reads:** nothing. **Writes:** `OUT_DIR/metrics.json` (`dense_accuracy`, `results`),
+# `runs.csv`, `summary.csv`, `layers.csv`, `history.csv`, `allocation.png`, `admm_trace.png`,
+# `cr_vs_accuracy.png`, the compressed models `models/<mode>_cr<target>_seed<k>.pt` + `.json`
+# and the dense ones `models/dense_seed<k>.pt`
+# (read by notebooks 06 and 09).
+
+# %% tags=["parameters"]
+PROFILE = "default"       # profile name (set by compresslib.reproduce)
+SEED = 0                  # first seed; runs use SEED .. SEED+N_SEEDS-1
+N_SEEDS = 3               # seeds per configuration (mean ± std are reported)
+DATASET = "mnist5k"       # registered dataset (mnist5k embedded; mnist needs DATA_ROOT)
+DATA_ROOT = ""            # folder of real datasets (empty: embedded data only)
+OUT_DIR = "../artifacts/04_sparsity_quantization"  # figures, tables, metrics.json, models
+DEVICE = "cpu"            # only cpu is exercised here
+EPOCHS = 15               # dense pretrain epochs (SGD lr PRETRAIN_LR, momentum 0.9, wd 5e-4)
+MODEL = "lenet5_caffe"    # registered model (Caffe LeNet-5 20-50-500 at 28x28)
+BATCH_SIZE = 64           # batch size of pretrain, ADMM and finetune
+SUBSET = 0                # cap on training images, 0 means all (smoke uses a subset)
+PRETRAIN_LR = 0.01        # dense pretrain learning rate
+JOINT_BUDGETS = "0.0054:3,0.01:3,0.05:4"  # joint runs, nnz_budget:bit_budget (1975x, 1067x, 160x)
+ABLATIONS = "fixed:0.0054:3,prune:0.0054:3,quantize:1:1,joint:0.25:4"  # mode:nnz:bits, compared at equal size
+INTERVALS = 15            # ADMM outer iterations (projections + dual update after each)
+STEPS_PER_INTERVAL = 100  # SGD steps between projections (0 means one epoch, as in the repo)
+WARMUP_INTERVALS = 3      # linear LR warm-up length, in intervals; cosine decay afterwards
+LR = 0.02                 # peak SGD learning rate of the ADMM phase
+MOMENTUM = 0.93           # SGD momentum (README LeNet recipe)
+WEIGHT_DECAY = 0.0005     # weight decay on every *weight tensor
+RHO = 0.5                 # ADMM penalty (README 0.05 with 235-step epochs; see spec §9.1)
+BWLB = 1                  # lowest candidate bitwidth (bits chosen from BWLB..8)
+FT_STEPS = 450            # masked, bit-fixed straight-through finetune steps (0 skips)
+FT_LR = 0.002             # finetune peak learning rate (cosine)
+
+# %%
+import copy
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+import compresslib
+from compresslib import data, models, results, train
+from compresslib.methods import sqjoint as sq
+
+threads = compresslib.set_threads()
+
+
+def parse_runs(spec: str, with_mode: bool):
+    runs = []
+    for item in [s.strip() for s in spec.split(",") if s.strip()]:
+        parts = item.split(":")
+        if len(parts) != (3 if with_mode else 2):
+            raise ValueError(f"bad run spec {item!r}: expected {'mode:' if with_mode else ''}nnz:bits")
+        mode = parts[0] if with_mode else "joint"
+        if mode not in sq.MODES:
+            raise ValueError(f"unknown mode {mode!r} in {item!r}; valid: {sq.MODES}")
+        p, b = float(parts[-2]), float(parts[-1])
+        sq.check_budgets(p, b)
+        runs.append((mode, p, b))
+    return runs
+
+
+RUNS = parse_runs(JOINT_BUDGETS, False) + parse_runs(ABLATIONS, True)
+if not RUNS:
+    raise ValueError("JOINT_BUDGETS and ABLATIONS are both empty: nothing to run")
+if N_SEEDS < 1 or EPOCHS < 1 or INTERVALS < 1 or STEPS_PER_INTERVAL < 0 or FT_STEPS < 0:
+    raise ValueError("N_SEEDS, EPOCHS, INTERVALS must be >= 1; STEPS_PER_INTERVAL, FT_STEPS >= 0")
+BIT_RANGE = sq.check_bit_range(range(BWLB, 9))
+SEEDS = list(range(SEED, SEED + N_SEEDS))
+out = Path(OUT_DIR)
+(out / "models").mkdir(parents=True, exist_ok=True)
+probe = models.create_model(MODEL)
+N_WEIGHTS = sum(sq._sizes(probe))
+for mode, p, b in RUNS:  # budget errors (e.g. quantize-only beyond 32x) surface before any training
+    S, _ = sq.size_budget(probe, p, b)
+    sq.check_size(S, len(sq.compressible_layers(probe)), 32 if mode == "prune" else BWLB)
+    sq.initial_bits(mode, S, N_WEIGHTS, b)
+print(f"{MODEL}: {N_WEIGHTS:,} compressed weights in {len(sq.compressible_layers(probe))} layers; "
+      f"torch threads {threads}; seeds {SEEDS}")
+pd.DataFrame([{"mode": m, "nnz_budget": p, "bit_budget": b, "S_bits": sq.size_budget(probe, p, b)[0],
+               "target_cr": round(sq.target_compression(probe, p, b), 2)} for m, p, b in RUNS])
+
+# %% [markdown]
+# ## Dense pretrain
+# One dense Caffe LeNet-5 per seed; every compression run of that seed starts from it. Each
+# pretrain and each compression run is cached under `OUT_DIR/cache/` keyed by a hash of all its
+# parameters, so re-running the notebook (or running seeds in parallel first) recomputes nothing.
+
+# %%
+t0 = time.perf_counter()
+(out / "cache").mkdir(exist_ok=True)
+loaders = {s: data.get_loaders(DATASET, batch_size=BATCH_SIZE, seed=s, root=DATA_ROOT or None,
+                               subset=SUBSET or None) for s in SEEDS}
+
+
+def new_model(L):
+    return models.create_model(MODEL, num_classes=L.num_classes, in_channels=L.in_channels)
+
+
+def pretrain(s, key):
+    L = loaders[s]
+    train.set_seed(s)
+    net = new_model(L)
+    opt = torch.optim.SGD(net.parameters(), lr=PRETRAIN_LR, momentum=0.9, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=EPOCHS)
+    r = train.fit(net, L, EPOCHS, opt, sched, seed=s, progress=False)
+    train.save_checkpoint(out / "models" / f"dense_seed{s}.pt", model=net.state_dict(), model_name=MODEL,
+                          param_hash=results.param_hash(key))
+    return {"accuracy": r["test_accuracy"]}
+
+
+dense = {}
+for s in SEEDS:
+    key = dict(MODEL=MODEL, DATASET=DATASET, SUBSET=SUBSET, EPOCHS=EPOCHS, LR=PRETRAIN_LR, BATCH_SIZE=BATCH_SIZE, seed=s)
+    ck = out / "models" / f"dense_seed{s}.pt"
+    stale = not ck.exists() or train.load_checkpoint(ck).get("param_hash") != results.param_hash(key)
+    r = results.with_cache(out / "cache" / f"dense_seed{s}.json", key, lambda: pretrain(s, key), force=stale)
+    dense[s] = {"state": train.load_checkpoint(ck)["model"], "accuracy": r["accuracy"]}
+dense_acc = [dense[s]["accuracy"] for s in SEEDS]
+dense_mean, dense_std = results.mean_std(dense_acc)
+L0 = loaders[SEEDS[0]]
+print(f"{len(L0.train.dataset)} train / {len(L0.val.dataset)} val / {len(L0.test.dataset)} test images; "
+      f"dense test accuracy {100 * dense_mean:.2f} ± {100 * dense_std:.2f} % ({time.perf_counter() - t0:.0f} s)")
+
+# %% [markdown]
+# ## Compression runs
+# Per run: ADMM (SGD → prox → knapsack projection → MCKP V-step → dual update, per interval),
+# then a finetune with masks and bits fixed (straight-through quantized forward), then a final
+# k-means quantization. Test accuracy is always that of the **quantized** network.
+
+# %%
+def compress(mode, p, b, s, tag, key):
+    t1 = time.perf_counter()
+    L = loaders[s]
+    net = new_model(L)
+    net.load_state_dict(dense[s]["state"])
+    S, _ = sq.size_budget(net, p, b)
+    train.set_seed(s)
+    state, hist = sq.sqjoint_compress(
+        net, L.train, S, b, mode=mode, rho=RHO, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
+        intervals=INTERVALS, steps_per_interval=STEPS_PER_INTERVAL or len(L.train),
+        warmup_intervals=WARMUP_INTERVALS, bit_range=BIT_RANGE,
+        eval_fn=lambda m: train.evaluate(m, L.val)["accuracy"])
+    acc_admm = train.evaluate(sq.quantized_copy(net, state.bits, mode), L.test)["accuracy"]
+    sq.finetune(net, L.train, state.bits, FT_STEPS, mode=mode, lr=FT_LR, weight_decay=WEIGHT_DECAY)
+    sq.quantize_weights_(net, state.bits, mode)
+    fp = [32] * len(state.bits) if mode == "prune" else None
+    rep = sq.layer_report(net, state.bits, mode)
+    run = {"mode": mode, "nnz_budget": p, "bit_budget": b, "seed": s, "S_bits": S,
+           "target_cr": round(sq.target_compression(net, p, b), 2), "size_bits": sum(r["size_bits"] for r in rep),
+           "measured_cr": sq.compression_rate(net, "weights-only", fp),
+           "cr_with_index": sq.compression_rate(net, "with-index", fp), "bits": state.bits,
+           "accuracy_admm": acc_admm, "accuracy": train.evaluate(net, L.test)["accuracy"],
+           "dense_accuracy": dense[s]["accuracy"], "seconds": time.perf_counter() - t1}
+    train.save_checkpoint(out / "models" / f"{tag}.pt", model=net.state_dict(), model_name=MODEL)
+    results.write_json(out / "models" / f"{tag}.json", {
+        "model": MODEL, "dataset": DATASET, "mode": mode, "seed": s, "nnz_budget": p, "bit_budget": b,
+        "param_hash": results.param_hash(key), "S_bits": S, "target_cr": run["target_cr"], "measured_cr": run["measured_cr"],
+        "cr_with_index": run["cr_with_index"], "accuracy": run["accuracy"], "layers": rep,
+        "quantized": mode != "prune", "zero_in_codebook": mode != "quantize",
+        "note": "state_dict holds the final weights: exact zeros = pruned, non-zeros = codebook "
+                "values (fp32 for mode=prune); 'bits' per layer is the allocated index width"})
+    return {"run": run, "layers": rep, "history": [{k: v for k, v in h.items() if k not in ("bits", "nnz")} for h in hist]}
+
+
+rows, layer_rows, hist_rows = [], [], []
+for mode, p, b in tqdm(RUNS, desc="configurations"):
+    for s in SEEDS:
+        tag = f"{mode}_cr{round(sq.target_compression(probe, p, b))}_seed{s}"
+        key = dict(mode=mode, p=p, b=b, seed=s, dense=dict(MODEL=MODEL, DATASET=DATASET, SUBSET=SUBSET,
+                   EPOCHS=EPOCHS, LR=PRETRAIN_LR), BATCH_SIZE=BATCH_SIZE, INTERVALS=INTERVALS,
+                   STEPS_PER_INTERVAL=STEPS_PER_INTERVAL, WARMUP_INTERVALS=WARMUP_INTERVALS, LR=LR,
+                   MOMENTUM=MOMENTUM, WEIGHT_DECAY=WEIGHT_DECAY, RHO=RHO, BWLB=BWLB, FT_STEPS=FT_STEPS, FT_LR=FT_LR)
+        meta = out / "models" / f"{tag}.json"  # the saved model must come from these very parameters
+        stale = not meta.exists() or results.read_json(meta).get("param_hash") != results.param_hash(key)
+        res = results.with_cache(out / "cache" / f"{tag}.json", key, lambda: compress(mode, p, b, s, tag, key), force=stale)
+        run = res["run"]
+        rows.append(run)
+        layer_rows += [dict(r, mode=mode, target_cr=run["target_cr"], seed=s) for r in res["layers"]]
+        hist_rows += [dict(h, mode=mode, target_cr=run["target_cr"], seed=s) for h in res["history"]]
+        print(f"{mode:8s} target {run['target_cr']:7.1f}x  seed {s}: measured {run['measured_cr']:7.1f}x "
+              f"(with index {run['cr_with_index']:6.1f}x)  acc ADMM {100 * run['accuracy_admm']:.2f}% -> "
+              f"finetuned {100 * run['accuracy']:.2f}%  bits {run['bits']}  [{run['seconds']:.0f} s]")
+runs_df = pd.DataFrame(rows)
+results.save_table(runs_df, out / "runs.csv")
+results.save_table(pd.DataFrame(layer_rows), out / "layers.csv")
+results.save_table(pd.DataFrame(hist_rows), out / "history.csv")
+
+# %% [markdown]
+# ## Summary over seeds
+# `measured_cr` uses the paper's accounting (§5 of the spec): 32·Σn_l / Σ nnz_l·log2(#levels_l),
+# weights only — no sparse index, no codebook, no bias. `cr_with_index` adds the cheapest of dense
+# codes and relative-index sparse codes plus a 32-bit codebook per layer.
+
+# %%
+summary = (runs_df.groupby(["mode", "nnz_budget", "bit_budget", "target_cr"], sort=False)
+           .agg(measured_cr=("measured_cr", "mean"), cr_with_index=("cr_with_index", "mean"),
+                accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
+                accuracy_admm=("accuracy_admm", "mean"), seconds=("seconds", "mean"))
+           .reset_index())
+summary["accuracy_std"] = summary["accuracy_std"].fillna(0.0)
+summary["drop_pts"] = 100 * (dense_mean - summary["accuracy"])
+results.save_table(summary, out / "summary.csv")
+summary.round(4)
+
+# %% [markdown]
+# ## Learned allocation (first seed)
+# Density and bits per layer for each joint budget: the budget is one number, the per-layer
+# split is learned.
+
+# %%
+lay = pd.DataFrame(layer_rows)
+joint_l = lay[(lay["mode"] == "joint") & (lay["seed"] == SEEDS[0])]
+crs = sorted(joint_l["target_cr"].unique())
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+names = list(dict.fromkeys(joint_l["layer"]))
+w = 0.8 / max(1, len(crs))
+for i, cr in enumerate(crs):
+    d = joint_l[joint_l["target_cr"] == cr].set_index("layer").loc[names]
+    x = np.arange(len(names)) + i * w
+    axes[0].bar(x, 100 * d["density"], w, label=f"{cr:.0f}x")
+    axes[1].bar(x, d["bits"], w, label=f"{cr:.0f}x")
+for ax, t in zip(axes, ["density (% non-zero)", "allocated bits"]):
+    ax.set_xticks(np.arange(len(names)) + w * (len(crs) - 1) / 2, names)
+    ax.set_title(t)
+    ax.legend(title="target")
+axes[0].set_yscale("log")
+results.save_figure(fig, out / "allocation.png")
+joint_l[["target_cr", "layer", "numel", "nnz", "density", "bits", "measured_bits", "size_bits"]].round(5)
+
+# %% [markdown]
+# ## ADMM trace: quantized accuracy and residual ‖W − V‖² per interval (first seed)
+# A small residual means W is already (close to) its quantized copy; the float and the quantized
+# validation accuracy then coincide.
+
+# %%
+hist = pd.DataFrame(hist_rows)
+h0 = hist[(hist["mode"] == "joint") & (hist["seed"] == SEEDS[0])]
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+for cr, g in h0.groupby("target_cr"):
+    axes[0].plot(g["interval"], 100 * g["quant_accuracy"], label=f"{cr:.0f}x quantized")
+    axes[0].plot(g["interval"], 100 * g["float_accuracy"], "--", alpha=0.6, label=f"{cr:.0f}x float W")
+    axes[1].semilogy(g["interval"], g["residual"].clip(lower=1e-12) / N_WEIGHTS, label=f"{cr:.0f}x")
+axes[0].set(xlabel="ADMM interval", ylabel="val accuracy (%)")
+axes[1].set(xlabel="ADMM interval", ylabel="residual / N")
+axes[0].legend(fontsize=7)
+axes[1].legend(fontsize=7)
+results.save_figure(fig, out / "admm_trace.png")
+
+# %% [markdown]
+# ## Compression rate vs accuracy, all modes
+
+# %%
+fig, ax = plt.subplots(figsize=(6.5, 4))
+for mode, g in summary.groupby("mode"):
+    g = g.sort_values("measured_cr")
+    ax.errorbar(g["measured_cr"], 100 * g["accuracy"], yerr=100 * g["accuracy_std"], marker="o",
+                capsize=3, label=mode, linestyle="-" if mode == "joint" else "none")
+ax.axhline(100 * dense_mean, color="k", lw=0.8, ls=":", label="dense")
+ax.set(xscale="log", xlabel="measured compression (weights only, x)", ylabel="quantized test accuracy (%)")
+ax.legend()
+results.save_figure(fig, out / "cr_vs_accuracy.png")
+
+# %% [markdown]
+# ## Ablations at equal size
+# Each row pairs runs with the same budget S: joint vs prune-only (fp32 survivors, global magnitude
+# top-S/32) vs fixed bits (learned sparsity, bits = floor(bit_budget)); quantize-only keeps every
+# weight and so cannot go beyond 32x (1 bit per weight) — it is compared with joint at 32x.
+
+# %%
+summary["S_bits"] = [sq.size_budget(probe, p, b)[0] for p, b in zip(summary["nnz_budget"], summary["bit_budget"])]
+abl = summary.pivot_table(index="S_bits", columns="mode", values="accuracy").mul(100).round(2)
+abl.insert(0, "target_cr", (32 * N_WEIGHTS / abl.index).round(1))
+abl = abl.sort_values("target_cr")
+abl
+
+# %%
+metrics = {
+    "dense_accuracy": dense_mean,
+    "results": [{"mode": r["mode"], "target_cr": float(r["target_cr"]), "measured_cr": float(r["measured_cr"]),
+                 "accuracy": float(r["accuracy"]), "accuracy_std": float(r["accuracy_std"]), "seeds": SEEDS}
+                for r in summary.to_dict("records")],
+}
+results.write_metrics(out, metrics)
+joint = summary[summary["mode"] == "joint"].sort_values("target_cr")
+for r in joint.to_dict("records"):
+    print(f"joint {r['target_cr']:7.1f}x target -> {r['measured_cr']:7.1f}x measured "
+          f"({r['cr_with_index']:.1f}x with index/codebook): {100 * r['accuracy']:.2f} ± "
+          f"{100 * r['accuracy_std']:.2f} % vs dense {100 * dense_mean:.2f} % "
+          f"(drop {r['drop_pts']:.2f} pts)")
+for cr, r in abl.iterrows():
+    others = {m: r[m] for m in sq.MODES if m in r and m != "joint" and pd.notna(r[m])}
+    if "joint" in r and pd.notna(r["joint"]) and others:
+        print(f"S = {cr:.0f} bits ({r['target_cr']}x): joint {r['joint']:.2f} % vs "
+              + ", ".join(f"{m} {v:.2f} %" for m, v in others.items()))
+
+# %% [markdown]
+# ## What the numbers say
+# The printout above is the evidence; read it against these reference points.
+#
+# * **Paper:** LeNet-5 on full MNIST, ~2000x (README command: nnz 0.0054, 3 bits, 120 epochs) and
+#   2,120x quoted by a secondary summary, "no accuracy loss"; the abstract's verified claims are
+#   836x (ResNet-50/CIFAR-10) and 205x (AlexNet/ImageNet) — out of reach of a 2-core CPU.
+# * **Accounting:** the measured rate above is the paper's (weights only, log2 of the number of
+#   distinct non-zeros per layer, no index/codebook/bias). It slightly exceeds the target because
+#   k-means snaps some weights to 0 and leaves some of the 2^b levels unused. The `with index`
+#   column adds sparse-position and codebook storage: at ~2000x, a 32-bit codebook of 2^b entries
+#   costs as much as the weights themselves, so that column is far lower — Deep Compression-style
+#   ratios (which include indices) are not on the same footing as the paper's.
+# * **Proxy:** `mnist5k` has 3,600 training images, so the ADMM interval is a fixed number of
+#   steps with ρ scaled (spec §9.1) rather than the README's 235-step epochs with ρ = 0.05; one test
+#   image is 0.1 point. Per-layer budgets, target rates and the model are exactly the paper's.
+# * **Ablations:** learned bits are chosen by weight-space distortion (MCKP), not by the loss, so
+#   "joint beats fixed bits" is not guaranteed on this proxy; the equal-size table shows what
+#   happened in this run, including when it does not hold.

@@ -1,0 +1,193 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python (compresslib)
+#     language: python
+#     name: compresslib
+# ---
+
+# %% [markdown]
+# # 09 · Leaderboard: every method on one accuracy-vs-cost frontier
+#
+# None of the five papers can compare itself with the others: ECC reports energy on an Eyeriss
+# model, the sparsity–quantization paper a compression rate, EC2T a MicroNet score, EdgeCompress
+# MACs and CAMP energy relative to a 4-bit model. Here every compressed model the stages saved is
+# reloaded (or rebuilt from its recorded architecture) and put through **the same cost
+# functions** (`compresslib.leaderboard.model_costs`): dense MACs, effective MACs, size in bits
+# (weights only and with the sparse index), bit-ops, analytic energy, MicroNet score and the
+# measured latency of the form that would be deployed.
+#
+# Where a method has not produced a model on the common base model (`BASE_MODEL` on `DATASET`),
+# this notebook runs it there: the dense base, magnitude pruning (the baseline every paper starts
+# from) and EC2T (stage 05 trains MicroNets).
+#
+# **Reads:** `03_ecc_admm/results.csv`, `04_sparsity_quantization/models/`, `05_ec2t/models/`,
+# `07_dynamic_inference/static_models.csv` + `metrics.json`, `08_camp_mixed_precision/cache_seed*.json`
+# (each optional). **Writes:** `leaderboard.csv`, `runs.csv`, `frontier.png`, `explorer.png`, `metrics.json`.
+
+# %% tags=["parameters"]
+PROFILE = "default"       # profile name (set by compresslib.reproduce)
+SEED = 0                  # first seed of the base-model runs
+DATASET = "mnist5k"       # dataset of the base-model runs
+DATA_ROOT = ""            # folder of real datasets (empty: embedded data only)
+OUT_DIR = "../artifacts/09_leaderboard"  # where figures, tables and metrics.json go
+DEVICE = "cpu"            # cpu (latency is measured on cpu)
+EPOCHS = 8                # dense epochs of the base model
+BASE_MODEL = "lenet5_caffe"  # common base model (LeNet-5 20-50-500, the model of stage 04)
+SEEDS = "0,1,2"           # seeds of the base-model runs
+SUBSET = 0                # cap on training images, 0 means all
+SPARSITIES = "0.8,0.9,0.95,0.98"  # magnitude-pruning levels on the base model
+FINETUNE_EPOCHS = 2       # masked fine-tune epochs after magnitude pruning
+EC2T_GAMMAS = "0.1,0.5"   # EC2T gains on the base model (0 skips EC2T on the base)
+EC2T_EPOCHS = 3           # EC2T epochs with re-assignment
+EC2T_RETRAIN = 1          # EC2T epochs with frozen assignment
+LATENCY_THREADS = 1       # torch threads for the latency measurements
+LATENCY_REPEATS = 30      # timed forward passes per model (median reported)
+
+# %%
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import display
+from tqdm.auto import tqdm
+
+import compresslib
+from compresslib import data, leaderboard as lb, results, train, viz
+
+threads = compresslib.set_threads()
+seeds = [int(s) for s in SEEDS.split(",") if s.strip()]
+sparsities = [float(s) for s in SPARSITIES.split(",") if s.strip()]
+gammas = [float(g) for g in EC2T_GAMMAS.split(",") if g.strip() and float(g) > 0]
+if not seeds:
+    raise ValueError("SEEDS is empty")
+if not all(0 < s < 1 for s in sparsities):
+    raise ValueError(f"SPARSITIES must be in (0, 1): {SPARSITIES}")
+if min(EPOCHS, LATENCY_THREADS, LATENCY_REPEATS) < 1 or min(FINETUNE_EPOCHS, EC2T_RETRAIN) < 0:
+    raise ValueError("EPOCHS, LATENCY_THREADS, LATENCY_REPEATS >= 1 and FINETUNE_EPOCHS, EC2T_RETRAIN >= 0 required")
+if gammas and EC2T_EPOCHS < 1:
+    raise ValueError("EC2T_EPOCHS must be >= 1 when EC2T_GAMMAS is set")
+out = Path(OUT_DIR)
+out.mkdir(parents=True, exist_ok=True)
+art = out.parent
+print(f"artifacts: {art}; torch threads {threads}; latency with {LATENCY_THREADS} thread(s), batch 1")
+
+# %% [markdown]
+# ## What the stages left in `artifacts/`
+# One collector per method reads its stage's files. A missing stage gives no rows (run it first to
+# include it); a stage whose format the collector does not understand is reported, not fatal.
+
+# %%
+candidates, found = lb.collect_all(art)
+display(pd.DataFrame([{"method": k, "stage": lb.COLLECTORS.meta(k)["stage"], "models": v} for k, v in found.items()]))
+
+# %% [markdown]
+# ## Runs on the common base model
+# The dense base per seed (cached in `OUT_DIR`), magnitude pruning + masked fine-tune at every
+# sparsity, and EC2T ternarization of every layer — the methods that have no model on the base.
+
+# %%
+for seed in tqdm(seeds, desc="base seeds"):
+    loaders = data.get_loaders(DATASET, seed=seed, root=DATA_ROOT or None, subset=SUBSET or None)
+    dense = lb.train_base(BASE_MODEL, loaders, EPOCHS, seed, ckpt=out / f"base_{BASE_MODEL}_seed{seed}.ckpt")
+    input_size = (loaders.in_channels, *loaders.image_size) if isinstance(loaders.image_size, tuple) else (
+        loaders.in_channels, loaders.image_size, loaders.image_size)
+    common = dict(input_size=tuple(input_size), base_model=BASE_MODEL, dataset=DATASET, source="09_leaderboard")
+    candidates.append(lb.Candidate("dense", "fp32", seed, train.evaluate(dense, loaders.test)["accuracy"], dense,
+                                   weight_bits=None, **common))
+    for s, m, acc in lb.run_magnitude(dense, loaders, sparsities, FINETUNE_EPOCHS, seed):
+        candidates.append(lb.Candidate("magnitude pruning", f"sparsity {s:g}", seed, acc, m, weight_bits=None, **common))
+    for g, m, acc in lb.run_ec2t_base(dense, loaders, gammas, EC2T_EPOCHS, EC2T_RETRAIN, seed):
+        candidates.append(lb.Candidate("EC2T", f"gamma={g:g} on {BASE_MODEL}", seed, acc, m, **common))
+print(f"{len(candidates)} models in total")
+
+# %% [markdown]
+# ## One row per model, then one row per (method, setting)
+# Latency is measured on the deployable form: ECC's slimmed nets are physically smaller; masked
+# and fake-quantized models run on dense fp32 kernels, so their latency is the dense one.
+
+# %%
+rows = [lb.candidate_row(c, LATENCY_THREADS, LATENCY_REPEATS) for c in tqdm(candidates, desc="cost")]
+runs = pd.DataFrame(rows)
+results.save_table(runs, out / "runs.csv")
+board = lb.aggregate(rows).sort_values(["dataset", "method", "effective_macs"]).reset_index(drop=True)
+results.save_table(board, out / "leaderboard.csv")
+empty = [c for c in lb.COST_COLUMNS if board[c].isna().all()]
+assert not empty, f"cost columns with no value at all: {empty}"
+lb.format_table(board)
+
+# %% [markdown]
+# ## Accuracy against every cost axis
+# Filled markers: models on `DATASET` (the Pareto front, black steps, is drawn over these only);
+# hollow markers: EdgeCompress on its cluttered-digit canvases, a different task (not comparable in accuracy).
+
+# %%
+axes_spec = [("effective_macs", "effective MACs"), ("size_bits_with_index", "size incl. index (bits)"),
+             ("bitops", "bit-ops"), ("energy_analytic", "analytic energy (ECC model)"),
+             ("micronet_score", "MicroNet score"), ("latency_ms", f"latency (ms, {LATENCY_THREADS} thread, batch 1)"),
+             ("size_bits_weights", "size, weights only (bits)"), ("dense_macs", "dense MACs")]
+main, other = board[board.dataset == DATASET], board[board.dataset != DATASET]
+fig, axs = plt.subplots(2, 4, figsize=(20, 9))
+for ax, (col, label) in zip(axs.flat, axes_spec):
+    viz.plot_tradeoff(ax, main.assign(acc=100 * main.accuracy), col, "acc", hue="method", logx=True, xlabel=label,
+                      ylabel="test accuracy (%)")
+    if len(other):
+        ax.scatter(other[col], 100 * other.accuracy, facecolors="none", edgecolors="gray", label="EdgeCompress (cluttered)")
+    ax.legend(fontsize=6)
+fig.suptitle(f"every method on {DATASET} (mean over seeds)")
+fig.tight_layout()
+results.save_figure(fig, out / "frontier.png")
+
+# %%
+fronts = {col: [f"{r.method} / {r.setting}" for r in main[lb.pareto_mask(main, col)].itertuples()]
+          for col, _ in axes_spec}
+pd.DataFrame([(k, "; ".join(v)) for k, v in fronts.items()], columns=["cost axis", "Pareto-optimal rows"])
+
+# %% [markdown]
+# ## Explore: pick a cost axis and a budget
+# The best models that fit the budget, and where the budget cuts the frontier. The same cell saves a
+# static snapshot (effective MACs at the base model's dense cost) for headless runs.
+
+# %%
+box = lb.explorer(main if len(main) else board)
+display(box)
+dense_macs = float(main[main.method == "dense"].dense_macs.min()) if (main.method == "dense").any() else None
+fig, ax = plt.subplots(figsize=(7, 4))
+viz.plot_tradeoff(ax, main.assign(acc=100 * main.accuracy), "effective_macs", "acc", hue="method", logx=True,
+                  xlabel="effective MACs", ylabel="test accuracy (%)")
+if dense_macs:
+    ax.axvline(dense_macs / 10, color="r", ls="--", lw=1, label="budget: 10 % of the dense MACs")
+    ax.legend(fontsize=6)
+results.save_figure(fig, out / "explorer.png")
+if dense_macs:
+    display(lb.format_table(lb.within_budget(main, "effective_macs", dense_macs / 10).head(5)))
+
+# %%
+metrics = {
+    "base_model": BASE_MODEL, "dataset": DATASET, "seeds": seeds, "n_rows": len(board),
+    "methods": sorted(board.method.unique()), "collected": found,
+    "pareto": fronts, "leaderboard": board.to_dict("records"),
+}
+results.write_metrics(out, metrics)
+print(f"wrote {out / 'leaderboard.csv'} ({len(board)} rows, {board.method.nunique()} methods)")
+
+# %% [markdown]
+# ## What the board says
+# The table above is the result; the front rows per axis are listed in the cell before the explorer.
+# Read it with the caveats of each column:
+# * **Effective MACs and bit-ops are theoretical**: unstructured zeros and low-bit codes run on dense
+#   fp32 kernels here, so only the *slimmed* (ECC) models and the smaller architectures (EdgeCompress
+#   shrinking, EC2T's compound scaling) are actually faster — compare `latency_ms` with `deploy_form`.
+# * **Size with index** is what a sparse model really needs to store; at extreme sparsity the index can
+#   cost more than the weights (the sparsity–quantization rows show it).
+# * **Analytic energy** is the ECC Eyeriss-style model: it counts memory accesses and MACs and ignores
+#   bit-widths, so it favours pruning over quantization; CAMP's own energy (relative to W4A4) is in stage 08.
+# * The papers' headline numbers are on other models and data (ECC: LeNet-5 energy −64 % on MNIST;
+#   sparsity–quantization: LeNet-5 ×2,000+ compression; EC2T: MicroNet CIFAR-100 score; EdgeCompress:
+#   ResNet-50 −48.8 % MACs on ImageNet; CAMP: CIFAR-10 ResNets) — this board compares the methods with
+#   each other on one small task, not with those numbers.

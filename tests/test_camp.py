@@ -1,0 +1,187 @@
+"""CAMP dual-path networks, gates, REINFORCE and the energy model (camp.md §3-§7, §10)."""
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from compresslib.methods import camp
+
+SIZE = (1, 16, 16)
+
+
+def _dual(mode="sp", seed=0):
+    torch.manual_seed(seed)
+    base = camp.CampResNet(8, (4, 8, 8), bits=1)
+    return base, camp.make_dual(base, gate_mode=mode)
+
+
+def test_structure_tied_weights_and_parameter_count():
+    base, dual = _dual()
+    blk = dual.blocks[1]
+    assert blk.path1.conv1.weight is blk.path4.conv1.weight
+    assert blk.path1.conv2.weight is blk.path4.conv2.weight
+    assert (blk.path1.conv2.w_bits, blk.path4.conv2.w_bits, blk.path4.conv2.a_bits) == (1, 4, 4)
+    assert dual.blocks[0].path1.conv1.a_bits == 32 and dual.blocks[0].path4.conv1.a_bits == 32
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    extra_bn = sum(p.numel() for b in dual.blocks for bn in (b.path4.bn1, b.path4.bn2) for p in bn.parameters())
+    gate_p = sum(n(g) for g in camp.gates(dual))
+    assert n(dual) == n(base) + extra_bn + gate_p
+    assert torch.equal(dual.blocks[0].path1.bn1.weight, base.blocks[0].bn1.weight)  # 1-bit path copied
+
+
+def test_one_step_moves_both_paths_quantized_weights():
+    _, dual = _dual()
+    blk = dual.blocks[2]
+    w1, w4 = blk.path1.conv2.quant_weight().detach().clone(), blk.path4.conv2.quant_weight().detach().clone()
+    opt = torch.optim.SGD(dual.parameters(), lr=0.5)
+    x, y = torch.randn(8, *SIZE), torch.randint(0, 10, (8,))
+    F.cross_entropy(dual(x), y).backward()
+    opt.step()
+    assert not torch.equal(w1, blk.path1.conv2.quant_weight())
+    assert not torch.equal(w4, blk.path4.conv2.quant_weight())
+    assert blk.path1.conv2.weight is blk.path4.conv2.weight
+
+
+def test_gate_straight_through():
+    torch.manual_seed(0)
+    gate = camp.Gate(4, bits=4, mode="sp").train()
+    q = torch.randn(6, 4, 8, 8, requires_grad=True)
+    f = torch.randn(6, 4, 8, 8)
+    kept = []
+
+    def keep(mod, inp, out):
+        out.retain_grad()
+        kept.append(out)
+
+    h = gate.fc.register_forward_hook(keep)
+    m = gate(q)
+    h.remove()
+    assert set(m.detach().unique().tolist()) <= {0.0, 1.0}
+    logits = kept[0].flatten(1).detach()
+    p = F.softmax(logits, 1)[:, 1]
+    assert torch.equal(m.view(-1), (p > 0.5).float())
+    out = (1 - m) * q + m * f
+    g = torch.randn_like(out)
+    (out * g).sum().backward()
+    # d out/d p = <g, f - q>, and d p/d logit_1 = p(1 - p) for the 2-way softmax
+    expected = (g * (f - q.detach())).flatten(1).sum(1) * p * (1 - p)
+    assert torch.allclose(kept[0].grad.flatten(1)[:, 1], expected, atol=1e-5)
+    assert torch.allclose(kept[0].grad.flatten(1)[:, 0], -expected, atol=1e-5)
+
+
+def test_eval_gates_deterministic_rl_training_samples():
+    _, dual = _dual("rl", seed=1)
+    x = torch.randn(64, *SIZE)
+    dual.eval()
+    assert torch.equal(dual(x), dual(x))
+    g = camp.gates(dual)[0]
+    assert torch.equal(g.decision, g.p > 0.5)
+    dual.train()
+    torch.manual_seed(0)
+    dual(x)
+    a0 = g.action.clone()
+    assert g.log_prob.shape == (64,) and a0.shape == (64,)
+    torch.manual_seed(1)
+    dual(x)
+    assert not torch.equal(a0, g.action)  # sampled, not argmax
+
+
+def test_energy_identities():
+    torch.manual_seed(0)
+    w1, w4 = camp.CampResNet(8, (4, 8, 8), bits=1), camp.CampResNet(8, (4, 8, 8), bits=4)
+    dual = camp.make_dual(w1)
+    E1, E4 = camp.camp_energy(w1, SIZE), camp.camp_energy(w4, SIZE)
+    t4 = camp.camp_cost_table(w4, SIZE)
+    fp = float(t4[t4.layer.isin(["stem", "fc"])].energy.sum())
+    gate_e = float(camp.camp_cost_table(dual, SIZE, rho=0).query("layer.str.contains('gate')").energy.sum())
+    assert gate_e > 0
+    for gates_on in (True, False):
+        g = gate_e if gates_on else 0.0
+        e0 = camp.camp_energy(dual, SIZE, rho=0.0, include_gates=gates_on)["energy"]
+        e1 = camp.camp_energy(dual, SIZE, rho=1.0, include_gates=gates_on)["energy"]
+        assert math.isclose(e0, E1["energy"] + g, rel_tol=1e-9)
+        assert math.isclose(e1, E1["energy"] + E4["energy"] - fp + g, rel_tol=1e-9)  # stem/fc once
+    # e32 : e4 : e1 = 1 : 1/93 : 1/1250 and bit-ops = Σ MACs·b_w·b_a
+    macs_q = float(t4[~t4.layer.isin(["stem", "fc"])].macs.sum())
+    assert math.isclose(E4["energy"], fp + macs_q / 93, rel_tol=1e-9)
+    assert math.isclose(E1["energy"], fp + macs_q / 1250, rel_tol=1e-9)
+    assert math.isclose(E4["bitops"], float((t4.macs * t4.weight_bits * t4.act_bits).sum()))
+    half = camp.camp_energy(dual, SIZE, rho=[0.5, 0.5, 0.5])["energy"]
+    assert math.isclose(half, (camp.camp_energy(dual, SIZE, rho=0)["energy"]
+                               + camp.camp_energy(dual, SIZE, rho=1)["energy"]) / 2, rel_tol=1e-9)
+    with pytest.raises(ValueError, match="needs rho"):
+        camp.camp_energy(dual, SIZE)
+    with pytest.raises(ValueError, match="3 values in"):
+        camp.camp_energy(dual, SIZE, rho=[0.5, 1.5, 0])
+    with pytest.raises(ValueError, match="no per-MAC energy for 2-bit"):
+        camp.camp_energy(camp.CampResNet(8, (4, 8, 8), bits=2), SIZE)
+
+
+def test_reinforce_returns_gamma_one():
+    a = torch.tensor([[1, 0, 0], [0, 0, 1], [0, 1, 1], [1, 1, 0]])  # (N=4, B=3)
+    ce = torch.tensor([0.5, 1.0, 2.0])
+    alpha = 0.4
+    R = camp.reinforce_returns(a, ce, alpha, gamma=1.0)
+    for g in range(4):
+        for j in range(3):
+            n1 = int((a[g:, j] == 0).sum())
+            assert math.isclose(R[g, j].item(), alpha / 4 * n1 - ce[j].item(), rel_tol=1e-6)
+    R5 = camp.reinforce_returns(a, ce, alpha, gamma=0.5)  # R_N = r_N + γ(−CE)
+    assert torch.allclose(R5[3], alpha / 4 * (1 - a[3].float()) - 0.5 * ce)
+    with pytest.raises(ValueError, match="alpha must be >= 0"):
+        camp.reinforce_returns(a, ce, -0.1)
+    with pytest.raises(ValueError, match="alpha must be >= 0"):
+        camp.ReinforceCallback(alpha=-1)
+
+
+def test_reinforce_loss_fixed_vs_repo_broadcast_bug():
+    torch.manual_seed(0)
+    N, B, alpha, lam = 3, 5, 0.3, 0.1
+    lp = [torch.randn(B, requires_grad=True) for _ in range(N)]
+    a = [torch.randint(0, 2, (B,)) for _ in range(N)]
+    ce = torch.rand(B) * 2
+    fixed = camp.reinforce_loss(lp, a, ce, alpha, 1.0, lam)
+    R = camp.reinforce_returns(torch.stack(a), ce, alpha)
+    assert torch.allclose(fixed, sum((-lam * lp[g] * R[g]).mean() for g in range(N)))
+    bug = camp.reinforce_loss(lp, a, ce, alpha, 1.0, lam, repo_broadcast_bug=True)
+    C = R + ce  # cost part only: (α/N)·#1-bit choices from g on
+    want = sum(lam * (-lp[g] * C[g]).mean() + lam * lp[g].mean() * ce.mean() for g in range(N))
+    assert torch.allclose(bug, want, atol=1e-6)
+    assert not torch.allclose(bug, fixed)
+
+
+def test_reinforce_callback_in_fit_and_gate_stats():
+    _, dual = _dual("rl")
+    torch.manual_seed(0)
+    ds = TensorDataset(torch.randn(48, *SIZE), torch.randint(0, 10, (48,)))
+    loaders = SimpleNamespace(train=DataLoader(ds, batch_size=16, shuffle=True), val=DataLoader(ds, 24), test=None)
+    gate_w = camp.gates(dual)[0].fc.weight.detach().clone()
+    out = camp.train_stage(dual, loaders, 1, 0.05, seed=0, callbacks=[camp.ReinforceCallback(alpha=1.0)])
+    assert out["train_seconds_per_epoch"] > 0
+    assert not torch.equal(gate_w, camp.gates(dual)[0].fc.weight)
+    st = camp.gate_statistics(dual, loaders.val)
+    assert st["decisions"].shape == (48, 3) and len(st["rho_per_block"]) == 3
+    assert 0 <= st["fraction_4bit"] <= 1
+    with pytest.raises(RuntimeError, match="'rl' mode"):
+        cb = camp.ReinforceCallback(alpha=0.1)
+        camp.set_gate_mode(dual, "sp")
+        camp.train_stage(dual, loaders, 1, 0.05, seed=0, callbacks=[cb])
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="6n\\+2"):
+        camp.CampResNet(depth=10)
+    with pytest.raises(ValueError, match="one of"):
+        camp.CampResNet(bits=16)
+    base, dual = _dual()
+    with pytest.raises(ValueError, match="already dual"):
+        camp.make_dual(dual)
+    with pytest.raises(ValueError, match="one of"):
+        camp.make_dual(base, high_bits=0)
+    with pytest.raises(ValueError, match="gate mode"):
+        camp.set_gate_mode(dual, "soft")
+    with pytest.raises(ValueError, match="no CAMP gates"):
+        camp.set_gate_mode(base, "rl")

@@ -1,0 +1,154 @@
+"""DDP on CPU with gloo: 2 processes (launched like torchrun, through RANK/WORLD_SIZE/MASTER_* env
+vars) follow the 1-process loss trajectory with the same global batch, and a resumed DDP run ends
+exactly where an uninterrupted one does. GPU-only paths (AMP, channels_last) skip on CPU."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from compresslib import distributed as D
+
+# Digits: 1,293 training images, global batch 64 -> 20 full batches + one of 13, which the two
+# ranks split 7/6: this exercises the per-rank loss weighting of uneven batches.
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import torch
+    import torch.nn as nn
+    from compresslib import data, distributed as D, train
+    torch.set_num_threads(1)
+    out, ckpt = sys.argv[1], sys.argv[2]
+
+    class StepLoss(train.Callback):  # global per-step loss: all-reduced (sum loss*n, n)
+        def __init__(self): self.losses = []
+        def after_step(self, s):
+            tot, n = D.all_reduce_scalars(float(s.loss.detach()) * len(s.targets), len(s.targets))
+            self.losses.append(tot / n)
+
+    def run(epochs, ckpt_path=None, resume=False):
+        L = data.get_loaders("digits", batch_size=64, seed=5)
+        train.set_seed(5)
+        m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 10))
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        sched = torch.optim.lr_scheduler.StepLR(opt, 1, 0.5)
+        cb = StepLoss()
+        r = train.fit(m, L, epochs, opt, sched, callbacks=[cb], seed=5, progress=False,
+                      ckpt_path=ckpt_path, resume=resume)
+        return {"steps": cb.losses, "history": [{k: v for k, v in h.items() if k != "seconds"}
+                                                for h in r["history"]],
+                "test": r["test_accuracy"], "weights": [p.detach().flatten().tolist() for p in m.parameters()]}
+
+    res = {"world": D.world_size() if D.init_from_env() else 1, "full": run(3)}
+    if D.world_size() > 1:
+        run(2, ckpt)                                         # "interrupted" after epoch 2
+        res["resumed"] = run(3, ckpt, resume=True)           # fresh model/optimizer/loaders
+    json.dump(res, open(out.replace(".json", f"{D.rank()}.json"), "w"))
+""")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(tmp_path, world):
+    base = dict(os.environ, PYTHONPATH=os.getcwd(), OMP_NUM_THREADS="1", COMPRESSLIB_PROGRESS="0")
+    if world > 1:
+        base.update(WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    else:
+        base.pop("WORLD_SIZE", None)
+    out = tmp_path / f"w{world}_.json"
+    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), str(tmp_path / f"w{world}.ckpt")],
+                              env=dict(base, RANK=str(r), LOCAL_RANK=str(r)) if world > 1 else base)
+             for r in range(world)]
+    rcs = [p.wait(timeout=300) for p in procs]
+    assert rcs == [0] * world
+    return [json.loads((tmp_path / f"w{world}_{r}.json").read_text()) for r in range(world)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    return _launch(tmp, 1)[0], _launch(tmp, 2)
+
+
+def _close(a, b, rtol=1e-4, atol=1e-5):
+    return torch.allclose(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64),
+                          rtol=rtol, atol=atol)
+
+
+def test_two_gloo_ranks_follow_the_single_process_trajectory(runs):
+    """Tolerance: rtol 1e-4 / atol 1e-5 on every step loss, epoch metric and weight (only the
+    order of float32 sums differs between 1 and 2 processes)."""
+    single, (r0, r1) = runs
+    assert single["world"] == 1 and r0["world"] == 2
+    s, d = single["full"], r0["full"]
+    assert len(s["steps"]) == len(d["steps"]) == 3 * 21
+    assert _close(s["steps"], d["steps"])
+    for hs, hd in zip(s["history"], d["history"]):
+        assert hs.keys() == hd.keys()
+        for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
+            assert _close([hs[k]], [hd[k]]), k
+    assert abs(s["test"] - d["test"]) < 1e-6  # float32 mean vs float64 sum/n
+    for ws, wd in zip(s["weights"], d["weights"]):
+        assert _close(ws, wd)
+    assert s["steps"][-1] < 0.5 * s["steps"][0]  # it actually learned
+    # DDP keeps the ranks identical
+    assert r0["full"]["weights"] == r1["full"]["weights"] and r0["full"]["history"] == r1["full"]["history"]
+
+
+def test_resumed_ddp_run_equals_uninterrupted(runs):
+    _, (r0, r1) = runs
+    for r in (r0, r1):
+        full, res = r["full"], r["resumed"]
+        assert res["history"] == full["history"]          # epochs 1-2 from the checkpoint, 3 re-run
+        assert res["weights"] == full["weights"] and res["test"] == full["test"]
+        assert res["steps"] == full["steps"][2 * 21:]     # the resumed run trained epoch 3 only
+
+
+def test_batch_sampler_slices_the_single_process_permutation():
+    from torch.utils.data import DataLoader, RandomSampler
+
+    n, B = 23, 8
+    ref = DataLoader(list(range(n)), batch_size=B, shuffle=True, generator=torch.Generator().manual_seed(0))
+    batches = [b.tolist() for epoch in range(2) for b in ref]  # 2 epochs: the generator advances alike
+    chunks = []
+    for rank in range(3):
+        g = torch.Generator().manual_seed(0)
+        bs = D.DistributedBatchSampler(RandomSampler(range(n), generator=g), B, rank, 3)
+        dl = DataLoader(list(range(n)), batch_sampler=bs, generator=g)
+        chunks.append([b.tolist() for epoch in range(2) for b in dl])
+    assert [len(c) for c in chunks] == [6, 6, 6]
+    for i in range(6):
+        assert chunks[0][i] + chunks[1][i] + chunks[2][i] == batches[i]
+    assert [len(c[2]) for c in chunks] == [3, 2, 2]  # final batch of 7 split 3/2/2
+    assert D.DistributedBatchSampler(range(n), B, 0, 3).global_batch_sizes() == [8, 8, 7]
+    assert D.DistributedBatchSampler(range(17), 8, 0, 3).global_batch_sizes() == [8, 8]  # 1 < 3 ranks: dropped
+    with pytest.raises(ValueError, match="global batch size 2 < world size 3"):
+        D.DistributedBatchSampler(range(n), 2, 0, 3)
+
+
+def test_single_process_helpers_are_identities(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert D.init_from_env() is False and D.world_size() == 1 and D.is_main()
+    assert D.all_reduce_scalars(1.5, 2) == [1.5, 2.0]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(RuntimeError, match="torchrun"):
+        D.init_from_env()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available: AMP/channels_last are GPU-only")
+def test_cuda_amp_channels_last_trains():
+    from compresslib import data, models, train
+
+    L = data.get_loaders("digits", batch_size=64, seed=0, image_size=16)
+    m = models.create_model("lenet5", image_size=16)
+    r = train.fit(m, L, 2, torch.optim.Adam(m.parameters(), 3e-3), device="cuda", amp=True,
+                  channels_last=True, progress=False)
+    assert r["test_accuracy"] > 0.5

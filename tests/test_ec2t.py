@@ -1,0 +1,131 @@
+"""EC2T assignment math, gradient rules, ECP and TTQ (spec §3, §4, checks §8.4.2-6)."""
+import pytest
+import torch
+from torch import nn
+
+from compresslib.methods.ec2t import (EC2T, NEG, POS, ZERO, _Ternarize, cluster_probabilities, ec_assignment,
+                                      lambda_max, layer_decay, nearest_assignment, train_ec2t, ttq_assignment)
+from compresslib.models import create_model
+
+W = torch.tensor([-0.9, -0.3, -0.05, 0.0, 0.02, 0.04, 0.1, 0.35, 1.0, -0.02])
+WP, WN = 0.45 * 1.0, 0.45 * 0.9
+
+
+def test_toy_nearest_probabilities_and_lambda_max():
+    a = nearest_assignment(W, WP, WN)
+    assert a.tolist() == [NEG, NEG, ZERO, ZERO, ZERO, ZERO, ZERO, POS, POS, ZERO]
+    P = cluster_probabilities(a)
+    info = -torch.log2(P)
+    assert P.tolist() == pytest.approx([0.2, 0.6, 0.2])
+    assert info.tolist() == pytest.approx([2.3219, 0.7370, 2.3219], abs=1e-4)
+    lam_n = (0.9 ** 2 - (0.9 - WN) ** 2) / float(info[0] - info[1])
+    lam_p = (1.0 - (1.0 - WP) ** 2) / float(info[2] - info[1])
+    assert (lam_n, lam_p) == pytest.approx((0.35646, 0.44007), abs=1e-5)
+    assert lambda_max(W, WP, WN, info) == pytest.approx(0.35646, abs=1e-5)
+
+
+@pytest.mark.parametrize("gamma,sparsity", [(0.0, 0.6), (0.1, 0.6), (0.1397, 0.6), (0.1399, 0.7), (0.15, 0.7),
+                                            (0.1990, 0.7), (0.1992, 0.8), (0.2, 0.8), (1.0, 0.8)])
+def test_toy_flip_points(gamma, sparsity):
+    a, lam = ec_assignment(W, WP, WN, gamma)
+    assert float((a == ZERO).float().mean()) == pytest.approx(sparsity)
+    assert a[0] == NEG and a[8] == POS  # the extreme weights never flip for gamma <= 1
+    assert lam == pytest.approx(gamma * 0.356460, rel=1e-4)
+
+
+def test_probability_floor_and_decay():
+    a = torch.tensor([NEG] * 4 + [ZERO] * 2 + [POS] * 4)
+    repo = cluster_probabilities(a, "repo")
+    assert repo.tolist() == pytest.approx([0.25, 0.5, 0.215385], abs=1e-6)
+    assert float(repo.sum()) == pytest.approx(0.965385, abs=1e-6)
+    assert cluster_probabilities(a).tolist() == pytest.approx([0.25, 0.5, 0.25])
+    only_zero = cluster_probabilities(torch.full((10,), ZERO))  # missing clusters count 1
+    assert only_zero.tolist() == pytest.approx([0.1, 1.0, 0.1])
+    assert layer_decay([100, 1000]) == pytest.approx([0.142857, 1.0], abs=1e-6)
+    assert layer_decay([100, 1000], sustain=0) == pytest.approx([0.1, 1.0])
+
+
+def test_gradient_transform_both_signs():
+    w_fp = torch.randn(2, 3, requires_grad=True)
+    a = torch.tensor([[POS, ZERO, NEG], [NEG, POS, ZERO]])
+    g = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    for sign, expect_wn in ((-1.0, -7.0), (1.0, 7.0)):
+        wp, wn = torch.tensor(0.5, requires_grad=True), torch.tensor(0.25, requires_grad=True)
+        out = _Ternarize.apply(w_fp, wp, wn, a, False, sign)
+        assert out.tolist() == [[0.5, 0.0, -0.25], [-0.25, 0.5, 0.0]]
+        w_fp.grad = None
+        out.backward(g)
+        assert w_fp.grad.tolist() == [[0.5, 2.0, 0.75], [1.0, 2.5, 6.0]]
+        assert float(wp.grad) == 6.0 and float(wn.grad) == expect_wn
+    # the exact sign is the true derivative of -w_n * [A=0]
+    wn = torch.tensor(0.25, requires_grad=True)
+    (-(wn * (a == NEG).float()) * g).sum().backward()
+    assert float(wn.grad) == -7.0
+
+
+def _tiny(seed=0):
+    torch.manual_seed(seed)
+    return create_model("micronet")
+
+
+def test_ecp_keeps_shadow_values_bit_exact_and_update_rules():
+    m = _tiny()
+    q = EC2T(m, method="ecp", gamma=0.5)
+    assert len(q.layers) == 6 and all(".conv" in n for n in q.layers)  # stem/shortcut/FC stay FP
+    q.update()
+    for n, mod in q.layers.items():
+        w, shadow = mod.weight, mod.parametrizations.weight.original
+        nz = w != 0
+        assert torch.equal(w[nz], shadow[nz]) and 0 < float((~nz).float().mean()) < 1
+    t = EC2T(_tiny(), method="ec2t", gamma=0.0)
+    name = next(iter(t.layers))
+    qz = t.quantizer(name)
+    qz.w_p.data.fill_(1e-6)  # centroid floor 0.675 * std(W_fp) after the step
+    t.update()
+    std = float(t.layers[name].parametrizations.weight.original.detach().std())
+    assert float(qz.w_p) == pytest.approx(0.675 * std)
+    vals = torch.unique(t.layers[name].weight.detach())
+    assert len(vals) == 3 and float(vals[1]) == 0.0
+
+
+def test_ttq_threshold_and_sparsity_monotone_in_gamma():
+    w = torch.tensor([-1.0, -0.3, -0.04, 0.05, 0.2, 0.5])
+    assert ttq_assignment(w, 0.1).tolist() == [NEG, NEG, ZERO, ZERO, POS, POS]
+    torch.manual_seed(0)
+    w = torch.randn(2000)
+    sp = [float((ec_assignment(w, 0.45 * w.max(), 0.45 * w.min().abs(), g)[0] == ZERO).float().mean())
+          for g in (0, 0.2, 0.5, 1.0)]
+    assert sp == sorted(sp) and sp[-1] > sp[0] + 0.2
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="gamma must be >= 0"):
+        EC2T(_tiny(), gamma=-0.1)
+    with pytest.raises(ValueError, match="gamma must be >= 0"):
+        ec_assignment(W, WP, WN, -1.0)
+    with pytest.raises(ValueError, match="no quantizable layer"):
+        EC2T(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
+    with pytest.raises(ValueError, match="method must be one of"):
+        EC2T(_tiny(), method="ternary")
+    with pytest.raises(ValueError, match="pmf_renorm"):
+        EC2T(_tiny(), pmf_renorm="bogus")
+    with pytest.raises(ValueError, match="centroid_grad_sign"):
+        EC2T(_tiny(), centroid_grad_sign="minus")
+
+
+def test_train_ec2t_end_to_end_is_seeded():
+    from types import SimpleNamespace
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(96, 1, 12, 12, generator=g), torch.randint(0, 10, (96,), generator=g)
+    ds = torch.utils.data.TensorDataset(X, y)
+    mk = lambda: SimpleNamespace(train=torch.utils.data.DataLoader(ds, batch_size=32, shuffle=True,  # noqa: E731
+                                 generator=torch.Generator().manual_seed(0)),
+                                 val=torch.utils.data.DataLoader(ds, batch_size=96), test=None)
+    fp = _tiny()
+    runs = [train_ec2t(fp, mk(), gamma=0.5, epochs=2, retrain_epochs=1, seed=3, progress=False) for _ in range(2)]
+    assert runs[0]["sparsity"] == runs[1]["sparsity"] and runs[0]["val_accuracy"] == runs[1]["val_accuracy"]
+    m = runs[0]["model"]
+    for n in runs[0]["layers"]:
+        assert len(torch.unique(m.get_submodule(n).weight.detach())) <= 3
+    assert not any("parametrizations" in k for k in m.state_dict())
+    assert len(runs[0]["history"]) == 3 and 0 < runs[0]["sparsity"] < 1

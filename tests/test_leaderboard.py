@@ -1,0 +1,157 @@
+"""compresslib.leaderboard: cost columns, aggregation, stage collectors, README table."""
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+import compresslib
+from compresslib import leaderboard as lb
+from compresslib.models import create_model
+from compresslib.train import save_checkpoint
+
+compresslib.set_threads(1)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_index_bits_takes_the_cheapest_code():
+    w = torch.zeros(100)
+    w[[0, 50]] = 1.0
+    # gaps (0, 49): p=6 -> 2 entries * 6 bits = 12 < bitmap 100 (p=5 needs one filler: 3 * 5 = 15)
+    assert lb.index_bits(w) == 12
+    assert lb.index_bits(torch.ones(10)) == 0  # dense: no index
+    w = torch.zeros(8)
+    w[::2] = 1.0
+    assert lb.index_bits(w) == 4  # 4 non-zeros, gap 1 each: 1 bit * 4 entries
+
+
+def test_infer_weight_bits_counts_levels():
+    net = nn.Sequential(nn.Linear(8, 4), nn.Linear(4, 4), nn.Linear(4, 2), nn.Linear(100, 10))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([-0.3, 0.0, 0.5, 0.5]).repeat(4, 2))  # ternary: 2 non-zero levels
+        net[1].weight.copy_(torch.arange(16.0).view(4, 4))  # 15 non-zero levels -> 4 bits
+    bits = lb.infer_weight_bits(net)
+    assert bits == {"0": 1, "1": 4, "2": 3, "3": 32}  # 8 random values -> 3 bits; 1000 -> fp32
+
+
+def test_model_costs_on_a_known_layer():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 4, bias=False))
+    with torch.no_grad():
+        w = torch.zeros(4, 16)
+        w[:, :8] = torch.tensor([1.0, -1.0]).repeat(4, 4)  # half the weights, 2 levels -> 1 bit
+        net[1].weight.copy_(w)
+    c = lb.model_costs(net, (1, 4, 4), latency_repeats=3)
+    assert c["dense_macs"] == 64 and c["effective_macs"] == 32
+    assert c["size_bits_weights"] == 32  # 32 non-zeros * 1 bit
+    assert c["size_bits_with_index"] == 32 + lb.index_bits(w)
+    assert c["bitops"] == 32 * 1 * 32
+    assert c["latency_ms"] > 0 and c["latency_threads"] == 1 and c["latency_batch"] == 1
+    assert c["energy_analytic"] > 0 and c["micronet_score"] > 0
+    half = lb.model_costs(net, (1, 4, 4), exec_weight={"1": 0.5}, latency_repeats=3, extra_macs=10)
+    assert half["effective_macs"] == 16 + 10 and half["dense_macs"] == 74 and half["bitops"] == c["bitops"] / 2
+    fp = lb.model_costs(net, (1, 4, 4), weight_bits=None, latency_repeats=3)
+    assert fp["size_bits_weights"] == 32 * 32
+
+
+def _row(method, setting, seed, acc, macs):
+    return {"method": method, "setting": setting, "seed": seed, "accuracy": acc, "base_model": "m", "dataset": "d",
+            **{c: macs for c in lb.COST_COLUMNS}, "latency_threads": 1, "latency_batch": 1,
+            "deploy_form": "dense-executed", "source": "t"}
+
+
+def test_aggregate_mean_std_over_seeds_and_errors():
+    rows = [_row("A", "x", 0, 0.90, 10.0), _row("A", "x", 1, 0.80, 14.0), _row("B", "y", 0, 0.5, 1.0)]
+    b = lb.aggregate(rows)
+    assert list(b.columns) == lb.COLUMNS and len(b) == 2
+    a = b[b.method == "A"].iloc[0]
+    assert a.accuracy == pytest.approx(0.85) and a.accuracy_std == pytest.approx(0.0707107, rel=1e-5)
+    assert a.n_seeds == 2 and a.effective_macs == 12.0
+    assert b[b.method == "B"].iloc[0].accuracy_std == 0.0
+    assert lb.pareto_mask(b, "effective_macs").tolist() == [True, True]
+    assert lb.within_budget(b, "effective_macs", 5).method.tolist() == ["B"]
+    with pytest.raises(ValueError, match="axis must be one of"):
+        lb.within_budget(b, "speed", 1)
+    with pytest.raises(ValueError, match="no candidate rows"):
+        lb.aggregate([])
+    with pytest.raises(ValueError, match="miss columns"):
+        lb.aggregate([{"method": "A", "setting": "x"}])
+    md = lb.markdown_table(b)
+    assert "| A | x |" in md and "85.00 ± 7.07" in md
+    with pytest.raises(ValueError, match="fraction"):
+        lb.Candidate("A", "x", 0, 85.0, nn.Linear(2, 2), (2,), "m", "d", "t")
+
+
+def test_collectors_read_the_stage_formats(tmp_path):
+    art = tmp_path / "artifacts"
+    ecc = art / "03_ecc_admm"
+    ecc.mkdir(parents=True)
+    pd.DataFrame([{"seed": 0, "budget": 0.5, "method": "ECC", "accuracy": 0.95, "widths": "[1, 3, 8, 60, 42, 10]"},
+                  {"seed": 1, "budget": 0.5, "method": "ECC", "accuracy": 0.93, "widths": "[1, 3, 9, 60, 42, 10]"},
+                  {"seed": 0, "budget": 0.5, "method": "uniform", "accuracy": 0.9, "widths": "[1, 4, 10, 70, 50, 10]"}]
+                 ).to_csv(ecc / "results.csv", index=False)
+    sq = art / "04_sparsity_quantization" / "models"
+    sq.mkdir(parents=True)
+    net = create_model("lenet5_caffe")
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.copy_(torch.where(m.weight.abs() > 0.05, torch.sign(m.weight) * 0.1, torch.zeros(())))
+    save_checkpoint(sq / "joint_cr50_seed0.pt", model=net.state_dict(), model_name="lenet5_caffe")
+    (sq / "joint_cr50_seed0.json").write_text(json.dumps({"model": "lenet5_caffe", "dataset": "mnist5k",
+                                                          "mode": "joint", "seed": 0, "target_cr": 50.0,
+                                                          "accuracy": 0.97}))
+    cands, found = lb.collect_all(art)
+    assert found["ECC"] == 3 and found["sparsity-quantization"] == 1 and found["CAMP"] == 0
+    rows = [lb.candidate_row(c, latency_repeats=3) for c in cands]
+    b = lb.aggregate(rows).set_index("method")
+    e = b.loc["ECC"]
+    dense_lenet = lb.model_costs(create_model("lenet5"), (1, 32, 32), latency_repeats=3)["dense_macs"]
+    assert e.n_seeds == 2 and e.accuracy == pytest.approx(0.94) and e.deploy_form == "slimmed"
+    assert e.dense_macs < dense_lenet and e.effective_macs == e.dense_macs  # slimmed: dense and smaller
+    assert e.size_bits_with_index == e.size_bits_weights  # no zeros left, no index
+    s = b.loc["sparsity-quantization"]
+    assert s.setting == "joint ×50" and s.size_bits_weights < 32 * 431_000 / 10  # 1-bit codes on the survivors
+    assert s.size_bits_with_index > s.size_bits_weights and s.effective_macs < s.dense_macs
+
+
+def test_camp_collector_weights_the_4bit_path(tmp_path):
+    d = tmp_path / "08_camp_mixed_precision"
+    d.mkdir()
+    prm = {"depth": 8, "widths": [4, 8, 16], "image_size": 8, "dataset": "mnist5k", "seed": 0}
+    rows = [{"model": "w1a1", "alpha": None, "accuracy": 80.0, "rho_per_block": None},
+            {"model": "rl", "alpha": 0.5, "accuracy": 85.0, "rho_per_block": [0.0, 0.5, 1.0]}]
+    (d / "cache_seed0.json").write_text(json.dumps({"k": {"params": prm, "result": {"rows": rows}}}))
+    cands = lb.collect_camp(tmp_path)
+    assert [c.setting for c in cands] == ["w1a1", "rl alpha=0.5"] and cands[1].accuracy == 0.85
+    ew = cands[1].exec_weight
+    assert ew["blocks.0.path4.conv1"] == 0.0 and ew["blocks.2.path4.conv1"] == 1.0
+    r = [lb.candidate_row(c, latency_repeats=3) for c in cands]
+    assert r[1]["effective_macs"] < r[1]["dense_macs"]  # the 4-bit path runs on part of the images only
+
+
+def test_readme_table_matches_the_committed_default_csv():
+    """The README's leaderboard is the committed CSV of a default run, rendered by markdown_table."""
+    readme = (REPO / "README.md").read_text()
+    table = lb.readme_table(readme)
+    csv = REPO / "docs" / "leaderboard_default.csv"
+    if not csv.exists():
+        assert "not published yet" in table, "README shows a leaderboard but docs/leaderboard_default.csv is missing"
+        return
+    board = pd.read_csv(csv)
+    assert set(lb.COLUMNS) <= set(board.columns)
+    assert not [c for c in lb.COST_COLUMNS if board[c].isna().all()], "a cost column is empty"
+    assert lb.markdown_table(board) in table, "README table differs from docs/leaderboard_default.csv: " \
+                                              "run `python -m compresslib.leaderboard`"
+
+
+def test_publish_round_trip(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{lb.TABLE_BEGIN}\nold\n{lb.TABLE_END}\ntail\n")
+    csv = tmp_path / "lb.csv"
+    lb.aggregate([_row("A", "x", 0, 0.9, 1.0)]).to_csv(csv, index=False)
+    lb.publish(csv, readme, tmp_path / "docs" / "lb.csv")
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("tail\n") and "`docs/lb.csv`" in text
+    assert lb.markdown_table(pd.read_csv(tmp_path / "docs" / "lb.csv")) in lb.readme_table(text)

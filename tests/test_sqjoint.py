@@ -1,0 +1,281 @@
+"""Unit tests of compresslib.methods.sqjoint (spec sqjoint.md §9.4)."""
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from compresslib.methods import sqjoint as sq
+from compresslib.models import create_model
+
+ALEXNET = [23232, 307200, 663552, 884736, 589824, 37748736, 16777216, 4096000]
+
+
+# ----------------------------------------------------------------------------- budgets / CR
+def test_target_rate_lenet_caffe():
+    m = create_model("lenet5_caffe")
+    assert [w for w in sq._sizes(m)] == [500, 25000, 400000, 5000]
+    S, k = sq.size_budget(m, 0.0054, 3)
+    assert k == [3, 135, 2160, 27] and S == 6975
+    assert round(sq.target_compression(m, 0.0054, 3), 2) == 1975.05
+
+
+def test_target_rate_alexnet_budgets():
+    with torch.device("meta"):
+        alex = create_model("tv_alexnet")
+    assert sq._sizes(alex) == ALEXNET and sum(ALEXNET) == 61090496
+    got = [round(sq.target_compression(alex, p, b), 2) for p, b in [(0.12, 6), (0.10, 5), (0.08, 4)]]
+    assert got == [44.44, 64.00, 100.00]
+
+
+def test_compression_rate_accounting():
+    m = nn.Sequential(nn.Linear(10, 10, bias=False), nn.Linear(10, 5, bias=False))
+    with torch.no_grad():
+        m[0].weight.zero_()
+        m[0].weight.view(-1)[:8] = torch.tensor([1., -1, 2, 2, 3, 3, 3, 4])  # 5 distinct non-zeros
+        m[1].weight.zero_()
+        m[1].weight.view(-1)[[0, 7]] = torch.tensor([0.5, -0.5])  # 2 levels -> 1 bit
+    full = 32 * 150
+    size = 8 * math.log2(5) + 2 * 1
+    assert sq.compression_rate(m) == pytest.approx(full / size)
+    assert sq.compression_rate(m, "allocated", bits=[3, 1]) == pytest.approx(full / (8 * 3 + 2 * 1))
+    assert sq.compression_rate(m, bits=[32, 32]) == pytest.approx(full / (10 * 32))  # prune-only: fp32
+    assert sq.compression_rate(m, "with-index") < sq.compression_rate(m)  # index + codebook cost
+    with pytest.raises(ValueError, match="accounting"):
+        sq.compression_rate(m, "huffman")
+
+
+# --------------------------------------------------------------------------------- knapsack
+def test_knapsack_equal_bits_is_global_topk():
+    g = torch.Generator().manual_seed(0)
+    ws = [torch.randn(s, generator=g) for s in (50, 300, 1000)]
+    flat = torch.cat([w.abs() for w in ws])
+    for K in (1, 17, 400, 1350):
+        cp = [w.clone() for w in ws]
+        nnz = sq.knapsack_sparsify_(cp, [3, 3, 3], 3 * K)
+        kept = torch.cat([w != 0 for w in cp])
+        ref = torch.zeros_like(kept)
+        ref[torch.topk(flat, K).indices] = True
+        assert sum(nnz) == K and torch.equal(kept, ref)
+        assert sum(3 * n for n in nnz) <= 3 * K
+
+
+def test_knapsack_threshold_scales_with_sqrt_bits_and_respects_budget():
+    g = torch.Generator().manual_seed(1)
+    ws = [torch.randn(400, generator=g), torch.randn(400, generator=g)]
+    bits = [2, 4]
+    for S in (37.0, 500.0, 1203.5):
+        cp = [w.clone() for w in ws]
+        nnz = sq.knapsack_sparsify_(cp, bits, S)
+        assert sum(b * n for b, n in zip(bits, nnz)) <= S
+        kept = [(w.abs() / math.sqrt(b))[c != 0] for w, c, b in zip(ws, cp, bits)]
+        dropped = [(w.abs() / math.sqrt(b))[c == 0] for w, c, b in zip(ws, cp, bits)]
+        assert torch.cat(kept).min() >= torch.cat(dropped).max()  # one global w^2/b criterion
+        # a weight twice as wide in the 4-bit layer needs sqrt(2) x the magnitude to survive
+        assert (cp[1] != 0).sum() < (cp[0] != 0).sum()
+        assert S - sum(b * n for b, n in zip(bits, nnz)) < max(bits)  # greedy fills the budget
+
+
+# ---------------------------------------------------------------------------------- k-means
+def _naive_kmeans(x, bits, iters):
+    """Reference Lloyd with an explicit n x k distance matrix (same init, zero fixed)."""
+    d = x[x.abs() >= sq.ZERO_EPS].double()
+    free = torch.linspace(d.min(), d.max(), 2 ** bits, dtype=torch.float64)
+    for _ in range(iters):
+        c = torch.cat([free, torch.zeros(1, dtype=torch.float64)])
+        a = (d[:, None] - c[None]).abs().argmin(1)
+        for j in range(len(free)):
+            if (a == j).any():
+                free[j] = d[a == j].mean()
+    return torch.sort(torch.cat([free, torch.zeros(1, dtype=torch.float64)])).values.float()
+
+
+def test_zero_kmeans_matches_naive_lloyd():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3000, generator=g) * (torch.rand(3000, generator=g) > 0.3)
+    for b in (1, 2, 3):
+        fast = sq.zero_kmeans_1d(x, b, iters=7, tol=0.0)
+        assert torch.allclose(fast, _naive_kmeans(x, b, 7), atol=1e-5)
+
+
+@pytest.mark.parametrize("dist", ["normal", "laplace"])
+def test_zero_kmeans_keeps_zero_and_distortion_falls_with_bits(dist):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(20000, generator=g)
+    if dist == "laplace":
+        x = torch.sign(x) * torch.empty(20000).exponential_(generator=g)
+    x[::3] = 0.0
+    prev = float("inf")
+    for b in range(1, 9):
+        cb = sq.zero_kmeans_1d(x, b)
+        q = sq.kmeans_quantize(x, cb)
+        assert (cb == 0).sum() == 1
+        assert torch.unique(q[q != 0]).numel() <= 2 ** b
+        assert torch.all(q[x == 0] == 0)
+        D = float((x - q).pow(2).sum())
+        assert D <= prev + 1e-6
+        prev = D
+
+
+def test_zero_kmeans_few_points_and_empty():
+    x = torch.tensor([0.0, 0.3, -0.2, 0.0])
+    cb = sq.zero_kmeans_1d(x, 3)
+    assert torch.equal(sq.kmeans_quantize(x, cb), x)
+    assert torch.equal(sq.zero_kmeans_1d(torch.zeros(5), 2), torch.zeros(1))
+    with pytest.raises(ValueError, match="1..8"):
+        sq.zero_kmeans_1d(x, 9)
+
+
+# ------------------------------------------------------------------------------------- MCKP
+def _brute(dist, cost, S):
+    best = None
+    for ch in itertools.product(*[range(len(d)) for d in dist]):
+        if sum(c[j] for c, j in zip(cost, ch)) <= S + 1e-9:
+            v = sum(d[j] for d, j in zip(dist, ch))
+            best = v if best is None or v < best else best
+    return best
+
+
+def _random_instance(g, convex):
+    L, nB = int(torch.randint(1, 5, (1,), generator=g)), int(torch.randint(2, 5, (1,), generator=g))
+    nnz = torch.randint(1, 50, (L,), generator=g).tolist()
+    cost = [[float(b * n) for b in range(1, nB + 1)] for n in nnz]
+    dist = []
+    for _ in range(L):
+        if convex:  # decreasing gains per bit -> every item on the hull
+            gains = torch.sort(torch.rand(nB - 1, generator=g) * 10, descending=True).values
+            d = [100.0] + (100.0 - torch.cumsum(gains, 0)).tolist()
+        else:
+            d = (torch.rand(nB, generator=g) * 100).tolist()
+        dist.append(d)
+    return dist, cost
+
+
+def test_mckp_greedy_feasible_and_near_brute_force():
+    g = torch.Generator().manual_seed(4)
+    for _ in range(200):
+        dist, cost = _random_instance(g, convex=False)
+        lo, hi = sum(min(c) for c in cost), sum(max(c) for c in cost)
+        S = lo + float(torch.rand(1, generator=g)) * (hi - lo)
+        ch = sq.mckp_greedy(dist, cost, S)
+        assert sum(c[j] for c, j in zip(cost, ch)) <= S + 1e-9
+        opt, got = _brute(dist, cost, S), sum(d[j] for d, j in zip(dist, ch))
+        assert got >= opt - 1e-9
+        # LP bound: greedy loses at most one hull increment's gain
+        max_gain = max(max(d) - min(d) for d in dist)
+        assert got - opt <= max_gain + 1e-9
+
+
+def test_mckp_greedy_equals_brute_force_at_lp_breakpoints():
+    g = torch.Generator().manual_seed(5)
+    for _ in range(100):
+        dist, cost = _random_instance(g, convex=True)
+        incs = sorted(((d[j - 1] - d[j]) / (c[j] - c[j - 1]), c[j] - c[j - 1])
+                      for d, c in zip(dist, cost) for j in range(1, len(d)))[::-1]
+        S = sum(c[0] for c in cost)
+        for _, dc in incs:
+            S += dc
+            ch = sq.mckp_greedy(dist, cost, S)
+            assert sum(d[j] for d, j in zip(dist, ch)) == pytest.approx(_brute(dist, cost, S), abs=1e-6)
+
+
+def test_mckp_zero_nnz_layer_and_budget_error():
+    dist = [[5.0, 3.0, 2.0], [0.0, 0.0, 0.0]]
+    cost = [[10.0, 20.0, 30.0], [0.0, 0.0, 0.0]]
+    assert sq.mckp_greedy(dist, cost, 20.0)[0] == 1
+    with pytest.raises(ValueError, match="smaller than the cheapest"):
+        sq.mckp_greedy(dist, cost, 5.0)
+
+
+def test_mckp_quantize_respects_budget():
+    g = torch.Generator().manual_seed(6)
+    Z = [torch.randn(200, generator=g) * (torch.rand(200, generator=g) < 0.2), torch.randn(3000, generator=g) * 0.1]
+    nnz = [int((z != 0).sum()) for z in Z]
+    S = 3.0 * sum(nnz)
+    V, bits, books = sq.mckp_quantize(Z, nnz, S, range(1, 9))
+    assert sum(b * n for b, n in zip(bits, nnz)) <= S
+    for v, b in zip(V, bits):
+        assert torch.unique(v[v != 0]).numel() <= 2 ** b
+
+
+# ------------------------------------------------------------------------------------- ADMM
+def test_prox_is_closed_form_argmin():
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(30, generator=g)
+    st = sq.ADMMState([w], S=300, bit_budget=3, rho=0.7)
+    st.V, st.Y = [torch.randn(30, generator=g)], [torch.randn(30, generator=g)]
+    w_tilde, lr = w.clone(), 0.3
+    st.prox_(lr)
+    # gradient of (1/2lr)||W - W~||^2 + (rho/2)||W - (V - Y)||^2 vanishes at the prox output
+    grad = (w - w_tilde) / lr + 0.7 * (w - (st.V[0] - st.Y[0]))
+    assert grad.abs().max() < 1e-5
+
+
+class _Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 6, 3)
+        self.f1 = nn.Linear(6 * 6 * 6, 40)
+        self.f2 = nn.Linear(40, 3)
+
+    def forward(self, x):
+        return self.f2(torch.relu(self.f1(torch.relu(self.c(x)).flatten(1))))
+
+
+def _tiny_loader(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(96, 1, 8, 8, generator=g)
+    y = (x.mean((1, 2, 3)) > 0).long() + (x[:, 0, 0, 0] > 1).long()
+    return DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("mode,p,b", [("joint", 0.05, 3), ("fixed", 0.05, 3), ("prune", 0.05, 3), ("quantize", 1.0, 2)])
+def test_size_never_exceeds_budget(mode, p, b):
+    torch.manual_seed(0)
+    m = _Tiny()
+    S, _ = sq.size_budget(m, p, b)
+    st, hist = sq.sqjoint_compress(m, _tiny_loader(), S, b, mode=mode, rho=0.5, lr=0.05,
+                                   intervals=3, steps_per_interval=4, warmup_intervals=1)
+    assert len(hist) == 3 and all(h["size_bits"] <= S for h in hist)
+    sq.finetune(m, _tiny_loader(), st.bits, steps=6, mode=mode)
+    sq.quantize_weights_(m, st.bits, mode)
+    rows = sq.layer_report(m, st.bits, mode)
+    assert sum(r["size_bits"] for r in rows) <= S + 1e-6          # measured size (nnz x log2 levels)
+    assert sum(r["bits"] * r["nnz"] for r in rows) <= S + 1e-6    # allocated size
+    assert sq.compression_rate(m, bits=[32] * 3 if mode == "prune" else None) >= 32 * sum(r["numel"] for r in rows) / S - 1e-6
+
+
+def test_same_seed_same_result():
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        m = _Tiny()
+        st, _ = sq.sqjoint_compress(m, _tiny_loader(), *sq.size_budget(m, 0.1, 3)[:1], 3,
+                                    intervals=2, steps_per_interval=3, warmup_intervals=1)
+        outs.append((st.bits, [w.detach().clone() for w in st.W]))
+    assert outs[0][0] == outs[1][0] and all(torch.equal(a, b) for a, b in zip(outs[0][1], outs[1][1]))
+
+
+# ------------------------------------------------------------------------------- bad input
+def test_bad_inputs_raise_clear_errors():
+    m = _Tiny()
+    with pytest.raises(ValueError, match="nnz_budget"):
+        sq.size_budget(m, 0.0, 3)
+    with pytest.raises(ValueError, match="nnz_budget"):
+        sq.size_budget(m, 1.5, 3)
+    with pytest.raises(ValueError, match="bit_budget"):
+        sq.size_budget(m, 0.1, 9)
+    with pytest.raises(ValueError, match="bit_budget"):
+        sq.size_budget(m, 0.1, 0.5)
+    with pytest.raises(ValueError, match="1..8"):
+        sq.ADMMState([p for p in m.parameters()], 1000, 3, 0.5, bit_range=[0, 1, 2])
+    with pytest.raises(ValueError, match="smaller than one"):
+        sq.ADMMState([l.weight for l in (m.c, m.f1, m.f2)], 2, 1, 0.5)
+    with pytest.raises(ValueError, match="no Conv2d/Linear"):
+        sq.size_budget(nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3)), 0.1, 3)
+    with pytest.raises(ValueError, match="mode"):
+        sq.ADMMState([m.c.weight], 1000, 3, 0.5, mode="huffman")
+    with pytest.raises(ValueError, match="cannot exceed 32x"):
+        sq.sqjoint_compress(m, _tiny_loader(), 100.0, 3, mode="quantize")
