@@ -9,6 +9,11 @@ trains a DDP-wrapped model. ``DistributedBatchSampler`` keeps the single-process
 single-process loader draws (same generator, same number of draws per epoch) and takes its
 contiguous slice of each global batch, so a W-process run with global batch B follows the
 loss trajectory of a 1-process run with batch B (``tests/test_ddp.py``).
+
+Exactness holds for BN-free models: BatchNorm layers see each rank's B/W-sample slice (set
+$COMPRESSLIB_SYNC_BN=1 for SyncBatchNorm on CUDA). Loss terms a callback adds in ``on_loss`` are
+averaged over ranks: exact for data-independent penalties (ADMM) and for per-sample means when the
+ranks hold equal shares (every batch but an uneven last one).
 """
 from __future__ import annotations
 
@@ -162,19 +167,31 @@ class DistributedBatchSampler(torch.utils.data.Sampler):
         return len(self.global_batch_sizes())
 
 
+def num_workers(loader: DataLoader) -> int:
+    """The loader's workers, or $COMPRESSLIB_NUM_WORKERS for loaders built with none."""
+    env = os.environ.get("COMPRESSLIB_NUM_WORKERS")
+    return int(env) if env and loader.num_workers == 0 else loader.num_workers
+
+
 def distributed_loader(loader: DataLoader) -> DataLoader:
-    """The same loader, each rank reading its slice of every global batch (same generator)."""
-    if not is_dist() or isinstance(loader.batch_sampler, DistributedBatchSampler):
+    """The loader ``fit`` trains on: under DDP each rank reads its slice of every global batch (same
+    generator); with $COMPRESSLIB_NUM_WORKERS the same batches come from worker processes."""
+    if isinstance(loader.batch_sampler, DistributedBatchSampler):
+        return loader
+    workers = num_workers(loader)
+    if not is_dist() and workers == loader.num_workers:
         return loader
     if loader.batch_size is None:
         raise ValueError("distributed_loader needs a DataLoader built with batch_size=")
     gen = getattr(loader.sampler, "generator", None) or loader.generator
+    extra = dict(num_workers=workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                 worker_init_fn=loader.worker_init_fn)  # not persistent: each epoch draws its base seed
+    if not is_dist():  # same sampler and generator: the same batches in the same order
+        return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler,
+                          drop_last=loader.drop_last, generator=gen, **extra)
     bs = DistributedBatchSampler(loader.sampler, loader.batch_size, rank(), world_size(),
                                  drop_last=loader.drop_last)
-    return DataLoader(loader.dataset, batch_sampler=bs, generator=gen, num_workers=loader.num_workers,
-                      collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-                      worker_init_fn=loader.worker_init_fn,
-                      persistent_workers=loader.persistent_workers if loader.num_workers else False)
+    return DataLoader(loader.dataset, batch_sampler=bs, generator=gen, **extra)
 
 
 def shard_loader(loader: DataLoader) -> DataLoader:
@@ -183,7 +200,7 @@ def shard_loader(loader: DataLoader) -> DataLoader:
         return loader
     idx = list(range(rank(), len(loader.dataset), world_size()))
     return DataLoader(Subset(loader.dataset, idx), batch_size=loader.batch_size or 1, shuffle=False,
-                      num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                      num_workers=num_workers(loader), collate_fn=loader.collate_fn,
                       pin_memory=loader.pin_memory)
 
 
@@ -193,6 +210,8 @@ def wrap_model(model: torch.nn.Module, device: str):
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    if os.environ.get("COMPRESSLIB_SYNC_BN") == "1":  # BN statistics over the global batch (CUDA)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     dev = torch.device(device)
     ids = [dev.index if dev.index is not None else local_rank()] if dev.type == "cuda" else None
     find_unused = os.environ.get("COMPRESSLIB_DDP_FIND_UNUSED", "0") == "1"

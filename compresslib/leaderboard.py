@@ -26,6 +26,7 @@ method by registering one (see README "How to add a method").
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -128,12 +129,13 @@ def model_costs(model: nn.Module, input_size, weight_bits="infer", act_bits=32, 
     try:
         e_rows = {r["layer"]: r["total"] for r in energy_table(model, tuple(input_size))}
         energy = float(sum(e_rows.get(n, 0.0) * w for n, w in zip(t.layer, exec_w)))
-    except Exception:  # architectures the geometry tracer does not support
+    except Exception as e:  # architectures the geometry tracer does not support: NaN, said aloud
+        warnings.warn(f"analytic energy unavailable for {type(model).__name__}: {type(e).__name__}: {e}")
         energy = float("nan")
     try:
-        ternary_ok = {n: b for n, b in (weight_bits or {}).items()} if isinstance(weight_bits, dict) else weight_bits
-        score = float(score_model(model, tuple(input_size), weight_bits=ternary_ok, verbose=False)["score"])
-    except Exception:  # not fx-traceable (data-dependent control flow)
+        score = float(score_model(model, tuple(input_size), weight_bits=weight_bits, verbose=False)["score"])
+    except Exception as e:  # not fx-traceable (data-dependent control flow): NaN, said aloud
+        warnings.warn(f"MicroNet score unavailable for {type(model).__name__}: {type(e).__name__}: {e}")
         score = float("nan")
     lat = cost.measure_latency((deploy or model).eval(), tuple(input_size), threads=latency_threads,
                                batch=latency_batch, repeats=latency_repeats, warmup=3)
@@ -206,7 +208,7 @@ def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub-markdown table of :func:`format_table` (what the README embeds)."""
     f = format_table(df)
     lines = ["| " + " | ".join(f.columns) + " |", "|" + "---|" * len(f.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in f.itertuples(index=False)]
+    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in f.itertuples(index=False)]
     return "\n".join(lines)
 
 
@@ -227,6 +229,37 @@ def stage_params(art, stage: str) -> dict:
     return params
 
 
+def _finished(art, stage: str) -> bool:
+    """A stage is read only once it finished (its metrics.json exists): a half-run stage is skipped."""
+    from pathlib import Path
+
+    return (Path(art) / stage / "metrics.json").exists()
+
+
+def _current(csv_path, cols) -> set | None:
+    """Keys (tuples of ``cols``, accuracy rounded) of the rows of a stage's last-run table, or None if absent.
+    Used to skip models that older runs with other parameters left in the same folder."""
+    from pathlib import Path
+
+    if not Path(csv_path).exists():
+        return None
+    df = pd.read_csv(csv_path)
+    return {_key(r, cols) for r in df.to_dict("records")}
+
+
+def _key(rec: dict, cols) -> tuple:
+    out = []
+    for c in cols:
+        v = rec.get(c)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            out.append(None)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.append(round(float(v), 5))
+        else:
+            out.append(str(v))
+    return tuple(out)
+
+
 def _csv_list(v) -> list:
     import ast
 
@@ -242,7 +275,7 @@ def collect_ecc(art) -> list[Candidate]:
     from .models import create_model
 
     path = Path(art) / "03_ecc_admm" / "results.csv"
-    if not path.exists():
+    if not (path.exists() and _finished(art, "03_ecc_admm")):
         return []
     p = stage_params(art, "03_ecc_admm")
     out = []
@@ -268,10 +301,14 @@ def collect_sqjoint(art) -> list[Candidate]:
     from .train import load_checkpoint
 
     d = Path(art) / "04_sparsity_quantization" / "models"
+    if not _finished(art, "04_sparsity_quantization"):
+        return []
+    cols = ("mode", "seed", "accuracy")
+    current = _current(d.parent / "runs.csv", cols)
     out = []
     for js in sorted(d.glob("*.json")) if d.is_dir() else []:
         meta, ck = read_json(js), js.with_suffix(".pt")
-        if not ck.exists() or "mode" not in meta:
+        if not ck.exists() or "mode" not in meta or (current is not None and _key(meta, cols) not in current):
             continue
         net = create_model(meta["model"])
         net.load_state_dict(load_checkpoint(ck)["model"])
@@ -292,11 +329,17 @@ def collect_ec2t(art) -> list[Candidate]:
     from .train import load_checkpoint
 
     d = Path(art) / "05_ec2t" / "models"
+    if not _finished(art, "05_ec2t"):
+        return []
     dataset = stage_params(art, "05_ec2t").get("DATASET", "mnist5k")
+    cols = ("method", "gamma_or_t", "seed", "accuracy")
+    current = _current(d.parent / "runs.csv", cols)
     out = []
     for js in sorted(d.glob("*.json")) if d.is_dir() else []:
         meta, ck = read_json(js), js.with_suffix(".pt")
         if not ck.exists() or "config" not in meta:
+            continue
+        if meta.get("method", "fp") != "fp" and current is not None and _key(meta, cols) not in current:
             continue
         net = MicroNet(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
         net.load_state_dict(load_checkpoint(ck)["model"])
@@ -315,14 +358,21 @@ def collect_camp(art) -> list[Candidate]:
     from .methods import camp
     from .results import read_json
 
+    d = Path(art) / "08_camp_mixed_precision"
+    cols = ("seed", "model", "alpha", "accuracy")
+    current = _current(d / "camp_points.csv", cols)
+    if current is None or not _finished(art, "08_camp_mixed_precision"):
+        return []
     out = []
-    for cache in sorted((Path(art) / "08_camp_mixed_precision").glob("cache_seed*.json")):
+    for cache in sorted(d.glob("cache_seed*.json")):
         for entry in read_json(cache).values():
             prm, rows = entry.get("params", {}), entry.get("result", {}).get("rows", [])
             if "depth" not in prm:
                 continue
             size = int(prm.get("image_size", 16))
             for r in rows:
+                if _key(dict(r, seed=prm.get("seed", 0)), cols) not in current:
+                    continue  # a cached run of other parameters, not part of the stage's last table
                 mk = lambda b: camp.CampResNet(int(prm["depth"]), tuple(prm["widths"]), 10, 1, bits=b)  # noqa: E731
                 name = r["model"]
                 if name in ("fp32", "w4a4", "w1a1"):
@@ -339,17 +389,28 @@ def collect_camp(art) -> list[Candidate]:
     return out
 
 
-class CascadeCost(nn.Module):
-    """Two-stage cascade as one module for cost counting: the small model on an r_small resize of the
-    large model's input, then the large model (``exec_weight`` = escalation rate for its layers)."""
+class Resized(nn.Module):
+    """``model`` fed an ``r``x``r`` bilinear resize of the input (EdgeCompress's resolution axis)."""
 
-    def __init__(self, small: nn.Module, large: nn.Module, r_small: int):
+    def __init__(self, model: nn.Module, r: int):
         super().__init__()
-        self.small, self.large, self.r_small = small, large, int(r_small)
+        self.model, self.r = model, int(r)
 
     def forward(self, x):
-        xs = nn.functional.interpolate(x, size=(self.r_small, self.r_small), mode="bilinear", align_corners=False)
-        return self.small(xs) + self.large(x)
+        # unconditional (fx-traceable for the MicroNet counter); at the same size it is the identity
+        return self.model(nn.functional.interpolate(x, size=(self.r, self.r), mode="bilinear", align_corners=False))
+
+
+class CascadeCost(nn.Module):
+    """Two-stage cascade as one module for cost counting and timing: the small model then the large one
+    (give the large model's layers ``exec_weight`` = the escalation rate)."""
+
+    def __init__(self, small: nn.Module, large: nn.Module):
+        super().__init__()
+        self.small, self.large = small, large
+
+    def forward(self, x):
+        return self.small(x) + self.large(x)
 
 
 @COLLECTORS.register("EdgeCompress", stage="07_dynamic_inference")
@@ -363,7 +424,7 @@ def collect_edgecompress(art) -> list[Candidate]:
     from .results import read_json
 
     d = Path(art) / "07_dynamic_inference"
-    if not (d / "static_models.csv").exists():
+    if not ((d / "static_models.csv").exists() and _finished(art, "07_dynamic_inference")):
         return []
     p = stage_params(art, "07_dynamic_inference")
     build = lambda dd, w, r: create_model("shrinkable_resnet", depths=shrink_depths((2, 2, 2), dd),  # noqa: E731
@@ -381,7 +442,7 @@ def collect_edgecompress(art) -> list[Candidate]:
                 else sweep.iloc[(sweep.threshold - 0.2).abs().argmin()])
         ds, ws, rs = (float(v) for v in str(p.get("SMALL", "0.5:0.5:16")).split(":"))
         r_large = max(int(v) for v in str(p.get("RESOLUTIONS", "32,24,16")).split(","))
-        casc = CascadeCost(build(ds, ws, rs), build(1.0, 1.0, r_large), int(rs))
+        casc = CascadeCost(Resized(build(ds, ws, rs), int(rs)), build(1.0, 1.0, r_large))
         names = [n for n, mod in casc.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
         crop_macs = float(static.cropper_macs.max())
         out.append(Candidate("EdgeCompress", f"cascade hi={pick.threshold:.2f}", int(p.get("SEED", 0)),
@@ -406,6 +467,21 @@ def collect_all(art, methods=None) -> tuple[list[Candidate], dict]:
 
 
 # ------------------------------------------------------- runs on the common base model (methods missing there)
+def upstream_dense(art, model_name: str, dataset: str, subset: int, seed: int):
+    """Stage 04's dense checkpoint of ``seed`` if stage 04 last ran on the same model, dataset and subset
+    (its ``.reproduce.json``), else None: the board then reuses that base instead of training one."""
+    from pathlib import Path
+
+    d = Path(art) / "04_sparsity_quantization"
+    ck = d / "models" / f"dense_seed{seed}.pt"
+    if not (ck.exists() and (d / ".reproduce.json").exists()):
+        return None
+    p = stage_params(art, "04_sparsity_quantization")
+    same = (p.get("MODEL") == model_name and p.get("DATASET") == dataset
+            and int(p.get("SUBSET") or 0) == int(subset or 0))
+    return ck if same else None
+
+
 def train_base(model_name: str, loaders, epochs: int, seed: int, lr: float = 1e-3, ckpt=None) -> nn.Module:
     """Dense base model (Adam, cosine decay), cached at ``ckpt`` (resumable)."""
     from .models import create_model
@@ -448,6 +524,37 @@ def run_ec2t_base(dense: nn.Module, loaders, gammas, epochs: int, retrain_epochs
         r = train_ec2t(dense, loaders, method="ec2t", gamma=float(g), epochs=epochs, retrain_epochs=retrain_epochs,
                        seed=seed, progress=False, pattern=pattern)
         yield g, r["model"].eval(), r["test_accuracy"]
+
+
+def run_cascade_base(dense: nn.Module, loaders, input_size, small_widths, small_res: int, epochs: int, seed: int,
+                     model_name: str = "lenet5_caffe", alpha: float = 1.6, tol: float = 0.005):
+    """EdgeCompress's cascade on the base model: a width- and resolution-shrunk copy answers the confident
+    images (softmax margin >= hi), the dense base the rest (logits summed, z_s + alpha*z_l). The threshold
+    is the cheapest swept one within ``tol`` of the dense accuracy (else 0.2, the paper's).
+    Returns (Candidate fields: model, accuracy, exec_weight, threshold, escalated)."""
+    from .methods import cascade
+    from .models import create_model
+    from .train import predict_logits
+
+    small = Resized(create_model(model_name, num_classes=loaders.num_classes, in_channels=loaders.in_channels,
+                                 image_size=int(small_res), widths=tuple(int(w) for w in small_widths)), small_res)
+    opt = torch.optim.Adam(small.parameters(), lr=1e-3)
+    from .train import fit, set_seed
+
+    set_seed(seed)
+    fit(small, loaders, epochs, opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs)),
+        seed=seed, progress=False)
+    (zs, y), (zl, _) = predict_logits(small.eval(), loaders.test), predict_logits(dense.eval(), loaders.test)
+    macs = [cost.total_macs(small, tuple(input_size)), cost.total_macs(dense, tuple(input_size))]
+    table = cascade.sweep([zs, zl], macs, np.linspace(0, 1, 51), y, alpha=alpha)
+    large_acc = float((zl.argmax(1) == y).double().mean())
+    pick = cascade.cheapest_at_accuracy(table, large_acc, tol)
+    if pick is None:
+        pick = table.iloc[(table.threshold - 0.2).abs().argmin()]
+    casc = CascadeCost(small, dense)
+    names = [n for n, m in casc.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and n.startswith("large.")]
+    return {"model": casc.eval(), "accuracy": float(pick.accuracy), "exec_weight": {n: float(pick.escalated) for n in names},
+            "threshold": float(pick.threshold), "escalated": float(pick.escalated)}
 
 
 def explorer(board: pd.DataFrame, axis: str = "effective_macs"):

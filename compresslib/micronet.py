@@ -8,8 +8,8 @@ conv / depthwise conv / FC / BatchNorm / activation / residual add / pooling op 
 every residual add are therefore counted by construction). Two modes:
 
 * ``official`` — the rules as published: sparse weights = non-zero values + a 1-bit mask over the
-  full tensor; a ternary layer stores 1 sign bit per non-zero + 2 centroids and needs 2 multiplies
-  per output (one per centroid); values not otherwise quantized have ``fp_bits`` (16 = FP16
+  full tensor; a ternary layer stores 1 sign bit per non-zero + 2 centroids (2 per output channel
+  when a BatchNorm scale is folded into them) and needs 2 multiplies per output (one per centroid); values not otherwise quantized have ``fp_bits`` (16 = FP16
   evaluation, the rules' freebie; 32 = plain FP32); additions always at 32 bits; BatchNorm that
   directly follows a conv/FC is folded into one bias per channel, a standalone BN costs a scale and
   a shift per channel (params) and 1 mult + 1 add per element (ops); ReLU = 1 mult per element.
@@ -181,8 +181,8 @@ def count_op(op: dict, mode: str = "official", fp_bits: int = 16, add_bits: int 
             pbits = cands[r["format"]]
             add_cost = (tree_adder_bits(v, fp_bits) if tree else max(v - 1, 0) * add_bits) * n / 32
         elif ternary:
-            r["format"] = "ternary(mask+sign)"
-            pbits = (N if nnz < N else 0) + nnz + 2 * fp_bits
+            r["format"] = "ternary(mask+sign)"  # a folded BN scale makes the 2 centroids per-channel
+            pbits = (N if nnz < N else 0) + nnz + 2 * fp_bits * (c_out if op.get("bn_folded") else 1)
             add_cost = max(v - 1, 0) * n * add_bits / 32
         else:
             b = w_bits or fp_bits

@@ -25,6 +25,7 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
+from .reproduce import headline
 from .results import atomic_write_text, read_json
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,6 +51,7 @@ text-align:right;vertical-align:top} th{background:#f3f3f3} td.l,th.l{text-align
 figure{display:inline-block;margin:.5em 1em .5em 0;max-width:100%} figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.8em;color:#555} .note{color:#666;font-size:.85em} .scroll{overflow-x:auto}
 nav a{margin-right:.8em} code{background:#f5f5f5;padding:0 .2em}
+td.rw{max-width:24em;font-size:.9em}
 """
 
 
@@ -209,6 +211,7 @@ def build_report(artifacts, notebooks_dir=None, render_notebooks: bool = True, m
         if (sd / "metrics.json").exists():
             try:
                 metrics = read_json(sd / "metrics.json")
+                metrics = metrics if isinstance(metrics, dict) else {}
             except (OSError, json.JSONDecodeError) as e:
                 err = err or f"metrics.json unreadable: {e}"
         nb_link = ""
@@ -223,8 +226,8 @@ def build_report(artifacts, notebooks_dir=None, render_notebooks: bool = True, m
             nb_link = f"<a href='{_link(target, root)}'>executed notebook ({target.suffix[1:]})</a>"
         map_rows.append(
             f"<tr><td class='l'><a href='#{st}'>{_esc(st)}</a></td><td class='l'>{_esc(intro['title'])}</td>"
-            f"<td class='l {cls}'>{_esc(status)}</td><td>{_esc(secs)}</td>"
-            f"<td class='l'>{_md_inline(intro['reads'])}</td><td class='l'>{_md_inline(intro['writes'])}</td>"
+            f"<td class='l {cls}'>{_esc(status)}</td><td>{_esc(secs)}</td><td class='l'>{_esc(headline(metrics))}</td>"
+            f"<td class='l rw'>{_md_inline(intro['reads'])}</td><td class='l rw'>{_md_inline(intro['writes'])}</td>"
             f"<td class='l'>{nb_link}</td></tr>")
         heading = intro["title"] if intro["title"].startswith(st[:2]) else f"{st} · {intro['title']}"
         parts = [f"<h2 id='{st}'>{_esc(heading)}</h2>",
@@ -244,6 +247,9 @@ def build_report(artifacts, notebooks_dir=None, render_notebooks: bool = True, m
             parts.append("<h3>Tables</h3>" + "".join(_csv_table(p, root, max_rows) for p in csvs))
         sections.append("\n".join(parts))
 
+    board = [s for s in stages if s.name.startswith("09_") and (s / "leaderboard.csv").exists()]
+    lead = (f"<p>Every method on one accuracy-vs-cost frontier: <a href='#{board[0].name}'>leaderboard</a> "
+            f"(<a href='{_link(board[0] / 'leaderboard.csv', root)}'>leaderboard.csv</a>).</p>") if board else ""
     stamp_txt = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     prof = ", ".join(sorted(profiles)) or "unknown"
     page = f"""<!DOCTYPE html>
@@ -254,10 +260,11 @@ def build_report(artifacts, notebooks_dir=None, render_notebooks: bool = True, m
 <p class="note">Built {_esc(stamp_txt)} from <code>{_esc(root.name)}/</code>; profile: {_esc(prof)}.
 Regenerate with <code>make reproduce</code> or <code>python -m compresslib.report</code>.</p>
 <nav>{''.join(f"<a href='#{_esc(s.name)}'>{_esc(s.name[:2])}</a>" for s in stages)}</nav>
+{lead}
 <h2 id="stage-map">Stage map</h2>
 <p class="note">Stages run in order; each reads the artifacts of the stages named under "reads".</p>
 <div class="scroll"><table><tr><th class='l'>stage</th><th class='l'>title</th><th class='l'>status</th>
-<th>seconds</th><th class='l'>reads</th><th class='l'>writes</th><th class='l'>notebook</th></tr>
+<th>seconds</th><th class='l'>headline</th><th class='l'>reads</th><th class='l'>writes</th><th class='l'>notebook</th></tr>
 {''.join(map_rows)}</table></div>
 {''.join(f'<section>{s}</section>' for s in sections)}
 </body></html>

@@ -284,6 +284,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true",
                     help="validate parameters, data presence, models and cost tables; train nothing")
     ap.add_argument("--amp", action="store_true", help="CUDA mixed precision in fit (COMPRESSLIB_AMP=1)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="data-loading worker processes for fit's loaders (COMPRESSLIB_NUM_WORKERS)")
     ap.add_argument("--channels-last", action="store_true",
                     help="CUDA channels_last memory format in fit (COMPRESSLIB_CHANNELS_LAST=1)")
     args = ap.parse_args(argv)
@@ -309,6 +311,8 @@ def main(argv=None) -> int:
         os.environ["COMPRESSLIB_AMP"] = "1"
     if args.channels_last:
         os.environ["COMPRESSLIB_CHANNELS_LAST"] = "1"
+    if args.workers is not None:
+        os.environ["COMPRESSLIB_NUM_WORKERS"] = str(args.workers)
     main_art = art
     rank, world, art = _rank_setup(art, stages)
     os.environ.setdefault("COMPRESSLIB_PROGRESS", "0")

@@ -253,7 +253,7 @@ def fit(model: nn.Module, loaders, epochs: int, optimizer, scheduler=None,
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     callbacks = list(callbacks)
-    D.init_from_env()
+    D.init_from_env(None if str(device).startswith("cuda") else "gloo")  # CPU stages: gloo
     device = D.device_for(device)
     cuda = torch.device(device).type == "cuda"
     amp = cuda and (os.environ.get("COMPRESSLIB_AMP") == "1" if amp is None else amp)
@@ -268,6 +268,8 @@ def fit(model: nn.Module, loaders, epochs: int, optimizer, scheduler=None,
     s = TrainState(model, optimizer, device=device)
     set_seed(seed)
     start = 0
+    if ckpt_path and D.is_dist():  # every rank resumes from rank 0's file (ranks' OUT_DIRs differ)
+        ckpt_path = D.broadcast_object(str(ckpt_path))
     if resume and ckpt_path and Path(ckpt_path).is_file():
         ck = load_checkpoint(ckpt_path)
         model.load_state_dict(ck["model"])

@@ -152,7 +152,7 @@ def threshold_explorer(tables: dict, scores=None, images=None, lo: float = 0.0, 
         operating_point(t, 0.0)  # validates columns
     first = tables[next(iter(tables))]
     ths = np.sort(first["threshold"].to_numpy(dtype=float))
-    step = float(np.min(np.diff(ths))) if len(ths) > 1 else 0.01
+    step = float(np.round(np.min(np.diff(ths)), 6)) if len(ths) > 1 else 0.01
     slider = W.FloatSlider(value=float(ths[len(ths) // 2]), min=float(ths[0]), max=float(ths[-1]), step=step,
                            description="threshold", continuous_update=False, readout_format=".3f")
     rule = W.Dropdown(options=list(tables), value=next(iter(tables)), description="accumulation")

@@ -156,9 +156,11 @@ print(metrics, "->", est_path.name)
 # ## What this shows
 # On the analytic energy of LeNet-5 the bilinear model is accurate to about a percent on held-out
 # width vectors, while a model linear in the widths is an order of magnitude worse: energy really
-# is a sum of c_in·c_out products. The MLP on the same products does no better than the plain
-# bilinear fit, so the extra flexibility buys nothing here. The ECC paper's own estimator
-# error table could not be read (spec §4.3), so no paper number is quoted; the spec's independent
-# check found 0.93 % (bilinear) vs 17.4 % (linear) on 2 000 LeNet-5 samples of the same analytic
-# model. On measured CPU latency the error is of the size of the run-to-run noise of this
-# machine (stage 01), which is the honest limit of a black-box platform without a power meter.
+# is a sum of c_in·c_out products. The MLP on the same products lands in the same range as the plain
+# bilinear fit (table above), so the extra flexibility buys little, and adding linear terms helps
+# (they capture the activation traffic that is linear in one width). The ECC paper's own
+# estimator error table could not be read (spec §4.3), so no paper number is quoted; the spec's
+# independent check found 0.93 % (bilinear) vs 17.4 % (linear) on 2 000 LeNet-5 samples of the same
+# analytic model. On measured CPU latency the error is far larger: tiny nets are dominated by
+# per-call framework overhead and a shared 2-core machine adds load-dependent noise, which is the
+# honest limit of a black-box platform without a power meter (the spec measured ≈10 % on an idle VM).

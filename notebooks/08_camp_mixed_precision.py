@@ -44,7 +44,7 @@ OUT_DIR = "../artifacts/08_camp_mixed_precision"  # where figures, tables and me
 DEVICE = "cpu"            # cpu or cuda
 EPOCHS = 15               # epochs of each baseline (FP32, W4A4, W1A1)
 SP_EPOCHS = 15            # epochs of the supervised dual-path stage
-RL_EPOCHS = 8             # epochs of each REINFORCE run (one per alpha)
+RL_EPOCHS = 15            # epochs of each REINFORCE run (one per alpha)
 IMAGE_SIZE = 16           # input side in pixels (bilinear resize)
 DEPTH = 14                # pre-activation ResNet depth 6n+2
 WIDTHS = "8,16,32"        # channel widths of the three stages
@@ -173,29 +173,40 @@ print(table[show].round(3).to_string())
 # %% [markdown]
 # ## Energy vs accuracy (style of the repo's `energy_curve.png`)
 # Log-x energy relative to W4A4; baselines as triangles joined by a line, CAMP points as circles
-# labelled by α (error bars: std over seeds).
+# labelled by α (error bars: std over seeds). Right: the same without FP32, every seed as a faint
+# dot, the band of "within 1 point of W4A4" shaded, the 0.8× energy line dotted.
 
 # %%
-fig, ax = plt.subplots(figsize=(6.5, 4.5))
+fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True)
 bl = table[table.model.isin(["w1a1", "w4a4", "fp32"])].sort_values("energy_rel_w4a4")
-ax.errorbar(bl.energy_rel_w4a4, bl.accuracy, yerr=bl.accuracy_std, fmt="^-", color="k", label="baselines W1A1 / W4A4 / FP32")
-for _, r in bl.iterrows():
-    ax.annotate(r.model.upper(), (r.energy_rel_w4a4, r.accuracy), textcoords="offset points", xytext=(5, -12))
-for model, color, lab in (("sp", "tab:orange", "CAMP SP"), ("rl", "tab:blue", "CAMP RL"),
-                          ("rl_repo_bug", "tab:red", "CAMP RL, repo broadcasting")):
-    t = table[table.model == model]
-    if len(t):
+for k, ax in enumerate(axes):
+    b = bl if k == 0 else bl[bl.model != "fp32"]
+    ax.errorbar(b.energy_rel_w4a4, b.accuracy, yerr=b.accuracy_std, fmt="^-", color="k",
+                label="baselines W1A1 / W4A4 / FP32")
+    for _, r in b.iterrows():
+        ax.annotate(r.model.upper(), (r.energy_rel_w4a4, r.accuracy), textcoords="offset points", xytext=(5, -12))
+    for model, color, lab in (("sp", "tab:orange", "CAMP SP"), ("rl", "tab:blue", "CAMP RL"),
+                              ("rl_repo_bug", "tab:red", "CAMP RL, repo broadcasting")):
+        t = table[table.model == model]
+        if not len(t):
+            continue
+        if k == 1:  # every seed, faint
+            p_ = points[points.model == model]
+            ax.scatter(p_.energy_rel_w4a4, p_.accuracy, s=12, color=color, alpha=0.3)
         ax.errorbar(t.energy_rel_w4a4, t.accuracy, yerr=t.accuracy_std, fmt="o", color=color, label=lab)
         for _, r in t.iterrows():
             if model != "sp":
                 ax.annotate(f"α={r.alpha:g}", (r.energy_rel_w4a4, r.accuracy), textcoords="offset points",
                             xytext=(4, 4), fontsize=8, color=color)
-ax.axvline(0.8, ls=":", color="gray")
-ax.set_xscale("log")
-ax.set_xlabel("energy / energy(W4A4)  (log scale, gates included)")
-ax.set_ylabel("test accuracy (%)")
-ax.set_title(f"CAMP on {DATASET} {IMAGE_SIZE}x{IMAGE_SIZE}, PreAct ResNet-{DEPTH} {WIDTHS}")
-ax.legend(fontsize=8, loc="lower right")
+    ax.axvline(0.8, ls=":", color="gray")
+    ax.set_xscale("log")
+    ax.set_xlabel("energy / energy(W4A4)  (log scale, gates included)")
+    ax.set_ylabel("test accuracy (%)")
+axes[1].axhspan(bl.set_index("model").accuracy["w4a4"] - 1, bl.set_index("model").accuracy["w4a4"],
+                color="gray", alpha=0.12, label="within 1 pt of W4A4")
+axes[0].set_title(f"CAMP on {DATASET} {IMAGE_SIZE}x{IMAGE_SIZE}, PreAct ResNet-{DEPTH} {WIDTHS} (mean ± std)")
+axes[1].set_title("zoom without FP32; faint dots: single seeds")
+axes[1].legend(fontsize=8, loc="lower right")
 results.save_figure(fig, out / "energy_vs_accuracy.png")
 plt.show()
 
@@ -231,6 +242,11 @@ results.save_figure(fig, out / "rho_heatmap.png")
 plt.show()
 print(dyn.groupby("label")[["fraction_4bit_correct", "fraction_4bit_wrong", "corr_ce_n4bit"]].mean()
       .loc[labels].round(3).to_string())
+rho_all = np.concatenate(dyn.rho_per_block.map(np.asarray).tolist())
+mixed = float(np.mean((rho_all > 0.05) & (rho_all < 0.95)))
+gap = float((dyn.fraction_4bit_wrong - dyn.fraction_4bit_correct).mean())
+print(f"(block, run) pairs whose gate is sample-dependent (0.05 < ρ_b < 0.95): {mixed:.0%}; "
+      f"mean 4-bit fraction on wrong minus correct samples: {gap:+.3f}")
 
 # %% [markdown]
 # ## Training cost of the dual path
@@ -318,6 +334,10 @@ print(pd.DataFrame(metrics["results"]).round(3).to_string(index=False))
 # * **1-bit weights** use the repo's pure identity gradient (dL/dw = dL/dq). The shared
 #   `quant.binary_weight` scales that gradient by mean|w| (≈0.1 here), which left W1A1 training
 #   10× slower and the 1-bit path far worse in our first runs.
+# * **Per block or per sample?** The last line of the gate cell says how many (block, run) pairs
+#   have a gate that really depends on the input; when most ρ_b are 0 or 1 and the wrong-minus-
+#   correct gap is ≈ 0, the RL stage has learned a *static* per-block bit plan, not an input-adaptive
+#   one — on easy 16×16 digits the gate sees little per-sample difficulty signal.
 # * **Broadcasting behaviour of the repo** (`rl_repo_bug` rows, CSV and plot): the accuracy part
 #   of the reward collapses to the batch-mean CE, so gate decisions should correlate less with
 #   per-sample difficulty (compare `fraction_4bit_wrong − fraction_4bit_correct`).

@@ -41,11 +41,14 @@ EPOCHS = 8                # dense epochs of the base model
 BASE_MODEL = "lenet5_caffe"  # common base model (LeNet-5 20-50-500, the model of stage 04)
 SEEDS = "0,1,2"           # seeds of the base-model runs
 SUBSET = 0                # cap on training images, 0 means all
-SPARSITIES = "0.8,0.9,0.95,0.98"  # magnitude-pruning levels on the base model
-FINETUNE_EPOCHS = 2       # masked fine-tune epochs after magnitude pruning
-EC2T_GAMMAS = "0.1,0.5"   # EC2T gains on the base model (0 skips EC2T on the base)
-EC2T_EPOCHS = 3           # EC2T epochs with re-assignment
+SPARSITIES = "0.9,0.95,0.98"  # magnitude-pruning levels on the base model
+FINETUNE_EPOCHS = 1       # masked fine-tune epochs after magnitude pruning
+EC2T_GAMMAS = "0.2"       # EC2T gains on the base model (0 skips EC2T on the base)
+EC2T_EPOCHS = 2           # EC2T epochs with re-assignment
 EC2T_RETRAIN = 1          # EC2T epochs with frozen assignment
+CASCADE_WIDTHS = "10,25,250"  # EdgeCompress cascade on the base: widths of the shrunk first stage
+CASCADE_RES = 20          # input resolution of the shrunk first stage (pixels)
+CASCADE_EPOCHS = 4        # epochs of the shrunk first stage (0 skips the cascade)
 LATENCY_THREADS = 1       # torch threads for the latency measurements
 LATENCY_REPEATS = 30      # timed forward passes per model (median reported)
 
@@ -54,11 +57,12 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.ticker import NullFormatter
 from IPython.display import display
 from tqdm.auto import tqdm
 
 import compresslib
-from compresslib import data, leaderboard as lb, results, train, viz
+from compresslib import data, leaderboard as lb, models, results, train, viz
 
 threads = compresslib.set_threads()
 seeds = [int(s) for s in SEEDS.split(",") if s.strip()]
@@ -72,6 +76,9 @@ if min(EPOCHS, LATENCY_THREADS, LATENCY_REPEATS) < 1 or min(FINETUNE_EPOCHS, EC2
     raise ValueError("EPOCHS, LATENCY_THREADS, LATENCY_REPEATS >= 1 and FINETUNE_EPOCHS, EC2T_RETRAIN >= 0 required")
 if gammas and EC2T_EPOCHS < 1:
     raise ValueError("EC2T_EPOCHS must be >= 1 when EC2T_GAMMAS is set")
+cascade_widths = [int(w) for w in CASCADE_WIDTHS.split(",") if w.strip()]
+if CASCADE_EPOCHS < 0 or CASCADE_RES < 8:
+    raise ValueError("CASCADE_EPOCHS >= 0 and CASCADE_RES >= 8 required")
 out = Path(OUT_DIR)
 out.mkdir(parents=True, exist_ok=True)
 art = out.parent
@@ -88,13 +95,24 @@ display(pd.DataFrame([{"method": k, "stage": lb.COLLECTORS.meta(k)["stage"], "mo
 
 # %% [markdown]
 # ## Runs on the common base model
-# The dense base per seed (cached in `OUT_DIR`), magnitude pruning + masked fine-tune at every
-# sparsity, and EC2T ternarization of every layer — the methods that have no model on the base.
+# The dense base per seed (stage 04's when it trained the same model on the same data, else trained
+# here and cached in `OUT_DIR`), magnitude pruning + masked fine-tune at every
+# sparsity, EC2T ternarization of every layer (stage 05 ternarizes MicroNets) and EdgeCompress's
+# cascade (stage 07 runs on cluttered canvases): a width- and resolution-shrunk LeNet answers the
+# confident images, the dense base the rest, at the cheapest threshold that keeps the dense accuracy
+# within 0.5 point (else hi = 0.2).
 
 # %%
 for seed in tqdm(seeds, desc="base seeds"):
     loaders = data.get_loaders(DATASET, seed=seed, root=DATA_ROOT or None, subset=SUBSET or None)
-    dense = lb.train_base(BASE_MODEL, loaders, EPOCHS, seed, ckpt=out / f"base_{BASE_MODEL}_seed{seed}.ckpt")
+    up = lb.upstream_dense(art, BASE_MODEL, DATASET, SUBSET, seed)
+    if up is not None:  # stage 04 trained this very base: reuse it
+        dense = models.create_model(BASE_MODEL, num_classes=loaders.num_classes, in_channels=loaders.in_channels)
+        dense.load_state_dict(train.load_checkpoint(up)["model"])
+        dense.eval()
+    else:
+        dense = lb.train_base(BASE_MODEL, loaders, EPOCHS, seed, ckpt=out / f"base_{BASE_MODEL}_seed{seed}.ckpt")
+    print(f"seed {seed}: dense {BASE_MODEL} " + (f"from {up.relative_to(art)}" if up else f"trained here ({EPOCHS} epochs)"))
     input_size = (loaders.in_channels, *loaders.image_size) if isinstance(loaders.image_size, tuple) else (
         loaders.in_channels, loaders.image_size, loaders.image_size)
     common = dict(input_size=tuple(input_size), base_model=BASE_MODEL, dataset=DATASET, source="09_leaderboard")
@@ -104,6 +122,15 @@ for seed in tqdm(seeds, desc="base seeds"):
         candidates.append(lb.Candidate("magnitude pruning", f"sparsity {s:g}", seed, acc, m, weight_bits=None, **common))
     for g, m, acc in lb.run_ec2t_base(dense, loaders, gammas, EC2T_EPOCHS, EC2T_RETRAIN, seed):
         candidates.append(lb.Candidate("EC2T", f"gamma={g:g} on {BASE_MODEL}", seed, acc, m, **common))
+    if CASCADE_EPOCHS:
+        c = lb.run_cascade_base(dense, loaders, input_size, cascade_widths, CASCADE_RES, CASCADE_EPOCHS, seed,
+                                model_name=BASE_MODEL)
+        candidates.append(lb.Candidate("EdgeCompress", f"cascade on {BASE_MODEL} (r{CASCADE_RES}, {'/'.join(map(str, cascade_widths))})",
+                                       seed, c["accuracy"], c["model"], weight_bits=None, exec_weight=c["exec_weight"],
+                                       deploy_form="cascade (both stages timed)",
+                                       extra={"threshold": c["threshold"], "escalated": c["escalated"]}, **common))
+        print(f"seed {seed}: cascade threshold {c['threshold']:.2f}, escalated {c['escalated']:.1%}, "
+              f"accuracy {c['accuracy']:.4f}")
 print(f"{len(candidates)} models in total")
 
 # %% [markdown]
@@ -115,7 +142,9 @@ print(f"{len(candidates)} models in total")
 rows = [lb.candidate_row(c, LATENCY_THREADS, LATENCY_REPEATS) for c in tqdm(candidates, desc="cost")]
 runs = pd.DataFrame(rows)
 results.save_table(runs, out / "runs.csv")
-board = lb.aggregate(rows).sort_values(["dataset", "method", "effective_macs"]).reset_index(drop=True)
+board = lb.aggregate(rows)
+board = (board.assign(_other=board.dataset != DATASET).sort_values(["_other", "method", "effective_macs"])
+         .drop(columns="_other").reset_index(drop=True))
 results.save_table(board, out / "leaderboard.csv")
 empty = [c for c in lb.COST_COLUMNS if board[c].isna().all()]
 assert not empty, f"cost columns with no value at all: {empty}"
@@ -138,6 +167,7 @@ for ax, (col, label) in zip(axs.flat, axes_spec):
                       ylabel="test accuracy (%)")
     if len(other):
         ax.scatter(other[col], 100 * other.accuracy, facecolors="none", edgecolors="gray", label="EdgeCompress (cluttered)")
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=6)
 fig.suptitle(f"every method on {DATASET} (mean over seeds)")
 fig.tight_layout()

@@ -97,8 +97,14 @@ def lab_server(tmp_path):
             time.sleep(0.5)
         yield base, token, root
     finally:
+        try:  # a clean shutdown stops the kernels too (they also exit when their parent dies)
+            req = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST", data=b"")
+            urllib.request.urlopen(req, timeout=10).close()
+            proc.wait(timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
         try:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server and the kernels it started
+            os.killpg(proc.pid, signal.SIGTERM)  # the server's process group, if still there
             proc.wait(timeout=20)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             try:
@@ -152,7 +158,7 @@ def _drag(page, slider, readout, frac: float) -> str:
     return readout.inner_text()
 
 
-def test_threshold_slider_changes_readout(lab_server, chromium, tmp_path):
+def test_threshold_slider_changes_readout(chromium, lab_server, tmp_path):  # chromium first: skip before starting lab
     base, token, root = lab_server
     ctx = chromium.new_context(viewport={"width": 1400, "height": 1000})
     page = ctx.new_page()
@@ -176,7 +182,7 @@ def test_threshold_slider_changes_readout(lab_server, chromium, tmp_path):
 
         slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="threshold")).first
         slider.scroll_into_view_if_needed(timeout=WIDGET_S * 1000)
-        readout = page.locator(".widget-html", has_text="MACs").filter(has_text="accuracy").first
+        readout = page.locator(".widget-html, .widget-label", has_text="MACs").filter(has_text="accuracy").first
         before = readout.inner_text(timeout=WIDGET_S * 1000)
         for end in (0.0, 1.0):  # drag to the left end (nothing escalated); if MACs did not move, the right end
             after = _drag(page, slider, readout, end)

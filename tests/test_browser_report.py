@@ -49,7 +49,7 @@ def artifacts(request):
 
 
 @pytest.mark.slow
-def test_smoke_report_opens_offline(artifacts, chromium, tmp_path):
+def test_smoke_report_opens_offline(chromium, artifacts, tmp_path):
     index = report.build_report(artifacts)
     pngs = sorted(artifacts.glob("[0-9][0-9]_*/*.png"))
     notebooks = sorted(artifacts.glob("[0-9][0-9]_*/[0-9][0-9]_*.ipynb"))

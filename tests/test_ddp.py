@@ -152,3 +152,94 @@ def test_cuda_amp_channels_last_trains():
     r = train.fit(m, L, 2, torch.optim.Adam(m.parameters(), 3e-3), device="cuda", amp=True,
                   channels_last=True, progress=False)
     assert r["test_accuracy"] > 0.5
+
+
+def test_worker_processes_keep_the_batch_order(monkeypatch):
+    """$COMPRESSLIB_NUM_WORKERS (reproduce --workers) rebuilds fit's train loader with workers:
+    same sampler and generator, so the same batches in the same order, epoch after epoch."""
+    from compresslib import data
+
+    ref = data.get_loaders("digits", batch_size=128, seed=7)
+    monkeypatch.setenv("COMPRESSLIB_NUM_WORKERS", "2")
+    dl = D.distributed_loader(data.get_loaders("digits", batch_size=128, seed=7).train)
+    assert dl.num_workers == 2
+    for _ in range(2):
+        assert [y.tolist() for _, y in ref.train] == [y.tolist() for _, y in dl]
+
+
+NB = textwrap.dedent('''\
+    # %% tags=["parameters"]
+    OUT_DIR = "out"  # output folder
+    EPOCHS = 2  # epochs
+
+    # %%
+    import json, pathlib, torch
+    import torch.nn as nn
+    from compresslib import data, train, distributed as D
+    torch.set_num_threads(1)
+    L = data.get_loaders("digits", batch_size=64, seed=1)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    r = train.fit(m, L, EPOCHS, torch.optim.SGD(m.parameters(), 0.1), seed=1, progress=False,
+                  ckpt_path=pathlib.Path(OUT_DIR) / "m.ckpt", resume=True)
+    pathlib.Path(OUT_DIR).mkdir(parents=True, exist_ok=True)
+    json.dump({"test_accuracy": r["test_accuracy"], "world": D.world_size(),
+               "loss": [h["train_loss"] for h in r["history"]]}, open(pathlib.Path(OUT_DIR) / "metrics.json", "w"))
+''')
+
+
+@pytest.mark.skipif(os.environ.get("COMPRESSLIB_SLOW_TESTS") != "1",
+                    reason="torchrun + papermill end to end takes ~1 min per launch: set COMPRESSLIB_SLOW_TESTS=1")
+def test_torchrun_reproduce_end_to_end(tmp_path):
+    """torchrun -m compresslib.reproduce: both ranks' kernels join one group, rank 0 owns artifacts/,
+    rank 1 writes artifacts/.rank1/, and a re-run with more epochs resumes from rank 0's checkpoint."""
+    (tmp_path / "nb").mkdir()
+    (tmp_path / "nb" / "00_ddp.py").write_text(NB)
+    (tmp_path / "p").mkdir()
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), OMP_NUM_THREADS="1")
+    for epochs in (2, 3):
+        (tmp_path / "p" / "t.yaml").write_text(f"00_ddp:\n  EPOCHS: {epochs}\n")
+        p = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m",
+                            "compresslib.reproduce", "--profile", "t", "--notebooks", str(tmp_path / "nb"),
+                            "--profiles", str(tmp_path / "p"), "--artifacts", str(tmp_path / "art")],
+                           env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stdout + p.stderr
+        r0 = json.loads((tmp_path / "art" / "00_ddp" / "metrics.json").read_text())
+        r1 = json.loads((tmp_path / "art" / ".rank1" / "00_ddp" / "metrics.json").read_text())
+        assert r0 == r1 and r0["world"] == 2 and len(r0["loss"]) == epochs
+        if epochs == 2:
+            first = r0["loss"]
+    assert r0["loss"][:2] == first  # epochs 1-2 came from the checkpoint
+    assert (tmp_path / "art" / "00_ddp" / "m.ckpt").exists()
+    assert not (tmp_path / "art" / ".rank1" / "00_ddp" / "m.ckpt").exists()
+
+
+def test_grad_scaler_path_unscales_before_callbacks():
+    """The AMP step logic (scale -> backward -> unscale -> after_backward -> scaler.step) run with a
+    CPU GradScaler: power-of-two scaling is exact, so weights and the gradient norms callbacks see
+    equal the plain run's (autocast itself only exists on CUDA and is disabled here)."""
+    import warnings
+
+    import torch.nn as nn
+
+    from compresslib import data, train
+
+    class GradNorm(train.Callback):
+        def __init__(self): self.norms = []
+        def after_backward(self, s): self.norms.append(float(sum(p.grad.norm() ** 2 for p in s.model.parameters())))
+
+    def run(scaler):
+        torch.manual_seed(0)
+        L = data.get_loaders("digits", batch_size=256, seed=0)
+        m = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        cb = GradNorm()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = train.train_one_epoch(m, L.train, torch.optim.SGD(m.parameters(), 0.1), callbacks=[cb],
+                                      progress=False, scaler=scaler)
+        return r, cb.norms, [p.detach().clone() for p in m.parameters()]
+
+    r0, n0, w0 = run(None)
+    r1, n1, w1 = run(torch.amp.GradScaler("cpu", init_scale=2.0 ** 10))
+    assert n0 == pytest.approx(n1, rel=1e-6) and r0 == pytest.approx(r1, rel=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(w0, w1))

@@ -92,8 +92,30 @@ def test_phi_counts_fc_after_conv_groups_of_25_columns():
         m.classifier[1].weight[:, 60] = 0     # one column of channel 2: group still alive
         m.features[3].weight[:, 2] = 0
     assert ecc.widths_of(m) == [1, 5, 15, 120, 84, 10]
-    with pytest.raises(ValueError, match="depthwise"):
-        ecc.chain_layers(create_model("mobilenet_v1_small"))
+    with pytest.raises(ValueError, match="grouped conv"):
+        ecc.chain_layers(torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3), torch.nn.Conv2d(8, 8, 3, groups=2),
+                                             torch.nn.Conv2d(8, 2, 1)))
+
+
+def test_mobilenet_groups_join_depthwise_and_pointwise_and_export():
+    torch.manual_seed(0)
+    m = create_model("mobilenet_v1_small").eval()
+    layers = ecc.chain_layers(m)
+    assert len(layers) == 15 and layers[1].dw is not None and layers[0].dw is None
+    assert ecc.widths_of(m) == [1] + list(m.widths) + [10]
+    for bn in (x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    target = [1] + [max(1, w // 2) for w in m.widths] + [10]
+    masks = ecc.prune_to_widths_(m, target)
+    assert ecc.widths_of(m) == target
+    dw_name = layers[3].dw_name
+    assert masks[dw_name].shape == layers[3].dw.weight.shape and int(masks[dw_name][:, 0, 0, 0].sum()) == target[3]
+    small = ecc.slim(m).eval()
+    x = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(m(x), small(x), atol=1e-4, rtol=0)
+    assert ecc.widths_of(small) == target and list(small.widths) == target[1:-1]
 
 
 def test_budget_validation(est):
@@ -157,3 +179,12 @@ def test_slim_export_has_identical_logits_and_true_widths(name, widths):
     ref = narrow_model(name, widths, device="meta")
     assert model_energy(small, (1, 32, 32))["total"] == model_energy(ref, (1, 32, 32))["total"]
     assert not math.isnan(model_energy(small, (1, 32, 32))["total"])
+
+
+def test_slim_refuses_residual_nets():
+    torch.manual_seed(0)
+    m = create_model("resnet20").eval()
+    layers = ecc.chain_layers(m)  # looks like a chain by module order ...
+    ecc.prune_to_widths_(m, [3] + [max(1, lay.n_groups // 2) for lay in layers[1:]] + [10])
+    with pytest.raises(ValueError, match="not a chain net"):
+        ecc.slim(m, example_input=torch.randn(2, 3, 32, 32))  # ... but the residual adds break the export

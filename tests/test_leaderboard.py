@@ -102,6 +102,13 @@ def test_collectors_read_the_stage_formats(tmp_path):
     (sq / "joint_cr50_seed0.json").write_text(json.dumps({"model": "lenet5_caffe", "dataset": "mnist5k",
                                                           "mode": "joint", "seed": 0, "target_cr": 50.0,
                                                           "accuracy": 0.97}))
+    (sq / "stale_seed0.json").write_text(json.dumps({"model": "lenet5_caffe", "dataset": "mnist5k", "mode": "joint",
+                                                    "seed": 0, "target_cr": 9.0, "accuracy": 0.5}))
+    (sq / "stale_seed0.pt").write_bytes((sq / "joint_cr50_seed0.pt").read_bytes())
+    pd.DataFrame([{"mode": "joint", "seed": 0, "accuracy": 0.97}]).to_csv(sq.parent / "runs.csv", index=False)
+    assert lb.collect_all(art)[1]["ECC"] == 0  # stage not finished (no metrics.json): not read
+    for st in ("03_ecc_admm", "04_sparsity_quantization"):
+        (art / st / "metrics.json").write_text("{}")
     cands, found = lb.collect_all(art)
     assert found["ECC"] == 3 and found["sparsity-quantization"] == 1 and found["CAMP"] == 0
     rows = [lb.candidate_row(c, latency_repeats=3) for c in cands]
@@ -116,13 +123,32 @@ def test_collectors_read_the_stage_formats(tmp_path):
     assert s.size_bits_with_index > s.size_bits_weights and s.effective_macs < s.dense_macs
 
 
+def test_upstream_dense_only_when_stage04_matches(tmp_path):
+    d = tmp_path / "04_sparsity_quantization"
+    (d / "models").mkdir(parents=True)
+    save_checkpoint(d / "models" / "dense_seed0.pt", model={}, model_name="lenet5_caffe")
+    assert lb.upstream_dense(tmp_path, "lenet5_caffe", "mnist5k", 0, 0) is None  # no .reproduce.json: unknown
+    stamp = {"params": {"MODEL": "lenet5_caffe", "DATASET": "mnist5k", "SUBSET": 0}}
+    (d / ".reproduce.json").write_text(json.dumps(stamp))
+    assert lb.upstream_dense(tmp_path, "lenet5_caffe", "mnist5k", 0, 0) == d / "models" / "dense_seed0.pt"
+    assert lb.upstream_dense(tmp_path, "lenet5_caffe", "mnist5k", 500, 0) is None  # other subset
+    assert lb.upstream_dense(tmp_path, "lenet5", "mnist5k", 0, 0) is None
+    assert lb.upstream_dense(tmp_path, "lenet5_caffe", "mnist5k", 0, 1) is None  # no such seed
+
+
 def test_camp_collector_weights_the_4bit_path(tmp_path):
     d = tmp_path / "08_camp_mixed_precision"
     d.mkdir()
     prm = {"depth": 8, "widths": [4, 8, 16], "image_size": 8, "dataset": "mnist5k", "seed": 0}
     rows = [{"model": "w1a1", "alpha": None, "accuracy": 80.0, "rho_per_block": None},
             {"model": "rl", "alpha": 0.5, "accuracy": 85.0, "rho_per_block": [0.0, 0.5, 1.0]}]
-    (d / "cache_seed0.json").write_text(json.dumps({"k": {"params": prm, "result": {"rows": rows}}}))
+    stale = dict(prm, depth=14)
+    (d / "cache_seed0.json").write_text(json.dumps({"k": {"params": prm, "result": {"rows": rows}},
+                                                    "old": {"params": stale, "result": {"rows": [
+                                                        dict(rows[0], accuracy=50.0)]}}}))
+    pd.DataFrame([{k: v for k, v in r.items() if k != "rho_per_block"} for r in rows]).assign(seed=0).to_csv(
+        d / "camp_points.csv", index=False)
+    (d / "metrics.json").write_text("{}")
     cands = lb.collect_camp(tmp_path)
     assert [c.setting for c in cands] == ["w1a1", "rl alpha=0.5"] and cands[1].accuracy == 0.85
     ew = cands[1].exec_weight

@@ -39,7 +39,11 @@ def test_worked_ternary_layer_repo_and_official():
     r = score_model(net, (16, 32, 32), mode="repo", task="cifar100", tree=False, cer=False, verbose=False)
     assert r["params"] == 153 and r["adds"] == 589_824
     r = score_model(net, (16, 32, 32), mode="official", task="cifar100", verbose=False)
-    assert r["params"] == 99 and r["mults"] == 24_576 and r["adds"] == 589_824
+    # mask 2304 + 576 sign bits + 2 x 16 per-channel centroids (BN scale folded) + 16 biases, 16-bit
+    assert r["params"] == (2304 + 576 + 2 * 16 * 16 + 16 * 16) / 32 == 114
+    assert r["mults"] == 24_576 and r["adds"] == 589_824
+    unfolded = nn.Sequential(net[0], nn.ReLU())
+    assert score_model(unfolded, (16, 32, 32), verbose=False)["params"] == (2304 + 576 + 32) / 32
     cands = ternary_storage_bits(2304, 576, 16, 16)
     assert {k: v // 32 for k, v in cands.items()} == {"mask": 360, "ternary1": 145, "ternary2": 91,
                                                       "csr": 316, "cer": 306}

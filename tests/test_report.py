@@ -48,6 +48,7 @@ def test_page_has_figures_tables_links_and_stage_map(fake_artifacts):
     assert "href='00_fake/long.csv'" in text and "showing 5 of 40 rows" in text
     assert text.count("<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>") == 5  # truncated to 5 rows, escaped
     assert "<script>alert" not in text and "<script" not in text  # escaped CSV cell, no script at all
+    assert "test_accuracy=0.9123" in text  # stage-map headline
     assert "0.9123" in text and "2,293,000" in text and "<code>results</code> (2 rows)" in text
     assert "00 · Fake stage" in text and "<code>long.csv</code>" in text  # title + 'Writes:' from the notebook
     assert "cell 3: ValueError: boom" in text and "class='l failed'" in text
@@ -74,6 +75,14 @@ def test_broken_links_are_reported(fake_artifacts):
     assert any("#nowhere: no element" in b for b in bad)
     assert any("needs the network" in b for b in bad)
     assert report.main(["--artifacts", str(fake_artifacts), "--no-notebooks", "--check"]) == 0  # rebuilt: whole
+
+
+def test_stage_in_summary_without_folder_is_shown_missing(fake_artifacts):
+    summary = json.loads((fake_artifacts / "summary.json").read_text())
+    summary.append({"stage": "02_gone", "status": "ok", "seconds": 1.0, "error": "", "headline": ""})
+    (fake_artifacts / "summary.json").write_text(json.dumps(summary))
+    text = report.build_report(fake_artifacts, render_notebooks=False).read_text()
+    assert "artifacts folder 02_gone is missing" in text and "id='02_gone'" in text
 
 
 def test_clear_errors(tmp_path, capsys):

@@ -7,7 +7,8 @@ One iteration per mini-batch (§3.3): Adam step on W, exact group-sparse prox wi
 moment, projected/masked/clipped gradient step on the continuous widths s, dual ascent on z and y;
 stop on the first batch whose *real* channel counts meet the budget. ℓ = logit-MSE distillation +
 CE (§3.5). Energies are relative to the dense estimate (Ê(S) = 1), so B is a fraction.
-Chain nets only (Conv2d/Linear in order, optional BatchNorm; no depthwise or residual layers).
+Chain nets: Conv2d/Linear in order with optional BatchNorm; a depthwise conv joins the next layer's
+channel groups (MobileNet blocks: group g = {W_dw[g], W_pw[:, g]}); no residual connections.
 """
 from __future__ import annotations
 
@@ -30,29 +31,52 @@ class ChainLayer:
     group_size: int        # weight columns per input channel (FC after conv: H*W of the feature map)
     n_groups: int          # S_j = dense input channels
     bn_before: list        # names of BatchNorm layers between the previous weight layer and this one
+    dw_name: str | None = None      # depthwise conv feeding this layer (MobileNet block): its filter g
+    dw: nn.Module | None = None     # belongs to group g together with this layer's input column g
+
+    def scores(self, D=None, D_dw=None) -> torch.Tensor:
+        """a_g of the whole group: this layer's column g (+ the depthwise filter g)."""
+        a = group_scores(self.module.weight, self.group_size, D)
+        if self.dw is not None:
+            w2 = self.dw.weight.detach() ** 2
+            a = a + (w2 if D_dw is None else D_dw * w2).sum(dim=(1, 2, 3))
+        return a
+
+    @torch.no_grad()
+    def zero_(self, dead: torch.Tensor) -> None:
+        zero_groups_(self.module.weight.data, dead, self.group_size)
+        if self.dw is not None:
+            self.dw.weight.data[dead] = 0.0
 
 
 def chain_layers(model: nn.Module) -> list[ChainLayer]:
-    """The weight layers of a chain net in order, with their input-channel groups (spec §3.1)."""
-    layers, pending_bn, prev_out = [], [], None
+    """The weight layers of a chain net in order, with their input-channel groups (spec §3.1).
+
+    A depthwise conv (groups = channels) joins the next layer's groups: group g = {W_dw[g], W[:, g]}.
+    """
+    layers, pending_bn, prev_out, dw = [], [], None, None
     for name, m in model.named_modules():
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             pending_bn.append(name)
         elif isinstance(m, nn.Conv2d):
-            if m.groups != 1:
-                raise ValueError(f"ECC here supports chain nets only; {name} is a grouped/depthwise conv")
             if prev_out is not None and m.in_channels != prev_out:
                 raise ValueError(f"{name}: {m.in_channels} inputs but the previous layer has {prev_out} outputs")
-            layers.append(ChainLayer(name, m, 1, m.in_channels, pending_bn))
-            pending_bn, prev_out = [], m.out_channels
+            if m.groups != 1:
+                if m.groups == m.in_channels == m.out_channels and dw is None and layers:
+                    dw = (name, m)
+                    continue
+                raise ValueError(f"ECC here supports chain nets; {name} is a grouped conv that is not one "
+                                 f"depthwise conv between two plain layers")
+            layers.append(ChainLayer(name, m, 1, m.in_channels, pending_bn, *(dw or (None, None))))
+            pending_bn, prev_out, dw = [], m.out_channels, None
         elif isinstance(m, nn.Linear):
             c = m.in_features if prev_out is None else prev_out
             if m.in_features % c:
                 raise ValueError(f"{name}: {m.in_features} inputs are not a multiple of {c} channels")
-            layers.append(ChainLayer(name, m, m.in_features // c, c, pending_bn))
-            pending_bn, prev_out = [], m.out_features
-    if len(layers) < 2:
-        raise ValueError("ECC needs a chain net with at least two Conv2d/Linear layers")
+            layers.append(ChainLayer(name, m, m.in_features // c, c, pending_bn, *(dw or (None, None))))
+            pending_bn, prev_out, dw = [], m.out_features, None
+    if len(layers) < 2 or dw is not None:
+        raise ValueError("ECC needs a chain net of >= 2 Conv2d/Linear layers (a depthwise conv must feed one)")
     return layers
 
 
@@ -77,7 +101,7 @@ def widths_of(model: nn.Module, layers: list[ChainLayer] | None = None) -> list[
     layers = layers or chain_layers(model)
     phi = [layers[0].n_groups]
     for lay in layers[1:]:
-        phi.append(int((group_scores(lay.module.weight, lay.group_size) > 0).sum()))
+        phi.append(int((lay.scores() > 0).sum()))
     return phi + [layers[-1].module.weight.shape[0]]
 
 
@@ -172,6 +196,12 @@ def relative_budget(estimator, budget: float, absolute: bool = False) -> float:
     return float(budget)
 
 
+def _adam_metric(optimizer, w, eps):
+    """D = sqrt(v) + eps from Adam's second moment (no bias correction); None (D = 1) otherwise."""
+    st = optimizer.state.get(w, {})
+    return st["exp_avg_sq"].sqrt().add_(eps) if "exp_avg_sq" in st else None
+
+
 class ECCCallback(Callback):
     """Runs steps (a)-(c) of spec §3.3 after every optimizer step; sets ``s.stop`` at the budget."""
 
@@ -201,14 +231,14 @@ class ECCCallback(Callback):
         for j, lay in enumerate(self.layers):
             if j == 0:
                 continue  # image channels are never pruned
-            w = lay.module.weight
-            st = optimizer.state.get(w, {})
-            D = st["exp_avg_sq"].sqrt() + optimizer.param_groups[0].get("eps", 1e-8) if "exp_avg_sq" in st else None
-            a = group_scores(w, lay.group_size, D).double()
-            keep, y_j = group_prox(a, float(self.s[j]), float(self.y[j]), self.cfg.rho_y, alpha)
+            eps = optimizer.param_groups[0].get("eps", 1e-8)
+            D, D_dw = (_adam_metric(optimizer, m.weight, eps) if m is not None else None
+                       for m in (lay.module, lay.dw))
+            keep, y_j = group_prox(lay.scores(D, D_dw).double(), float(self.s[j]), float(self.y[j]),
+                                   self.cfg.rho_y, alpha)
             self.y[j] = y_j
             if not bool(keep.all()):
-                zero_groups_(w.data, ~keep, lay.group_size)
+                lay.zero_(~keep)
 
     def after_step(self, st) -> None:
         if self.done:
@@ -248,11 +278,13 @@ def group_masks(model: nn.Module, layers: list[ChainLayer] | None = None) -> dic
     masks = {}
     for lay in layers or chain_layers(model):
         w = lay.module.weight
-        alive = (group_scores(w, lay.group_size) > 0).to(w.dtype)
+        alive = (lay.scores() > 0).to(w.dtype)
         if w.dim() == 4:
             masks[lay.name] = alive.view(1, -1, 1, 1).expand_as(w).clone()
         else:
             masks[lay.name] = alive.view(1, -1, 1).expand(w.shape[0], -1, lay.group_size).reshape(w.shape).clone()
+        if lay.dw is not None:
+            masks[lay.dw_name] = alive.view(-1, 1, 1, 1).expand_as(lay.dw.weight).clone()
     return masks
 
 
@@ -263,13 +295,13 @@ def prune_to_widths_(model: nn.Module, widths) -> dict:
     if len(widths) != len(layers) + 1:
         raise ValueError(f"need {len(layers) + 1} widths, got {len(widths)}")
     for j, lay in enumerate(layers[1:], start=1):
-        a = group_scores(lay.module.weight, lay.group_size)
+        a = lay.scores()
         k = int(widths[j])
         if not 1 <= k <= lay.n_groups:
             raise ValueError(f"width {k} for {lay.name} outside 1..{lay.n_groups}")
         dead = torch.ones_like(a, dtype=torch.bool)
         dead[torch.topk(a, k).indices] = False
-        zero_groups_(lay.module.weight.data, dead, lay.group_size)
+        lay.zero_(dead)
     return group_masks(model, layers)
 
 
@@ -292,17 +324,18 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 @torch.no_grad()
-def slim(model: nn.Module) -> nn.Module:
+def slim(model: nn.Module, example_input: torch.Tensor | None = None, atol: float = 1e-4) -> nn.Module:
     """Physically smaller dense copy: drop dead input groups of layer j and the matching outputs of j−1.
 
     Dead groups contribute exactly zero to layer j, so the logits are unchanged (up to float
-    summation order).
+    summation order). With ``example_input`` this is checked (eval mode), and a net that is not a
+    chain (e.g. residual additions) raises instead of returning a wrong export.
     """
     m = copy.deepcopy(model)
     layers = chain_layers(m)
     keep = [torch.arange(layers[0].n_groups)]
     for lay in layers[1:]:
-        a = group_scores(lay.module.weight, lay.group_size)
+        a = lay.scores()
         idx = torch.nonzero(a > 0).flatten()
         keep.append(idx if idx.numel() else a.argmax().view(1))
     keep.append(torch.arange(layers[-1].module.weight.shape[0]))
@@ -320,6 +353,14 @@ def slim(model: nn.Module) -> nn.Module:
         if old.bias is not None:
             new.bias.data.copy_(old.bias.data[kout])
         _set_module(m, lay.name, new.to(old.weight.device))
+        if lay.dw is not None:
+            dw = lay.dw
+            nd = nn.Conv2d(len(kin), len(kin), dw.kernel_size, dw.stride, dw.padding, dw.dilation, groups=len(kin),
+                           bias=dw.bias is not None, padding_mode=dw.padding_mode)
+            nd.weight.data.copy_(dw.weight.data[kin])
+            if dw.bias is not None:
+                nd.bias.data.copy_(dw.bias.data[kin])
+            _set_module(m, lay.dw_name, nd.to(dw.weight.device))
         for bn_name in lay.bn_before:
             bn = m.get_submodule(bn_name)
             nb = type(bn)(len(kin), eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
@@ -328,8 +369,16 @@ def slim(model: nn.Module) -> nn.Module:
                 if getattr(bn, attr, None) is not None:
                     getattr(nb, attr).data.copy_(getattr(bn, attr).data[kin])
             _set_module(m, bn_name, nb.to(old.weight.device))
-    if isinstance(getattr(m, "widths", None), tuple) and len(m.widths) == len(layers) - 1:
-        m.widths = tuple(len(k) for k in keep[1:-1])
+    if isinstance(getattr(m, "widths", None), (tuple, list)) and len(m.widths) == len(layers) - 1:
+        m.widths = type(m.widths)(len(k) for k in keep[1:-1])
+    if example_input is not None:
+        was = model.training
+        model.eval(), m.eval()
+        diff = float((model(example_input) - m(example_input)).abs().max())
+        model.train(was), m.train(was)
+        if not diff <= atol:
+            raise ValueError(f"slimmed logits differ from the masked model's by {diff:.3g}: "
+                             f"{type(model).__name__} is not a chain net ECC can export")
     return m
 
 
