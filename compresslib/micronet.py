@@ -72,8 +72,10 @@ def tree_adder_bits(v: float, start_bits: int = 16, max_bits: int = 32) -> float
 
 def is_ternary(w: torch.Tensor) -> bool:
     """True if the tensor holds at most one positive and one negative non-zero value (and ≥ 8 entries)."""
-    nz = torch.unique(w[w != 0])
-    return w.numel() >= 8 and len(nz) <= 2 and (len(nz) < 2 or float(nz[0]) * float(nz[1]) < 0)
+    if w.numel() < 8:
+        return False
+    pos, neg = w[w > 0], w[w < 0]
+    return all(v.numel() == 0 or bool((v == v[0]).all()) for v in (pos, neg))
 
 
 def ternary_storage_bits(N: int, nnz: int, c_out: int, b: int) -> dict:

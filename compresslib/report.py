@@ -107,7 +107,8 @@ def notebook_intro(stage_dir: Path, notebooks_dir: Path | None = None) -> dict:
     for para in re.split(r"\n\s*\n", md):  # the sentence ends at its paragraph or the next **Key:**
         flat = " ".join(para.split())
         for key in ("reads", "writes"):
-            m = re.search(rf"\*\*{key}:\*\*\s*(.*?)(?=\*\*\w+:\*\*|$)", flat, flags=re.I)
+            # "**Reads:** ..." or "**Writes** under `X`: ..." up to the next "**Reads"/"**Writes"/"**Word:**"
+            m = re.search(rf"\*\*{key}:?\*\*:?\s*(.*?)(?=\*\*(?:reads|writes)\b|\*\*\w+:\*\*|$)", flat, flags=re.I)
             if m and not out[key]:
                 text = m.group(1).strip()
                 out[key] = text if len(text) <= 240 else text[:237].rsplit(" ", 1)[0] + " …"
@@ -225,10 +226,10 @@ def build_report(artifacts, notebooks_dir=None, render_notebooks: bool = True, m
                     err = err or f"nbconvert failed: {type(e).__name__}: {e}"
             nb_link = f"<a href='{_link(target, root)}'>executed notebook ({target.suffix[1:]})</a>"
         map_rows.append(
-            f"<tr><td class='l'><a href='#{st}'>{_esc(st)}</a></td><td class='l'>{_esc(intro['title'])}</td>"
+            f"<tr><td class='l'><a href='#{st}'>{_esc(st)}</a></td><td class='l'>{nb_link}</td>"
+            f"<td class='l'>{_esc(intro['title'])}</td>"
             f"<td class='l {cls}'>{_esc(status)}</td><td>{_esc(secs)}</td><td class='l'>{_esc(headline(metrics))}</td>"
-            f"<td class='l rw'>{_md_inline(intro['reads'])}</td><td class='l rw'>{_md_inline(intro['writes'])}</td>"
-            f"<td class='l'>{nb_link}</td></tr>")
+            f"<td class='l rw'>{_md_inline(intro['reads'])}</td><td class='l rw'>{_md_inline(intro['writes'])}</td></tr>")
         heading = intro["title"] if intro["title"].startswith(st[:2]) else f"{st} · {intro['title']}"
         parts = [f"<h2 id='{st}'>{_esc(heading)}</h2>",
                  f"<p><span class='{cls}'>{_esc(status)}</span> {nb_link}"
@@ -263,8 +264,8 @@ Regenerate with <code>make reproduce</code> or <code>python -m compresslib.repor
 {lead}
 <h2 id="stage-map">Stage map</h2>
 <p class="note">Stages run in order; each reads the artifacts of the stages named under "reads".</p>
-<div class="scroll"><table><tr><th class='l'>stage</th><th class='l'>title</th><th class='l'>status</th>
-<th>seconds</th><th class='l'>headline</th><th class='l'>reads</th><th class='l'>writes</th><th class='l'>notebook</th></tr>
+<div class="scroll"><table><tr><th class='l'>stage</th><th class='l'>notebook</th><th class='l'>title</th>
+<th class='l'>status</th><th>seconds</th><th class='l'>headline</th><th class='l'>reads</th><th class='l'>writes</th></tr>
 {''.join(map_rows)}</table></div>
 {''.join(f'<section>{s}</section>' for s in sections)}
 </body></html>

@@ -294,6 +294,9 @@ def main(argv=None) -> int:
     all_stages = stages = stage_files(Path(args.notebooks))
     wanted = profile.get("stages")
     if wanted:
+        unmatched = [w for w in wanted if not any(p.stem.startswith(str(w)) for p in stages)]
+        if unmatched:
+            raise SystemExit(f"profile {args.profile!r}: stages {unmatched} match no notebook in {args.notebooks}")
         stages = [p for p in stages if any(p.stem.startswith(str(w)) for w in wanted)]
     if args.only:
         stages = [p for p in stages if any(p.stem.startswith(o) for o in args.only)]

@@ -155,7 +155,7 @@ dense_df
 # %%
 def summarize(method, res, seed, budget):
     model = res["model"].eval()
-    small = ecc.slim(model).eval()
+    small = ecc.slim(model, example_input=next(iter(loaders_by_seed[seed].test))[0][:8]).eval()
     x = next(iter(loaders_by_seed[seed].test))[0][:256]
     with torch.no_grad():
         diff = float((model(x) - small(x)).abs().max())

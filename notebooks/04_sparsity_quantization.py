@@ -43,7 +43,7 @@ N_SEEDS = 3               # seeds per configuration (mean ± std are reported)
 DATASET = "mnist5k"       # registered dataset (mnist5k embedded; mnist needs DATA_ROOT)
 DATA_ROOT = ""            # folder of real datasets (empty: embedded data only)
 OUT_DIR = "../artifacts/04_sparsity_quantization"  # figures, tables, metrics.json, models
-DEVICE = "cpu"            # only cpu is exercised here
+DEVICE = "cpu"            # cpu or cuda (k-means codebooks are always fitted on the CPU)
 EPOCHS = 15               # dense pretrain epochs (SGD lr PRETRAIN_LR, momentum 0.9, wd 5e-4)
 MODEL = "lenet5_caffe"    # registered model (Caffe LeNet-5 20-50-500 at 28x28)
 BATCH_SIZE = 64           # batch size of pretrain, ADMM and finetune
@@ -138,7 +138,7 @@ def pretrain(s, key):
     net = new_model(L)
     opt = torch.optim.SGD(net.parameters(), lr=PRETRAIN_LR, momentum=0.9, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=EPOCHS)
-    r = train.fit(net, L, EPOCHS, opt, sched, seed=s, progress=False)
+    r = train.fit(net, L, EPOCHS, opt, sched, seed=s, progress=False, device=DEVICE)
     train.save_checkpoint(out / "models" / f"dense_seed{s}.pt", model=net.state_dict(), model_name=MODEL,
                           param_hash=results.param_hash(key))
     return {"accuracy": r["test_accuracy"]}
@@ -169,14 +169,15 @@ def compress(mode, p, b, s, tag, key):
     L = loaders[s]
     net = new_model(L)
     net.load_state_dict(dense[s]["state"])
+    net.to(DEVICE)
     S, _ = sq.size_budget(net, p, b)
     train.set_seed(s)
     state, hist = sq.sqjoint_compress(
         net, L.train, S, b, mode=mode, rho=RHO, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
         intervals=INTERVALS, steps_per_interval=STEPS_PER_INTERVAL or len(L.train),
         warmup_intervals=WARMUP_INTERVALS, bit_range=BIT_RANGE,
-        eval_fn=lambda m: train.evaluate(m, L.val)["accuracy"])
-    acc_admm = train.evaluate(sq.quantized_copy(net, state.bits, mode), L.test)["accuracy"]
+        eval_fn=lambda m: train.evaluate(m, L.val, DEVICE)["accuracy"])
+    acc_admm = train.evaluate(sq.quantized_copy(net, state.bits, mode), L.test, DEVICE)["accuracy"]
     sq.finetune(net, L.train, state.bits, FT_STEPS, mode=mode, lr=FT_LR, weight_decay=WEIGHT_DECAY)
     sq.quantize_weights_(net, state.bits, mode)
     fp = [32] * len(state.bits) if mode == "prune" else None
@@ -185,7 +186,7 @@ def compress(mode, p, b, s, tag, key):
            "target_cr": round(sq.target_compression(net, p, b), 2), "size_bits": sum(r["size_bits"] for r in rep),
            "measured_cr": sq.compression_rate(net, "weights-only", fp),
            "cr_with_index": sq.compression_rate(net, "with-index", fp), "bits": state.bits,
-           "accuracy_admm": acc_admm, "accuracy": train.evaluate(net, L.test)["accuracy"],
+           "accuracy_admm": acc_admm, "accuracy": train.evaluate(net, L.test, DEVICE)["accuracy"],
            "dense_accuracy": dense[s]["accuracy"], "seconds": time.perf_counter() - t1}
     train.save_checkpoint(out / "models" / f"{tag}.pt", model=net.state_dict(), model_name=MODEL)
     results.write_json(out / "models" / f"{tag}.json", {
@@ -258,7 +259,7 @@ for i, cr in enumerate(crs):
 for ax, t in zip(axes, ["density (% non-zero)", "allocated bits"]):
     ax.set_xticks(np.arange(len(names)) + w * (len(crs) - 1) / 2, names)
     ax.set_title(t)
-    ax.legend(title="target")
+axes[1].legend(title="target", bbox_to_anchor=(1.01, 1), loc="upper left")
 axes[0].set_yscale("log")
 results.save_figure(fig, out / "allocation.png")
 joint_l[["target_cr", "layer", "numel", "nnz", "density", "bits", "measured_bits", "size_bits"]].round(5)

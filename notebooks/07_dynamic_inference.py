@@ -48,6 +48,7 @@ SUBSET = 0                # cap on training canvases (0: all 3,600)
 BATCH_SIZE = 64           # classifier batch size
 LR = 0.1                  # classifier peak learning rate
 BOX_EPOCHS = 30           # epochs of the box predictor (AdamW, cosine LR)
+BOX_POOL = "avg"          # box predictor pooling: avg (global, as the repo) or grid (4x4 map, keeps position)
 CAM_SPLIT = 0.5           # Grad-CAM threshold as a fraction of the map's range (CROP.CAM_SPLIT)
 BOX_SIZES = "16,32,48,64"  # crop sides the square boxes snap up to (BOX_SIZES x canvas)
 RESOLUTIONS = "32,24,16"  # resolutions of the resolution-only and crop-only baselines (full model)
@@ -106,6 +107,8 @@ small_cfg, compare_seeds = _config(SMALL), _ints(COMPARE_SEEDS, "COMPARE_SEEDS")
 if small_cfg not in cs_configs:
     raise ValueError(f"SMALL={SMALL!r} must be one of CS_CONFIGS")
 cascade.check_thresholds(LO, 1.0)
+if BOX_POOL not in ("avg", "grid"):
+    raise ValueError(f"BOX_POOL must be avg or grid, got {BOX_POOL!r}")
 if min(EPOCHS, BOX_EPOCHS) < 1 or N_THRESHOLDS < 3 or not 0 <= CAM_SPLIT < 1:
     raise ValueError("EPOCHS, BOX_EPOCHS >= 1, N_THRESHOLDS >= 3 and CAM_SPLIT in [0, 1) required")
 out = Path(OUT_DIR)
@@ -178,7 +181,7 @@ for label, target in (("pseudo", pseudo), ("true", {"train": tr.boxes, "val": va
     if label == "true" and not ORACLE_BOXES:
         continue
     train.set_seed(SEED)
-    pred = create_model("box_predictor")
+    pred = create_model("box_predictor", pool=BOX_POOL)
     hist = crop.train_box_predictor(pred, tr.x, target["train"], CANVAS, epochs=BOX_EPOCHS, seed=SEED,
                                     x_val=va.x, boxes_val=va.boxes)
     croppers[label] = crop.ForegroundCropper(pred, CANVAS, box_sizes)

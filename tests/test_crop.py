@@ -89,7 +89,7 @@ def test_box_predictor_learns_true_boxes_and_cropper_outputs_snapped_boxes():
     d = load_cluttered("test", source="digits", canvas=32, scale=(10, 20), patch=5)
     x, boxes = d.x[:256], d.boxes[:256]
     torch.manual_seed(0)
-    pred = create_model("box_predictor", stem_width=4, inner_widths=(4, 8, 8), hidden=(16, 8))
+    pred = create_model("box_predictor", stem_width=4, inner_widths=(4, 8, 8), hidden=(16, 8), pool="grid")
     before = float(crop.box_iou(crop.predict_boxes(pred, x) * 32, boxes).mean())
     hist = crop.train_box_predictor(pred, x, boxes, 32, epochs=8, lr=5e-3, batch_size=32, seed=0, progress=False,
                                     x_val=x, boxes_val=boxes)
@@ -104,6 +104,9 @@ def test_box_predictor_learns_true_boxes_and_cropper_outputs_snapped_boxes():
         cropper.boxes(torch.zeros(2, 1, 16, 16))
     with pytest.raises(ValueError, match="4 box coordinates"):
         create_model("box_predictor", num_classes=10)
+    with pytest.raises(ValueError, match="pool"):
+        create_model("box_predictor", pool="max")
+    assert create_model("box_predictor", pool="avg")(torch.zeros(2, 1, 64, 64)).shape == (2, 4)
 
 
 def test_weighted_mse_and_random_shift():

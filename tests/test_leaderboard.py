@@ -181,3 +181,21 @@ def test_publish_round_trip(tmp_path):
     text = readme.read_text()
     assert "old" not in text and text.endswith("tail\n") and "`docs/lb.csv`" in text
     assert lb.markdown_table(pd.read_csv(tmp_path / "docs" / "lb.csv")) in lb.readme_table(text)
+
+
+def test_edgecompress_collector_static_rows_and_cascade(tmp_path):
+    d = tmp_path / "07_dynamic_inference"
+    d.mkdir()
+    pd.DataFrame([{"kind": "crop+shrink", "name": "CS d0.5 w0.5 r16", "d": 0.5, "w": 0.5, "r": 16,
+                   "test_accuracy": 0.8, "cropper_macs": 1000}]).to_csv(d / "static_models.csv", index=False)
+    sweep = [{"threshold": t, "accuracy": 0.8 + t / 10, "avg_macs": 1e6 * (1 + t), "escalated": t} for t in (0, 0.2, 1)]
+    (d / "metrics.json").write_text(json.dumps({"sweep": sweep, "large_macs": 4e6, "small_macs": 1e6,
+                                                "macs_fraction_at_large_accuracy": None}))
+    (d / ".reproduce.json").write_text(json.dumps({"params": {"SMALL": "0.5:0.5:16", "RESOLUTIONS": "24,16", "SEED": 0}}))
+    static, casc = lb.collect_edgecompress(tmp_path)
+    assert static.setting == "crop+shrink CS d0.5 w0.5 r16" and static.extra_macs == 1000
+    assert casc.setting == "cascade hi=0.20" and casc.accuracy == pytest.approx(0.82)  # no match: the paper's 0.2
+    assert set(casc.exec_weight.values()) == {0.2} and all(n.startswith("large.") for n in casc.exec_weight)
+    r = lb.candidate_row(casc, latency_repeats=3)
+    small = lb.model_costs(casc.model.small, (1, 24, 24), weight_bits=None, latency_repeats=3)["dense_macs"]
+    assert r["effective_macs"] == pytest.approx(small + 0.2 * (r["dense_macs"] - 1000 - small) + 1000)

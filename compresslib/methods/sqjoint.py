@@ -84,7 +84,7 @@ def knapsack_sparsify_(weights, bits, S: float) -> list[int]:
     if len(bits) != len(weights):
         raise ValueError(f"need one bitwidth per layer: {len(bits)} bits for {len(weights)} layers")
     ratio = torch.cat([w.detach().reshape(-1).double().pow(2) / float(b) for w, b in zip(weights, bits)])
-    cost = torch.cat([torch.full((w.numel(),), float(b), dtype=torch.float64) for w, b in zip(weights, bits)])
+    cost = torch.cat([torch.full((w.numel(),), float(b), dtype=torch.float64, device=w.device) for w, b in zip(weights, bits)])
     order = torch.sort(ratio, descending=True, stable=True).indices
     fits = (torch.cumsum(cost[order], 0) <= float(S) + 1e-9) & (ratio[order] > 0)
     keep = torch.zeros_like(ratio, dtype=torch.bool)
@@ -101,7 +101,7 @@ def knapsack_sparsify_(weights, bits, S: float) -> list[int]:
 # ------------------------------------------------------------ 1-D k-means codebooks (§3.3)
 def _sorted_data(x: torch.Tensor, zero_anchor: bool):
     """Sorted k-means data (|x| >= 1e-5 if anchored, else all entries) and its prefix sums."""
-    x = x.detach().reshape(-1).double()
+    x = x.detach().reshape(-1).cpu().double()  # codebooks are fitted on the CPU
     xs = torch.sort(x[x.abs() >= ZERO_EPS] if zero_anchor else x).values
     zero = torch.zeros(1, dtype=torch.float64)
     return xs, torch.cat([zero, torch.cumsum(xs, 0)]), torch.cat([zero, torch.cumsum(xs * xs, 0)])
@@ -158,7 +158,7 @@ def zero_kmeans_1d(x: torch.Tensor, bits: int, iters: int = 30, tol: float = 1e-
 
 def kmeans_quantize(x: torch.Tensor, codebook: torch.Tensor, zero_anchor: bool = True) -> torch.Tensor:
     """q_C(x): nearest codebook level (0 for |x| < 1e-5 when zero-anchored); same shape/dtype as x."""
-    cb = codebook.to(x.dtype)
+    cb = codebook.to(x.device, x.dtype)
     if cb.numel() == 1:
         q = cb.expand_as(x).clone()
     else:
@@ -335,7 +335,7 @@ def _index_bits(w: torch.Tensor, value_bits: int) -> float:
     pos = torch.nonzero(flat).reshape(-1)
     if pos.numel() == 0:
         return 0.0
-    gaps = torch.diff(pos, prepend=torch.tensor([-1])) - 1  # zeros skipped before each non-zero
+    gaps = torch.diff(pos, prepend=torch.tensor([-1], device=pos.device)) - 1  # zeros skipped before each non-zero
     best = float(dense)
     for p in range(1, 17):  # p-bit gaps; a gap >= 2^p needs floor(gap / 2^p) filler entries
         fillers = int(torch.div(gaps, 2 ** p, rounding_mode="floor").sum())
@@ -467,7 +467,7 @@ def sqjoint_compress(model: nn.Module, train_loader, S: float, bit_budget: float
         bar = tqdm(bar, desc=f"sqjoint {mode}", leave=False)
     model.train()
     for t in bar:
-        xb, yb = next(it)
+        xb, yb = (a.to(ws[0].device) for a in next(it))
         lr_t = _lr_at(t, total, warm, lr)
         losses.append(_sgd_step(model, opt, xb, yb, lr_t, weight_decay))
         state.prox_(lr_t)
@@ -520,7 +520,7 @@ def finetune(model: nn.Module, train_loader, bits, steps: int, mode: str = "join
             with torch.no_grad():
                 for w, cb in zip(ws, books):
                     w.copy_(kmeans_quantize(w, cb, anchor))
-        xb, yb = next(it)
+        xb, yb = (a.to(ws[0].device) for a in next(it))
         for g in opt.param_groups:
             g["lr"] = _lr_at(t, steps, 0, lr)
         opt.zero_grad(set_to_none=True)

@@ -9,7 +9,8 @@ widths planes * expansion, the stem and the classifier stay unchanged) and the i
 
 The box predictor mirrors the repo's ``cropnet_anynet_light_box``: strided 3x3 stem, one strided
 bottleneck stage after another, global pooling and an MLP head with a sigmoid that regresses
-normalised (xmin, ymin, xmax, ymax) in [0, 1].
+normalised (xmin, ymin, xmax, ymax) in [0, 1]. ``pool="grid"`` (our option, not the repo's) keeps a
+grid x grid average map instead of the global average, so the head sees *where* the features are.
 """
 from __future__ import annotations
 
@@ -120,11 +121,14 @@ class BoxPredictor(nn.Module):
     stages + MLP -> sigmoid (xmin, ymin, xmax, ymax) / image size."""
 
     def __init__(self, num_classes: int = 4, in_channels: int = 1, stem_width: int = 8,
-                 inner_widths=(8, 16, 16), expansion: int = 4, depths=(1, 1, 1), hidden=(64, 32)):
+                 inner_widths=(8, 16, 16), expansion: int = 4, depths=(1, 1, 1), hidden=(64, 32),
+                 pool: str = "avg", grid: int = 4):
         super().__init__()
         if num_classes != 4:
             raise ValueError(f"the box predictor regresses 4 box coordinates; got num_classes={num_classes}")
-        self.num_classes = 4
+        if pool not in ("avg", "grid") or grid < 1:
+            raise ValueError(f"pool must be 'avg' (global, as the repo) or 'grid' (grid x grid cells), got {pool!r}")
+        self.num_classes, self.pool, self.grid = 4, pool, int(grid)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, stem_width, 3, 2, 1, bias=False),
                                   nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True))
         stages, ch = [], stem_width
@@ -132,7 +136,7 @@ class BoxPredictor(nn.Module):
             stages.append(_stage(ch, inner, inner * expansion, d, 2))
             ch = inner * expansion
         self.stages = nn.Sequential(*stages)
-        layers, prev = [], ch
+        layers, prev = [], ch * (self.grid ** 2 if pool == "grid" else 1)
         for h in hidden:
             layers += [nn.Linear(prev, h), nn.ReLU(inplace=True)]
             prev = h
@@ -140,7 +144,8 @@ class BoxPredictor(nn.Module):
 
     def forward(self, x):
         x = self.stages(self.stem(x))
-        return self.head(torch.flatten(x.mean((2, 3)), 1))
+        x = x.mean((2, 3)) if self.pool == "avg" else nn.functional.adaptive_avg_pool2d(x, self.grid)
+        return self.head(torch.flatten(x, 1))
 
 
 @register_model("shrinkable_resnet", input_size=(1, 32, 32), family="edgecompress")
