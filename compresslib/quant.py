@@ -53,15 +53,17 @@ def dorefa_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
     if bits == 1:
         return binary_weight(w)
     t = torch.tanh(w)
-    t = t / (2 * t.abs().max().detach().clamp_min(1e-12)) + 0.5
+    t = t / (2 * t.abs().max().clamp_min(1e-12)) + 0.5  # gradient also flows through the max
     n = 2 ** bits - 1
     return 2 * round_ste(t * n) / n - 1
 
 
-class _SignSTE(torch.autograd.Function):
+class _BinarizeSTE(torch.autograd.Function):
+    """sign(w)·mean|w| forward (exactly two values), identity backward."""
+
     @staticmethod
-    def forward(ctx, x):
-        return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+    def forward(ctx, w):
+        return torch.where(w >= 0, 1.0, -1.0).to(w.dtype) * w.abs().mean()
 
     @staticmethod
     def backward(ctx, g):
@@ -69,8 +71,9 @@ class _SignSTE(torch.autograd.Function):
 
 
 def binary_weight(w: torch.Tensor) -> torch.Tensor:
-    """1-bit weights: sign(w)·mean|w| (XNOR-Net / DoReFa 1-bit), identity gradient through sign."""
-    return _SignSTE.apply(w) * w.abs().mean().detach()
+    """1-bit weights: sign(w)·mean|w| (XNOR-Net / DoReFa 1-bit); the gradient passes through
+    unchanged (dL/dw = dL/dw_b), as in the original code, not scaled by mean|w|."""
+    return _BinarizeSTE.apply(w)
 
 
 def act_quant(x: torch.Tensor, bits: int, clip: float = 1.0) -> torch.Tensor:
@@ -131,39 +134,11 @@ def check_plan_bits(bits, what: str = "bits") -> int:
     return bits.__index__()
 
 
-class _BinarizeSTE(torch.autograd.Function):
-    """sign(w)·mean|w| forward; backward dL/dw = dL/dq exactly (the CAMP repo's
-    ``DorefaParamsBinarizationSTE``). The shared :func:`binary_weight` instead returns
-    dL/dq·mean|w| (the scale multiplies outside its STE): ~10x smaller steps for 1-bit layers."""
-
-    @staticmethod
-    def forward(ctx, w):
-        return torch.where(w >= 0, 1.0, -1.0).to(w.dtype) * w.abs().mean()
-
-    @staticmethod
-    def backward(ctx, g):
-        return g
-
-
-def binary_weight_identity(w: torch.Tensor) -> torch.Tensor:
-    """1-bit Q_w of camp.md §2: ±mean|w| (two values), pure identity gradient."""
-    return _BinarizeSTE.apply(w)
-
-
-def dorefa_weight_repo(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """k-bit DoReFa Q_w as in the CAMP repo's ``fw``: u = tanh(w)/max|tanh(w)|·0.5 + 0.5,
-    w_q = 2·round(u·(2^k−1))/(2^k−1) − 1; gradient flows through tanh *and* the max (not detached)."""
-    t = torch.tanh(w)
-    u = t / t.abs().max().clamp_min(1e-12) * 0.5 + 0.5
-    n = 2 ** bits - 1
-    return 2 * round_ste(u * n) / n - 1
-
-
 def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
     """Q_w (camp.md §2): 32 -> w; 1 -> sign(w)·mean|w| (identity STE); k -> DoReFa k-bit."""
     if bits >= 32:
         return w
-    return binary_weight_identity(w) if bits == 1 else dorefa_weight_repo(w, bits)
+    return binary_weight(w) if bits == 1 else dorefa_weight(w, bits)
 
 
 class _QuantIO:

@@ -247,6 +247,14 @@ mixed = float(np.mean((rho_all > 0.05) & (rho_all < 0.95)))
 gap = float((dyn.fraction_4bit_wrong - dyn.fraction_4bit_correct).mean())
 print(f"(block, run) pairs whose gate is sample-dependent (0.05 < ρ_b < 0.95): {mixed:.0%}; "
       f"mean 4-bit fraction on wrong minus correct samples: {gap:+.3f}")
+ds = [i for i, b in enumerate(dual.blocks) if b.path1.downsample is not None]
+rl_rows = points[points.model.isin(["rl", "rl_repo_bug"])].copy()
+rl_rows["rho_downsampling_blocks"] = rl_rows.rho_per_block.map(lambda r: float(np.mean([r[i] for i in ds])))
+rl_rows["rho_other_blocks"] = rl_rows.rho_per_block.map(
+    lambda r: float(np.mean([v for i, v in enumerate(r) if i not in ds])))
+print(f"down-sampling blocks {ds}: their shortcut carries the quantized pre-activation ({{0, 1}} on the 1-bit path)")
+print(rl_rows[["model", "seed", "alpha", "accuracy", "energy_rel_w4a4", "rho_downsampling_blocks",
+               "rho_other_blocks"]].round(3).to_string(index=False))
 
 # %% [markdown]
 # ## Training cost of the dual path
@@ -331,13 +339,18 @@ print(pd.DataFrame(metrics["results"]).round(3).to_string(index=False))
 #   390 steps; with ~28 steps per epoch here the default uses λ = 0.1 (spec §10 suggests it for the
 #   tiny data set), and gates in RL mode learn only through the REINFORCE term, so ρ moves over
 #   epochs and often block by block rather than sample by sample.
-# * **1-bit weights** use the repo's pure identity gradient (dL/dw = dL/dq). The shared
-#   `quant.binary_weight` scales that gradient by mean|w| (≈0.1 here), which left W1A1 training
+# * **1-bit weights** use the repo's pure identity gradient (dL/dw = dL/dq). An earlier version
+#   of `quant.binary_weight` scaled that gradient by mean|w| (≈0.1 here), which left W1A1 training
 #   10× slower and the 1-bit path far worse in our first runs.
 # * **Per block or per sample?** The last line of the gate cell says how many (block, run) pairs
 #   have a gate that really depends on the input; when most ρ_b are 0 or 1 and the wrong-minus-
 #   correct gap is ≈ 0, the RL stage has learned a *static* per-block bit plan, not an input-adaptive
 #   one — on easy 16×16 digits the gate sees little per-sample difficulty signal.
+# * **Which blocks go to 1 bit matters.** A down-sampling block feeds its shortcut from the quantized
+#   pre-activation, so on the 1-bit path the whole residual stream passes through {0, 1} there. The
+#   per-run table of the gate cell shows whether runs that kept those blocks at 4 bit (ρ ≈ 1) kept
+#   W4A4 accuracy while runs that switched them to 1 bit lost it; REINFORCE with a uniform
+#   per-gate reward does not know that one block's 1-bit path is costlier in accuracy than another's.
 # * **Broadcasting behaviour of the repo** (`rl_repo_bug` rows, CSV and plot): the accuracy part
 #   of the reward collapses to the batch-mean CE, so gate decisions should correlate less with
 #   per-sample difficulty (compare `fraction_4bit_wrong − fraction_4bit_correct`).

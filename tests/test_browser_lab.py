@@ -189,6 +189,11 @@ def test_threshold_slider_changes_readout(chromium, lab_server, tmp_path):  # ch
             if _numbers(after)["macs"] != _numbers(before)["macs"]:
                 break
         shot = tmp_path / "lab_slider.png"
+        page.wait_for_function(f"() => {{ const s = ({NOTEBOOK_STATE})(); return s && s.kernel === 'idle'; }}",
+                               timeout=WIDGET_S * 1000)  # the plot under the read-out has been redrawn too
+        no_news = page.get_by_role("button", name="No")
+        if no_news.count():  # JupyterLab's one-time "notified about news?" toast hides part of the screenshot
+            no_news.first.click()
         readout.scroll_into_view_if_needed()
         page.screenshot(path=str(shot))
         print(f"read-out before: {before}\nread-out after:  {after}\nscreenshot: {shot}")

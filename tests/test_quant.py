@@ -33,3 +33,10 @@ def test_pact_learns_its_clip():
     x = torch.tensor([0.5, 3.0])
     p(x).sum().backward()
     assert p.alpha.grad.item() == pytest.approx(1.0)  # only the clipped element
+
+
+def test_binary_weight_gradient_is_identity():
+    w = torch.randn(50, requires_grad=True)
+    g = torch.randn(50)
+    quant.binary_weight(w).backward(g)
+    assert torch.equal(w.grad, g)  # not scaled by mean|w|

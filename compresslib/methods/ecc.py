@@ -221,9 +221,18 @@ class ECCCallback(Callback):
         self.iterations, self.history, self.done = 0, [], False
 
     def energy(self, s):
-        """(Ê(s)/Ê(S), ∂/∂s of it) for one width vector."""
-        return (float(bilinear.predict(self.est, s)) / self.dense,
-                bilinear.gradient(self.est, s)[0] / self.dense)
+        """(Ê(s)/Ê(S), ∂/∂s of it) for one width vector (closed form for the bilinear kind)."""
+        if self.est.kind != "bilinear":
+            return (float(bilinear.predict(self.est, s)) / self.dense,
+                    bilinear.gradient(self.est, s)[0] / self.dense)
+        if not hasattr(self, "_a"):
+            self._Sv = torch.tensor(self.S, dtype=torch.float64)
+            self._a = torch.tensor(self.est.coef, dtype=torch.float64) * (self.est.scale / self.dense)
+            self._b = self.est.bias * self.est.scale / self.dense
+        x = torch.as_tensor(s, dtype=torch.float64) / self._Sv
+        g = torch.zeros_like(x)
+        g[1:-1] = (self._a[:-1] * x[:-2] + self._a[1:] * x[2:]) / self._Sv[1:-1]
+        return self._b + float(self._a @ (x[:-1] * x[1:])), g
 
     @torch.no_grad()
     def prox_(self, optimizer) -> None:
@@ -246,7 +255,7 @@ class ECCCallback(Callback):
         c = self.cfg
         self.prox_(st.optimizer)
         s_real = torch.tensor(widths_of(st.model, self.layers), dtype=torch.float64)
-        E_cur = float(bilinear.predict(self.est, s_real)) / self.dense
+        E_cur = self.energy(s_real)[0]
         for _ in range(c.s_int):
             self.s, self.z = s_step(self.s, s_real, self.y, self.z, self.B, self.energy, c.rho_z, c.rho_y, c.pslr,
                                     c.psgrad_clip, c.psgrad_mask, self.s_lb, c.repo_square_of_sum)

@@ -61,9 +61,9 @@ class PreActBlock(nn.Module):
 
     def forward(self, x):
         a = self.act1(self.bn1(x))
-        out = self.conv1(a)
-        out = self.conv2(self.act2(self.bn2(out)))
-        return out + self.shortcut(a)
+        out = self.conv2(self.act2(self.bn2(self.conv1(a))))
+        # identity shortcut adds the raw input; the down-sampling shortcut reads the pre-activation
+        return out + (x if isinstance(self.shortcut, nn.Identity) else self.shortcut(a))
 
 
 class CifarResNet(nn.Module):
