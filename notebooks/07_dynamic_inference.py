@@ -42,24 +42,24 @@ DATASET = "cluttered_digits"  # registered dataset (only cluttered_digits: the t
 DATA_ROOT = ""            # unused: the canvases are built from embedded MNIST
 OUT_DIR = "../artifacts/07_dynamic_inference"  # where figures, tables and metrics.json go
 DEVICE = "cpu"            # cpu only here (the cascade is measured in MACs, not time)
-EPOCHS = 15               # epochs of every classifier (SGD-Nesterov, cosine LR, label smoothing 0.1)
+EPOCHS = 8                # epochs of every classifier (SGD-Nesterov, cosine LR, label smoothing 0.1)
 SOURCE = "mnist5k"        # digits pasted on the canvases: mnist5k (28x28) or digits (8x8)
 SUBSET = 0                # cap on training canvases (0: all 3,600)
 BATCH_SIZE = 64           # classifier batch size
 LR = 0.1                  # classifier peak learning rate
-BOX_EPOCHS = 30           # epochs of the box predictor (AdamW, cosine LR)
-BOX_POOL = "avg"          # box predictor pooling: avg (global, as the repo) or grid (4x4 map, keeps position)
+BOX_EPOCHS = 20           # epochs of the box predictor (AdamW, cosine LR)
+BOX_POOL = "grid"         # box predictor pooling: grid (4x4 map, keeps position) or avg (global, as the repo)
 CAM_SPLIT = 0.5           # Grad-CAM threshold as a fraction of the map's range (CROP.CAM_SPLIT)
 BOX_SIZES = "16,32,48,64"  # crop sides the square boxes snap up to (BOX_SIZES x canvas)
-RESOLUTIONS = "32,24,16"  # resolutions of the resolution-only and crop-only baselines (full model)
-CS_CONFIGS = "1.0:0.5:32,1.0:0.5:24,0.5:0.5:20,0.5:0.5:16"  # compound-shrunk models d:w:r on crops
+RESOLUTIONS = "32,16"     # resolutions of the resolution-only and crop-only baselines (full model)
+CS_CONFIGS = "0.5:0.5:20,0.5:0.5:16"  # compound-shrunk models d:w:r on crops
 SMALL = "0.5:0.5:16"      # cascade stage 1, one of CS_CONFIGS (stage 2: crop-only model at the top resolution)
 ALPHA = 1.6               # accumulation weight a of the large model's logits (z_small + a * z_large)
 LO = 0.0                  # lower threshold: margins not above LO are never escalated
 SCORE = "margin"          # confidence score: margin (paper), maxprob or entropy
 N_THRESHOLDS = 51         # points of the threshold sweep hi in [0, 1]
 COMPARE_SEEDS = "0,1,2"   # seeds for crop-only vs resolution-only at the lowest resolution
-ORACLE_BOXES = True       # ablation: also train the box predictor on the true boxes
+ORACLE_BOXES = False      # ablation: also train the box predictor on the true boxes
 
 # %%
 from pathlib import Path
