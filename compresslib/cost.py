@@ -142,5 +142,24 @@ def measure_latency(model: nn.Module, input_size, threads: int | None = None, ba
         torch.set_num_threads(old)
         model.train(was)
     q = statistics.quantiles(times, n=4)
-    return {"median_ms": statistics.median(times), "iqr_ms": q[2] - q[0],
-            "threads": threads or old, "batch": batch, "device": device}
+    out = {"median_ms": statistics.median(times), "iqr_ms": q[2] - q[0],
+           "threads": threads or old, "batch": batch, "device": device}
+    if device.startswith("cuda"):
+        out.update(gpu_info(device))
+    return out
+
+
+def gpu_info(device: str = "cuda") -> dict:
+    """GPU name and current SM / memory clocks (MHz, via pynvml when installed) for latency tables."""
+    idx = torch.device(device).index or 0
+    info = {"gpu_name": torch.cuda.get_device_name(idx)}
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(idx)
+        info.update(sm_clock_mhz=pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
+                    mem_clock_mhz=pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM))
+    except Exception as e:  # pynvml missing or no NVML: report why instead of failing the timing
+        info["clocks"] = f"unavailable ({type(e).__name__})"
+    return info

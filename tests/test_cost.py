@@ -61,3 +61,10 @@ def test_measure_latency_reports_median_and_iqr():
     assert r["median_ms"] > 0 and r["iqr_ms"] >= 0 and r["threads"] == 1 and r["batch"] == 4
     with pytest.raises(ValueError, match="repeats"):
         cost.measure_latency(m, (1, 32, 32), repeats=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_cuda_latency_reports_gpu_name():
+    m = models.create_model("lenet5").cuda()
+    r = cost.measure_latency(m, (1, 32, 32), repeats=5)
+    assert r["device"].startswith("cuda") and r["gpu_name"]
