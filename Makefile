@@ -15,9 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name compresslib --display-name "Python (compresslib)"
 	touch $@
 
+# the report is built even when a stage failed (it shows which); the exit status is the runner's
 reproduce: setup
-	$(PY) -m compresslib.reproduce --profile $(PROFILE)
-	$(PY) -m compresslib.report
+	$(PY) -m compresslib.reproduce --profile $(PROFILE); status=$$?; $(PY) -m compresslib.report; exit $$status
 
 test: setup
 	$(PY) -m pytest

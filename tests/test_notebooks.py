@@ -27,6 +27,8 @@ REQUIRED = {
                              ("sweep", {"threshold", "accuracy", "avg_macs", "escalated"})),
     "08_camp_mixed_precision": ({"results"}, ("results", {"model", "alpha", "accuracy", "energy_rel_w4a4",
                                                           "fraction_4bit"})),
+    "09_leaderboard": ({"n_rows", "methods", "collected", "pareto", "leaderboard"},
+                       ("leaderboard", {"method", "setting", "accuracy", "effective_macs"})),
 }
 
 
