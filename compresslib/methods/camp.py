@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..cost import layer_table
-from ..models.resnet_cifar import PadShortcut
+from ..models.resnet_cifar import PadShortcut, depth_to_n, make_stages
 from ..quant import QConv2d, act_quant, apply_bit_plan, check_plan_bits, uniform_bit_plan
 from ..train import Callback, fit, set_seed
 
@@ -66,20 +66,13 @@ class CampResNet(nn.Module):
     def __init__(self, depth: int = 8, widths=(8, 16, 32), num_classes: int = 10, in_channels: int = 1,
                  bits: int = 32):
         super().__init__()
-        if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, ...), got {depth}")
+        n = depth_to_n(depth)
         widths = tuple(int(w) for w in widths)
         if len(widths) != 3 or min(widths) < 1:
             raise ValueError(f"widths must be three positive ints, got {widths}")
         bits = check_plan_bits(bits)
-        n = (depth - 2) // 6
         self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
-        blocks, c = [], widths[0]
-        for i, w in enumerate(widths):
-            for j in range(n):
-                blocks.append(CampBlock(c, w, 2 if (i > 0 and j == 0) else 1))
-                c = w
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks, c = make_stages(CampBlock, widths, n)
         self.head_bn = nn.BatchNorm2d(c)
         self.fc = nn.Linear(c, num_classes)
         for m in self.modules():  # N(0, sqrt(2 / (k²·C_out))), BN γ=1 β=0 (§3)

@@ -66,6 +66,17 @@ class PreActBlock(nn.Module):
         return out + (x if isinstance(self.shortcut, nn.Identity) else self.shortcut(a))
 
 
+def make_stages(block, widths, n: int):
+    """Stages of ``n`` blocks each (first block of every later stage has stride 2), as one
+    ``nn.Sequential``; ``block(in_ch, out_ch, stride)``. Returns (blocks, output channels)."""
+    blocks, c = [], widths[0]
+    for i, w in enumerate(widths):
+        for j in range(n):
+            blocks.append(block(c, w, 2 if (i > 0 and j == 0) else 1))
+            c = w
+    return nn.Sequential(*blocks), c
+
+
 class CifarResNet(nn.Module):
     """Three stages of ``n`` blocks (widths w1/w2/w3, strides 1/2/2), global pool, FC."""
 
@@ -74,12 +85,7 @@ class CifarResNet(nn.Module):
         self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.stem_bn = nn.Identity() if preact else nn.BatchNorm2d(widths[0])
         self.stem_act = nn.Identity() if preact else nn.ReLU(inplace=True)
-        blocks, c = [], widths[0]
-        for i, w in enumerate(widths):
-            for j in range(n):
-                blocks.append(block(c, w, 2 if (i > 0 and j == 0) else 1))
-                c = w
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks, c = make_stages(block, widths, n)
         self.head_bn = nn.BatchNorm2d(c) if preact else nn.Identity()
         self.head_act = nn.ReLU(inplace=True) if preact else nn.Identity()
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -94,7 +100,7 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def _depth_to_n(depth: int) -> int:
+def depth_to_n(depth: int) -> int:
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, ...), got {depth}")
     return (depth - 2) // 6
@@ -107,4 +113,4 @@ def resnet20(num_classes=10, in_channels=3, widths=(16, 32, 64)):
 
 @register_model("preact_resnet", input_size=(1, 16, 16), paper="pre-activation ResNet-(6n+2), CAMP backbone")
 def preact_resnet(num_classes=10, in_channels=1, depth=8, widths=(16, 32, 64)):
-    return CifarResNet(PreActBlock, _depth_to_n(depth), tuple(widths), num_classes, in_channels, preact=True)
+    return CifarResNet(PreActBlock, depth_to_n(depth), tuple(widths), num_classes, in_channels, preact=True)
