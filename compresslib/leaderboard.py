@@ -263,8 +263,9 @@ def publish(csv_path, readme, docs_csv) -> None:
         shown = Path(docs_csv).resolve().relative_to(Path(readme).resolve().parent).as_posix()
     except ValueError:
         shown = Path(docs_csv).as_posix()
-    body = (f"{TABLE_BEGIN}\n_From `make reproduce` (profile `default`), run of {stamp}; the CSV is "
-            f"`{shown}`._\n\n{markdown_table(board)}\n{TABLE_END}")
+    body = (f"{TABLE_BEGIN}\n_From the `default` profile's artifacts (`python -m compresslib.reproduce "
+            f"--profile default`, stage 09 run of {stamp}); the CSV is `{shown}`._\n\n"
+            f"{markdown_table(board)}\n{TABLE_END}")
     head, rest = text.split(TABLE_BEGIN, 1)
     atomic_write_text(readme, head + body + rest.split(TABLE_END, 1)[1])
     Path(docs_csv).parent.mkdir(parents=True, exist_ok=True)
