@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from compresslib import data
+from fakedata import make_imagenet_tree
 
 
 def test_mnist5k_split_sizes_and_stratification():
@@ -48,14 +49,7 @@ def test_missing_data_names_the_prep_command(tmp_path, name):
 
 
 def test_imagefolder_from_generated_tree(tmp_path):
-    from PIL import Image
-
-    for split in ("train", "val"):
-        for c in ("n01", "n02"):
-            d = tmp_path / "imagenet" / split / c
-            d.mkdir(parents=True)
-            for i in range(2):
-                Image.fromarray(np.full((40, 40, 3), 40 * i, np.uint8)).save(d / f"{i}.JPEG")
+    make_imagenet_tree(tmp_path, wnids=("n01", "n02"))
     ds = data.get_dataset("imagenet", "test", root=tmp_path, image_size=32)
     x, y = ds[0]
     assert len(ds) == 4 and x.shape == (3, 32, 32) and y == 0

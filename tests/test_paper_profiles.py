@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from compresslib import reproduce
+from fakedata import make_imagenet_tree  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = sorted((ROOT / "profiles" / "paper").glob("*.yaml"))
@@ -51,14 +52,7 @@ def _cifar(root: Path, classes: int, n=20):
 
 
 def _imagenet(root: Path):
-    from PIL import Image
-
-    for split in ("train", "val"):
-        for wnid in ("n01440764", "n01443537"):
-            d = root / "imagenet" / split / wnid
-            d.mkdir(parents=True)
-            for i in range(2):
-                Image.fromarray(np.full((40, 48, 3), 60 * i, np.uint8)).save(d / f"{wnid}_{i}.JPEG")
+    make_imagenet_tree(root, size=(40, 48))
 
 
 @pytest.fixture(scope="module")
