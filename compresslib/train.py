@@ -117,6 +117,14 @@ def evaluate(model: nn.Module, loader, device="cpu") -> dict:
     return {"loss": loss_sum / n, "accuracy": correct / n, "n": int(n)}
 
 
+def reseed_loader(loader, seed: int) -> None:
+    """Restart a loader's shuffling stream (its sampler's ``torch.Generator``) at ``seed``."""
+    for obj in (loader, getattr(loader, "sampler", None)):
+        gen = getattr(obj, "generator", None)
+        if isinstance(gen, torch.Generator):
+            gen.manual_seed(seed)
+
+
 def _rng_state(loader) -> dict:
     np_state = np.random.get_state()
     st = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
@@ -267,6 +275,7 @@ def fit(model: nn.Module, loaders, epochs: int, optimizer, scheduler=None,
     scaler = torch.amp.GradScaler("cuda") if amp else None
     s = TrainState(model, optimizer, device=device)
     set_seed(seed)
+    reseed_loader(loaders.train, seed)  # the shuffling stream too: a fit's result never depends on earlier fits
     start = 0
     if ckpt_path and D.is_dist():  # every rank resumes from rank 0's file (ranks' OUT_DIRs differ)
         ckpt_path = D.broadcast_object(str(ckpt_path))

@@ -114,3 +114,17 @@ def test_corrupt_and_non_weights_checkpoints_are_refused(tmp_path):
     torch.save(torch.zeros(3), tmp_path / "tensor.ckpt")
     with pytest.raises(ValueError, match="expected a checkpoint dict"):
         train.load_checkpoint(tmp_path / "tensor.ckpt")
+
+
+def test_same_seed_on_reused_loaders_gives_same_result():
+    """fit restarts the loader's shuffling stream: a second fit on the same Loaders repeats the first."""
+    L = data.get_loaders("digits", batch_size=64, seed=0, image_size=16)
+
+    def run(seed):
+        train.set_seed(0)  # same initial weights; only fit's seed differs
+        m = models.create_model("lenet5", image_size=16)
+        return train.fit(m, L, 1, torch.optim.SGD(m.parameters(), 0.05), seed=seed, progress=False)["history"][0]["train_loss"]
+
+    a, b, c = run(0), run(0), run(1)
+    assert a == b
+    assert a != c

@@ -401,19 +401,10 @@ def _finetune(model, loaders, teacher, epochs, lr, distill, seed, progress):
     from ..train import evaluate, fit
 
     if epochs > 0:
-        _reseed_loader(loaders.train, seed + 1)
         masks = group_masks(model)
         fit(model, loaders, epochs, torch.optim.Adam(model.parameters(), lr=lr), callbacks=[MaskCallback(masks)],
             teacher=teacher, kd_weight=distill, kd_kind="mse", seed=seed, progress=progress)
     return evaluate(model, loaders.test)["accuracy"]
-
-
-def _reseed_loader(loader, seed: int) -> None:
-    """Restart the train loader's shuffling stream, so a run's result does not depend on earlier runs."""
-    for obj in (loader, getattr(loader, "sampler", None)):
-        gen = getattr(obj, "generator", None)
-        if isinstance(gen, torch.Generator):
-            gen.manual_seed(seed)
 
 
 def _frozen(teacher):
@@ -439,7 +430,6 @@ def run_ecc(dense: nn.Module, loaders, estimator, budget: float, cfg: ECCConfig 
     model = copy.deepcopy(dense)
     cb = ECCCallback(model, estimator, budget, cfg, absolute)  # validates budget/estimator first
     set_seed(seed)
-    _reseed_loader(loaders.train, seed)
     out = fit(model, loaders, max_epochs, torch.optim.Adam(model.parameters(), lr=plr), callbacks=[cb],
               teacher=teacher, kd_weight=distill, kd_kind="mse", seed=seed, progress=progress)
     widths = widths_of(model, cb.layers)
