@@ -3,6 +3,7 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PROFILE ?= default
+JOBS    ?= 2
 
 .PHONY: setup reproduce test lab clean-artifacts
 
@@ -17,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 
 # the report is built even when a stage failed (it shows which); the exit status is the runner's
 reproduce: setup
-	$(PY) -m compresslib.reproduce --profile $(PROFILE); status=$$?; $(PY) -m compresslib.report; exit $$status
+	$(PY) -m compresslib.reproduce --profile $(PROFILE) --jobs $(JOBS); status=$$?; $(PY) -m compresslib.report; exit $$status
 
 test: setup
 	$(PY) -m pytest

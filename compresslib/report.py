@@ -175,7 +175,7 @@ def _status(stage: str, stage_dir: Path, summary: dict) -> tuple[str, str, str]:
         return "missing", f"artifacts folder {stage} is missing", ""
     if stage in summary:
         r = summary[stage]
-        cls = "failed" if r.get("status") == "failed" else "ok"
+        cls = "failed" if r.get("status") in ("failed", "skipped") else "ok"
         return cls, str(r.get("status", "")), _fmt(r.get("seconds", ""))
     if (stage_dir / "metrics.json").exists():
         return "ok", "ok (earlier run)", ""

@@ -268,6 +268,103 @@ def _stage_barrier(art: Path, stage: str, rank: int, world: int, timeout: float 
         time.sleep(1.0)
 
 
+# The earlier stages each notebook reads (its "Reads:" line). A stage not listed here is assumed to
+# read every earlier stage, the safe default for a new notebook.
+UPSTREAM = {"00_quickstart": (), "01_profiling": (), "02_energy_estimator": ("01_profiling",),
+            "03_ecc_admm": ("02_energy_estimator",), "04_sparsity_quantization": (), "05_ec2t": (),
+            "06_micronet_scoring": ("03_ecc_admm", "04_sparsity_quantization", "05_ec2t"), "07_dynamic_inference": (),
+            "08_camp_mixed_precision": ()}
+
+
+def upstream_of(stage: str, selected: list[str]) -> list[str]:
+    """The selected stages ``stage`` waits for (stages outside the selection are taken as done)."""
+    ups = UPSTREAM.get(stage)
+    return [s for s in selected if (s in ups if ups is not None else s < stage)]
+
+
+def schedule(stages: list[Path], prepare, finish, kernel: str, timeout: int, jobs: int = 1,
+             stop_on_failure: bool = False, barrier=None) -> dict:
+    """Run the stages, at most ``jobs`` at once, each after the stages it reads.
+
+    ``prepare(py, upstream_ran)`` returns the job (``cached``, ``key``, ``params``);
+    ``finish(py, job, res)`` records a result. A stage whose upstream failed is
+    ``skipped``; a stage re-runs when one of its upstream stages re-ran. Ready stages start in
+    the order of how many stages wait on them (the critical path first), then stage order.
+    Returns ``{stage: result}``."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    import multiprocessing as mp
+
+    names = [p.stem for p in stages]
+    by_name = dict(zip(names, stages))
+    ups = {n: upstream_of(n, names) for n in names}
+
+    def waiting_on(n, seen=None):
+        seen = set() if seen is None else seen
+        for m in names:
+            if n in ups[m] and m not in seen:
+                seen.add(m)
+                waiting_on(m, seen)
+        return seen
+
+    order = sorted(names, key=lambda n: (-len(waiting_on(n)), names.index(n)))
+    done, running, t0 = {}, {}, time.perf_counter()
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) if jobs > 1 else None
+
+    def complete(n, job, res):
+        res.update(start_s=round(res.pop("_start", time.perf_counter() - t0), 1),
+                   end_s=round(time.perf_counter() - t0, 1))
+        finish(by_name[n], job, res)
+        done[n] = res
+        if barrier is not None:
+            barrier(n, job["key"] if job else "skipped")
+
+    try:
+        while len(done) < len(names):
+            halted = stop_on_failure and any(r["status"] == "failed" for r in done.values())
+            for n in order:
+                if n in done or n in running.values() or len(running) >= jobs or halted:
+                    continue
+                if any(u not in done for u in ups[n]):
+                    continue
+                bad = [u for u in ups[n] if done[u]["status"] in ("failed", "skipped")]
+                if bad:
+                    complete(n, None, {"status": "skipped", "seconds": 0.0, "error": f"upstream {', '.join(bad)} failed"})
+                    continue
+                job = prepare(by_name[n], any(done[u]["status"] == "ok" for u in ups[n]))
+                if job["cached"]:
+                    complete(n, job, {"status": "cached", "seconds": 0.0, "error": ""})
+                    continue
+                print(f"[{n}] running with {job['params']}", flush=True)
+                start = time.perf_counter() - t0
+                if pool is None:
+                    res = run_stage(by_name[n], Path(job["params"]["OUT_DIR"]), job["params"], kernel, timeout)
+                    complete(n, job, {**res, "_start": start})
+                else:
+                    fut = pool.submit(run_stage, by_name[n], Path(job["params"]["OUT_DIR"]), job["params"],
+                                      kernel, timeout)
+                    running[fut] = n
+                    fut.job, fut.start = job, start
+            if halted and not running:
+                break
+            if running:
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    n = running.pop(fut)
+                    try:
+                        res = fut.result()
+                    except Exception as e:  # the worker process itself died
+                        res = {"status": "failed", "seconds": round(time.perf_counter() - t0 - fut.start, 1),
+                               "error": f"{type(e).__name__}: {e}"}
+                    complete(n, fut.job, {**res, "_start": fut.start})
+            elif not halted and len(done) < len(names) and not any(
+                    n not in done and all(u in done for u in ups[n]) for n in names):
+                raise RuntimeError("stage dependencies form a cycle")  # cannot happen with 'earlier' links
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return done
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m compresslib.reproduce", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -281,6 +378,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None, help="DEVICE override (cpu, cuda)")
     ap.add_argument("--timeout", type=int, default=3600, help="per-cell execution timeout in seconds")
     ap.add_argument("--stop-on-failure", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="stages run at once (each waits for the stages it reads, see UPSTREAM); with N > 1 "
+                         "each gets cpu_count/N torch threads unless COMPRESSLIB_THREADS is set")
     ap.add_argument("--dry-run", action="store_true",
                     help="validate parameters, data presence, models and cost tables; train nothing")
     ap.add_argument("--amp", action="store_true", help="CUDA mixed precision in fit (COMPRESSLIB_AMP=1)")
@@ -320,46 +420,51 @@ def main(argv=None) -> int:
     rank, world, art = _rank_setup(art, stages)
     os.environ.setdefault("COMPRESSLIB_PROGRESS", "0")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    jobs = 1 if world > 1 else max(1, args.jobs)
+    if jobs > 1 and "COMPRESSLIB_THREADS" not in os.environ:  # no oversubscription: cores shared by the jobs
+        os.environ["COMPRESSLIB_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     kernel = ensure_kernel()
 
-    rows, upstream_ran = [], False
-    for py in stages:
-        stage = py.stem
-        main_dir = main_art / stage  # rank 0's folder: the cache stamp every rank consults
+    def prepare(py: Path, upstream_ran: bool) -> dict | None:
+        """The stage's job: parameters, cache key, and whether its cached result still holds."""
+        stage, main_dir = py.stem, main_art / py.stem  # rank 0's folder: the cache stamp every rank consults
         declared = notebook_parameters(py)
         params = stage_parameters(stage, declared, profile, overrides)
         params["OUT_DIR"] = str(main_dir)
         key = param_hash({"source": py.read_text(), "params": params})
         stamp = main_dir / ".reproduce.json"
         cached = stamp.exists() and read_json(stamp).get("key") == key and (main_dir / "metrics.json").exists()
-        out_dir = art / stage
         if cached and not args.force and not upstream_ran:
-            res = {"status": "cached", "seconds": 0.0, "error": ""}
-        else:
-            if out_dir.is_symlink():  # rank > 0 runs this stage itself: its own folder
-                out_dir.unlink()
-            params["OUT_DIR"] = str(out_dir)
-            print(f"[{stage}] running with {params}", flush=True)
-            res = run_stage(py, out_dir, params, kernel, args.timeout)
-            upstream_ran = True
-            if rank == 0:
-                stamp.unlink(missing_ok=True)
-                if res["status"] == "ok":
-                    write_json(stamp, {"key": key, "params": {**params, "OUT_DIR": str(main_dir)}})
-        metrics_path = out_dir / "metrics.json"
-        res.update(stage=stage, headline=headline(read_json(metrics_path)) if metrics_path.exists() else "")
-        rows.append(res)
-        print(f"[{stage}] {res['status']} in {res['seconds']} s {res['error']}", flush=True)
-        _stage_barrier(main_art, f"{stage}.{key[:12]}", rank, world)
-        if res["status"] == "failed" and args.stop_on_failure:
-            break
+            return {"cached": True, "key": key}
+        out_dir = art / stage
+        if out_dir.is_symlink():  # rank > 0 runs this stage itself: its own folder
+            out_dir.unlink()
+        stamp.unlink(missing_ok=True) if rank == 0 else None
+        return {"cached": False, "params": {**params, "OUT_DIR": str(out_dir)}, "key": key, "stamp": stamp,
+                "main_dir": main_dir}
+
+    def finish(py: Path, job: dict | None, res: dict) -> None:
+        if rank == 0 and res["status"] == "ok":
+            write_json(job["stamp"], {"key": job["key"], "params": {**job["params"], "OUT_DIR": str(job["main_dir"])}})
+        metrics_path = art / py.stem / "metrics.json"
+        res.update(stage=py.stem, headline=headline(read_json(metrics_path))
+                   if metrics_path.exists() and res["status"] in ("ok", "cached") else "")
+        print(f"[{py.stem}] {res['status']} in {res['seconds']} s {res['error']}", flush=True)
+
+    t_start = time.perf_counter()
+    results = schedule(stages, prepare, finish, kernel, args.timeout, jobs, args.stop_on_failure,
+                       barrier=lambda st, key: _stage_barrier(main_art, f"{st}.{key[:12]}", rank, world))
+    rows = [results[p.stem] for p in stages if p.stem in results]
+    wall = time.perf_counter() - t_start
 
     write_json(art / "summary.json", rows)
     w = max([len(r["stage"]) for r in rows] + [5])
     print(f"\n{'stage':<{w}}  {'status':<7} {'seconds':>8}  headline / error")
     for r in rows:
         print(f"{r['stage']:<{w}}  {r['status']:<7} {r['seconds']:>8.1f}  {r['error'] or r['headline']}")
-    failed = [r["stage"] for r in rows if r["status"] == "failed"]
+    print(f"total wall time {wall / 60:.1f} min with {jobs} job(s) in parallel, "
+          f"{os.environ.get('COMPRESSLIB_THREADS', 'default')} torch thread(s) each")
+    failed = [r["stage"] for r in rows if r["status"] in ("failed", "skipped")]
     if failed:
         print(f"\nFAILED stages: {', '.join(failed)} (executed notebooks with the error are in {art})")
     return 1 if failed else 0

@@ -70,3 +70,45 @@ def test_unknown_profile_lists_the_available_ones(tree):
 def test_only_matching_nothing_is_an_error(tree):
     with pytest.raises(SystemExit, match="matches no stage"):
         _main(tree, "--only", "42")
+
+
+def test_upstream_map_covers_every_stage_a_notebook_names():
+    """A notebook that reads another stage's folder must wait for it when stages run in parallel."""
+    import re
+
+    stages = [p.stem for p in reproduce.stage_files(reproduce.REPO / "notebooks")]
+    assert set(reproduce.UPSTREAM) <= set(stages)  # no stale names after a rename
+    for st in stages:
+        text = (reproduce.REPO / "notebooks" / f"{st}.py").read_text()
+        named = {m for m in re.findall(r"\b\d\d_[a-z_]+[a-z]", text) if m in stages and m != st}
+        assert named <= set(reproduce.upstream_of(st, stages)), st
+    assert reproduce.upstream_of("06_micronet_scoring", stages) == ["03_ecc_admm", "04_sparsity_quantization",
+                                                                     "05_ec2t"]
+    assert reproduce.upstream_of("09_leaderboard", stages) == stages[:-1]  # not listed: every earlier stage
+
+
+SLOW_OK = OK + "import time; time.sleep(3)\n"
+
+
+def test_parallel_jobs_overlap_and_skip_what_depends_on_a_failure(tmp_path, monkeypatch):
+    (tmp_path / "nb").mkdir()
+    (tmp_path / "nb" / "00_ok.py").write_text(SLOW_OK + textwrap.dedent('''\
+        import os
+        json.dump({"threads": os.environ.get("COMPRESSLIB_THREADS")}, open(pathlib.Path(OUT_DIR) / "env.json", "w"))
+    '''))
+    (tmp_path / "nb" / "01_fail.py").write_text(FAIL)
+    (tmp_path / "nb" / "02_after.py").write_text(OK)  # not in UPSTREAM: waits for every earlier stage
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "tiny.yaml").write_text("common:\n  X: 5\n")
+    monkeypatch.setattr(reproduce, "UPSTREAM", {"00_ok": (), "01_fail": ()})
+    monkeypatch.setenv("COMPRESSLIB_THREADS", "")
+    monkeypatch.delenv("COMPRESSLIB_THREADS")  # the runner chooses cores // jobs
+    assert _main(tmp_path, "--jobs", "2") == 1
+    rows = {r["stage"]: r for r in json.loads((tmp_path / "art" / "summary.json").read_text())}
+    assert [rows[s]["status"] for s in ("00_ok", "01_fail", "02_after")] == ["ok", "failed", "skipped"]
+    assert "01_fail" in rows["02_after"]["error"]
+    a, b = rows["00_ok"], rows["01_fail"]
+    assert a["start_s"] < b["end_s"] and b["start_s"] < a["end_s"]  # ran at the same time
+    import os
+    env = json.loads((tmp_path / "art" / "00_ok" / "env.json").read_text())
+    assert env["threads"] == str(max(1, (os.cpu_count() or 1) // 2))

@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from ..energy import bilinear
 from ..train import Callback
+from .teacher_cache import cached_teacher
 
 
 # ----------------------------------------------------------------------------- channel groups
@@ -407,11 +408,12 @@ def _finetune(model, loaders, teacher, epochs, lr, distill, seed, progress):
     return evaluate(model, loaders.test)["accuracy"]
 
 
-def _frozen(teacher):
+def _frozen(teacher, loaders=None, distill: float = 0.0):
+    """Frozen copy of the dense net; with distillation, its training-set logits are cached once."""
     teacher = copy.deepcopy(teacher).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    return teacher
+    return cached_teacher(teacher, loaders.train) if loaders is not None and distill > 0 else teacher
 
 
 def run_ecc(dense: nn.Module, loaders, estimator, budget: float, cfg: ECCConfig = ECCConfig(),
@@ -426,9 +428,9 @@ def run_ecc(dense: nn.Module, loaders, estimator, budget: float, cfg: ECCConfig 
 
     if max_epochs < 1:
         raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
-    teacher = _frozen(dense)
     model = copy.deepcopy(dense)
     cb = ECCCallback(model, estimator, budget, cfg, absolute)  # validates budget/estimator first
+    teacher = _frozen(dense, loaders, distill)
     set_seed(seed)
     out = fit(model, loaders, max_epochs, torch.optim.Adam(model.parameters(), lr=plr), callbacks=[cb],
               teacher=teacher, kd_weight=distill, kd_kind="mse", seed=seed, progress=progress)
@@ -453,7 +455,7 @@ def run_uniform(dense: nn.Module, loaders, estimator, budget: float, distill: fl
     dense_e = float(bilinear.predict(estimator, estimator.S))
     res = {"widths": widths, "estimated_energy": float(bilinear.predict(estimator, widths)) / dense_e,
            "accuracy_before_ft": evaluate(model, loaders.test)["accuracy"]}
-    res["accuracy"] = _finetune(model, loaders, _frozen(dense), finetune_epochs, finetune_lr, distill, seed,
-                                progress)
+    teacher = _frozen(dense, loaders, distill if finetune_epochs > 0 else 0.0)
+    res["accuracy"] = _finetune(model, loaders, teacher, finetune_epochs, finetune_lr, distill, seed, progress)
     res["model"] = model
     return res
