@@ -247,6 +247,18 @@ def readme_table(readme_text: str) -> str:
     return readme_text.split(TABLE_BEGIN, 1)[1].split(TABLE_END, 1)[0].strip()
 
 
+def run_wall_time(summary_json) -> str:
+    """", all N stages in one run: X min wall" when the last reproduce ran every stage (none cached)."""
+    from pathlib import Path
+
+    from .results import read_json
+
+    rows = read_json(summary_json) if Path(summary_json).is_file() else []
+    if not rows or any(r.get("status") != "ok" or "end_s" not in r for r in rows):
+        return ""
+    return f"; all {len(rows)} stages in one run, {max(r['end_s'] for r in rows) / 60:.1f} min wall"
+
+
 def publish(csv_path, readme, docs_csv) -> None:
     """Copy a default run's leaderboard.csv to ``docs_csv`` and write its table into the README markers."""
     import shutil
@@ -263,8 +275,8 @@ def publish(csv_path, readme, docs_csv) -> None:
         shown = Path(docs_csv).resolve().relative_to(Path(readme).resolve().parent).as_posix()
     except ValueError:
         shown = Path(docs_csv).as_posix()
-    body = (f"{TABLE_BEGIN}\n_From the `default` profile's artifacts (`python -m compresslib.reproduce "
-            f"--profile default`, stage 09 run of {stamp}); the CSV is `{shown}`._\n\n"
+    body = (f"{TABLE_BEGIN}\n_From the `default` profile's artifacts (`make reproduce`, stage 09 run of "
+            f"{stamp}{run_wall_time(Path(csv_path).parent.parent / 'summary.json')}); the CSV is `{shown}`._\n\n"
             f"{markdown_table(board)}\n{TABLE_END}")
     head, rest = text.split(TABLE_BEGIN, 1)
     atomic_write_text(readme, head + body + rest.split(TABLE_END, 1)[1])

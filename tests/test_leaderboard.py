@@ -199,3 +199,14 @@ def test_edgecompress_collector_static_rows_and_cascade(tmp_path):
     r = lb.candidate_row(casc, latency_repeats=3)
     small = lb.model_costs(casc.model.small, (1, 24, 24), weight_bits=None, latency_repeats=3)["dense_macs"]
     assert r["effective_macs"] == pytest.approx(small + 0.2 * (r["dense_macs"] - 1000 - small) + 1000)
+
+
+def test_caption_states_the_wall_time_only_of_a_complete_uncached_run(tmp_path):
+    s = tmp_path / "summary.json"
+    rows = [{"stage": "00_a", "status": "ok", "end_s": 60.0}, {"stage": "01_b", "status": "ok", "end_s": 1500.0}]
+    s.write_text(json.dumps(rows))
+    assert lb.run_wall_time(s) == "; all 2 stages in one run, 25.0 min wall"
+    rows[0]["status"] = "cached"
+    s.write_text(json.dumps(rows))
+    assert lb.run_wall_time(s) == ""
+    assert lb.run_wall_time(tmp_path / "missing.json") == ""
