@@ -117,6 +117,18 @@ def evaluate(model: nn.Module, loader, device="cpu") -> dict:
     return {"loss": loss_sum / n, "accuracy": correct / n, "n": int(n)}
 
 
+def check_device(device: str) -> str:
+    """``device`` if this machine has it (``cpu``, ``cuda``, ``cuda:N``), else a clear ValueError."""
+    dev = str(device)
+    if dev == "cpu":
+        return dev
+    if not dev.startswith("cuda"):
+        raise ValueError(f"unknown DEVICE {dev!r}: use 'cpu' or 'cuda' (or 'cuda:N')")
+    if not torch.cuda.is_available():
+        raise ValueError(f"DEVICE {dev!r} requested but torch.cuda.is_available() is False on this machine: use 'cpu'")
+    return dev
+
+
 def reseed_loader(loader, seed: int) -> None:
     """Restart a loader's shuffling stream (its sampler's ``torch.Generator``) at ``seed``."""
     for obj in (loader, getattr(loader, "sampler", None)):

@@ -83,6 +83,7 @@ from compresslib.methods import ecc
 from compresslib.models.narrow import dense_widths
 
 threads = compresslib.set_threads()
+train.check_device(DEVICE)
 seeds = [SEED + int(s) for s in str(SEEDS).split(",") if s.strip()]
 budgets = [float(b) for b in str(BUDGETS).split(",") if b.strip()]
 if not seeds or not budgets:
@@ -134,6 +135,7 @@ for seed in seeds:
         opt = torch.optim.Adam(model.parameters(), lr=LR)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=EPOCHS)
         train.fit(model, loaders, EPOCHS, opt, sched, seed=seed, device=DEVICE, progress=False)
+        model.cpu()  # dense parents live on the CPU: exports and latencies are CPU; run_ecc copies to DEVICE
         train.save_checkpoint(ck, model=model.state_dict())
     model.eval()
     acc = train.evaluate(model, loaders.test)["accuracy"]
@@ -154,7 +156,7 @@ dense_df
 
 # %%
 def summarize(method, res, seed, budget):
-    model = res["model"].eval()
+    model = res["model"].cpu().eval()  # the deployable export is measured on the CPU
     small = ecc.slim(model, example_input=next(iter(loaders_by_seed[seed].test))[0][:8]).eval()
     x = next(iter(loaders_by_seed[seed].test))[0][:256]
     with torch.no_grad():
@@ -172,7 +174,7 @@ def summarize(method, res, seed, budget):
 
 def run_point(seed, budget, frac):
     common_kw = dict(distill=DISTILL, finetune_epochs=FINETUNE_EPOCHS, finetune_lr=FINETUNE_LR, seed=seed,
-                     absolute=ABSOLUTE_BUDGET)
+                     absolute=ABSOLUTE_BUDGET, device=DEVICE)
     r = ecc.run_ecc(dense_nets[seed], loaders_by_seed[seed], est, budget, cfg, MAX_EPOCHS, PLR, **common_kw)
     u = ecc.run_uniform(dense_nets[seed], loaders_by_seed[seed], est, budget, **common_kw)
     traj = [{k: h[k] for k in ("iteration", "E_real", "E_s", "z")} for h in r["history"]]

@@ -128,3 +128,12 @@ def test_same_seed_on_reused_loaders_gives_same_result():
     a, b, c = run(0), run(0), run(1)
     assert a == b
     assert a != c
+
+
+def test_check_device_refuses_what_the_machine_lacks():
+    assert train.check_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="unknown DEVICE 'tpu'"):
+        train.check_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch.cuda.is_available\\(\\) is False"):
+            train.check_device("cuda")

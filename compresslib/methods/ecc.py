@@ -396,7 +396,7 @@ def slim(model: nn.Module, example_input: torch.Tensor | None = None, atol: floa
 
 
 # ----------------------------------------------------------------------------- end-to-end runs
-def _finetune(model, loaders, teacher, epochs, lr, distill, seed, progress):
+def _finetune(model, loaders, teacher, epochs, lr, distill, seed, progress, device="cpu"):
     """Masked fine-tune (our addition, not in the ECC code): zeroed groups stay zero."""
     from ..prune import MaskCallback
     from ..train import evaluate, fit
@@ -404,13 +404,13 @@ def _finetune(model, loaders, teacher, epochs, lr, distill, seed, progress):
     if epochs > 0:
         masks = group_masks(model)
         fit(model, loaders, epochs, torch.optim.Adam(model.parameters(), lr=lr), callbacks=[MaskCallback(masks)],
-            teacher=teacher, kd_weight=distill, kd_kind="mse", seed=seed, progress=progress)
-    return evaluate(model, loaders.test)["accuracy"]
+            teacher=teacher, kd_weight=distill, kd_kind="mse", seed=seed, progress=progress, device=device)
+    return evaluate(model, loaders.test, device)["accuracy"]
 
 
-def _frozen(teacher, loaders=None, distill: float = 0.0):
-    """Frozen copy of the dense net; with distillation, its training-set logits are cached once."""
-    teacher = copy.deepcopy(teacher).eval()
+def _frozen(teacher, loaders=None, distill: float = 0.0, device="cpu"):
+    """Frozen copy of the dense net on ``device``; with distillation, its training-set logits are cached once."""
+    teacher = copy.deepcopy(teacher).eval().to(device)
     for p in teacher.parameters():
         p.requires_grad_(False)
     return cached_teacher(teacher, loaders.train) if loaders is not None and distill > 0 else teacher
@@ -418,8 +418,12 @@ def _frozen(teacher, loaders=None, distill: float = 0.0):
 
 def run_ecc(dense: nn.Module, loaders, estimator, budget: float, cfg: ECCConfig = ECCConfig(),
             max_epochs: int = 100, plr: float = 1e-3, distill: float = 0.5, finetune_epochs: int = 15,
-            finetune_lr: float = 5e-4, seed: int = 0, absolute: bool = False, progress: bool = False) -> dict:
+            finetune_lr: float = 5e-4, seed: int = 0, absolute: bool = False, progress: bool = False,
+            device="cpu") -> dict:
     """ECC from a dense pretrained net: ADMM until Ê(ϕ(W)) <= B, then masked fine-tune.
+
+    ``device``: where W, the teacher and the batches live (``"cuda"`` on a GPU); the ADMM width
+    variables s, z, y are a handful of float64 scalars and stay on the CPU.
 
     Returns {model, widths, estimated_energy (fraction of dense), reached, iterations, epochs,
     accuracy_before_ft, accuracy, history}.
@@ -428,34 +432,36 @@ def run_ecc(dense: nn.Module, loaders, estimator, budget: float, cfg: ECCConfig 
 
     if max_epochs < 1:
         raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
-    model = copy.deepcopy(dense)
+    model = copy.deepcopy(dense).to(device)
     cb = ECCCallback(model, estimator, budget, cfg, absolute)  # validates budget/estimator first
-    teacher = _frozen(dense, loaders, distill)
+    teacher = _frozen(dense, loaders, distill, device)
     set_seed(seed)
     out = fit(model, loaders, max_epochs, torch.optim.Adam(model.parameters(), lr=plr), callbacks=[cb],
-              teacher=teacher, kd_weight=distill, kd_kind="mse", seed=seed, progress=progress)
+              teacher=teacher, kd_weight=distill, kd_kind="mse", seed=seed, progress=progress, device=device)
     widths = widths_of(model, cb.layers)
     res = {"widths": widths, "estimated_energy": cb.energy(widths)[0], "budget": cb.B, "reached": cb.done,
            "iterations": cb.iterations, "epochs": len(out["history"]),
-           "accuracy_before_ft": evaluate(model, loaders.test)["accuracy"], "history": cb.history}
-    res["accuracy"] = _finetune(model, loaders, teacher, finetune_epochs, finetune_lr, distill, seed, progress)
+           "accuracy_before_ft": evaluate(model, loaders.test, device)["accuracy"], "history": cb.history}
+    res["accuracy"] = _finetune(model, loaders, teacher, finetune_epochs, finetune_lr, distill, seed, progress,
+                                device)
     res["model"] = model
     return res
 
 
 def run_uniform(dense: nn.Module, loaders, estimator, budget: float, distill: float = 0.5,
                 finetune_epochs: int = 15, finetune_lr: float = 5e-4, seed: int = 0, absolute: bool = False,
-                progress: bool = False) -> dict:
+                progress: bool = False, device="cpu") -> dict:
     """Baseline: one width multiplier for all layers at the same Ê budget, L2 group pruning, same fine-tune."""
     from ..train import evaluate
 
     widths = uniform_widths(estimator, budget, absolute)
-    model = copy.deepcopy(dense)
+    model = copy.deepcopy(dense).to(device)
     prune_to_widths_(model, widths)
     dense_e = float(bilinear.predict(estimator, estimator.S))
     res = {"widths": widths, "estimated_energy": float(bilinear.predict(estimator, widths)) / dense_e,
-           "accuracy_before_ft": evaluate(model, loaders.test)["accuracy"]}
-    teacher = _frozen(dense, loaders, distill if finetune_epochs > 0 else 0.0)
-    res["accuracy"] = _finetune(model, loaders, teacher, finetune_epochs, finetune_lr, distill, seed, progress)
+           "accuracy_before_ft": evaluate(model, loaders.test, device)["accuracy"]}
+    teacher = _frozen(dense, loaders, distill if finetune_epochs > 0 else 0.0, device)
+    res["accuracy"] = _finetune(model, loaders, teacher, finetune_epochs, finetune_lr, distill, seed, progress,
+                                device)
     res["model"] = model
     return res
