@@ -159,7 +159,7 @@ def collect_ec2t(art) -> list[Candidate]:
     """05: full-precision and ternarized MicroNets (EC2T, TTQ) from ``models/*.pt`` + ``.json``."""
     from pathlib import Path
 
-    from .models.micronet import MicroNet
+    from .methods.ec2t import rebuild_model
     from .results import read_json
     from .train import load_checkpoint
 
@@ -176,12 +176,13 @@ def collect_ec2t(art) -> list[Candidate]:
             continue
         if meta.get("method", "fp") != "fp" and current is not None and _key(meta, cols) not in current:
             continue
-        net = MicroNet(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
+        net = rebuild_model(meta)  # stage 05's MODEL (MicroNet unless the profile set another)
         net.load_state_dict(load_checkpoint(ck)["model"])
         m = meta.get("method", "fp")
         setting = "full precision" if m == "fp" else f"{m} {'t' if m == 'ttq' else 'gamma'}={meta['gamma_or_t']:g}"
         out.append(Candidate("EC2T" if m != "ttq" else "TTQ (EC2T baseline)", setting, int(meta.get("seed", 0)),
-                             float(meta["accuracy"]), net, tuple(meta["input_size"]), "micronet", dataset, "05_ec2t"))
+                             float(meta["accuracy"]), net, tuple(meta["input_size"]), meta.get("model", "micronet"),
+                             dataset, "05_ec2t"))
     return out
 
 

@@ -26,7 +26,8 @@
 # 1 block per stage at φ = 1, input resized to `IMAGE_SIZE`): the (d, w) grid at φ = 1, a φ sweep
 # of the chosen pair, then an EC2T sweep over γ and a TTQ sweep over the threshold t from the same
 # FP model, `N_SEEDS` seeds each (mean ± std). Model selection uses the validation split, the test
-# set is read once per run.
+# set is read once per run. `MODEL` picks the network (`micronet_cifar` = the paper's 16/32/64 × 7
+# base; a registered model without compound scaling, e.g. `resnet20`, runs with GRID `1,1`, PHIS `1`).
 #
 # **Reads:** nothing. **Writes:** `OUT_DIR/metrics.json` (`fp_accuracy`, `results`), `grid.csv`,
 # `phi_sweep.csv`, `runs.csv`, `summary.csv`, `layer_sparsity.csv`, `sparsity_vs_accuracy.png`,
@@ -40,20 +41,21 @@ DATASET = "mnist5k"       # registered dataset
 DATA_ROOT = ""            # folder of real datasets (empty: embedded data only)
 OUT_DIR = "../artifacts/05_ec2t"  # figures, tables, metrics.json, ternary models
 DEVICE = "cpu"            # cpu or cuda
-EPOCHS = 12               # FP training epochs of each φ-sweep model (SGD-Nesterov, cosine)
+MODEL = "micronet"        # registered model; GRID and PHIS need a compound-scalable one (micronet, micronet_cifar)
+EPOCHS = 8                # FP training epochs of each φ-sweep model (SGD-Nesterov, cosine)
 IMAGE_SIZE = 14           # input side in pixels (mnist5k resized; a compute proxy for 28x28)
 SUBSET = 0                # cap on training images, 0 for all (smoke uses a subset)
 THREADS = 1               # torch threads (1 is fastest on a loaded 2-core machine), 0 for the default
 BATCH_SIZE = 64           # batch size everywhere
 GRID = "1,1;1.9,1;1.7,1.1;1.6,1.1;1.4,1.2;1.2,1.3;1,1.4"  # (d, w) pairs at phi 1 (the paper's grid)
-GRID_EPOCHS = 4           # FP epochs per grid point (short: the grid only ranks the pairs)
+GRID_EPOCHS = 3           # FP epochs per grid point (short: the grid only ranks the pairs)
 PHIS = "1,1.5,2"          # φ values tried for the chosen pair; the best-val one is ternarized
 FP_LR = 0.05              # SGD learning rate of FP training (Nesterov 0.9, wd 5e-4, cosine)
 GAMMAS = "0,0.15,0.3,0.5" # EC2T gains gamma (lambda is gamma·delta·lambda_max); 0 is nearest-centroid
-TS = "0.05,0.2,0.4"       # TTQ thresholds t (threshold t·max|W|)
+TS = "0.2,0.4"            # TTQ thresholds t (threshold t·max|W|)
 INIT_SCALE = 0.45         # EC2T centroid init s (w_p is s·max W, w_n is s·|min W|)
 Q_EPOCHS = 6              # quantization epochs with re-assignment (best-val state kept)
-RETRAIN_EPOCHS = 3        # frozen-assignment epochs afterwards
+RETRAIN_EPOCHS = 2        # frozen-assignment epochs afterwards
 Q_LR = 0.001              # Adam lr of shadow weights and FP layers
 Q_LR2 = 0.0001            # Adam lr of the centroids w_p, w_n
 CENTROID_GRAD_SIGN = "exact"  # "exact" (−Σ g for w_n) or "ttq" (the repo's/TTQ's + sign)
@@ -73,6 +75,7 @@ from compresslib import data, models, results, train
 from compresslib.methods import ec2t
 
 threads = compresslib.set_threads(THREADS or None)
+cpu0, wall0 = time.process_time(), time.perf_counter()  # this kernel's CPU time ≈ wall time on a quiet machine at 1 thread
 grid = [tuple(float(v) for v in p.split(",")) for p in GRID.split(";") if p.strip()]
 phis = [float(v) for v in PHIS.split(",") if v.strip()]
 gammas = [float(v) for v in GAMMAS.split(",") if v.strip()]
@@ -88,6 +91,16 @@ if any(not 0 <= t < 1 for t in ts):
     raise ValueError(f"TS must be in [0, 1), got {TS!r}")
 if N_SEEDS < 1 or EPOCHS < 1 or GRID_EPOCHS < 1 or Q_EPOCHS < 1 or RETRAIN_EPOCHS < 0:
     raise ValueError("N_SEEDS, EPOCHS, GRID_EPOCHS, Q_EPOCHS must be >= 1 and RETRAIN_EPOCHS >= 0")
+compound = bool(models.model_meta(MODEL).get("compound"))  # unknown name -> ValueError listing the models
+if not compound and (grid != [(1.0, 1.0)] or phis != [1.0]):
+    raise ValueError(f"MODEL {MODEL!r} cannot be compound-scaled (its constructor has no d/w/phi; compound-"
+                     f"scalable: {[n for n in models.list_models() if models.model_meta(n).get('compound')]}); "
+                     f"set GRID '1,1' and PHIS '1' to train and ternarize it unscaled (got GRID {GRID!r}, PHIS {PHIS!r})")
+if str(DEVICE).startswith("cuda") and not torch.cuda.is_available():
+    raise RuntimeError(f"DEVICE {DEVICE!r} requested but torch.cuda.is_available() is False "
+                       f"(torch {torch.__version__}); use DEVICE 'cpu' or a CUDA build of torch on a GPU machine")
+torch.device(DEVICE)  # malformed device strings fail here, before any work
+ec2t.EC2T(models.create_model(MODEL))  # a model without ternarizable (".conv") layers fails here, before training
 out = Path(OUT_DIR)
 (out / "models").mkdir(parents=True, exist_ok=True)
 loaders = {s: data.get_loaders(DATASET, batch_size=BATCH_SIZE, seed=s, root=DATA_ROOT or None,
@@ -101,38 +114,57 @@ print(f"{DATASET}: {len(L0.train.dataset)} train / {len(L0.val.dataset)} val / {
 # ## 1 · Compound scaling: the (d, w) grid at φ = 1, then φ
 # Blocks per stage = ⌈D⌉, channels = c·W rounded to a multiple of 8 (EfficientNet rule), D = d^φ,
 # W = w^φ. Every grid point is trained `GRID_EPOCHS` epochs from the same seed; the pair with the
-# best validation accuracy is then scaled over `PHIS` with the full FP recipe (`EPOCHS`).
+# best validation accuracy is then scaled over `PHIS` with the full FP recipe (`EPOCHS`). Pairs that
+# round to the same network (column `same_network_as`) are the same run and are trained once; a
+# single pair is taken as given (nothing to rank).
 
 # %%
-def fp_train(d, w, phi, epochs, tag):
-    """Train (or load from the cache) an FP MicroNet; returns (model, row)."""
-    kw = dict(num_classes=L0.num_classes, in_channels=L0.in_channels, d=d, w=w, phi=phi)
-    key = dict(kw, epochs=epochs, lr=FP_LR, data=DATASET, img=IMAGE_SIZE, subset=SUBSET, seed=SEED, bs=BATCH_SIZE)
-    ck = out / f"{tag}_{results.param_hash(key)}.pt"
+def build(d, w, phi):
+    """MODEL at multipliers (d, w, φ) (unscaled when MODEL is not compound-scalable), seeded; + its kwargs."""
+    kw = dict(num_classes=L0.num_classes, in_channels=L0.in_channels)
+    if compound:
+        kw.update(d=d, w=w, phi=phi)
     train.set_seed(SEED)
-    m = models.create_model("micronet", **kw)
+    m = models.create_model(MODEL, **kw)
+    return m, getattr(m, "config", kw)
+
+
+def fp_train(d, w, phi, epochs, tag):
+    """Train (or load from the cache) an FP model; returns (model, row). The cache key is the built
+    architecture, not (d, w): rounding maps several grid pairs to the same network (same seed ->
+    same init and data order -> the same run), which is trained once."""
+    m, cfg = build(d, w, phi)
+    arch = {"model": MODEL, "shapes": [(n, tuple(p.shape)) for n, p in m.state_dict().items()],
+            "cfg": {k: v for k, v in cfg.items() if k not in ("d", "w", "phi")}}
+    key = dict(arch=arch, epochs=epochs, lr=FP_LR, data=DATASET, img=IMAGE_SIZE, subset=SUBSET, seed=SEED, bs=BATCH_SIZE)
+    ck = out / f"{tag}_{results.param_hash(key)}.pt"
     if ck.exists():
         st = train.load_checkpoint(ck)
         m.load_state_dict(st["model"])
-        row = st["row"]
+        row = dict(st["row"], d=d, w=w, phi=phi, same_network_as=st["row"].get("same_network_as") or
+                   f"d={st['row']['d']:g} w={st['row']['w']:g} phi={st['row']['phi']:g}")
     else:
-        L0.train.generator.manual_seed(SEED)  # same data order for every grid point, whatever ran before
         opt = torch.optim.SGD(m.parameters(), lr=FP_LR, momentum=0.9, nesterov=True, weight_decay=5e-4)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-        r = train.fit(m, L0, epochs, opt, sched, device=DEVICE, seed=SEED, progress=False)
-        row = {"d": d, "w": w, "phi": phi, "blocks": m.blocks_per_stage, "widths": "/".join(map(str, m.widths)),
+        r = train.fit(m, L0, epochs, opt, sched, device=DEVICE, seed=SEED, progress=False)  # fit reseeds the data order
+        row = {"d": d, "w": w, "phi": phi, "blocks": getattr(m, "blocks_per_stage", None),
+               "widths": "/".join(map(str, getattr(m, "widths", []))),
                "params": sum(p.numel() for p in m.parameters()), "val_accuracy": r["val_accuracy"],
-               "test_accuracy": r["test_accuracy"], "s_per_epoch": r["seconds_per_epoch"]}
+               "test_accuracy": r["test_accuracy"], "s_per_epoch": r["seconds_per_epoch"], "same_network_as": ""}
         train.save_checkpoint(ck, model=m.state_dict(), row=row)
-    return m, row
+    return m.to(DEVICE), row
 
 
-grid_rows = [fp_train(d, w, 1.0, GRID_EPOCHS, "grid")[1] for d, w in tqdm(grid, desc="(d, w) grid")]
-grid_df = pd.DataFrame(grid_rows).assign(d_w2=lambda t: t.d * t.w ** 2)
-best = grid_df.sort_values(["val_accuracy", "params"], ascending=[False, True]).iloc[0]
+if len(grid) > 1:
+    grid_rows = [fp_train(d, w, 1.0, GRID_EPOCHS, "grid")[1] for d, w in tqdm(grid, desc="(d, w) grid")]
+    grid_df = pd.DataFrame(grid_rows).assign(d_w2=lambda t: t.d * t.w ** 2)
+    best = grid_df.sort_values(["val_accuracy", "params"], ascending=[False, True]).iloc[0]
+else:  # one pair (a paper's chosen grid point, or an unscaled MODEL): nothing to rank, nothing trained
+    grid_df = pd.DataFrame([{"d": grid[0][0], "w": grid[0][1], "phi": 1.0, "d_w2": grid[0][0] * grid[0][1] ** 2}])
+    best = grid_df.iloc[0]
 d_best, w_best = float(best.d), float(best.w)
 results.save_table(grid_df, out / "grid.csv")
-print(f"chosen pair (best validation accuracy): d = {d_best}, w = {w_best}")
+print(f"{MODEL}: chosen pair (best validation accuracy of {len(grid)}): d = {d_best}, w = {w_best}")
 grid_df
 
 # %%
@@ -141,13 +173,14 @@ phi_df = pd.DataFrame([r for _, r in phi_runs.values()])
 phi_best = float(phi_df.sort_values(["val_accuracy", "phi"], ascending=[False, False]).iloc[0].phi)
 fp_model, fp_row = phi_runs[phi_best]
 fp_model.eval()
-fp_accuracy = train.evaluate(fp_model, L0.test, DEVICE)["accuracy"]
+fp_config = build(d_best, w_best, phi_best)[1]  # kwargs that rebuild it: create_model(MODEL, **fp_config)
+fp_accuracy = fp_row["test_accuracy"]  # fit's test pass of this very model (no second evaluation)
 results.save_table(phi_df, out / "phi_sweep.csv")
-train.save_checkpoint(out / "models" / "fp.pt", model=fp_model.state_dict(), config=fp_model.config)
-results.write_json(out / "models" / "fp.json", {"method": "fp", "gamma_or_t": None, "seed": SEED,
-                   "config": fp_model.config, "input_size": list(input_size), "accuracy": fp_accuracy,
+train.save_checkpoint(out / "models" / "fp.pt", model=fp_model.state_dict(), config=fp_config)
+results.write_json(out / "models" / "fp.json", {"method": "fp", "gamma_or_t": None, "seed": SEED, "model": MODEL,
+                   "config": fp_config, "input_size": list(input_size), "accuracy": fp_accuracy,
                    "sparsity": 0.0, "ternary_layers": []})
-print(f"FP model: d={d_best}, w={w_best}, φ={phi_best} → {fp_row['params']:,} params, "
+print(f"FP {MODEL}: d={d_best}, w={w_best}, φ={phi_best} → {fp_row['params']:,} params, "
       f"test accuracy {fp_accuracy:.4f}")
 phi_df
 
@@ -163,22 +196,21 @@ phi_df
 # %%
 configs = [("ec2t", g) for g in gammas] + [("ttq", t) for t in ts]
 flags = dict(centroid_grad_sign=CENTROID_GRAD_SIGN, pmf_renorm=PMF_RENORM)
-fp_hash = results.param_hash({"config": fp_model.config, "row": fp_row,
+fp_hash = results.param_hash({"model": MODEL, "config": fp_config, "row": fp_row,
                               "sum": float(sum(p.detach().abs().sum() for p in fp_model.parameters()))})
 
 
 def run(method, value, seed):
     t0 = time.perf_counter()
-    loaders[seed].train.generator.manual_seed(seed)  # a run's data order depends only on its seed
     r = ec2t.train_ec2t(fp_model, loaders[seed], method=method, gamma=value if method != "ttq" else 0.0,
                         t=value if method == "ttq" else 0.05, init_scale=INIT_SCALE, epochs=Q_EPOCHS,
                         retrain_epochs=RETRAIN_EPOCHS, lr=Q_LR, lr2=Q_LR2, seed=seed, device=DEVICE,
                         progress=False, **flags)
     tag = f"{method}_{value:g}_seed{seed}"
     if seed == SEED:  # one model per configuration for notebook 06
-        train.save_checkpoint(out / "models" / f"{tag}.pt", model=r["model"].state_dict(), config=fp_model.config)
+        train.save_checkpoint(out / "models" / f"{tag}.pt", model=r["model"].state_dict(), config=fp_config)
         results.write_json(out / "models" / f"{tag}.json", {
-            "method": method, "gamma_or_t": value, "seed": seed, "config": fp_model.config,
+            "method": method, "gamma_or_t": value, "seed": seed, "model": MODEL, "config": fp_config,
             "input_size": list(input_size), "accuracy": r["test_accuracy"], "sparsity": r["sparsity"],
             "ternary_layers": r["layers"]})
     return {"method": method, "gamma_or_t": value, "seed": seed, "sparsity": r["sparsity"],
@@ -248,8 +280,9 @@ metrics = {
     "results": [{"method": r.method, "gamma_or_t": float(r.gamma_or_t), "sparsity": float(r.sparsity),
                  "sparsity_std": float(r.sparsity_std), "accuracy": float(r.accuracy),
                  "accuracy_std": float(r.accuracy_std), "seeds": int(r.seeds)} for r in summary.itertuples()],
-    "dataset": DATASET, "image_size": IMAGE_SIZE, "chosen": {"d": d_best, "w": w_best, "phi": phi_best},
+    "dataset": DATASET, "image_size": IMAGE_SIZE, "model": MODEL, "chosen": {"d": d_best, "w": w_best, "phi": phi_best},
     "fp_params": int(fp_row["params"]), "seeds": seeds, "profile": PROFILE,
+    "cpu_seconds": time.process_time() - cpu0, "wall_seconds": time.perf_counter() - wall0, "torch_threads": threads,
 }
 results.write_metrics(out, metrics)
 ec = summary[summary.method == "ec2t"].sort_values("gamma_or_t")

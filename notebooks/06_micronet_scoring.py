@@ -58,7 +58,7 @@ import torch
 import compresslib
 from compresslib import models, results, train
 from compresslib.micronet import TASKS, check_task, score_model
-from compresslib.models.micronet import MicroNet
+from compresslib.methods.ec2t import rebuild_model
 
 compresslib.set_threads(THREADS or None)
 check_task(TASK)
@@ -83,7 +83,7 @@ entries = []  # dict(model=name, source, net, input_size, accuracy, weight_bits,
 
 for js in sorted((ec2t_dir / "models").glob("*.json")):
     meta = results.read_json(js)
-    net = MicroNet(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
+    net = rebuild_model(meta)  # create_model(meta["model"], **meta["config"]): MicroNet or stage 05's MODEL
     net.load_state_dict(train.load_checkpoint(js.with_suffix(".pt"))["model"])
     name = "ec2t/fp" if meta["method"] == "fp" else f"ec2t/{meta['method']}_{meta['gamma_or_t']:g}_seed{meta['seed']}"
     entries.append(dict(model=name, source="05_ec2t", net=net.eval(), input_size=tuple(meta["input_size"]),

@@ -129,3 +129,100 @@ def test_train_ec2t_end_to_end_is_seeded():
         assert len(torch.unique(m.get_submodule(n).weight.detach())) <= 3
     assert not any("parametrizations" in k for k in m.state_dict())
     assert len(runs[0]["history"]) == 3 and 0 < runs[0]["sparsity"] < 1
+
+
+# ---- MODEL / DEVICE of notebook 05 (issue #9): any registered model, rebuilt by 06 from its record ----
+def _nb05_setup(**params):
+    """Run notebook 05's parameters cell (+ overrides) and its setup/validation cell in this process."""
+    from pathlib import Path
+
+    src = (Path(__file__).resolve().parent.parent / "notebooks" / "05_ec2t.py").read_text()
+    cells = src.split("\n# %%")
+    i = next(k for k, c in enumerate(cells) if c.startswith(' tags=["parameters"]'))
+    ns = {}
+    exec(cells[i].split("\n", 1)[1], ns)  # drop the cell marker's tail line
+    ns.update(params)
+    exec(cells[i + 1], ns)
+    return ns
+
+
+def test_notebook05_rejects_bad_model_and_device_before_any_work():
+    with pytest.raises(ValueError, match=r"MODEL 'resnet20' cannot be compound-scaled .*set GRID '1,1' and PHIS '1'"):
+        _nb05_setup(MODEL="resnet20")  # the default profile's 7-pair grid
+    with pytest.raises(ValueError, match=r"MODEL 'resnet20' cannot be compound-scaled"):
+        _nb05_setup(MODEL="resnet20", GRID="1,1", PHIS="1,2")
+    with pytest.raises(ValueError, match="unknown model 'resnet21'"):
+        _nb05_setup(MODEL="resnet21")
+    with pytest.raises(ValueError, match="no quantizable layer"):
+        _nb05_setup(MODEL="lenet5_caffe", GRID="1,1", PHIS="1")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match=r"DEVICE 'cuda' requested but torch.cuda.is_available\(\) is False"):
+            _nb05_setup(DEVICE="cuda")
+
+
+def test_micronet_cifar_is_the_paper_base_and_records_rebuild_any_model():
+    from compresslib.methods.ec2t import rebuild_model
+    from compresslib.models import model_meta
+
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert model_meta("micronet_cifar")["compound"] and not model_meta("resnet20").get("compound")
+    assert n(create_model("micronet_cifar")) == 668_660  # spec §2.2, CIFAR-100 base (16/32/64 x 7)
+    big = create_model("micronet_cifar", d=1.4, w=1.2, phi=3.5)
+    assert n(big) == 8_055_124
+    # stage-05 records: {"model", "config"} (json turns tuples into lists); old records have no "model"
+    cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in big.config.items()}
+    assert n(rebuild_model({"model": "micronet_cifar", "config": cfg})) == 8_055_124
+    assert n(rebuild_model({"config": create_model("micronet", d=1.4, w=1.2, phi=2).config})) == 104_138
+    assert n(rebuild_model({"model": "resnet20", "config": {"num_classes": 10, "in_channels": 3}})) == n(
+        create_model("resnet20"))
+
+
+def test_train_ec2t_ternarizes_a_resnet20_block_convs_only():
+    from types import SimpleNamespace
+    g = torch.Generator().manual_seed(1)
+    X, y = torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g)
+    ds = torch.utils.data.TensorDataset(X, y)
+    L = SimpleNamespace(train=torch.utils.data.DataLoader(ds, batch_size=32, shuffle=True,
+                                                          generator=torch.Generator().manual_seed(0)),
+                        val=torch.utils.data.DataLoader(ds, batch_size=64), test=torch.utils.data.DataLoader(ds, batch_size=64))
+    fp = create_model("resnet20", num_classes=10, in_channels=1)
+    r = train_ec2t(fp, L, gamma=0.3, epochs=1, retrain_epochs=1, seed=0, progress=False)
+    assert len(r["layers"]) == 18 and all(n.startswith("blocks.") for n in r["layers"])
+    m = r["model"]
+    for n in r["layers"]:
+        assert len(torch.unique(m.get_submodule(n).weight.detach())) <= 3
+    assert len(torch.unique(m.stem.weight.detach())) > 3 and len(torch.unique(m.fc.weight.detach())) > 3
+    assert 0 <= r["test_accuracy"] <= 1 and [h["phase"] for h in r["history"]] == ["assign", "frozen"]
+    assert "val_accuracy" in r["history"][0]
+
+
+@pytest.mark.parametrize("method,renorm", [("ec2t", "fixed"), ("ec2t", "repo"), ("ecp", "fixed"), ("ttq", "fixed")])
+def test_batched_update_equals_the_per_layer_functions(method, renorm):
+    """EC2T.update (all layers at once) == floor + ec_assignment / ttq_assignment layer by layer."""
+    torch.manual_seed(0)
+    m = create_model("micronet", d=1.9, w=1.0, phi=1.5)  # 18 ternarized convs of different sizes
+    q = EC2T(m, method=method, gamma=0.4, t=0.2, pmf_renorm=renorm)
+    torch.set_grad_enabled(False)
+    for step in range(3):
+        for n in q.layers:  # move shadow weights and centroids as training would (some below the floor)
+            w = q.layers[n].parametrizations.weight.original
+            w.add_(0.05 * torch.randn_like(w))
+            q.quantizer(n).w_p.mul_(0.3 if step == 1 else 1.1)
+        ref = {}
+        for n in q.layers:  # the per-layer reference (the pre-batching implementation)
+            qq, w = q.quantizer(n), q.layers[n].parametrizations.weight.original
+            floor = q.centroid_floor * float(w.std())
+            wp, wn = qq.w_p.clone().clamp_(min=floor), qq.w_n.clone().clamp_(min=floor)
+            if method == "ttq":
+                ref[n] = (wp, wn, ttq_assignment(w, q.t), None)
+            else:
+                ref[n] = (wp, wn, *ec_assignment(w, wp, wn, q.gamma, q.delta[n], renorm))
+        q.update()
+        for n, (wp, wn, a, lam) in ref.items():
+            qq = q.quantizer(n)
+            assert torch.equal(qq.w_p, wp) and torch.equal(qq.w_n, wn), n
+            assert torch.equal(qq.assignment, a), (n, int((qq.assignment != a).sum()))
+            if lam is not None:
+                assert q.lambdas[n] == lam, n
+    torch.set_grad_enabled(True)
+    assert 0 < q.sparsity() < 1

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from compresslib.models import register_model
 
 __all__ = ["MicroNet", "BasicBlock", "round_filters", "round_repeats", "compound_multipliers",
-           "scaled_resolution", "micronet"]
+           "scaled_resolution", "micronet", "micronet_cifar"]
 
 
 def round_filters(channels: float, width_mult: float, divisor: int = 8) -> int:
@@ -125,7 +125,16 @@ class MicroNet(nn.Module):
         return self.linear(out)
 
 
-@register_model("micronet", input_size=(1, 28, 28), paper="EC2T", family="micronet")
+@register_model("micronet", input_size=(1, 28, 28), paper="EC2T", family="micronet", compound=True)
 def micronet(num_classes: int = 10, in_channels: int = 1, **kw) -> MicroNet:
     """Tiny compound-scalable MicroNet (spec §8.2 defaults: widths 8/16/32, 1 block/stage, d=w=phi=1)."""
+    return MicroNet(num_classes=num_classes, in_channels=in_channels, **kw)
+
+
+@register_model("micronet_cifar", input_size=(3, 32, 32), paper="EC2T", family="micronet", compound=True)
+def micronet_cifar(num_classes: int = 100, in_channels: int = 3, **kw) -> MicroNet:
+    """The paper's CIFAR MicroNet base (widths 16/32/64, 7 blocks/stage; spec §2.2: 668,660 params for
+    CIFAR-100 at d=w=phi=1, 8,055,124 at d=1.4, w=1.2, phi=3.5). Same kwargs as ``micronet``."""
+    kw.setdefault("base_widths", (16, 32, 64))
+    kw.setdefault("base_blocks", 7)
     return MicroNet(num_classes=num_classes, in_channels=in_channels, **kw)
