@@ -50,16 +50,17 @@ BATCH_SIZE = 64           # batch size of pretrain, ADMM and finetune
 SUBSET = 0                # cap on training images, 0 means all (smoke uses a subset)
 PRETRAIN_LR = 0.01        # dense pretrain learning rate
 JOINT_BUDGETS = "0.0054:3,0.01:3,0.05:4"  # joint runs, nnz_budget:bit_budget (1975x, 1067x, 160x)
+PROGRESSIVE = False       # True chains JOINT_BUDGETS mildest first, each stage warm-started from the previous
 ABLATIONS = "fixed:0.0054:3,prune:0.0054:3,prune:0.05:4,quantize:1:1,joint:0.25:4"  # mode:nnz:bits, compared at equal size
 INTERVALS = 15            # ADMM outer iterations (projections + dual update after each)
-STEPS_PER_INTERVAL = 100  # SGD steps between projections (0 means one epoch, as in the repo)
+STEPS_PER_INTERVAL = 80   # SGD steps between projections (0 means one epoch, as in the repo)
 WARMUP_INTERVALS = 3      # linear LR warm-up length, in intervals; cosine decay afterwards
 LR = 0.02                 # peak SGD learning rate of the ADMM phase
 MOMENTUM = 0.93           # SGD momentum (README LeNet recipe)
 WEIGHT_DECAY = 0.0005     # weight decay on every *weight tensor
 RHO = 0.5                 # ADMM penalty (README 0.05 with 235-step epochs; see spec §9.1)
 BWLB = 1                  # lowest candidate bitwidth (bits chosen from BWLB..8)
-FT_STEPS = 450            # masked, bit-fixed straight-through finetune steps (0 skips)
+FT_STEPS = 300            # masked, bit-fixed straight-through finetune steps (0 skips)
 FT_LR = 0.002             # finetune peak learning rate (cosine)
 
 # %%
@@ -98,8 +99,21 @@ def parse_runs(spec: str, with_mode: bool):
 RUNS = parse_runs(JOINT_BUDGETS, False) + parse_runs(ABLATIONS, True)
 if not RUNS:
     raise ValueError("JOINT_BUDGETS and ABLATIONS are both empty: nothing to run")
-if N_SEEDS < 1 or EPOCHS < 1 or INTERVALS < 1 or STEPS_PER_INTERVAL < 0 or FT_STEPS < 0:
-    raise ValueError("N_SEEDS, EPOCHS, INTERVALS must be >= 1; STEPS_PER_INTERVAL, FT_STEPS >= 0")
+for name, v, lo in [("N_SEEDS", N_SEEDS, 1), ("EPOCHS", EPOCHS, 1), ("INTERVALS", INTERVALS, 1), ("BATCH_SIZE", BATCH_SIZE, 1),
+                    ("STEPS_PER_INTERVAL", STEPS_PER_INTERVAL, 0), ("FT_STEPS", FT_STEPS, 0), ("SUBSET", SUBSET, 0)]:
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+if not isinstance(PROGRESSIVE, bool):
+    raise ValueError(f"PROGRESSIVE must be True or False, got {PROGRESSIVE!r}")
+if not isinstance(BWLB, int) or not 1 <= BWLB <= 8:
+    raise ValueError(f"BWLB must be an integer in 1..8, got {BWLB!r}")
+if not PRETRAIN_LR > 0 or not FT_LR > 0:
+    raise ValueError(f"PRETRAIN_LR and FT_LR must be > 0, got {PRETRAIN_LR}, {FT_LR}")
+sq.check_hparams(LR, MOMENTUM, WEIGHT_DECAY, INTERVALS, WARMUP_INTERVALS, rho=RHO)
+if DATASET not in data.list_datasets():
+    raise ValueError(f"unknown DATASET {DATASET!r}; registered: {data.list_datasets()}")
+if DEVICE != "cpu" and not (DEVICE.startswith("cuda") and torch.cuda.is_available()):
+    raise ValueError(f"DEVICE {DEVICE!r} is not available here (cpu, or cuda on a GPU machine)")
 BIT_RANGE = sq.check_bit_range(range(BWLB, 9))
 SEEDS = list(range(SEED, SEED + N_SEEDS))
 out = Path(OUT_DIR)
@@ -110,6 +124,9 @@ for mode, p, b in RUNS:  # budget errors (e.g. quantize-only beyond 32x) surface
     S, _ = sq.size_budget(probe, p, b)
     sq.check_size(S, len(sq.compressible_layers(probe)), 32 if mode == "prune" else BWLB)
     sq.initial_bits(mode, S, N_WEIGHTS, b)
+CHAIN = [(p, b) for _, p, b in parse_runs(JOINT_BUDGETS, False)]
+if PROGRESSIVE:  # stages must tighten the budget: clear error before any training
+    sq.check_chain([(sq.size_budget(probe, p, b)[0], b) for p, b in CHAIN])
 print(f"{MODEL}: {N_WEIGHTS:,} compressed weights in {len(sq.compressible_layers(probe))} layers; "
       f"torch threads {threads}; seeds {SEEDS}")
 pd.DataFrame([{"mode": m, "nnz_budget": p, "bit_budget": b, "S_bits": sq.size_budget(probe, p, b)[0],
@@ -162,27 +179,31 @@ print(f"{len(L0.train.dataset)} train / {len(L0.val.dataset)} val / {len(L0.test
 # Per run: ADMM (SGD → prox → knapsack projection → MCKP V-step → dual update, per interval),
 # then a finetune with masks and bits fixed (straight-through quantized forward), then a final
 # k-means quantization. Test accuracy is always that of the **quantized** network.
+# With `PROGRESSIVE = True` the joint budgets run as one chain per seed (the README's AlexNet recipe
+# ~40x → ~60x → ~100x): each stage starts from the previous stage's sparse ADMM weights instead of the
+# dense model; each stage's reported model is a finetuned copy, the chain goes on from the raw W.
 
 # %%
-def compress(mode, p, b, s, tag, key):
-    t1 = time.perf_counter()
-    L = loaders[s]
-    net = new_model(L)
+ADMM_KW = dict(rho=RHO, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, intervals=INTERVALS,
+               warmup_intervals=WARMUP_INTERVALS, bit_range=BIT_RANGE)
+
+
+def dense_net(s):
+    net = new_model(loaders[s])
     net.load_state_dict(dense[s]["state"])
-    net.to(DEVICE)
+    return net.to(DEVICE)
+
+
+def finish(net, state, hist, mode, p, b, s, tag, key, t1, chain=""):
+    """Finetune (masks and bits fixed), final k-means quantization, report and save one run."""
+    L = loaders[s]
     S, _ = sq.size_budget(net, p, b)
-    train.set_seed(s)
-    state, hist = sq.sqjoint_compress(
-        net, L.train, S, b, mode=mode, rho=RHO, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
-        intervals=INTERVALS, steps_per_interval=STEPS_PER_INTERVAL or len(L.train),
-        warmup_intervals=WARMUP_INTERVALS, bit_range=BIT_RANGE,
-        eval_fn=lambda m: train.evaluate(m, L.val, DEVICE)["accuracy"])
     acc_admm = train.evaluate(sq.quantized_copy(net, state.bits, mode), L.test, DEVICE)["accuracy"]
     sq.finetune(net, L.train, state.bits, FT_STEPS, mode=mode, lr=FT_LR, weight_decay=WEIGHT_DECAY)
     sq.quantize_weights_(net, state.bits, mode)
     fp = [32] * len(state.bits) if mode == "prune" else None
     rep = sq.layer_report(net, state.bits, mode)
-    run = {"mode": mode, "nnz_budget": p, "bit_budget": b, "seed": s, "S_bits": S,
+    run = {"mode": mode, "nnz_budget": p, "bit_budget": b, "seed": s, "S_bits": S, "chain": chain,
            "target_cr": round(sq.target_compression(net, p, b), 2), "size_bits": sum(r["size_bits"] for r in rep),
            "measured_cr": sq.compression_rate(net, "weights-only", fp),
            "cr_with_index": sq.compression_rate(net, "with-index", fp), "bits": state.bits,
@@ -192,31 +213,89 @@ def compress(mode, p, b, s, tag, key):
     results.write_json(out / "models" / f"{tag}.json", {
         "model": MODEL, "dataset": DATASET, "mode": mode, "seed": s, "nnz_budget": p, "bit_budget": b,
         "param_hash": results.param_hash(key), "S_bits": S, "target_cr": run["target_cr"], "measured_cr": run["measured_cr"],
-        "cr_with_index": run["cr_with_index"], "accuracy": run["accuracy"], "layers": rep,
+        "cr_with_index": run["cr_with_index"], "accuracy": run["accuracy"], "layers": rep, "progressive_chain": chain,
         "quantized": mode != "prune", "zero_in_codebook": mode != "quantize",
         "note": "state_dict holds the final weights: exact zeros = pruned, non-zeros = codebook "
                 "values (fp32 for mode=prune); 'bits' per layer is the allocated index width"})
     return {"run": run, "layers": rep, "history": [{k: v for k, v in h.items() if k not in ("bits", "nnz")} for h in hist]}
 
 
+def admm(net, mode, p, b, s):
+    L = loaders[s]
+    train.set_seed(s)
+    return sq.sqjoint_compress(net, L.train, sq.size_budget(net, p, b)[0], b, mode=mode,
+                               steps_per_interval=STEPS_PER_INTERVAL or len(L.train),
+                               eval_fn=lambda m: train.evaluate(m, L.val, DEVICE)["accuracy"], **ADMM_KW)
+
+
+def compress(mode, p, b, s, tag, key):
+    t1 = time.perf_counter()
+    net = dense_net(s)
+    state, hist = admm(net, mode, p, b, s)
+    return finish(net, state, hist, mode, p, b, s, tag, key, t1)
+
+
+def chain_compress(s, tags, keys):
+    """PROGRESSIVE: JOINT_BUDGETS as one chain per seed; stage k starts from stage k-1's raw ADMM weights;
+    each stage's reported model is a finetuned copy, the chain continues from the un-finetuned W."""
+    L, outs, t1 = loaders[s], [], [time.perf_counter()]
+    name = " -> ".join(f"{p}:{b}" for p, b in CHAIN)
+
+    def on_stage(k, net, state, hist):
+        p, b = CHAIN[k]
+        outs.append(finish(copy.deepcopy(net), state, hist, "joint", p, b, s, tags[k], keys[k], t1[0], chain=name))
+        t1[0] = time.perf_counter()
+        net.train()
+
+    net = dense_net(s)
+    train.set_seed(s)
+    sq.progressive_compress(net, L.train, [(sq.size_budget(net, p, b)[0], b) for p, b in CHAIN], mode="joint",
+                            on_stage=on_stage, steps_per_interval=STEPS_PER_INTERVAL or len(L.train),
+                            eval_fn=lambda m: train.evaluate(m, L.val, DEVICE)["accuracy"], **ADMM_KW)
+    return outs
+
+
+def run_key(mode, p, b, s):
+    return dict(mode=mode, p=p, b=b, seed=s, dense=dict(MODEL=MODEL, DATASET=DATASET, SUBSET=SUBSET,
+                EPOCHS=EPOCHS, LR=PRETRAIN_LR), BATCH_SIZE=BATCH_SIZE, INTERVALS=INTERVALS,
+                STEPS_PER_INTERVAL=STEPS_PER_INTERVAL, WARMUP_INTERVALS=WARMUP_INTERVALS, LR=LR,
+                MOMENTUM=MOMENTUM, WEIGHT_DECAY=WEIGHT_DECAY, RHO=RHO, BWLB=BWLB, FT_STEPS=FT_STEPS, FT_LR=FT_LR)
+
+
+def is_stale(tag, key):  # the saved model must come from these very parameters
+    meta = out / "models" / f"{tag}.json"
+    return not meta.exists() or results.read_json(meta).get("param_hash") != results.param_hash(key)
+
+
+def tag_of(mode, p, b, s):
+    return f"{mode}_cr{round(sq.target_compression(probe, p, b))}_seed{s}"
+
+
+done = {}  # (mode, p, b, seed) -> cached result
+if PROGRESSIVE:
+    for s in tqdm(SEEDS, desc="progressive chains"):
+        tags = [tag_of("joint", p, b, s) for p, b in CHAIN]
+        keys = [dict(run_key("joint", p, b, s), chain=CHAIN[:k + 1]) for k, (p, b) in enumerate(CHAIN)]
+        res = results.with_cache(out / "cache" / f"chain_seed{s}.json", dict(stages=keys),
+                                 lambda: chain_compress(s, tags, keys), force=any(is_stale(t, k) for t, k in zip(tags, keys)))
+        done.update({("joint", p, b, s): r for (p, b), r in zip(CHAIN, res)})
+
 rows, layer_rows, hist_rows = [], [], []
 for mode, p, b in tqdm(RUNS, desc="configurations"):
     for s in SEEDS:
-        tag = f"{mode}_cr{round(sq.target_compression(probe, p, b))}_seed{s}"
-        key = dict(mode=mode, p=p, b=b, seed=s, dense=dict(MODEL=MODEL, DATASET=DATASET, SUBSET=SUBSET,
-                   EPOCHS=EPOCHS, LR=PRETRAIN_LR), BATCH_SIZE=BATCH_SIZE, INTERVALS=INTERVALS,
-                   STEPS_PER_INTERVAL=STEPS_PER_INTERVAL, WARMUP_INTERVALS=WARMUP_INTERVALS, LR=LR,
-                   MOMENTUM=MOMENTUM, WEIGHT_DECAY=WEIGHT_DECAY, RHO=RHO, BWLB=BWLB, FT_STEPS=FT_STEPS, FT_LR=FT_LR)
-        meta = out / "models" / f"{tag}.json"  # the saved model must come from these very parameters
-        stale = not meta.exists() or results.read_json(meta).get("param_hash") != results.param_hash(key)
-        res = results.with_cache(out / "cache" / f"{tag}.json", key, lambda: compress(mode, p, b, s, tag, key), force=stale)
+        tag, key = tag_of(mode, p, b, s), run_key(mode, p, b, s)
+        res = done.get((mode, p, b, s))
+        if res is None:
+            res = results.with_cache(out / "cache" / f"{tag}.json", key, lambda: compress(mode, p, b, s, tag, key),
+                                     force=is_stale(tag, key))
         run = res["run"]
         rows.append(run)
         layer_rows += [dict(r, mode=mode, target_cr=run["target_cr"], seed=s) for r in res["layers"]]
         hist_rows += [dict(h, mode=mode, target_cr=run["target_cr"], seed=s) for h in res["history"]]
         print(f"{mode:8s} target {run['target_cr']:7.1f}x  seed {s}: measured {run['measured_cr']:7.1f}x "
               f"(with index {run['cr_with_index']:6.1f}x)  acc ADMM {100 * run['accuracy_admm']:.2f}% -> "
-              f"finetuned {100 * run['accuracy']:.2f}%  bits {run['bits']}  [{run['seconds']:.0f} s]")
+              f"finetuned {100 * run['accuracy']:.2f}%  bits {run['bits']}  [{run['seconds']:.0f} s]"
+              + (f"  chain {run['chain']}" if run.get("chain") else ""))
 runs_df = pd.DataFrame(rows)
 results.save_table(runs_df, out / "runs.csv")
 results.save_table(pd.DataFrame(layer_rows), out / "layers.csv")

@@ -279,3 +279,51 @@ def test_bad_inputs_raise_clear_errors():
         sq.ADMMState([m.c.weight], 1000, 3, 0.5, mode="huffman")
     with pytest.raises(ValueError, match="cannot exceed 32x"):
         sq.sqjoint_compress(m, _tiny_loader(), 100.0, 3, mode="quantize")
+
+
+# ------------------------------------------------------------------------- progressive chain
+def test_progressive_chain_stays_within_budgets_and_warm_starts(monkeypatch):
+    torch.manual_seed(0)
+    m = _Tiny()
+    budgets = [(sq.size_budget(m, p, 3)[0], 3) for p in (0.2, 0.1, 0.05)]
+    entry, after = [], []
+    real = sq.sqjoint_compress
+
+    def spy(model, *a, **k):  # weights each stage starts from
+        entry.append([w.detach().clone() for w in (model.c.weight, model.f1.weight, model.f2.weight)])
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(sq, "sqjoint_compress", spy)
+    dense = [w.detach().clone() for w in (m.c.weight, m.f1.weight, m.f2.weight)]
+    out = sq.progressive_compress(
+        m, _tiny_loader(), budgets, rho=0.5, lr=0.05, intervals=2, steps_per_interval=3, warmup_intervals=1,
+        on_stage=lambda k, net, st, h: after.append([w.detach().clone() for w in st.W]))
+    assert len(out) == len(entry) == len(after) == 3
+    assert all(torch.equal(a, b) for a, b in zip(entry[0], dense))           # stage 1 starts dense
+    for k in (1, 2):                                                         # stage k starts at stage k-1's W
+        assert all(torch.equal(a, b) for a, b in zip(entry[k], after[k - 1]))
+        assert sum(int((w != 0).sum()) for w in entry[k]) < sum(w.numel() for w in dense)  # ... which is sparse
+    for (S, _), (st, hist) in zip(budgets, out):
+        assert st.allocated_size() <= S and all(h["size_bits"] <= S for h in hist)
+        assert sum(b * int((w != 0).sum()) for b, w in zip(st.bits, st.W)) <= S
+    assert all(p.is_contiguous() for p in m.parameters())  # channels_last only inside the loop
+
+
+def test_progressive_chain_and_hparams_bad_input():
+    m = _Tiny()
+    S1, S2 = sq.size_budget(m, 0.05, 3)[0], sq.size_budget(m, 0.2, 3)[0]
+    with pytest.raises(ValueError, match="tighten"):
+        sq.progressive_compress(m, _tiny_loader(), [(S1, 3), (S2, 3)])
+    with pytest.raises(ValueError, match="at least one"):
+        sq.check_chain([])
+    with pytest.raises(ValueError, match="cannot exceed 32x"):  # checked for every stage before any work
+        sq.progressive_compress(m, _tiny_loader(), [(1e6, 3), (100.0, 3)], mode="quantize")
+    before = [p.detach().clone() for p in m.parameters()]
+    for kw, msg in [(dict(lr=0.0), "learning rate"), (dict(momentum=1.0), "momentum"), (dict(rho=0.0), "rho"),
+                    (dict(weight_decay=-1.0), "weight_decay"), (dict(intervals=2, warmup_intervals=3), "warm-up"),
+                    (dict(steps_per_interval=0), "steps_per_interval")]:
+        with pytest.raises(ValueError, match=msg):
+            sq.sqjoint_compress(m, _tiny_loader(), S2, 3, **kw)
+    with pytest.raises(ValueError, match="one bitwidth per layer"):
+        sq.finetune(m, _tiny_loader(), [3, 3], steps=2)
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))  # nothing trained
