@@ -140,7 +140,7 @@ for seed in tqdm(seeds, desc="seeds"):
     ld = data.get_loaders(DATASET, batch_size=BATCH_SIZE, seed=seed, root=DATA_ROOT or None,
                           image_size=IMAGE_SIZE, subset=SUBSET or None)
     key = dict(cfg, seed=seed, dataset=DATASET, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE,
-               subset=SUBSET, version=1)
+               subset=SUBSET, version=2)  # 2: NHWC training, validation once at the end
     res = results.with_cache(out / f"cache_seed{seed}.json", key,
                              lambda: camp.run_camp_seed(ld, input_size, seed, device=DEVICE, **cfg))
     rows += [dict(r, seed=seed) for r in res["rows"]]

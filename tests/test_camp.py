@@ -171,6 +171,27 @@ def test_reinforce_callback_in_fit_and_gate_stats():
         camp.train_stage(dual, loaders, 1, 0.05, seed=0, callbacks=[cb])
 
 
+def test_train_stage_channels_last_keeps_ties_and_matches_nchw():
+    """The NHWC speed-up changes only the memory layout: ties survive, the trained weights and
+    the final val accuracy equal the NCHW run to float rounding; same seed -> identical run."""
+    torch.manual_seed(0)
+    ds = TensorDataset(torch.randn(64, *SIZE), torch.randint(0, 10, (64,)))
+    runs = {}
+    for name, cl in (("nchw", False), ("nhwc", True), ("nhwc2", True)):
+        _, dual = _dual("sp", seed=1)
+        loaders = SimpleNamespace(train=DataLoader(ds, batch_size=16, shuffle=True,
+                                                   generator=torch.Generator().manual_seed(0)),
+                                  val=DataLoader(ds, 32), test=None)
+        out = camp.train_stage(dual, loaders, 1, 0.05, seed=0, channels_last=cl)
+        blk = dual.blocks[1]
+        assert blk.path1.conv1.weight is blk.path4.conv1.weight
+        assert blk.path1.conv1.weight.is_contiguous(memory_format=torch.channels_last) == cl
+        assert "val_accuracy" in out and "test_accuracy" not in out
+        runs[name] = (torch.cat([p.detach().flatten() for p in dual.parameters()]), out["val_accuracy"])
+    assert torch.allclose(runs["nchw"][0], runs["nhwc"][0], rtol=1e-3, atol=1e-4)
+    assert torch.equal(runs["nhwc"][0], runs["nhwc2"][0]) and runs["nhwc"][1] == runs["nhwc2"][1]
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="6n\\+2"):
         camp.CampResNet(depth=10)

@@ -4,8 +4,8 @@ import torch
 import torch.nn as nn
 
 from compresslib.models import create_model
-from compresslib.quant import (PACT, QConv2d, QLinear, act_quant, apply_bit_plan, bit_plan_of,
-                               check_plan_bits, quantize_weight, uniform_bit_plan)
+from compresslib.quant import (PACT, QConv2d, QLinear, act_quant, act_quant_fused, apply_bit_plan,
+                               bit_plan_of, check_plan_bits, quantize_weight, uniform_bit_plan)
 
 
 def test_act_quant_value_sets_and_gradient():
@@ -18,6 +18,28 @@ def test_act_quant_value_sets_and_gradient():
     y4.sum().backward()
     inside = (x > 0) & (x < 1)
     assert torch.all(x.grad[inside] == 1) and torch.all(x.grad[(x < 0) | (x > 1)] == 0)
+
+
+@pytest.mark.parametrize("bits,clip", [(1, 1.0), (2, 0.7), (4, 1.0), (4, 2.5), (8, 1.0)])
+def test_fused_act_quant_equals_composed_bit_for_bit(bits, clip):
+    """The one-node quantizer CAMP layers use gives the composed act_quant's values and gradients
+    exactly, including the clip bounds themselves (no gradient there) and NaN."""
+    torch.manual_seed(bits)
+    x = torch.randn(4, 8, 16, 16) * clip
+    x[0, 0, 0, :5] = torch.tensor([0.0, clip, -0.0, float("nan"), clip / 2 ** bits])
+    x.requires_grad_()
+    g = torch.randn_like(x)
+    y_ref, y = act_quant(x, bits, clip), act_quant_fused(x, bits, clip)
+    (g_ref,) = torch.autograd.grad(y_ref, x, g)
+    (g_new,) = torch.autograd.grad(y, x, g)
+    assert torch.equal(y.nan_to_num(-9.0), y_ref.nan_to_num(-9.0))
+    assert torch.equal(g_new, g_ref)
+    assert g_new[0, 0, 0, :4].tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert len(y.detach().nan_to_num(0.0).unique()) == 2 ** bits
+    with pytest.raises(ValueError, match="bits"):
+        act_quant_fused(x, 0)
+    with pytest.raises(ValueError, match="clip"):
+        act_quant_fused(x, 4, clip=0.0)
 
 
 def test_weight_quantizers_value_sets_and_gradient():
