@@ -41,18 +41,21 @@ SEED = 0                  # seed for splits' shuffling, init and training
 DATASET = "cluttered_digits"  # registered dataset (only cluttered_digits: the true boxes are needed)
 DATA_ROOT = ""            # unused: the canvases are built from embedded MNIST
 OUT_DIR = "../artifacts/07_dynamic_inference"  # where figures, tables and metrics.json go
-DEVICE = "cpu"            # cpu only here (the cascade is measured in MACs, not time)
-EPOCHS = 14               # epochs of every classifier (SGD-Nesterov, cosine LR, label smoothing 0.1)
+DEVICE = "cpu"            # cpu or cuda - models, Grad-CAM, box predictor and cascade logits run there
+EPOCHS = 12               # epochs of every classifier (SGD-Nesterov, cosine LR, label smoothing 0.1)
 SOURCE = "mnist5k"        # digits pasted on the canvases: mnist5k (28x28) or digits (8x8)
 SUBSET = 0                # cap on training canvases (0: all 3,600)
 BATCH_SIZE = 64           # classifier batch size
 LR = 0.1                  # classifier peak learning rate
 BOX_EPOCHS = 20           # epochs of the box predictor (AdamW, cosine LR)
 BOX_POOL = "grid"         # box predictor pooling: grid (4x4 map, keeps position) or avg (global, as the repo)
-CAM_SPLIT = 0.5           # Grad-CAM threshold as a fraction of the map's range (CROP.CAM_SPLIT)
+CAM_SPLIT = 0.3           # Grad-CAM threshold as a fraction of the map's range (CROP.CAM_SPLIT)
+CAM_LAYER = "penultimate" # Grad-CAM target: last stage (repo layer4) or penultimate stage (finer map)
+CAM_GROW = 1.1            # pseudo-box growth factor about its centre before square + snap
+BOX_SHIFT = 4             # box predictor training: random translation of canvas and box, pixels
 BOX_SIZES = "16,32,48,64"  # crop sides the square boxes snap up to (BOX_SIZES x canvas)
-RESOLUTIONS = "32,16"     # resolutions of the resolution-only and crop-only baselines (full model)
-CS_CONFIGS = "0.5:0.5:20,0.5:0.5:16"  # compound-shrunk models d:w:r on crops
+RESOLUTIONS = "24,12"     # resolutions of the resolution-only and crop-only baselines (full model)
+CS_CONFIGS = "0.5:0.5:16,0.5:0.5:12"  # compound-shrunk models d:w:r on crops
 SMALL = "0.5:0.5:16"      # cascade stage 1, one of CS_CONFIGS (stage 2: crop-only model at the top resolution)
 ALPHA = 1.6               # accumulation weight a of the large model's logits (z_small + a * z_large)
 LO = 0.0                  # lower threshold: margins not above LO are never escalated
@@ -99,8 +102,9 @@ def _config(s):
 
 if DATASET != "cluttered_digits":
     raise ValueError(f"stage 07 needs the true boxes of DATASET='cluttered_digits', got {DATASET!r}")
-if DEVICE != "cpu":
-    raise ValueError("stage 07 runs on cpu (MACs, not time, are the cost here)")
+dev = crop.resolve_device(DEVICE)  # clear error if cuda is asked for but absent
+if CAM_LAYER not in ("last", "penultimate") or not 1.0 <= CAM_GROW <= 4.0 or BOX_SHIFT < 0:
+    raise ValueError("CAM_LAYER must be last or penultimate, CAM_GROW in [1, 4], BOX_SHIFT >= 0")
 box_sizes, resolutions = _ints(BOX_SIZES, "BOX_SIZES"), sorted(_ints(RESOLUTIONS, "RESOLUTIONS"), reverse=True)
 cs_configs = [_config(c) for c in CS_CONFIGS.split(",") if c.strip()]
 small_cfg, compare_seeds = _config(SMALL), _ints(COMPARE_SEEDS, "COMPARE_SEEDS")
@@ -152,8 +156,9 @@ def resize(x, r):
 def train_eval(cfg, xs, seed=SEED):
     """Train a shrinkable ResNet (d, w, r) on inputs (train, val, test) at its resolution."""
     d, w, r = cfg
-    m = create_model("shrinkable_resnet", depths=shrink_depths((2, 2, 2), d), width_mult=w, resolution=r)
-    hist = crop.train_classifier(m, xs[0], tr.y, xs[1], va.y, epochs=EPOCHS, lr=LR, batch_size=BATCH_SIZE, seed=seed)
+    m = create_model("shrinkable_resnet", depths=shrink_depths((2, 2, 2), d), width_mult=w, resolution=r).to(dev)
+    hist = crop.train_classifier(m, xs[0], tr.y, xs[1], va.y, epochs=EPOCHS, lr=LR, batch_size=BATCH_SIZE, seed=seed,
+                                 device=DEVICE)
     logits = cascade.model_logits(m, xs[2], res=r)
     return m, logits, {"val_accuracy": hist["val_accuracy"], "test_accuracy": float((logits.argmax(1) == te.y).double().mean()),
                        "macs": cost.total_macs(m, (1, r, r)), "params": sum(p.numel() for p in m.parameters())}
@@ -168,26 +173,33 @@ display(pd.DataFrame(rows))
 
 # %% [markdown]
 # ## Foreground predictor: Grad-CAM pseudo-boxes → box regression → square + snap
-# Pseudo-box = tight box of the Grad-CAM region above 50 % of its range (last stage, true class).
-# The light predictor regresses them with the weighted MSE [1, 1, 1.25, 1.25]; its boxes are
-# squared and snapped up to BOX_SIZES. IoU is measured against the true boxes.
+# Pseudo-box = tight box of the Grad-CAM region above CAM_SPLIT of its range (target layer CAM_LAYER,
+# true class), grown by CAM_GROW about its centre (the CAM peak covers the most discriminative strokes,
+# not the whole digit). The light predictor regresses them with the weighted MSE [1, 1, 1.25, 1.25]
+# (canvases and boxes randomly translated by up to BOX_SHIFT px); its boxes are squared and snapped up
+# to BOX_SIZES. IoU and the fraction of the digit inside the crop are measured against the true boxes
+# (the pseudo-box knobs were chosen on the validation split; the test split is only reported).
 
 # %%
 cam_net, cam_r = nets[("resolution-only", resolutions[0])], resolutions[0]
-pseudo = {k: crop.cam_boxes(crop.gradcam(cam_net, s.x, s.y, input_size=cam_r), CAM_SPLIT) for k, s in
-          (("train", tr), ("val", va), ("test", te))}
+cam_layer = cam_net.features if CAM_LAYER == "last" else cam_net.stages[-1]
+pseudo = {k: crop.expand_boxes(crop.cam_boxes(crop.gradcam(cam_net, s.x, s.y, layer=cam_layer, input_size=cam_r),
+                                              CAM_SPLIT), CAM_GROW, CANVAS) for k, s in (("train", tr), ("val", va), ("test", te))}
+for k, s in (("val", va), ("test", te)):
+    fin = crop.regulate_boxes(crop.square_boxes(pseudo[k], CANVAS), box_sizes, CANVAS)
+    print(f"pseudo-boxes ({k}): mIoU vs true {float(crop.box_iou(pseudo[k], s.boxes).mean()):.3f}; after square+snap "
+          f"mIoU {float(crop.box_iou(fin, s.boxes).mean()):.3f}, digit inside {float(crop.box_coverage(fin, s.boxes).mean()):.3f}")
 croppers, box_rows = {}, []
 for label, target in (("pseudo", pseudo), ("true", {"train": tr.boxes, "val": va.boxes})):
     if label == "true" and not ORACLE_BOXES:
         continue
     train.set_seed(SEED)
-    pred = create_model("box_predictor", pool=BOX_POOL)
+    pred = create_model("box_predictor", pool=BOX_POOL).to(dev)
     hist = crop.train_box_predictor(pred, tr.x, target["train"], CANVAS, epochs=BOX_EPOCHS, seed=SEED,
-                                    x_val=va.x, boxes_val=va.boxes)
+                                    x_val=va.x, boxes_val=va.boxes, shift=BOX_SHIFT, device=DEVICE)
     croppers[label] = crop.ForegroundCropper(pred, CANVAS, box_sizes)
     b = croppers[label].boxes(te.x)
-    cover = ((torch.minimum(b[:, 2:], te.boxes[:, 2:]) - torch.maximum(b[:, :2], te.boxes[:, :2])).clamp_min(0).prod(1)
-             / (te.boxes[:, 2:] - te.boxes[:, :2]).prod(1)).double()
+    cover = crop.box_coverage(b, te.boxes)
     box_rows.append({"labels": label, "raw_test_miou": float(crop.box_iou(crop.predict_boxes(pred, te.x) * CANVAS, te.boxes).mean()),
                      "final_test_miou": float(crop.box_iou(b, te.boxes).mean()),
                      "digit_inside_crop": float(cover.mean()), "cropper_macs": croppers[label].macs,
@@ -332,22 +344,50 @@ metrics = {
     "sweep": [{"threshold": float(r.threshold), "accuracy": float(r.accuracy), "avg_macs": float(r.avg_macs),
                "escalated": float(r.escalated)} for r in sw.itertuples()],
     "macs_fraction_at_large_accuracy": frac,
+    # diagnostics beyond the issue's keys: the crop-only vs resolution-only comparison per seed and the boxes
+    "low_resolution": int(r_low), "compare_seeds": [int(s) for s in piv.index],
+    "crop_only_accuracy_per_seed": [float(v) for v in piv["crop-only"]],
+    "resolution_only_accuracy_per_seed": [float(v) for v in piv["resolution-only"]],
+    "pseudo_box_test_miou": float(crop.box_iou(pseudo["test"], te.boxes).mean()),
+    "predicted_crop_test_miou": float(box_table.query("labels == 'pseudo'")["final_test_miou"].iloc[0]),
+    "digit_inside_predicted_crop": float(box_table.query("labels == 'pseudo'")["digit_inside_crop"].iloc[0]),
+    "oracle_gate_accuracy": float(orc["accuracy"]), "oracle_gate_avg_macs": float(orc["avg_macs"]),
 }
 results.write_metrics(out, metrics)
 print({k: v for k, v in metrics.items() if k != "sweep"})
+print(f"cascade within 0.5 pt of the large model at <= 50 % of its MACs: "
+      f"{'yes' if frac is not None and frac <= 0.5 else 'no'} (fraction {frac if frac is None else round(frac, 3)}; "
+      f"small/large MACs = {small_macs / large_macs:.3f}, large - small accuracy = {100 * (large_acc - small_acc):+.1f} pt)")
+print(f"crop-only beats resolution-only at r={r_low}: {int((gap > 0).sum())}/{len(gap)} seeds, "
+      f"mean gap {100 * gap.mean():+.1f} pt")
 
 # %% [markdown]
 # ## What the numbers say
-# The printed lines above are the results; the paper's numbers, for comparison: on ImageNet the
-# cascade EC-Static-1 (1.2 GMACs, 73.9 %) → Smart-Scissor DIC ResNet-50 (4.2 GMACs, 77.2 %) with
-# threshold 0.2 reaches 76.8 % top-1 at ≈2.1 GMACs (abstract: −48.8 % MACs vs ResNet-50), and
-# cropping alone beats plain resize at equal MACs (Smart Scissor: 73.1 % vs 70.0 % at ≈1.2 GMACs).
+# The printed lines above are the results (nothing below is hard-coded); the paper's numbers, for
+# comparison: on ImageNet the cascade EC-Static-1 (1.2 GMACs, 73.9 %) → Smart-Scissor DIC ResNet-50
+# (4.2 GMACs, 77.2 %) with threshold 0.2 reaches 76.8 % top-1 at ≈2.1 GMACs (abstract: −48.8 % MACs
+# vs ResNet-50), and cropping alone beats plain resize at equal MACs (Smart Scissor: 73.1 % vs 70.0 %
+# at ≈1.2 GMACs).
 #
+# * **Why the design.** The digit's ink box is small (median ≈15 px on the 64 px canvas), so plain
+#   down-scaling to 12 px leaves ≈3 px of digit while a 32 px crop resized to 12 px keeps ≈6 px:
+#   this is the regime in which cropping should pay. Whether it does depends entirely on the boxes:
+#   a crop that cuts the digit loses to the whole canvas. The Grad-CAM of the last stage (stride 4,
+#   6×6 map at 24 px) thresholded at 50 % of its range covers only the most discriminative strokes;
+#   the penultimate stage (stride 2), a 30 % split and a 1.1 growth keep most of the digit inside
+#   the squared, snapped pseudo-box (printed above; the knobs were chosen on the validation split
+#   in a development run, the test split is only reported). The box predictor regresses those pseudo-boxes with canvas + box translation.
+#   The crops used everywhere come from the learned predictor; true boxes appear only in the
+#   labelled ablation table.
 # * `macs_fraction_at_large_accuracy` is the cheapest swept threshold whose accuracy is within
 #   0.5 points of the large crop model, as a fraction of the large pipeline's MACs (cropper +
 #   large model) — the paper's 2.1/4.2 setting. The small model and the cropper are always paid.
+#   `null` means no threshold gets within 0.5 points (the printed verdict says which).
 # * The threshold curve is monotone in MACs by construction (the escalated set only grows with hi);
 #   hi = 0 is the small pipeline, hi = 1 runs both models on every image.
+# * Crop-only vs resolution-only is reported per seed (`baseline_seeds.csv`, metrics
+#   `crop_only_accuracy_per_seed` / `resolution_only_accuracy_per_seed`); with a single seed it
+#   is an anecdote, not a result.
 # * Proxies: MACs are analytic dense conv/linear counts (BN, pooling, the crop-resize and the
 #   softmax gate are not counted); no latency is measured. The data are synthetic canvases, so the
 #   size of the cropping gain depends on how much background and clutter they carry.

@@ -119,3 +119,36 @@ def test_weighted_mse_and_random_shift():
     assert y.shape == x.shape and not torch.equal(y, x)
     with pytest.raises(ValueError, match="shift"):
         crop.RandomShift(-1)
+
+
+def test_expand_boxes_and_coverage():
+    b = torch.tensor([[10.0, 10.0, 20.0, 30.0], [0.0, 0.0, 8.0, 8.0]])
+    g = crop.expand_boxes(b, 1.5, 32)
+    assert torch.allclose(g[0], torch.tensor([7.5, 5.0, 22.5, 32.0], dtype=torch.float64))
+    assert torch.allclose(g[1], torch.tensor([0.0, 0.0, 10.0, 10.0], dtype=torch.float64))  # clipped at 0
+    assert torch.equal(crop.expand_boxes(b, 1.0, 32), b.double())
+    with pytest.raises(ValueError, match="growth factor"):
+        crop.expand_boxes(b, 0.5, 32)
+    cov = crop.box_coverage(torch.tensor([[0, 0, 10, 10], [5, 0, 10, 10]]), torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10]]))
+    assert torch.allclose(cov, torch.tensor([1.0, 0.5], dtype=torch.float64))
+
+
+def test_shift_augmentation_moves_the_box_with_the_canvas():
+    x = torch.zeros(1, 1, 16, 16)
+    x[0, 0, 4:8, 2:6] = 1.0                       # object at x 2..6, y 4..8
+    t = torch.tensor([[2, 4, 6, 8]], dtype=torch.float32) / 16
+    g = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        xs, ts = crop._shift_with_boxes(x, t, 2, g)
+        ys, xs_ = torch.nonzero(xs[0, 0] > 0.5, as_tuple=True)
+        box = torch.tensor([xs_.min(), ys.min(), xs_.max() + 1, ys.max() + 1], dtype=torch.float32) / 16
+        assert torch.allclose(ts[0], box)
+
+
+def test_resolve_device_errors():
+    assert crop.resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="DEVICE"):
+        crop.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="cuda"):
+            crop.resolve_device("cuda")

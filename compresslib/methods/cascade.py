@@ -88,10 +88,12 @@ def model_logits(model, x: torch.Tensor, boxes=None, res: int | None = None, bat
     res = int(res if res is not None else x.shape[-1])
     was = model.training
     model.eval()
+    p = next(model.parameters(), None)
+    dev = p.device if p is not None else torch.device("cpu")
     outs = []
     for i in range(0, len(x), batch_size):
         b = None if boxes is None else boxes[i:i + batch_size]
-        outs.append(model(_stage_input(x[i:i + batch_size], b, res)).double())
+        outs.append(model(_stage_input(x[i:i + batch_size], b, res).to(dev)).double().cpu())
     model.train(was)
     return torch.cat(outs)
 
@@ -136,7 +138,9 @@ class Cascade:
             was = m.training
             m.eval()
             with torch.no_grad():
-                classes.append(int(m(torch.zeros(1, in_channels, r, r)).shape[1]))
+                p = next(m.parameters(), None)
+                dev = p.device if p is not None else torch.device("cpu")
+                classes.append(int(m(torch.zeros(1, in_channels, r, r, device=dev)).shape[1]))
             m.train(was)
         if len(set(classes)) != 1:
             raise ValueError(f"cascade models disagree on the number of classes: {classes}")

@@ -29,6 +29,24 @@ def _check_images(x) -> torch.Tensor:
     return x
 
 
+def resolve_device(device: str = "cpu") -> torch.device:
+    """``cpu`` or ``cuda[:k]`` as a torch.device; clear error if CUDA is asked for but absent."""
+    try:
+        dev = torch.device(str(device))
+    except RuntimeError as e:
+        raise ValueError(f"DEVICE must be 'cpu' or 'cuda[:k]', got {device!r}") from e
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"DEVICE must be 'cpu' or 'cuda[:k]', got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"DEVICE={device!r} requested but torch.cuda.is_available() is False; use DEVICE='cpu'")
+    return dev
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def _check_boxes(boxes, n: int, size: int | None = None) -> torch.Tensor:
     b = torch.as_tensor(boxes)
     if b.shape != (n, 4):
@@ -53,6 +71,7 @@ def gradcam(model: nn.Module, x, targets, layer: nn.Module | None = None, input_
     layer = layer if layer is not None else getattr(model, "features", None)
     if layer is None:
         raise ValueError("pass the Grad-CAM target layer (the model has no .features)")
+    dev = _device_of(model)
     store = {}
     h = layer.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
     was = model.training
@@ -60,7 +79,7 @@ def gradcam(model: nn.Module, x, targets, layer: nn.Module | None = None, input_
     maps = []
     try:
         for i in range(0, len(x), batch_size):
-            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
             if input_size is not None and xb.shape[-1] != input_size:
                 xb = F.interpolate(xb, size=(input_size, input_size), mode="bilinear", antialias=True,
                                    align_corners=False)
@@ -71,7 +90,7 @@ def gradcam(model: nn.Module, x, targets, layer: nn.Module | None = None, input_
             cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
             lo = cam.flatten(1).min(1).values[:, None, None]
             hi = cam.flatten(1).max(1).values[:, None, None]
-            maps.append((cam - lo) / (hi - lo).clamp_min(1e-12))
+            maps.append(((cam - lo) / (hi - lo).clamp_min(1e-12)).cpu())
     finally:
         h.remove()
         model.train(was)
@@ -105,6 +124,24 @@ def box_iou(a, b) -> torch.Tensor:
     inter = iw * ih
     area = lambda t: (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])  # noqa: E731
     return inter / (area(a) + area(b) - inter).clamp_min(1e-12)
+
+
+def box_coverage(boxes, true_boxes) -> torch.Tensor:
+    """Fraction of each true box's area that lies inside the corresponding box (N,)."""
+    a, t = torch.as_tensor(boxes).double(), torch.as_tensor(true_boxes).double()
+    inter = (torch.minimum(a[:, 2:], t[:, 2:]) - torch.maximum(a[:, :2], t[:, :2])).clamp_min(0).prod(1)
+    return inter / (t[:, 2:] - t[:, :2]).prod(1).clamp_min(1e-12)
+
+
+def expand_boxes(boxes, factor: float, size: int) -> torch.Tensor:
+    """Grow every box about its centre by ``factor`` (>= 1) per side length, clipped to the image
+    (float pixels). CAM regions above a threshold cover the most discriminative part of the object,
+    not all of it; growing them before square + snap keeps the whole digit inside the crop."""
+    if not 1.0 <= float(factor) <= 4.0:
+        raise ValueError(f"box growth factor must be in [1, 4], got {factor}")
+    b = torch.as_tensor(boxes).double()
+    c, half = (b[:, :2] + b[:, 2:]) / 2, (b[:, 2:] - b[:, :2]) * float(factor) / 2
+    return torch.cat([(c - half).clamp(0, size), (c + half).clamp(0, size)], 1)
 
 
 def _place(centre: torch.Tensor, side: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,17 +214,33 @@ def weighted_mse(pred, target, weights=BOX_WEIGHTS) -> torch.Tensor:
     return ((pred - target) ** 2 * w).mean()
 
 
+def _shift_with_boxes(x: torch.Tensor, target: torch.Tensor, shift: int, gen: torch.Generator):
+    """Translate canvases by integer offsets in [-shift, shift]^2 (background fill) and move their
+    normalised boxes with them (clipped to the canvas)."""
+    n, _, h, w = x.shape
+    fill = float(x.min())
+    pad = F.pad(x, (shift, shift, shift, shift), value=fill)
+    off = torch.randint(-shift, shift + 1, (n, 2), generator=gen)
+    out = torch.stack([pad[i, :, shift - dy:shift - dy + h, shift - dx:shift - dx + w]
+                       for i, (dx, dy) in enumerate(off.tolist())])
+    d = torch.stack([off[:, 0] / w, off[:, 1] / h, off[:, 0] / w, off[:, 1] / h], 1).to(target.dtype)
+    return out, (target + d.to(target.device)).clamp(0, 1)
+
+
 def train_box_predictor(predictor: nn.Module, x, boxes, size: int, epochs: int = 20, lr: float = 2e-3,
                         batch_size: int = 64, seed: int = 0, weight_decay: float = 1e-4, x_val=None,
-                        boxes_val=None, progress: bool = True) -> list[dict]:
+                        boxes_val=None, progress: bool = True, shift: int = 0, device="cpu") -> list[dict]:
     """Regress pixel ``boxes`` (normalised by ``size``) with the weighted MSE; AdamW + cosine LR.
+    ``shift`` > 0 translates every training canvas and its box by up to +-shift pixels (seeded).
     Returns per-epoch ``{"epoch", "loss", "val_miou"}`` (raw, un-postprocessed boxes)."""
     x = _check_images(x)
     target = _check_boxes(boxes, len(x), size).float() / size
-    if epochs < 1 or batch_size < 1:
-        raise ValueError("epochs and batch_size must be >= 1")
+    if epochs < 1 or batch_size < 1 or shift < 0:
+        raise ValueError("epochs and batch_size must be >= 1 and shift >= 0")
     from tqdm.auto import tqdm
 
+    dev = resolve_device(device)
+    predictor.to(dev)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(predictor.parameters(), lr=lr, weight_decay=weight_decay)
@@ -198,7 +251,10 @@ def train_box_predictor(predictor: nn.Module, x, boxes, size: int, epochs: int =
         perm, total = torch.randperm(len(x), generator=g), 0.0
         for i in range(0, len(x), batch_size):
             idx = perm[i:i + batch_size]
-            loss = weighted_mse(predictor(x[idx]), target[idx])
+            xb, tb = x[idx], target[idx]
+            if shift:
+                xb, tb = _shift_with_boxes(xb, tb, shift, g)
+            loss = weighted_mse(predictor(xb.to(dev)), tb.to(dev))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -217,7 +273,8 @@ def predict_boxes(predictor: nn.Module, x, batch_size: int = 500) -> torch.Tenso
     """Raw normalised box predictions (N, 4) in [0, 1]."""
     x = _check_images(x)
     predictor.eval()
-    return torch.cat([predictor(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).double()
+    dev = _device_of(predictor)
+    return torch.cat([predictor(x[i:i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)]).double()
 
 
 class ForegroundCropper:
@@ -280,7 +337,7 @@ class RandomShift(Callback):
 
 def train_classifier(model: nn.Module, x, y, x_val=None, y_val=None, epochs: int = 15, lr: float = 0.1,
                      batch_size: int = 64, seed: int = 0, shift: int = 2, weight_decay: float = 5e-4,
-                     label_smoothing: float = 0.1, progress: bool = True) -> dict:
+                     label_smoothing: float = 0.1, progress: bool = True, device="cpu") -> dict:
     """SGD-Nesterov (m 0.9) + cosine LR + label smoothing on tensors (x, y), via ``train.fit``."""
     from types import SimpleNamespace
 
@@ -301,4 +358,4 @@ def train_classifier(model: nn.Module, x, y, x_val=None, y_val=None, epochs: int
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
     return fit(model, SimpleNamespace(train=train_l, val=val_l, test=None), epochs, opt, sched,
                callbacks=[RandomShift(shift, seed)], loss_fn=nn.CrossEntropyLoss(label_smoothing=label_smoothing),
-               seed=seed, progress=progress)
+               seed=seed, progress=progress, device=str(resolve_device(device)))
