@@ -30,7 +30,7 @@ INK = 0.25
 class ClutteredSplit:
     x: torch.Tensor        # (N, 1, S, S) normalised canvases
     y: torch.Tensor        # (N,) labels
-    boxes: torch.Tensor    # (N, 4) true digit boxes (x0, y0, x1, y1), pixels, x1/y1 exclusive
+    boxes: torch.Tensor | None  # (N, 4) true digit boxes (x0, y0, x1, y1), pixels, x1/y1 exclusive; None: no boxes
     source: torch.Tensor   # (N,) index of the source digit within the split
 
 
@@ -118,3 +118,28 @@ def _cluttered_digits(split, root=None, image_size=None, augment=False, test_fra
     ds = TensorDataset(d.x, d.y)
     ds.boxes = d.boxes
     return ds
+
+
+def load_images(name: str, split: str = "train", root=None, image_size: int | None = None, limit: int = 0,
+                seed: int = 0, batch_size: int = 256, num_workers: int = 0) -> ClutteredSplit:
+    """Any registered classification dataset as in-memory tensors in the same container, without true
+    boxes (``boxes=None``): stage 07 on MNIST / CIFAR / ImageNet / fake. ``image_size`` is the
+    full-resolution canvas side (the dataset's eval transform: ImageNet resize 256/224 + centre crop);
+    ``limit`` > 0 keeps a class-balanced seeded subset of that many images before anything is decoded."""
+    from torch.utils.data import DataLoader, Subset
+
+    if name == "cluttered_digits":
+        raise ValueError("cluttered_digits has true boxes: use load_cluttered")
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    ds = _data.get_dataset(name, split, root=root, image_size=image_size, augment=False)
+    y = _data.targets_of(ds)
+    idx = np.arange(len(y)) if not limit or limit >= len(y) else _data.stratified_take(y, int(limit), seed)
+    xs, ys = [], []
+    for xb, yb in DataLoader(Subset(ds, idx.tolist()), batch_size=batch_size, num_workers=num_workers):
+        xs.append(torch.as_tensor(xb, dtype=torch.float32))
+        ys.append(torch.as_tensor(yb).long())
+    x = torch.cat(xs)
+    if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"{name}: stage 07 needs square (N, C, S, S) images, got {tuple(x.shape)}; set IMAGE_SIZE")
+    return ClutteredSplit(x.contiguous(), torch.cat(ys), None, torch.as_tensor(idx))

@@ -132,7 +132,11 @@ def explorer_snapshot(tables: dict, threshold: float, rule: str | None = None, s
     if show:
         for j, i in enumerate(escalated_examples(scores, threshold, lo, n_examples)):
             a = fig.add_subplot(gs[j // cols, 1 + j % cols])
-            a.imshow(np.asarray(images[i]).squeeze(), cmap="gray")
+            img = np.asarray(images[i]).squeeze()
+            if img.ndim == 3:  # (C, H, W) colour crop: channels last, min-max scaled for display
+                img = img.transpose(1, 2, 0)
+                img = (img - img.min()) / max(float(img.max() - img.min()), 1e-12)
+            a.imshow(img, cmap="gray")
             a.set_title(f"margin {float(scores[i]):.2f}", fontsize=7)
             a.axis("off")
     fig.tight_layout()

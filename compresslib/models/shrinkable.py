@@ -39,6 +39,30 @@ def shrink_depths(base_depths, depth_mult: float) -> tuple[int, ...]:
     return tuple(max(1, int(round(depth_mult * b))) for b in base_depths)
 
 
+# classifier families: "cifar" = the workbook's 3-stage 16/32/64 net (3x3/1 stem), "resnet50" = the
+# paper's ResNet-50 v1.5 shape (7x7/2 stem + max-pool, 4 stages of 64/128/256/512 inner channels)
+ARCHS = {
+    "cifar": {"base_depths": (2, 2, 2), "kwargs": {}},
+    "resnet50": {"base_depths": (3, 4, 6, 3),
+                 "kwargs": {"planes": (64, 128, 256, 512), "stem_width": 64, "stem": "imagenet"}},
+}
+# depth factors of the released EdgeCompress configs (spec: d0.8 -> [3,3,4,3], d0.9 -> [3,4,5,3])
+RELEASED_DEPTHS = {(3, 4, 6, 3): {0.8: (3, 3, 4, 3), 0.9: (3, 4, 5, 3), 1.0: (3, 4, 6, 3)}}
+
+
+def arch_kwargs(arch: str, depth_mult: float, width_mult: float, resolution: int) -> dict:
+    """``create_model("shrinkable_resnet", **kw)`` arguments of the (d, w, r) member of a family.
+    Depths: the released table where it has d (ResNet-50), else ``shrink_depths``; ResNet-50 widths follow
+    the released width_per_group rule (EC-Static-1..5: 1.114 / 1.162 / 1.740 / 2.302 / 3.131 GMACs)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown ARCH {arch!r}; valid: {', '.join(ARCHS)}")
+    base = ARCHS[arch]["base_depths"]
+    depths = RELEASED_DEPTHS.get(base, {}).get(round(float(depth_mult), 6)) or shrink_depths(base, depth_mult)
+    if arch == "resnet50":  # released rule: width_per_group = make_divisible(64 w, 4), inner = planes * wpg / 64
+        width_mult = make_divisible(64 * float(width_mult), 4) / 64
+    return {"depths": depths, "width_mult": width_mult, "resolution": int(resolution), **ARCHS[arch]["kwargs"]}
+
+
 class Bottleneck(nn.Module):
     """torchvision v1.5 bottleneck: 1x1 reduce -> 3x3 (carries the stride) -> 1x1 expand, with a
     1x1 projection shortcut when the shape changes."""
@@ -81,7 +105,7 @@ class ShrinkableResNet(nn.Module):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, depths=(2, 2, 2),
                  width_mult: float = 1.0, resolution: int = 32, stem_width: int = 16,
-                 planes=(16, 32, 64), expansion: int = 4, strides=None):
+                 planes=(16, 32, 64), expansion: int = 4, strides=None, stem: str = "cifar"):
         super().__init__()
         depths, planes = tuple(int(d) for d in depths), tuple(int(p) for p in planes)
         if len(depths) != len(planes) or not depths or min(depths) < 1:
@@ -90,12 +114,18 @@ class ShrinkableResNet(nn.Module):
             raise ValueError(f"width_mult must be in (0, 4], got {width_mult}")
         if num_classes < 1 or in_channels < 1 or resolution < 4:
             raise ValueError("num_classes, in_channels must be >= 1 and resolution >= 4")
+        if stem not in ("cifar", "imagenet"):
+            raise ValueError(f"stem must be 'cifar' (3x3/1) or 'imagenet' (7x7/2 + 3x3/2 max-pool), got {stem!r}")
         strides = tuple(strides) if strides is not None else (1,) + (2,) * (len(depths) - 1)
         self.depths, self.width_mult, self.resolution = depths, float(width_mult), int(resolution)
         self.num_classes = num_classes
         self.inner_widths = tuple(make_divisible(p * width_mult, 4) for p in planes)
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem_width, 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True))
+        if stem == "cifar":
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, stem_width, 3, 1, 1, bias=False),
+                                      nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True))
+        else:  # torchvision ResNet stem
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, stem_width, 7, 2, 3, bias=False),
+                                      nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
         stages, ch = [], stem_width
         for d, p, inner, s in zip(depths, planes, self.inner_widths, strides):
             stages.append(_stage(ch, inner, p * expansion, d, s))
