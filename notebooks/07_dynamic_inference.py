@@ -37,7 +37,7 @@
 # non-embedded datasets. **Writes** under `OUT_DIR`:
 # `metrics.json` (`small_accuracy`, `small_macs`, `large_accuracy`, `large_macs`, `sweep`,
 # `macs_fraction_at_large_accuracy`), `static_models.csv`, `sweep_<rule>.csv`, `small_scores.npy`,
-# `baseline_seeds.csv`, `cascade_seeds.csv`, figures `examples.png`, `static_front.png`, `cascade_curve.png`,
+# `baseline_seeds.csv`, figures `examples.png`, `static_front.png`, `cascade_curve.png`,
 # `explorer.png`.
 
 # %% tags=["parameters"]
@@ -390,35 +390,6 @@ display(piv.assign(gap=gap))
 print(f"r={r_low}: crop-only {piv['crop-only'].mean():.4f} ± {piv['crop-only'].std(ddof=1) if len(piv) > 1 else 0:.4f}, "
       f"resolution-only {piv['resolution-only'].mean():.4f}; gap {gap.mean():+.4f} (wins {int((gap > 0).sum())}/{len(gap)} seeds)")
 
-# %% [markdown]
-# ## The cascade over seeds
-# The small and large classifiers are retrained with each compare seed (the cropper and its crops stay
-# those of SEED) and the same threshold sweep is replayed; the issue's headline keys above are SEED's.
-
-# %%
-crops_at = lambda r: [crop.crop_resize(d.x, boxes[k], r) for k, d in (("train", tr), ("val", va), ("test", te))]
-casc_rows = []
-for s in compare_seeds:
-    if s == SEED:
-        zs, zl = z_small, z_large
-    else:
-        zs = train_eval(small_cfg, crops_at(small_cfg[2]), seed=s)[1]
-        zl = train_eval((1.0, 1.0, resolutions[0]), crops_at(resolutions[0]), seed=s)[1]
-    t = cascade.sweep([zs, zl], casc.macs_per_stage, thresholds, te.y, lo=LO, alpha=ALPHA, score=SCORE,
-                      accumulate="sum", crop_macs=cropper.macs)
-    acc_l = float((zl.argmax(1) == te.y).double().mean())
-    b = cascade.cheapest_at_accuracy(t, acc_l, tol=0.005)
-    casc_rows.append({"seed": s, "small_accuracy": float((zs.argmax(1) == te.y).double().mean()), "large_accuracy": acc_l,
-                      "threshold": None if b is None else float(b["threshold"]),
-                      "cascade_accuracy": None if b is None else float(b["accuracy"]),
-                      "macs_fraction": None if b is None else float(b["avg_macs"] / large_macs)})
-casc_seeds = pd.DataFrame(casc_rows)
-results.save_table(casc_seeds, out / "cascade_seeds.csv")
-display(casc_seeds)
-fr = casc_seeds["macs_fraction"].dropna()
-print(f"cascade within 0.5 pt of its large model at <= 50 % of the large MACs on {int((fr <= 0.5).sum())}/{len(casc_seeds)} "
-      f"seeds; MACs fraction mean {fr.mean():.3f} (seeds reaching it: {len(fr)})")
-
 # %%
 metrics = {
     "small_accuracy": small_acc, "small_macs": small_macs,
@@ -435,7 +406,6 @@ metrics = {
     "predicted_crop_test_miou": float(box_table.query("labels == 'pseudo'")["final_test_miou"].iloc[0]) if TRUE_BOXES else None,
     "digit_inside_predicted_crop": float(box_table.query("labels == 'pseudo'")["digit_inside_crop"].iloc[0]) if TRUE_BOXES else None,
     "oracle_gate_accuracy": float(orc["accuracy"]), "oracle_gate_avg_macs": float(orc["avg_macs"]),
-    "cascade_per_seed": casc_rows,  # small/large retrained per compare seed, same cropper
 }
 results.write_metrics(out, metrics)
 print({k: v for k, v in metrics.items() if k != "sweep"})
@@ -467,8 +437,6 @@ print(f"crop-only beats resolution-only at r={r_low}: {int((gap > 0).sum())}/{le
 #   0.5 points of the large crop model, as a fraction of the large pipeline's MACs (cropper +
 #   large model) — the paper's 2.1/4.2 setting. The small model and the cropper are always paid.
 #   `null` means no threshold gets within 0.5 points (the printed verdict says which).
-#   The same measure per compare seed (small and large retrained, same cropper) is in
-#   `cascade_seeds.csv` / `cascade_per_seed`.
 # * The threshold curve is monotone in MACs by construction (the escalated set only grows with hi);
 #   hi = 0 is the small pipeline, hi = 1 runs both models on every image.
 # * Crop-only vs resolution-only is reported per seed (`baseline_seeds.csv`, metrics
