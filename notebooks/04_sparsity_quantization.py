@@ -112,8 +112,7 @@ if not PRETRAIN_LR > 0 or not FT_LR > 0:
 sq.check_hparams(LR, MOMENTUM, WEIGHT_DECAY, INTERVALS, WARMUP_INTERVALS, rho=RHO)
 if DATASET not in data.list_datasets():
     raise ValueError(f"unknown DATASET {DATASET!r}; registered: {data.list_datasets()}")
-if DEVICE != "cpu" and not (DEVICE.startswith("cuda") and torch.cuda.is_available()):
-    raise ValueError(f"DEVICE {DEVICE!r} is not available here (cpu, or cuda on a GPU machine)")
+train.check_device(DEVICE)  # cpu, or cuda on a GPU machine: clear error otherwise
 BIT_RANGE = sq.check_bit_range(range(BWLB, 9))
 SEEDS = list(range(SEED, SEED + N_SEEDS))
 out = Path(OUT_DIR)
