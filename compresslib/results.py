@@ -108,3 +108,43 @@ def mean_std(values) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     a = np.asarray(list(values), dtype=float)
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def cache_dir(out_dir) -> Path:
+    """Where a stage keeps what it trained and swept, keyed by fingerprint, across runs.
+
+    ``$COMPRESSLIB_CACHE_ROOT/<stage>`` when the runner sets it (the stage then runs in a staging
+    folder that replaces ``artifacts/<stage>/`` only on success), else ``<OUT_DIR>/../.cache/<stage>``,
+    so a notebook opened in JupyterLab over the same artifacts finds the runner's models and sweeps.
+    ``<stage>`` is the name of ``out_dir``. Entries are only ever reused when their fingerprint matches.
+    """
+    out_dir = Path(out_dir)
+    root = os.environ.get("COMPRESSLIB_CACHE_ROOT")
+    root = Path(root) if root else out_dir.resolve().parent / ".cache"
+    path = root / out_dir.name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def record_model(out_dir, key: str, *, model: str, kwargs: dict, checkpoint, accuracy: float | None,
+                 split: str, **extra) -> Path:
+    """Add (or replace) one saved model's row in ``OUT_DIR/models.json``.
+
+    The runner copies these rows into the stage's ``manifest.json``: registry ``model`` name +
+    ``kwargs`` (enough to rebuild it), the ``checkpoint`` file (relative to ``OUT_DIR`` when inside
+    it), its ``accuracy`` and the ``split`` that accuracy was measured on (``"val"`` / ``"test"``).
+    ``extra``: anything else a later stage needs (bits, expected executions, evaluation dtype, ...).
+    """
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"record_model: split must be 'train', 'val' or 'test', got {split!r}")
+    out_dir = Path(out_dir)
+    ck = Path(checkpoint)
+    try:
+        ck = ck.resolve().relative_to(out_dir.resolve())
+    except ValueError:
+        pass
+    path = out_dir / "models.json"
+    rows = read_json(path) if path.exists() else {}
+    rows[str(key)] = {"model": model, "kwargs": _jsonable(kwargs), "checkpoint": str(ck),
+                      "accuracy": accuracy, "split": split, **_jsonable(extra)}
+    return write_json(path, rows)
