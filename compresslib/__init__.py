@@ -19,9 +19,10 @@ def set_threads(n: int | None = None) -> int:
     """
     import torch
 
+    from .checks import check_number, env_int
+
     if n is None:
-        n = int(os.environ.get("COMPRESSLIB_THREADS", "2"))
-    if n < 1:
-        raise ValueError(f"thread count must be >= 1, got {n}")
+        n = env_int("COMPRESSLIB_THREADS", 2)  # clear error for e.g. COMPRESSLIB_THREADS=abc
+    n = check_number("thread count n", n, 1, integer=True)
     torch.set_num_threads(n)
     return torch.get_num_threads()

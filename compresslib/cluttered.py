@@ -39,10 +39,29 @@ def _resize(img: np.ndarray, s: int) -> np.ndarray:
     return F.interpolate(t, size=(s, s), mode="bilinear", align_corners=False, antialias=True)[0, 0].numpy()
 
 
+def _layout(rng, i: int, n: int, canvas: int, lo: int, hi: int, clutter, patch: int):
+    """The random draws of canvas ``i``, in their fixed order: clutter patches (another digit ``j``,
+    its scale, the patch cut from it and where it goes), then the digit's scale and position."""
+    ops = []
+    for _ in range(rng.integers(clutter[0], clutter[1] + 1)):
+        j = int((i + rng.integers(1, n)) % n)                  # another digit
+        so = int(rng.integers(lo, hi + 1))
+        p = min(patch, so)
+        oy, ox = rng.integers(0, so - p + 1, size=2)
+        py, px = rng.integers(0, canvas - p + 1, size=2)
+        ops.append((j, so, p, int(oy), int(ox), int(py), int(px)))
+    s = int(rng.integers(lo, hi + 1))
+    py, px = rng.integers(0, canvas - s + 1, size=2)
+    return ops, (s, int(py), int(px))
+
+
 def make_canvases(images: np.ndarray, labels: np.ndarray, canvas: int = 64, scale=(16, 40), clutter=(2, 4),
                   patch: int = 10, noise: float = 0.1, copies: int = 1, seed: int = 0):
     """Build canvases from (N, h, w) images in [0, 1]. Returns float32 arrays (M, S, S), labels (M,),
-    boxes (M, 4) int, source index (M,) with M = N * copies."""
+    boxes (M, 4) int, source index (M,) with M = N * copies.
+
+    Two passes over the same seeded stream: the first collects every (digit, scale) that is pasted,
+    which are then resized in one batched call per scale; the second replays the draws and pastes."""
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 3 or len(images) < 2 or len(images) != len(labels):
         raise ValueError(f"need >= 2 images (N, h, w) with one label each, got {images.shape}, {len(labels)} labels")
@@ -51,23 +70,33 @@ def make_canvases(images: np.ndarray, labels: np.ndarray, canvas: int = 64, scal
         raise ValueError(f"digit scale must satisfy 4 <= lo <= hi <= canvas={canvas}, got {scale}")
     if not 0 <= clutter[0] <= clutter[1] or not 1 <= patch <= canvas or noise < 0 or copies < 1:
         raise ValueError("clutter=(min, max) >= 0, 1 <= patch <= canvas, noise >= 0, copies >= 1 required")
-    rng = np.random.default_rng(seed)
     n = len(images)
+    src = np.repeat(np.arange(n), copies)
+    need: dict[int, set] = {}
+    rng = np.random.default_rng(seed)
+    for i in src:                                                # pass 1: which digit at which scale
+        ops, (s, _, _) = _layout(rng, int(i), n, canvas, lo, hi, clutter, patch)
+        for j, so, *_ in ops:
+            need.setdefault(so, set()).add(j)
+        need.setdefault(s, set()).add(int(i))
+        if noise > 0:
+            rng.normal(0.0, noise, size=(canvas, canvas))
+    resized = {}
+    for size, idx in need.items():                               # one batched resize per scale
+        idx = sorted(idx)
+        t = torch.as_tensor(images[idx])[:, None]
+        r = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[:, 0].numpy()
+        resized.update({(j, size): r[k] for k, j in enumerate(idx)})
     out = np.zeros((n * copies, canvas, canvas), dtype=np.float32)
     boxes = np.zeros((n * copies, 4), dtype=np.int64)
-    src = np.repeat(np.arange(n), copies)
-    for m, i in enumerate(src):
+    rng = np.random.default_rng(seed)
+    for m, i in enumerate(src):                                  # pass 2: replay the draws and paste
         img = out[m]
-        for _ in range(rng.integers(clutter[0], clutter[1] + 1)):
-            j = (i + rng.integers(1, n)) % n                      # another digit
-            other = _resize(images[j], int(rng.integers(lo, hi + 1)))
-            p = min(patch, other.shape[0])
-            oy, ox = rng.integers(0, other.shape[0] - p + 1, size=2)
-            py, px = rng.integers(0, canvas - p + 1, size=2)
-            np.maximum(img[py:py + p, px:px + p], other[oy:oy + p, ox:ox + p], out=img[py:py + p, px:px + p])
-        s = int(rng.integers(lo, hi + 1))
-        digit = _resize(images[i], s)
-        py, px = rng.integers(0, canvas - s + 1, size=2)
+        ops, (s, py, px) = _layout(rng, int(i), n, canvas, lo, hi, clutter, patch)
+        for j, so, p, oy, ox, qy, qx in ops:
+            other = resized[(j, so)]
+            np.maximum(img[qy:qy + p, qx:qx + p], other[oy:oy + p, ox:ox + p], out=img[qy:qy + p, qx:qx + p])
+        digit = resized[(int(i), s)]
         np.maximum(img[py:py + s, px:px + s], digit, out=img[py:py + s, px:px + s])
         ys, xs = np.nonzero(digit > INK)
         if len(ys) == 0:
@@ -95,14 +124,41 @@ def _build(split, source, canvas, scale, clutter, patch, noise, copies, test_fra
     return make_canvases(x, y, canvas, scale, clutter, patch, noise, copies, seed)
 
 
+def _cached_build(cache_dir, *args):
+    """``_build(*args)`` kept in ``cache_dir`` as .npz, keyed by the arguments, the source digits' bytes
+    and the source code of the canvas builder (a changed generator never reuses old canvases)."""
+    import hashlib
+    import inspect
+    import os
+    from pathlib import Path
+
+    x, y = _source(args[1])
+    h = hashlib.sha256(repr(args).encode())
+    for part in (np.ascontiguousarray(np.asarray(x, dtype=np.float32)).tobytes(), np.asarray(y).tobytes(),
+                 inspect.getsource(_layout).encode(), inspect.getsource(make_canvases).encode(),
+                 inspect.getsource(_build.__wrapped__).encode()):
+        h.update(part)
+    path = Path(cache_dir) / f"canvases-{args[0]}-{args[1]}-{h.hexdigest()[:16]}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return z["x"], z["y"], z["boxes"], z["src"]
+    out = _build(*args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
+    np.savez(tmp, x=out[0], y=out[1], boxes=out[2], src=out[3])
+    os.replace(tmp, path)
+    return out
+
+
 def load_cluttered(split: str = "train", source: str = "mnist5k", canvas: int = 64, scale=(16, 40),
                    clutter=(2, 4), patch: int = 10, noise: float = 0.1, copies: int = 1,
-                   test_fraction: float = 0.2, image_size: int | None = None) -> ClutteredSplit:
-    """One split of cluttered digits as tensors, normalised with (MEAN, STD); deterministic."""
+                   test_fraction: float = 0.2, image_size: int | None = None, cache_dir=None) -> ClutteredSplit:
+    """One split of cluttered digits as tensors, normalised with (MEAN, STD); deterministic.
+    ``cache_dir``: keep the built canvases there (``_cached_build``), so a re-run skips building them."""
     _data._check_split(split)
-    imgs, y, boxes, src = _build(split, source, int(canvas), tuple(int(s) for s in scale),
-                                 tuple(int(c) for c in clutter), int(patch), float(noise), int(copies),
-                                 float(test_fraction))
+    args = (split, source, int(canvas), tuple(int(s) for s in scale), tuple(int(c) for c in clutter), int(patch),
+            float(noise), int(copies), float(test_fraction))
+    imgs, y, boxes, src = _build(*args) if cache_dir is None else _cached_build(cache_dir, *args)
     x = torch.from_numpy(imgs).unsqueeze(1)
     b = torch.from_numpy(boxes)
     if image_size is not None and image_size != canvas:

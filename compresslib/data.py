@@ -19,10 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
+from .checks import check_number
 from .registry import Registry
 
 DATASETS = Registry("dataset")
-Loaders = namedtuple("Loaders", "train val test num_classes in_channels image_size")
+Loaders = namedtuple("Loaders", "train val test num_classes in_channels image_size fingerprint",
+                     defaults=(None,))  # fingerprint: get_loaders' data identity (train.fit_fingerprint reads it)
 
 # per-dataset (mean, std) of pixel values in [0, 1], like torchvision's ImageNet constants
 _STATS = {
@@ -50,6 +52,12 @@ def list_datasets() -> list[str]:
 def dataset_info(name: str) -> dict:
     """``{"num_classes", "in_channels", "image_size", "embedded"}`` of a registered dataset."""
     return DATASETS.meta(name)
+
+
+def check_image_size(image_size) -> int | None:
+    """``None`` (the dataset's native size) or an integer side in pixels, >= 1; clear error otherwise."""
+    return check_number("image_size (input side in pixels; None: native)", image_size, 1, 8192, integer=True,
+                        none_ok=True)
 
 
 def _check_split(split: str) -> None:
@@ -185,6 +193,7 @@ def get_dataset(name: str, split: str = "train", root=None, image_size: int | No
     the ``data_prep/`` command that prepares it."""
     DATASETS.check(name)
     _check_split(split)
+    image_size = check_image_size(image_size)
     if root is None:
         root = os.environ.get("DATA_ROOT") or None
     return DATASETS.get(name)(split, root=root, image_size=image_size, augment=augment,
@@ -231,11 +240,19 @@ def get_loaders(name: str, batch_size: int = 64, seed: int = 0, root=None, image
     """Seeded, stratified train/val/test loaders for a registered dataset.
 
     mnist5k with the defaults: 3,600 train / 400 val / 1,000 test images. ``subset`` caps the
-    training set (stratified) for smoke runs. The train loader's shuffling is seeded by ``seed``.
+    training set (stratified) for smoke runs; ``None`` or ``0`` means all (as the notebooks'
+    ``SUBSET = 0``), a negative or fractional cap is an error. The train loader's shuffling is
+    seeded by ``seed``.
     """
     info = dataset_info(name)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_number("batch_size", batch_size, 1, integer=True)
+    check_number("seed", seed, 0, 2**32 - 1, integer=True)  # numpy's range (the stratified subset draw)
+    check_number("num_workers", num_workers, 0, integer=True)
+    eval_batch_size = check_number("eval_batch_size", eval_batch_size, 1, integer=True)
+    image_size = check_image_size(image_size)
+    subset = check_number("subset (training images; None or 0: all)", subset, 0, integer=True, none_ok=True) or None
+    check_number("val_fraction", val_fraction, 0, 1, lo_open=True, hi_open=True)
+    check_number("test_fraction", test_fraction, 0, 1, lo_open=True, hi_open=True)
     train_full = get_dataset(name, "train", root, image_size, augment=augment, test_fraction=test_fraction)
     plain = train_full if not augment else get_dataset(name, "train", root, image_size, augment=False,
                                                        test_fraction=test_fraction)
@@ -252,8 +269,36 @@ def get_loaders(name: str, batch_size: int = 64, seed: int = 0, root=None, image
                      num_workers=num_workers, pin_memory=pin)
     test_l = DataLoader(test, batch_size=eval_batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=pin)
+    fp = _loaders_fingerprint(name, train_full, test, tr_idx, va_idx, seed=seed, batch_size=batch_size,
+                              eval_batch_size=eval_batch_size, image_size=image_size, augment=augment,
+                              subset=subset, val_fraction=val_fraction, test_fraction=test_fraction)
+    for split, loader in (("train", train), ("val", val), ("test", test_l)):
+        loader.fingerprint = {**fp, "split": split}  # what train.fit_fingerprint hashes for this loader
     return Loaders(train, val, test_l, info["num_classes"], info["in_channels"],
-                   image_size or info["image_size"])
+                   image_size or info["image_size"], fp)
+
+
+def _loaders_fingerprint(name, train_full, test, tr_idx, va_idx, **settings) -> dict:
+    """Everything that fixes what ``get_loaders`` yields, without absolute paths: dataset name,
+    settings, split sizes, digests of the train/val indices, and for in-memory (embedded) datasets
+    a digest of the tensors; on-disk datasets by class, length and transform."""
+    import hashlib
+    import re
+
+    def digest(a) -> str:
+        a = np.ascontiguousarray(a)
+        return hashlib.sha256(str(a.dtype).encode() + str(a.shape).encode() + a.tobytes()).hexdigest()
+
+    def content(ds) -> dict:
+        if isinstance(ds, TensorDataset):
+            return {"tensors": [digest(t.numpy()) for t in ds.tensors]}
+        tf = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(getattr(ds, "transform", None)))  # no memory addresses
+        return {"type": type(ds).__name__, "n": len(ds), "transform": tf}
+
+    return {"dataset": name, **settings, "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)),
+            "n_test": int(len(test)), "train_indices": digest(np.asarray(tr_idx, dtype=np.int64)),
+            "val_indices": digest(np.asarray(va_idx, dtype=np.int64)),
+            "train_content": content(train_full), "test_content": content(test)}
 
 
 def tensors_of(loader) -> tuple[torch.Tensor, torch.Tensor]:

@@ -65,10 +65,23 @@ def stage_params(art, stage: str) -> dict:
 
 
 def _finished(art, stage: str) -> bool:
-    """A stage is read only once it finished (its metrics.json exists): a half-run stage is skipped."""
+    """A stage is read only when its result is current: its manifest's outputs and upstream digests
+    still hold (a stale, failed or killed stage is skipped with a printed reason). A stage run by hand
+    in JupyterLab has no manifest; its metrics.json is then taken as finished, with a notice."""
     from pathlib import Path
 
-    return (Path(art) / stage / "metrics.json").exists()
+    from .provenance import stage_state
+
+    state, why = stage_state(art, stage)
+    if state == "current":
+        return True
+    has_metrics = (Path(art) / stage / "metrics.json").exists()
+    if state == "none" and has_metrics:
+        print(f"[leaderboard] {stage}: no manifest (run outside compresslib.reproduce); reading its files as they are")
+        return True
+    if has_metrics:
+        print(f"[leaderboard] {stage} skipped: {state} ({why})")
+    return False
 
 
 def _current(csv_path, cols) -> set | None:
@@ -119,7 +132,9 @@ def collect_ecc(art) -> list[Candidate]:
         size = int(p.get("IMAGE_SIZE", 32))
         net = create_model(p.get("MODEL", "lenet5"), num_classes=widths[-1], in_channels=widths[0],
                            widths=tuple(widths[1:-1]))
-        out.append(Candidate("ECC" if r.method == "ECC" else "uniform width (ECC baseline)",
+        label = {"ECC": "ECC", "uniform_equal_training": "uniform width, equal training (ECC baseline)"}.get(
+            r.method, "uniform width, fine-tune only (ECC baseline)")  # 03's two views of its baseline
+        out.append(Candidate(label,
                              f"energy budget {r.budget:g}", int(r.seed), float(r.accuracy), net,
                              (widths[0], size, size), p.get("MODEL", "lenet5"), p.get("DATASET", "mnist5k"),
                              "03_ecc_admm", weight_bits=None, deploy_form="slimmed"))
@@ -150,7 +165,9 @@ def collect_sqjoint(art) -> list[Candidate]:
         out.append(Candidate("sparsity-quantization", f"{meta['mode']} ×{meta['target_cr']:.0f}", int(meta["seed"]),
                              float(meta["accuracy"]), net, model_input_size(meta["model"]), meta["model"],
                              meta.get("dataset", "mnist5k"), "04_sparsity_quantization",
-                             weight_bits=None if meta["mode"] == "prune" else "infer"))
+                             weight_bits=None if meta["mode"] == "prune" else "infer",
+                             extra={k: meta[k] for k in ("cr_weights_only", "cr_with_biases", "cr_with_index")
+                                    if k in meta}))
     return out
 
 
@@ -188,7 +205,8 @@ def collect_ec2t(art) -> list[Candidate]:
 
 @COLLECTORS.register("CAMP", stage="08_camp_mixed_precision")
 def collect_camp(art) -> list[Candidate]:
-    """08: baselines and dual-path models rebuilt from the cached run rows (ρ per block weights the 4-bit path)."""
+    """08: baselines, dual-path and static-plan models rebuilt from the stage's ``models.json`` rows
+    (ρ per block weights the 4-bit path; a static plan runs path1 or path4 per block and no gate)."""
     from pathlib import Path
 
     from .methods import camp
@@ -197,31 +215,29 @@ def collect_camp(art) -> list[Candidate]:
     d = Path(art) / "08_camp_mixed_precision"
     cols = ("seed", "model", "alpha", "accuracy")
     current = _current(d / "camp_points.csv", cols)
-    if current is None or not _finished(art, "08_camp_mixed_precision"):
+    if current is None or not _finished(art, "08_camp_mixed_precision") or not (d / "models.json").exists():
         return []
     out = []
-    for cache in sorted(d.glob("cache_seed*.json")):
-        for entry in read_json(cache).values():
-            prm, rows = entry.get("params", {}), entry.get("result", {}).get("rows", [])
-            if "depth" not in prm:
-                continue
-            size = int(prm.get("image_size", 16))
-            for r in rows:
-                if _key(dict(r, seed=prm.get("seed", 0)), cols) not in current:
-                    continue  # a cached run of other parameters, not part of the stage's last table
-                mk = lambda b: camp.CampResNet(int(prm["depth"]), tuple(prm["widths"]), 10, 1, bits=b)  # noqa: E731
-                name = r["model"]
-                if name in ("fp32", "w4a4", "w1a1"):
-                    net, rho = mk({"fp32": 32, "w4a4": 4, "w1a1": 1}[name]), None
-                else:
-                    net, rho = camp.make_dual(mk(1), gate_mode="sp"), r.get("rho_per_block")
-                t = camp.camp_cost_table(net, (1, size, size), rho)
-                setting = name if r.get("alpha") is None else f"{name} alpha={r['alpha']:g}"
-                out.append(Candidate("CAMP", setting, int(prm.get("seed", 0)), float(r["accuracy"]) / 100, net,
-                                     (1, size, size), f"camp_resnet{prm['depth']}", prm.get("dataset", "mnist5k"),
-                                     "08_camp_mixed_precision", weight_bits=dict(zip(t.layer, t.weight_bits)),
-                                     act_bits=dict(zip(t.layer, t.act_bits)), exec_weight=dict(zip(t.layer, t.exec_weight)),
-                                     deploy_form="fake-quant fp32 (both paths)"))
+    for r in read_json(d / "models.json").values():
+        if "method_model" not in r:
+            continue
+        name, kw, size = r["method_model"], r["kwargs"], tuple(r["input_size"])
+        if _key(dict(seed=r["seed"], model=name, alpha=r["alpha"], accuracy=100 * r["accuracy"]), cols) not in current:
+            continue  # a model of an older run with other parameters, not part of the stage's last table
+        net = camp.CampResNet(int(kw["depth"]), tuple(kw["widths"]), int(kw["num_classes"]), int(kw["in_channels"]),
+                              bits=int(kw["bits"]))
+        static = r["kind"] == "static"
+        if r["kind"] != "uniform":
+            net = camp.make_dual(net, gate_mode="sp")
+        t = camp.camp_cost_table(net, size, r["rho_per_block"], include_gates=not static, static=static)
+        setting = name if r.get("alpha") is None else f"{name} alpha={r['alpha']:g}"
+        out.append(Candidate("CAMP", setting, int(r["seed"]),
+                             float(r["accuracy"]), net, size, f"camp_resnet{kw['depth']}", r.get("dataset", "mnist5k"),
+                             "08_camp_mixed_precision", weight_bits=dict(zip(t.layer, t.weight_bits)),
+                             act_bits=dict(zip(t.layer, t.act_bits)), exec_weight=dict(zip(t.layer, t.exec_weight)),
+                             deploy_form="fake-quant fp32 (static plan: chosen path per block)" if static
+                             else "fake-quant fp32 (both paths)",
+                             extra={"static_plan": r["static_plan"]} if static else {}))
     return out
 
 
@@ -251,8 +267,9 @@ class CascadeCost(nn.Module):
 
 @COLLECTORS.register("EdgeCompress", stage="07_dynamic_inference")
 def collect_edgecompress(art) -> list[Candidate]:
-    """07: static shrunk/cropped models (``static_models.csv``) and the cascade at its cheapest threshold that
-    matches the large model (else hi=0.2, the paper's), rebuilt as architectures (dense fp32)."""
+    """07: static shrunk/cropped models (``static_models.csv``) and the cascade at its operating point chosen on
+    the validation split (``metrics.json`` ``threshold``, small model ``small_config``; older runs: the cheapest
+    threshold that matches the large model, else hi=0.2, the paper's), rebuilt as architectures (dense fp32)."""
     from pathlib import Path
 
     from .models import create_model
@@ -274,9 +291,12 @@ def collect_edgecompress(art) -> list[Candidate]:
         m = read_json(d / "metrics.json")
         sweep = pd.DataFrame(m["sweep"])
         frac = m.get("macs_fraction_at_large_accuracy")
-        pick = (sweep.iloc[(sweep.avg_macs - frac * m["large_macs"]).abs().argmin()] if frac is not None
-                else sweep.iloc[(sweep.threshold - 0.2).abs().argmin()])
-        ds, ws, rs = (float(v) for v in str(p.get("SMALL", "0.5:0.5:16")).split(":"))
+        if m.get("threshold") is not None:  # the operating point chosen on the validation split
+            pick = sweep.iloc[(sweep.threshold - float(m["threshold"])).abs().argmin()]
+        else:  # older metrics.json
+            pick = (sweep.iloc[(sweep.avg_macs - frac * m["large_macs"]).abs().argmin()] if frac is not None
+                    else sweep.iloc[(sweep.threshold - 0.2).abs().argmin()])
+        ds, ws, rs = (float(v) for v in str(m.get("small_config") or p.get("SMALL", "0.5:0.5:16")).split(":"))
         r_large = max(int(v) for v in str(p.get("RESOLUTIONS", "32,24,16")).split(","))
         casc = CascadeCost(Resized(build(ds, ws, rs), int(rs)), build(1.0, 1.0, r_large))
         names = [n for n, mod in casc.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
@@ -318,26 +338,27 @@ def upstream_dense(art, model_name: str, dataset: str, subset: int, seed: int):
     return ck if same else None
 
 
-def train_base(model_name: str, loaders, epochs: int, seed: int, lr: float = 1e-3, ckpt=None) -> nn.Module:
-    """Dense base model (Adam, cosine decay), cached at ``ckpt`` (resumable)."""
-    from .models import create_model
-    from .train import fit, set_seed
+def train_base(model_name: str, loaders, epochs: int, seed: int, lr: float = 1e-3, *, cache_dir,
+               device: str = "cpu") -> nn.Module:
+    """Dense base model (Adam, cosine decay): ``train.pretrain_dense``, cached in ``cache_dir`` by the
+    fit fingerprint (a finished matching run is reused, a partial one resumed)."""
+    from .train import pretrain_dense
 
-    set_seed(seed)
-    net = create_model(model_name, num_classes=loaders.num_classes, in_channels=loaders.in_channels)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    fit(net, loaders, epochs, opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs)),
-        seed=seed, ckpt_path=ckpt, resume=ckpt is not None, progress=False)
+    net, _ = pretrain_dense(model_name, dict(num_classes=loaders.num_classes, in_channels=loaders.in_channels),
+                            loaders, epochs=epochs, seed=seed, lr=lr, cache_dir=cache_dir, device=device,
+                            name=f"base-{model_name}-seed{seed}")
     return net.eval()
 
 
-def run_magnitude(dense: nn.Module, loaders, sparsities, finetune_epochs: int, seed: int, lr: float = 1e-4):
+def run_magnitude(dense: nn.Module, loaders, sparsities, finetune_epochs: int, seed: int, lr: float = 1e-4,
+                  cache_dir=None):
     """Baseline: layer-wise magnitude pruning (Han et al. 2015) + masked fine-tune, per sparsity.
-    Yields (sparsity, model, test accuracy)."""
+    Yields (sparsity, model, test accuracy). With ``cache_dir`` every fine-tune is a ``train.cached_fit``
+    (fingerprint: pruned weights, masks, optimizer, data, seed, epochs)."""
     import copy
 
     from .prune import MaskCallback, magnitude_prune_
-    from .train import evaluate, fit
+    from .train import cached_fit, evaluate, fit
 
     for s in sparsities:
         if not 0 < s < 1:
@@ -345,41 +366,69 @@ def run_magnitude(dense: nn.Module, loaders, sparsities, finetune_epochs: int, s
         m = copy.deepcopy(dense)
         masks = magnitude_prune_(m, s)
         if finetune_epochs > 0:
-            fit(m, loaders, finetune_epochs, torch.optim.Adam(m.parameters(), lr=lr),
-                callbacks=[MaskCallback(masks)], seed=seed, progress=False)
+            kw = dict(callbacks=[MaskCallback(masks)], seed=seed, progress=False)
+            opt = torch.optim.Adam(m.parameters(), lr=lr)
+            if cache_dir is not None:
+                cached_fit(m, loaders, finetune_epochs, opt, cache_dir=cache_dir, name=f"magnitude{s:g}-seed{seed}", **kw)
+            else:
+                fit(m, loaders, finetune_epochs, opt, **kw)
         yield s, m.eval(), evaluate(m, loaders.test)["accuracy"]
 
 
 def run_ec2t_base(dense: nn.Module, loaders, gammas, epochs: int, retrain_epochs: int, seed: int,
-                  pattern: str = ""):
+                  pattern: str = "", cache_dir=None):
     """EC2T on the base model (stage 05 trains MicroNets, not the base): yields (gamma, model, accuracy).
-    ``pattern`` selects the ternarized layers by name ("" = every Conv2d/Linear)."""
+    ``pattern`` selects the ternarized layers by name ("" = every Conv2d/Linear). With ``cache_dir``
+    each finished ternary model is kept there under a hash of (dense weights digest, data
+    fingerprint, gamma, epochs, retrain_epochs, seed, pattern) and reused instead of retrained."""
+    import copy
+    from pathlib import Path
+
     from .methods.ec2t import train_ec2t
+    from .results import param_hash
+    from .train import load_checkpoint, load_weights, loader_fingerprint, save_checkpoint, state_digest
 
     for g in gammas:
+        ck = None
+        if cache_dir is not None:
+            key = {"dense": state_digest(dense.state_dict()), "gamma": float(g), "epochs": epochs,
+                   "retrain_epochs": retrain_epochs, "seed": seed, "pattern": pattern,
+                   "data": {k: loader_fingerprint(getattr(loaders, k, None)) for k in ("train", "val", "test")}}
+            ck = Path(cache_dir) / f"ec2t{float(g):g}-seed{seed}-{param_hash(key)}.pt"
+            if ck.is_file():
+                st = load_checkpoint(ck)
+                m = load_weights(copy.deepcopy(dense), st, source=ck)
+                print(f"[ec2t] reused {ck.name}")
+                yield g, m.eval(), float(st["test_accuracy"])
+                continue
         r = train_ec2t(dense, loaders, method="ec2t", gamma=float(g), epochs=epochs, retrain_epochs=retrain_epochs,
                        seed=seed, progress=False, pattern=pattern)
+        if ck is not None:
+            save_checkpoint(ck, model=r["model"].state_dict(), test_accuracy=float(r["test_accuracy"]))
         yield g, r["model"].eval(), r["test_accuracy"]
 
 
 def run_cascade_base(dense: nn.Module, loaders, input_size, small_widths, small_res: int, epochs: int, seed: int,
-                     model_name: str = "lenet5_caffe", alpha: float = 1.6, tol: float = 0.005):
+                     model_name: str = "lenet5_caffe", alpha: float = 1.6, tol: float = 0.005, cache_dir=None):
     """EdgeCompress's cascade on the base model: a width- and resolution-shrunk copy answers the confident
     images (softmax margin >= hi), the dense base the rest (logits summed, z_s + alpha*z_l). The threshold
-    is the cheapest swept one within ``tol`` of the dense accuracy (else 0.2, the paper's).
+    is the cheapest swept one within ``tol`` of the dense accuracy (else 0.2, the paper's). With
+    ``cache_dir`` the small model's training is a ``train.cached_fit`` (reused when its fingerprint matches).
     Returns (Candidate fields: model, accuracy, exec_weight, threshold, escalated)."""
     from .methods import cascade
     from .models import create_model
-    from .train import predict_logits
+    from .train import cached_fit, fit, predict_logits, set_seed
 
+    set_seed(seed)  # the small model's initial weights depend on the seed only, not on what ran before
     small = Resized(create_model(model_name, num_classes=loaders.num_classes, in_channels=loaders.in_channels,
                                  image_size=int(small_res), widths=tuple(int(w) for w in small_widths)), small_res)
     opt = torch.optim.Adam(small.parameters(), lr=1e-3)
-    from .train import fit, set_seed
-
-    set_seed(seed)
-    fit(small, loaders, epochs, opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs)),
-        seed=seed, progress=False)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    if cache_dir is not None:
+        cached_fit(small, loaders, epochs, opt, scheduler=sched, seed=seed, progress=False, cache_dir=cache_dir,
+                   name=f"cascade-small-seed{seed}")
+    else:
+        fit(small, loaders, epochs, opt, sched, seed=seed, progress=False)
     (zs, y), (zl, _) = predict_logits(small.eval(), loaders.test), predict_logits(dense.eval(), loaders.test)
     macs = [cost.total_macs(small, tuple(input_size)), cost.total_macs(dense, tuple(input_size))]
     table = cascade.sweep([zs, zl], macs, np.linspace(0, 1, 51), y, alpha=alpha)

@@ -18,6 +18,16 @@ every residual add are therefore counted by construction). Two modes:
   starting at ``fp_bits``; a standalone BN is a bias (shift) only. The repository's skip-add and
   shortcut omissions are *not* reproduced (spec §5.3) — counts are per op here.
 Dead-channel removal is not applied in either mode (conservative).
+
+Quantized layers are costed as leaves: any Conv2d/Linear subclass (e.g. ``quant.QConv2d``) and any
+parametrized layer is one op with the bits it declares (``w_bits`` for its weights, ``a_bits`` for
+its input activation; 32 = not quantized), and functions of ``compresslib.quant`` (fake-quantizers)
+are precision conversions that cost nothing. Every parameter of the model is costed exactly once
+(a weight tied between layers is stored once, at the highest bits of its users); a module holding
+parameters that cannot be costed raises ``ValueError`` naming it and its type.
+
+The 16-bit rule (official mode): if any part of a model is quantized below 16 bits, its other values
+count at 32 bits, unless the model's accuracy was measured in real FP16 (``eval_dtype="float16"``).
 """
 from __future__ import annotations
 
@@ -87,22 +97,73 @@ def ternary_storage_bits(N: int, nnz: int, c_out: int, b: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- op list
+def _quantizer_modules():
+    from . import quant  # fake-quantizers: precision conversions, free under the rules
+
+    return (math, quant)
+
+
+def _is_weight_leaf(m: nn.Module) -> bool:
+    """Conv2d/Linear (subclasses included: quantized wrappers) and parametrized layers are costed as one op."""
+    from torch.nn.utils import parametrize
+
+    return isinstance(m, (nn.Conv2d, nn.Linear)) or parametrize.is_parametrized(m)
+
+
+class _Tracer(fx.Tracer):
+    """fx tracer that stops at weight layers (quantized subclasses included) and wraps quantizer functions."""
+
+    def __init__(self):
+        super().__init__(autowrap_modules=_quantizer_modules())
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return _is_weight_leaf(m) or super().is_leaf_module(m, qualname)
+
+
+def _declared_bits(m: nn.Module, attr: str):
+    """Bits a quantized layer declares (``w_bits`` / ``a_bits``), None when absent or >= 32 (not quantized)."""
+    b = getattr(m, attr, None)
+    return int(b) if b is not None and int(b) < 32 else None
+
+
+def _forward_weight(m: nn.Module) -> torch.Tensor:
+    """The weight the layer computes with: its quantizer's output when it has one (``quant_weight``)."""
+    with torch.no_grad():
+        w = m.quant_weight() if callable(getattr(m, "quant_weight", None)) else m.weight
+    return w.detach()
+
+
+def _weight_id(m: nn.Module) -> int:
+    """Identity of the stored weight tensor (the original of a parametrized weight); ties share it."""
+    par = getattr(m, "parametrizations", {})
+    return id(par["weight"].original) if "weight" in par else id(m.weight)
+
+
 def op_list(model: nn.Module, input_size) -> list[dict]:
-    """Trace ``model`` (eval mode, batch 1) into op records: kind, name, shapes, weight, folded BN."""
+    """Trace ``model`` (eval mode, batch 1) into op records: kind, name, shapes, weight, folded BN.
+
+    Every record of a parameter-holding op carries ``param_ids`` (the parameters it accounts for);
+    a parameter no record accounts for raises ``ValueError`` naming its module and type.
+    """
     if len(input_size) != 3 or min(input_size) < 1:
         raise ValueError(f"input_size must be (C, H, W) with positive entries, got {input_size}")
     was = model.training
     model.eval()
     try:
-        gm = fx.symbolic_trace(model)
+        graph = _Tracer().trace(model)
+        gm = fx.GraphModule(model, graph)
     except Exception as e:
+        model.train(was)
         raise ValueError(f"cannot trace {type(model).__name__} with torch.fx ({e}); "
                          "MicroNet scoring needs an fx-traceable model") from e
-    with torch.no_grad():
-        ShapeProp(gm).propagate(torch.zeros(1, *input_size))
-    model.train(was)
-    mods = dict(gm.named_modules())
-    ops, by_node = [], {}
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(torch.zeros(1, *input_size))
+    finally:
+        model.train(was)
+    mods = dict(model.named_modules())
+    quantizers = {id(f) for mod in _quantizer_modules()[1:] for f in vars(mod).values() if callable(f)}
+    ops, by_node, seen = [], {}, set()
 
     def numel(node):
         tm = node.meta.get("tensor_meta")
@@ -112,7 +173,16 @@ def op_list(model: nn.Module, input_size) -> list[dict]:
         tm = node.meta.get("tensor_meta")
         return tuple(tm.shape) if hasattr(tm, "shape") else ()
 
+    def uncostable(name, m, why):
+        raise ValueError(f"cannot cost module {name!r} of type {type(m).__name__}: {why}; MicroNet scoring "
+                         "costs Conv2d/Linear (and their subclasses or parametrizations) and BatchNorm")
+
     for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            owner = str(node.target).rpartition(".")[0]
+            if isinstance(getattr(mods.get(owner), str(node.target).rpartition(".")[2], None), nn.Parameter):
+                uncostable(owner, mods[owner], f"its forward uses its parameter {node.target!r} directly")
+            continue
         if node.op not in ("call_module", "call_function", "call_method"):
             continue
         tgt = node.target
@@ -120,19 +190,32 @@ def op_list(model: nn.Module, input_size) -> list[dict]:
         key = type(m) if m is not None else tgt
         rec = {"name": str(tgt) if m is not None else node.name, "out": numel(node), "shape": shape(node)}
         inp = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            w = m.weight.detach()
+        if m is not None and _is_weight_leaf(m):
+            if not isinstance(m, (nn.Conv2d, nn.Linear)):
+                uncostable(tgt, m, "a parametrized layer that is neither Conv2d nor Linear")
+            w = _forward_weight(m)
             conv = isinstance(m, nn.Conv2d)
             dw = conv and m.groups > 1 and m.groups == m.in_channels
             rec.update(kind="dwconv" if dw else ("conv" if conv else "fc"), weight=w,
-                       c_out=w.shape[0], fan_in=w[0].numel(), bias=m.bias is not None)
+                       c_out=w.shape[0], fan_in=w[0].numel(), bias=m.bias is not None,
+                       w_bits=_declared_bits(m, "w_bits"), a_bits=_declared_bits(m, "a_bits"),
+                       weight_id=_weight_id(m), params_numel={id(p): p.numel() for p in m.parameters()},
+                       extra_params=0 if hasattr(m, "parametrizations") else  # a parametrization's own
+                       sum(p.numel() for p in m.parameters()) - m.weight.numel()  # parameters (centroids) are
+                       - (m.bias.numel() if m.bias is not None else 0))  # part of the weight's storage format
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            bn_ids = {id(p): p.numel() for p in m.parameters()}
             prev = by_node.get(inp)
             if prev is not None and prev["kind"] in ("conv", "dwconv", "fc") and len(inp.users) == 1:
                 prev["bias"] = True
                 prev["bn_folded"] = True
+                prev["params_numel"].update(bn_ids)
                 continue
-            rec.update(kind="bn", channels=m.num_features)
+            rec.update(kind="bn", channels=m.num_features, params_numel=bn_ids)
+        elif m is not None and any(True for _ in m.parameters()):
+            uncostable(tgt, m, "it holds parameters")
+        elif node.op == "call_function" and id(tgt) in quantizers:
+            continue  # a fake-quantizer: a precision conversion, its bits are declared by the layer reading it
         elif key in _ACT_MODULES or key in _ACT_FUNCS:
             rec.update(kind="act", cost=_ACT_MODULES.get(key) or _ACT_FUNCS.get(key))
         elif key in _ADDS or key in _MULS:
@@ -148,6 +231,17 @@ def op_list(model: nn.Module, input_size) -> list[dict]:
             rec.update(kind="uncounted")
         ops.append(rec)
         by_node[node] = rec
+    # every parameter accounted for exactly once: the first op holding it gets its count
+    for rec in ops:
+        own = {k: v for k, v in rec.get("params_numel", {}).items() if k not in seen}
+        seen.update(own)
+        rec["model_params"] = int(sum(own.values()))
+    owner = {id(p): (n.rpartition(".")[0], n) for n, p in model.named_parameters()}
+    missing = [owner[i] for i in owner if i not in seen]
+    if missing:
+        mod_name, p_name = missing[0]
+        uncostable(mod_name, mods[mod_name], f"its parameter {p_name!r} is not used by any op the tracer "
+                   f"can cost ({len(missing)} such parameter(s))")
     return ops
 
 
@@ -166,7 +260,8 @@ def count_op(op: dict, mode: str = "official", fp_bits: int = 16, add_bits: int 
     """Params / mults / adds (32-bit units) of one op record (formulas in the module docstring)."""
     a_bits = act_bits or fp_bits
     n, kind = op["out"], op["kind"]
-    r = {"layer": op["name"], "kind": kind, "format": "", "params": 0.0, "mults": 0.0, "adds": 0.0}
+    r = {"layer": op["name"], "kind": kind, "format": "", "params": 0.0, "mults": 0.0, "adds": 0.0,
+         "model_params": op.get("model_params", 0)}
     if kind in ("conv", "dwconv", "fc"):
         w = op["weight"]
         N = w.numel()
@@ -191,10 +286,14 @@ def count_op(op: dict, mode: str = "official", fp_bits: int = 16, add_bits: int 
             r["format"] = f"{b}bit" + ("+mask" if nnz < N else "")
             pbits = nnz * b + (N if nnz < N else 0)
             add_cost = max(v - 1, 0) * n * add_bits / 32
+        if not op.get("store_weight", True):  # a tied weight, stored once by another layer at higher bits
+            pbits, r["format"] = 0, r["format"] + " (tied, stored once)"
+        pbits += op.get("extra_params", 0) * fp_bits  # e.g. a learned activation clip inside the layer
         mults = 2 * n if ternary else nnz * positions
         mul_bits = max(fp_bits, a_bits) if ternary else max(w_bits or fp_bits, a_bits)
         r.update(params=(pbits + bias_bits) / 32, mults=mults * mul_bits / 32,
-                 adds=add_cost + (n * add_bits / 32 if op.get("bias") else 0), sparsity=1 - nnz / N)
+                 adds=add_cost + (n * add_bits / 32 if op.get("bias") else 0), sparsity=1 - nnz / N,
+                 weight_bits=1.0 if ternary else float(w_bits or fp_bits), act_bits=float(a_bits))
     elif kind == "bn":
         c = op["channels"]
         if mode == "repo":
@@ -216,45 +315,85 @@ def count_op(op: dict, mode: str = "official", fp_bits: int = 16, add_bits: int 
     return r
 
 
+def _is_quantized(bits) -> bool:
+    return bits is not None and int(bits) < 16
+
+
+EVAL_DTYPES = ("float32", "float16")
+
+
 def score_model(model: nn.Module, input_size, weight_bits=None, sparse: bool = True,
                 mode: str = "official", task: str = "imagenet", fp_bits: int = 16, act_bits=None,
                 add_bits: int = 32, ternary="auto", tree: bool = True, cer: bool = True,
-                verbose: bool = True) -> dict:
+                eval_dtype: str = "float32", verbose: bool = True) -> dict:
     """MicroNet score of any fx-traceable model at batch 1.
 
-    ``weight_bits``: int or {layer: bits} for non-ternary weights (default ``fp_bits``);
-    ``sparse``: count only non-zero weights (+ 1-bit mask); ``ternary``: "auto" (layers holding
-    ≤ 2 non-zero values), an iterable of layer names, or None; ``tree`` / ``cer``: the repo's
-    tree adder and extra storage formats for ternary layers (``mode="repo"`` only). Returns
-    ``{"params", "mults", "adds", "ops", "score", "mode", "task", "table"}`` (32-bit units).
+    ``weight_bits``: int or {layer: bits} for non-ternary weights of plain layers (default
+    ``fp_bits``); ``act_bits``: int or {layer: bits} for the input activation of weight layers
+    (default ``fp_bits``); a quantized layer's own ``w_bits`` / ``a_bits`` (< 32) take precedence.
+    ``sparse``: count only non-zero weights (+ 1-bit mask); ``ternary``: "auto" (layers without
+    declared bits holding ≤ 2 non-zero values), an iterable of layer names, or None; ``tree`` /
+    ``cer``: the repo's tree adder and extra storage formats for ternary layers (``mode="repo"``).
+    ``eval_dtype``: the dtype the model's accuracy was measured in ("float32" or "float16").
+    Official mode applies the rules' 16-bit condition: ``fp_bits`` < 32 is used only if no part of
+    the model is quantized below 16 bits or ``eval_dtype == "float16"``; otherwise 32.
+    Returns ``{"params", "mults", "adds", "ops", "score", "mode", "task", "fp_bits" (the bits
+    used), "quantized", "eval_dtype", "model_params" (parameters costed), "table"}`` (32-bit units).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if eval_dtype not in EVAL_DTYPES:
+        raise ValueError(f"eval_dtype must be one of {EVAL_DTYPES}, got {eval_dtype!r}")
     ref = check_task(task)
-    for nm, b in (("fp_bits", fp_bits), ("add_bits", add_bits), ("act_bits", act_bits or fp_bits)):
+    for nm, b in (("fp_bits", fp_bits), ("add_bits", add_bits)):
         if not 1 <= int(b) <= 32:
             raise ValueError(f"{nm} must be in 1..32, got {b}")
-    wb = weight_bits.values() if isinstance(weight_bits, dict) else [] if weight_bits is None else [weight_bits]
-    if any(not 1 <= int(b) <= 32 for b in wb):
-        raise ValueError(f"weight_bits must be in 1..32, got {weight_bits}")
+    for nm, spec in (("weight_bits", weight_bits), ("act_bits", act_bits)):
+        vals = spec.values() if isinstance(spec, dict) else [] if spec is None else [spec]
+        if any(not 1 <= int(b) <= 32 for b in vals):
+            raise ValueError(f"{nm} must be in 1..32, got {spec}")
     ops = op_list(model, input_size)
     weighted = [o for o in ops if o["kind"] in ("conv", "dwconv", "fc")]
     if ternary == "auto":
-        tern = {o["name"] for o in weighted if is_ternary(o["weight"])}
+        tern = {o["name"] for o in weighted if o["w_bits"] is None and is_ternary(o["weight"])}
     else:
         tern = set(ternary or ())
         unknown = tern - {o["name"] for o in weighted}
         if unknown:
             raise ValueError(f"ternary layers not found in the model: {sorted(unknown)}")
-    rows = [count_op(o, mode, fp_bits, add_bits, act_bits,
-                     _bits_for(o["name"], weight_bits, fp_bits) if o["kind"] in ("conv", "dwconv", "fc")
-                     else None, sparse, o["name"] in tern, tree, cer) for o in ops]
+
+    def given(spec, name):  # the caller's bits for one layer; None = not given (counted at fp bits)
+        if spec is None or isinstance(spec, dict) and name not in spec:
+            return None
+        return _bits_for(name, spec, 32)
+
+    for o in weighted:  # bits a quantized layer declares first, then the caller's per-layer bits
+        o["wb"] = o["w_bits"] if o["w_bits"] is not None else given(weight_bits, o["name"])
+        o["ab"] = o["a_bits"] if o["a_bits"] is not None else given(act_bits, o["name"])
+    scalar_act = None if isinstance(act_bits, dict) else act_bits
+    quantized = bool(tern) or _is_quantized(scalar_act) or any(
+        _is_quantized(o["wb"]) or _is_quantized(o["ab"]) for o in weighted)
+    fp_used = int(fp_bits)
+    if mode == "official" and quantized and fp_used < 32 and eval_dtype != "float16":
+        fp_used = 32  # rules: no 16-bit freebie once any part is quantized, unless evaluated in FP16
+    # a weight tied between layers is stored once, by its user with the most bits
+    holder = {}
+    for o in weighted:
+        b = 1 if o["name"] in tern else (o["wb"] or fp_used)
+        if o["weight_id"] not in holder or b > holder[o["weight_id"]][0]:
+            holder[o["weight_id"]] = (b, o["name"])
+    for o in weighted:
+        o["store_weight"] = holder[o["weight_id"]][1] == o["name"]
+    rows = [count_op(o, mode, fp_used, add_bits, o.get("ab") if o["kind"] in ("conv", "dwconv", "fc") else scalar_act,
+                     o.get("wb"), sparse, o["name"] in tern, tree, cer) for o in ops]
     table = pd.DataFrame(rows)
     params, mults, adds = (float(table[c].sum()) for c in ("params", "mults", "adds"))
     out = {"params": params, "mults": mults, "adds": adds, "ops": mults + adds, "mode": mode,
-           "task": task, "score": params / ref["params"] + (mults + adds) / ref["ops"], "table": table}
+           "task": task, "score": params / ref["params"] + (mults + adds) / ref["ops"], "fp_bits": fp_used,
+           "quantized": quantized, "eval_dtype": eval_dtype, "model_params": int(table.model_params.sum()),
+           "table": table}
     if verbose:
         print(f"[{mode}] params {params / 1e6:.4f} M | mults {mults / 1e6:.3f} M | adds {adds / 1e6:.3f} M"
               f" | score {out['score']:.5f} (vs {ref['model']}: {ref['params'] / 1e6:.1f} M, "
-              f"{ref['ops'] / 1e6:.0f} M ops)")
+              f"{ref['ops'] / 1e6:.0f} M ops) | non-quantized values at {fp_used} bits")
     return out

@@ -12,6 +12,13 @@ It opens from disk with no server and no network: every link is relative, the pa
 script at all, and the notebook HTML is rendered with the JupyterLab template minus its CDN
 scripts (require.js, MathJax, mermaid, widget manager). Offline, LaTeX in markdown therefore
 shows as its TeX source and widgets show their static text; figures are embedded PNGs.
+
+A stage is shown green only when its last run succeeded and its ``manifest.json`` still matches
+its files and its upstream stages (``compresslib.provenance``); failed, killed, running and stale
+stages get their own style and the reason. The report stays inside the artifacts root: a file or
+stage folder whose real path (symlinks resolved) lies outside it is never read, and the notebook
+pages are sanitized (no ``<script>``, ``on*=`` handlers, ``<iframe>``/``<object>``/``<embed>``,
+``javascript:`` or ``file:`` URLs, nothing loaded from outside the root).
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
+from . import provenance as pv
 from .reproduce import headline
 from .results import atomic_write_text, read_json
 
@@ -48,6 +56,9 @@ h1{margin-top:1em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;font-size:.85em;margin:.6em 0} th,td{border:1px solid #ccc;padding:.25em .5em;
 text-align:right;vertical-align:top} th{background:#f3f3f3} td.l,th.l{text-align:left}
 .ok{color:#176c2c;font-weight:600} .failed{color:#b00020;font-weight:600} .missing{color:#777}
+.killed{color:#fff;background:#b00020;font-weight:600;padding:0 .3em} .running{color:#8a5a00;font-weight:600}
+.stale{color:#8a5a00;font-weight:600;font-style:italic} .stale::before,.killed::before{content:"\26A0 "}
+.notcurrent{border-left:4px solid #b00020;padding:.3em .8em;background:#fff4f4}
 figure{display:inline-block;margin:.5em 1em .5em 0;max-width:100%} figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.8em;color:#555} .note{color:#666;font-size:.85em} .scroll{overflow-x:auto}
 nav a{margin-right:.8em} code{background:#f5f5f5;padding:0 .2em}
@@ -76,9 +87,23 @@ def _link(path: Path, root: Path) -> str:
     return quote(path.relative_to(root).as_posix())
 
 
+def inside(path: Path, root: Path) -> bool:
+    """True when ``path`` with every symlink resolved lies inside ``root`` (the report reads nothing else)."""
+    try:
+        Path(path).resolve().relative_to(Path(root).resolve())
+        return True
+    except (ValueError, OSError, RuntimeError):
+        return False
+
+
+def _files(sd: Path, pattern: str, root: Path) -> list[Path]:
+    return sorted(p for p in sd.glob(pattern) if p.is_file() and inside(p, root))
+
+
 def stage_dirs(artifacts: Path) -> list[Path]:
-    """``artifacts/NN_name`` folders in stage order."""
-    return sorted(p for p in Path(artifacts).iterdir() if p.is_dir() and STAGE_RE.match(p.name))
+    """``artifacts/NN_name`` folders in stage order (a folder that resolves outside the root is left out)."""
+    return sorted(p for p in Path(artifacts).iterdir() if p.is_dir() and STAGE_RE.match(p.name)
+                  and inside(p, artifacts))
 
 
 def notebook_intro(stage_dir: Path, notebooks_dir: Path | None = None) -> dict:
@@ -91,7 +116,7 @@ def notebook_intro(stage_dir: Path, notebooks_dir: Path | None = None) -> dict:
     nb = None
     executed = stage_dir / f"{stage_dir.name}.ipynb"
     try:
-        if executed.exists():
+        if executed.is_file() and inside(executed, stage_dir.parent):
             nb = nbformat.read(executed, as_version=4)
         elif notebooks_dir is not None and (Path(notebooks_dir) / f"{stage_dir.name}.py").exists():
             import jupytext
@@ -127,15 +152,132 @@ def render_notebook(ipynb: Path, out_html: Path | None = None, force: bool = Fal
     from nbconvert import HTMLExporter
 
     out_html = out_html or ipynb.with_suffix(".html")
-    if not force and out_html.exists() and out_html.stat().st_mtime >= ipynb.stat().st_mtime:
+    root = Path(ipynb).resolve().parent.parent  # the artifacts root: nothing outside it is linked
+    if (not force and out_html.is_file() and not out_html.is_symlink()
+            and out_html.stat().st_mtime >= ipynb.stat().st_mtime and _SANITIZED in out_html.read_text()):
         return out_html
     exporter = HTMLExporter(extra_loaders=[DictLoader({"compresslib_offline.html.j2": _OFFLINE_TEMPLATE})],
-                            template_file="compresslib_offline.html.j2", embed_images=True,
+                            template_file="compresslib_offline.html.j2", embed_images=False,
                             mathjax_url="", require_js_url="", jquery_url="", jupyter_widgets_base_url="",
                             mermaid_js_url="", mermaid_layout_elk_js_url="")
     body, _ = exporter.from_notebook_node(nbformat.read(ipynb, as_version=4))
-    atomic_write_text(out_html, body)
+    atomic_write_text(out_html, sanitize_html(body, Path(out_html).resolve().parent, root) + _SANITIZED + "\n")
     return out_html
+
+
+_SANITIZED = "<!-- compresslib: sanitized v1 -->"
+_DROP_WITH_CONTENT = {"script", "iframe", "object", "applet", "frameset", "frame", "noscript", "template", "noembed"}
+_DROP_TAGS = {"embed", "base", "portal", "param"}
+_URL_ATTRS = {"href", "src", "action", "formaction", "xlink:href", "data", "poster", "background", "lowsrc",
+              "dynsrc", "codebase", "cite", "longdesc", "usemap", "ping", "manifest", "srcset", "imagesrcset"}
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track", "wbr"}
+
+
+def _url_ok(tag: str, attr: str, url: str, page_dir: Path, root: Path) -> bool:
+    """A URL the offline page may keep: an anchor, an embedded image, a web link (``<a>`` only),
+    or a relative path that stays inside the artifacts root."""
+    import os.path
+    from urllib.parse import unquote, urlsplit
+
+    u = url.strip()
+    if not u or u.startswith("#"):
+        return True
+    if re.match(r"data:image/(png|jpe?g|gif|webp|svg\+xml)[;,]", u, flags=re.I):
+        return attr != "href" or tag in ("a",)
+    parts = urlsplit(u)
+    if parts.scheme or u.startswith("//"):
+        return tag == "a" and attr == "href" and parts.scheme in ("http", "https", "mailto")
+    path = unquote(parts.path)
+    if path.startswith("/") or "\\" in path:
+        return False
+    target = os.path.normpath(os.path.join(str(page_dir), path))
+    return target == str(root) or target.startswith(str(root) + os.sep)
+
+
+def _css_ok(text: str) -> str:
+    """Style text without script URLs, IE expressions, imports or file/remote url(...)s."""
+    text = re.sub(r"(?i)expression\s*\(|javascript:|vbscript:|@import[^;]*;?|-moz-binding", "", text)
+    return re.sub(r"(?i)url\(\s*['\"]?\s*(?!data:|#)[^)]*\)", "url()", text)
+
+
+class _Sanitizer(HTMLParser):
+    def __init__(self, page_dir: Path, root: Path):
+        super().__init__(convert_charrefs=False)
+        self.page_dir, self.root, self.out, self.drop, self.stack = page_dir, root, [], 0, []
+        self.in_style = False
+
+    def _attrs(self, tag, attrs):
+        kept = []
+        for k, v in attrs:
+            k = k.lower()
+            flat = re.sub(r"[\s\x00-\x1f]", "", v or "").lower()
+            if k.startswith("on") or k in ("srcdoc", "formaction") or "javascript:" in flat or "vbscript:" in flat:
+                continue
+            if k in _URL_ATTRS and v is not None:
+                urls = [c.strip().split(" ")[0] for c in v.split(",")] if k.endswith("srcset") else [v]
+                if not all(_url_ok(tag, k, x, self.page_dir, self.root) for x in urls):
+                    continue
+            if k == "style" and v:
+                v = _css_ok(v)
+            if tag == "meta" and k == "http-equiv":
+                return None
+            kept.append(k if v is None else f'{k}="{html.escape(v, quote=True)}"')
+        return kept
+
+    def handle_starttag(self, tag, attrs, end=">"):
+        if self.drop:
+            if tag == self.stack[-1]:
+                self.drop += 1
+            return
+        if tag in _DROP_WITH_CONTENT:
+            self.drop, self.stack = 1, [tag]
+            return
+        if tag in _DROP_TAGS:
+            return
+        kept = self._attrs(tag, attrs)
+        if kept is None:
+            return
+        self.in_style = tag == "style" and end == ">"
+        self.out.append(f"<{tag}{''.join(' ' + a for a in kept)}{end}")
+
+    def handle_startendtag(self, tag, attrs):
+        if tag in _DROP_WITH_CONTENT and not self.drop:
+            return
+        self.handle_starttag(tag, attrs, end=" />")
+
+    def handle_endtag(self, tag):
+        if self.drop:
+            if tag == self.stack[-1]:
+                self.drop -= 1
+            return
+        self.in_style = False
+        if tag not in _DROP_TAGS and tag not in _DROP_WITH_CONTENT and tag not in _VOID:
+            self.out.append(f"</{tag}>")
+
+    def handle_data(self, data):
+        if not self.drop:
+            self.out.append(_css_ok(data) if self.in_style else data)
+
+    def handle_entityref(self, name):
+        if not self.drop:
+            self.out.append(f"&{name};")
+
+    def handle_charref(self, name):
+        if not self.drop:
+            self.out.append(f"&#{name};")
+
+    def handle_decl(self, decl):
+        if decl.lower().startswith("doctype"):
+            self.out.append(f"<!{decl}>")
+
+
+def sanitize_html(text: str, page_dir: Path, root: Path) -> str:
+    """``text`` without active content: scripts, event handlers, frames/objects/embeds, script or
+    file URLs, and links/images that leave ``root`` (relative paths resolved from ``page_dir``)."""
+    p = _Sanitizer(Path(page_dir), Path(root))
+    p.feed(text)
+    p.close()
+    return "".join(p.out)
 
 
 def _metrics_table(metrics: dict) -> str:
@@ -169,17 +311,26 @@ def _csv_table(path: Path, root: Path, max_rows: int) -> str:
     return head + f"<div class='scroll'>{table}</div>{note}"
 
 
-def _status(stage: str, stage_dir: Path, summary: dict) -> tuple[str, str, str]:
-    """(css class, status text, seconds) from the last reproduce summary, else from the files."""
-    if not stage_dir.is_dir():
-        return "missing", f"artifacts folder {stage} is missing", ""
-    if stage in summary:
-        r = summary[stage]
-        cls = "failed" if r.get("status") in ("failed", "skipped") else "ok"
-        return cls, str(r.get("status", "")), _fmt(r.get("seconds", ""))
-    if (stage_dir / "metrics.json").exists():
-        return "ok", "ok (earlier run)", ""
-    return "missing", "no metrics.json", ""
+def _status(stage: str, stage_dir: Path, summary: dict, root: Path) -> tuple[str, str, str, str]:
+    """(css class, status text, seconds, reason) from the last reproduce summary checked against the
+    stage's manifest: green only for a successful run whose files and upstream are unchanged."""
+    if not stage_dir.is_dir() or not inside(stage_dir, root):
+        why = ("is missing" if not (stage_dir.is_dir() or stage_dir.is_symlink())
+               else "is a link out of the artifacts root (not read)")
+        return "missing", f"artifacts folder {stage} {why}", "", ""
+    row = summary.get(stage)
+    status, err = pv.row_status(row) if row else ("", "")
+    secs = _fmt(row.get("seconds", "")) if row else ""
+    if status in ("failed", "skipped"):
+        return "failed", status, secs, err or "the last run failed"
+    if status in ("killed", "running"):
+        return status, status, secs, err
+    state, why = pv.stage_state(root, stage)
+    if state == "stale":
+        return "stale", "stale", secs, f"{why}: re-run it (python -m compresslib.reproduce --only {stage[:2]})"
+    if state == "none":
+        return "stale", "unverified", secs, f"{why}: re-run it (python -m compresslib.reproduce --only {stage[:2]})"
+    return "ok", status or "ok", secs, ""
 
 
 def build_report(artifacts, notebooks_dir=None, render_notebooks: bool = True, max_rows: int = MAX_ROWS,
@@ -191,9 +342,7 @@ def build_report(artifacts, notebooks_dir=None, render_notebooks: bool = True, m
                                 f"`python -m compresslib.reproduce --profile smoke` (or default) first")
     if max_rows < 1:
         raise ValueError(f"max_rows must be >= 1, got {max_rows}")
-    summary = {}
-    if (root / "summary.json").exists():
-        summary = {r["stage"]: r for r in read_json(root / "summary.json") if isinstance(r, dict) and "stage" in r}
+    summary = pv.read_summary(root) if inside(root / "summary.json", root) else {}
     # stage folders, plus stages the last run names whose folder is gone (shown as missing)
     stages = sorted(set(stage_dirs(root)) | {root / s for s in summary if STAGE_RE.match(s)})
     if not stages:
@@ -203,21 +352,25 @@ def build_report(artifacts, notebooks_dir=None, render_notebooks: bool = True, m
     for sd in stages:
         st = sd.name
         intro = notebook_intro(sd, notebooks_dir)
-        cls, status, secs = _status(st, sd, summary)
+        cls, status, secs, err = _status(st, sd, summary, root)
+        readable = sd.is_dir() and inside(sd, root)
         stamp = sd / ".reproduce.json"
-        if stamp.exists():
-            profiles.add(str(read_json(stamp).get("params", {}).get("PROFILE", "?")))
-        err = summary.get(st, {}).get("error", "")
+        if readable and stamp.is_file() and inside(stamp, root):
+            try:
+                profiles.add(str(read_json(stamp).get("params", {}).get("PROFILE", "?")))
+            except (OSError, ValueError, AttributeError):
+                pass
         metrics = {}
-        if (sd / "metrics.json").exists():
+        if readable and (sd / "metrics.json").is_file() and inside(sd / "metrics.json", root):
             try:
                 metrics = read_json(sd / "metrics.json")
                 metrics = metrics if isinstance(metrics, dict) else {}
             except (OSError, json.JSONDecodeError) as e:
                 err = err or f"metrics.json unreadable: {e}"
+                cls, status = ("failed", "unreadable") if cls == "ok" else (cls, status)
         nb_link = ""
         ipynb = sd / f"{st}.ipynb"
-        if ipynb.exists():
+        if readable and ipynb.is_file() and inside(ipynb, root):
             target = ipynb
             if render_notebooks:
                 try:
@@ -225,10 +378,14 @@ def build_report(artifacts, notebooks_dir=None, render_notebooks: bool = True, m
                 except Exception as e:  # a broken notebook must not hide every other stage
                     err = err or f"nbconvert failed: {type(e).__name__}: {e}"
             nb_link = f"<a href='{_link(target, root)}'>executed notebook ({target.suffix[1:]})</a>"
+        failed_nb = root / f"{st}.failed" / f"{st}.ipynb"
+        if failed_nb.is_file() and inside(failed_nb, root):
+            nb_link += f" · <a href='{_link(failed_nb, root)}'>notebook of the failed run</a>"
         map_rows.append(
             f"<tr><td class='l'><a href='#{st}'>{_esc(st)}</a></td><td class='l'>{nb_link}</td>"
             f"<td class='l'>{_esc(intro['title'])}</td>"
-            f"<td class='l {cls}'>{_esc(status)}</td><td>{_esc(secs)}</td><td class='l'>{_esc(headline(metrics))}</td>"
+            f"<td class='l {cls}'>{_esc(status)}</td><td>{_esc(secs)}</td>"
+            f"<td class='l'>{_esc(headline(metrics) if cls == 'ok' else err)}</td>"
             f"<td class='l rw'>{_md_inline(intro['reads'])}</td><td class='l rw'>{_md_inline(intro['writes'])}</td></tr>")
         heading = intro["title"] if intro["title"].startswith(st[:2]) else f"{st} · {intro['title']}"
         parts = [f"<h2 id='{st}'>{_esc(heading)}</h2>",
@@ -236,19 +393,23 @@ def build_report(artifacts, notebooks_dir=None, render_notebooks: bool = True, m
                  + (f" · <a href='{_link(sd / 'metrics.json', root)}'>metrics.json</a>" if metrics else "") + "</p>"]
         if err:
             parts.append(f"<p class='failed'>{_esc(err)}</p>")
+        if cls != "ok" and readable and any(sd.iterdir()):
+            parts.append(f"<p class='notcurrent'>NOT CURRENT: the files below are from an earlier run of this stage, "
+                         f"not the result of its last run or of its current inputs ({_esc(status)}).</p>")
         if metrics:
             parts.append("<h3>Headline metrics</h3>" + _metrics_table(metrics))
-        pngs = sorted(sd.glob("*.png"))
+        pngs = _files(sd, "*.png", root) if readable else []
         if pngs:
             parts.append("<h3>Figures</h3>" + "".join(
                 f"<figure><img src='{_link(p, root)}' alt='{_esc(p.stem)}' loading='eager'>"
                 f"<figcaption>{_esc(p.name)}</figcaption></figure>" for p in pngs))
-        csvs = sorted(sd.glob("*.csv"))
+        csvs = _files(sd, "*.csv", root) if readable else []
         if csvs:
             parts.append("<h3>Tables</h3>" + "".join(_csv_table(p, root, max_rows) for p in csvs))
         sections.append("\n".join(parts))
 
-    board = [s for s in stages if s.name.startswith("09_") and (s / "leaderboard.csv").exists()]
+    board = [s for s in stages if s.name.startswith("09_") and (s / "leaderboard.csv").is_file()
+             and inside(s / "leaderboard.csv", root)]
     lead = (f"<p>Every method on one accuracy-vs-cost frontier: <a href='#{board[0].name}'>leaderboard</a> "
             f"(<a href='{_link(board[0] / 'leaderboard.csv', root)}'>leaderboard.csv</a>).</p>") if board else ""
     stamp_txt = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

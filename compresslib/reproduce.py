@@ -8,15 +8,24 @@
 
 Each ``notebooks/NN_name.py`` (jupytext percent format) is converted to a notebook, its
 ``parameters`` cell is overridden with ``profiles/<profile>.yaml`` (``common:`` then the stage's
-own section; only names the notebook declares are injected) and it is executed with an explicit
-kernel and timeout into ``artifacts/NN_name/NN_name.ipynb``. A stage whose source and parameters
-are unchanged since its last successful run is skipped, unless an earlier stage re-ran in this
-invocation. Failing stages are reported with the failing cell; the run continues and exits
-non-zero at the end.
+own section, then ``--data-root``/``--device``) and it is executed with an explicit kernel and
+timeout. Before any stage runs, every name the profile sets is checked against the notebooks'
+parameters ("did you mean"), with its type and its declared ``range [lo, hi]``, and the device is
+checked (``train.check_device``); any problem stops the run with the list. ``--dry-run`` lists the
+same problems, but only notes a profile's own DEVICE that this machine lacks (``--device`` is checked).
 
-``--dry-run`` trains nothing: it checks that every parameter the profile sets is declared by the
-stage notebook (typos are caught) and has the declared type, that the dataset is present under
-DATA_ROOT, and builds each model with its cost table (``compresslib.cost.layer_table``). A
+A stage runs in ``artifacts/NN_name.staging/`` (``$COMPRESSLIB_CACHE_ROOT`` = ``artifacts/.cache``
+keeps what it trains across runs) that replaces ``artifacts/NN_name/`` only on success, together
+with a ``manifest.json``: parameters, notebook source hash, code version, sha256 + size of every
+file written, the digests of the upstream manifests read, and the models of ``models.json``. A
+stage is *cached* (skipped) when its manifest's key, the hash of (source, parameters, upstream
+manifest digests) with paths relative to the artifacts root, is unchanged and every output still has
+its digest. A failed run is kept as ``NN_name.failed/`` and the previous result stops being current.
+``summary.json`` keeps every stage's last status (``running`` with the pid while it runs, so a killed
+run shows as ``killed``). ``artifacts/.lock`` lets one ``reproduce`` at a time use a folder.
+
+``--dry-run`` trains nothing: on top of the checks above it checks that the dataset is present
+under DATA_ROOT and builds each model with its cost table (``compresslib.cost.layer_table``). A
 profile's optional ``dry_run:`` section names, per stage, the ``dataset`` and the ``models``
 (``name``, ``kwargs``, ``input_size``) when the notebook parameters do not say enough.
 Under ``torchrun`` every rank executes the notebook (``fit`` joins the process group); rank 0
@@ -26,14 +35,17 @@ linked from rank 0's folders) and the ranks wait for each other after every stag
 from __future__ import annotations
 
 import argparse
-import ast
-import difflib
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
-from .results import param_hash, read_json, write_json
+from . import provenance as pv
+from .dryrun import dry_run  # noqa: F401  (re-exported)
+from .results import read_json, write_json
+from .stage_params import (check_devices, check_profile, check_profile_names, match_stages,  # noqa: F401
+                           notebook_parameters, stage_parameters)
 
 KERNEL = "compresslib"
 REPO = Path(__file__).resolve().parent.parent
@@ -45,40 +57,23 @@ def stage_files(notebooks_dir: Path) -> list[Path]:
 
 
 def load_profile(profile: str, profiles_dir: Path) -> dict:
-    """Read ``profiles/<profile>.yaml``; unknown profiles list the available ones."""
+    """Read ``profiles/<profile>.yaml``; unknown profiles list the available ones, malformed YAML
+    names the file and line."""
     import yaml
 
     path = Path(profiles_dir) / f"{profile}.yaml"
     if not path.is_file():
         avail = sorted(str(p.relative_to(profiles_dir).with_suffix("")) for p in Path(profiles_dir).rglob("*.yaml"))
         raise SystemExit(f"unknown profile {profile!r}; available: {', '.join(avail)}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise SystemExit(f"{path}:{where}: malformed YAML: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(data, dict):
         raise SystemExit(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     return data
-
-
-def notebook_parameters(py_path: Path) -> dict:
-    """Names and literal defaults of the notebook's first ``parameters`` cell."""
-    import jupytext
-
-    nb = jupytext.read(py_path)
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
-            out = {}
-            for node in ast.parse(cell.source).body:
-                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-                    out[node.targets[0].id] = ast.literal_eval(node.value)
-            return out
-    raise ValueError(f"{py_path} has no cell tagged 'parameters'")
-
-
-def stage_parameters(stage: str, declared: dict, profile: dict, overrides: dict) -> dict:
-    """common -> stage section -> command-line overrides, restricted to declared names."""
-    merged = {}
-    for src in (profile.get("common") or {}, profile.get(stage) or {}, overrides):
-        merged.update({k: v for k, v in src.items() if k in declared})
-    return merged
 
 
 def ensure_kernel(name: str = KERNEL) -> str:
@@ -101,7 +96,7 @@ def headline(metrics: dict) -> str:
 
 
 def run_stage(py_path: Path, out_dir: Path, params: dict, kernel: str, timeout: int) -> dict:
-    """Execute one notebook; returns ``{"status", "seconds", "error"}``."""
+    """Execute one notebook into ``out_dir``; returns ``{"status", "seconds", "error"}``."""
     import jupytext
     import papermill as pm
 
@@ -121,122 +116,11 @@ def run_stage(py_path: Path, out_dir: Path, params: dict, kernel: str, timeout: 
         status, error = "failed", f"cell {e.exec_count}: {e.ename}: {e.evalue}"
     except Exception as e:  # timeout, dead kernel, bad notebook
         status, error = "failed", f"{type(e).__name__}: {e}"
+        if "timeout" in type(e).__name__.lower() or "timed out" in str(e).lower():
+            error = f"timed out (--timeout {timeout} s per cell): {error}"
     finally:
         src_nb.unlink(missing_ok=True)
     return {"status": status, "seconds": round(time.perf_counter() - t0, 1), "error": error}
-
-
-def _close_names(name: str, pool) -> str:
-    near = difflib.get_close_matches(name, list(pool), n=2)
-    return f" (did you mean {' or '.join(near)}?)" if near else ""
-
-
-def _type_ok(value, default) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return type(value) is type(default)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    return isinstance(value, type(default))
-
-
-def check_profile_names(profile: dict, stages: list[Path], all_stages: list[Path]) -> list[str]:
-    """Problems with the profile's names: unknown sections, parameters no notebook declares,
-    values of the wrong type. Empty list = fine."""
-    problems, declared_by = [], {}
-    known = {p.stem for p in all_stages} | {"common", "stages", "dry_run", "gaps"}
-    for key in profile:
-        if key not in known:
-            problems.append(f"unknown section {key!r}{_close_names(key, known)}")
-    for py in stages:
-        declared = notebook_parameters(py)
-        declared_by[py.stem] = declared
-        for k, v in (profile.get(py.stem) or {}).items():
-            if k not in declared:
-                problems.append(f"{py.stem}: {k!r} is not a parameter of {py.name}{_close_names(k, declared)}")
-            elif not _type_ok(v, declared[k]):
-                problems.append(f"{py.stem}: {k}={v!r} is a {type(v).__name__}, the notebook's default "
-                                f"{declared[k]!r} is a {type(declared[k]).__name__}")
-    for k, v in (profile.get("common") or {}).items():
-        users = [st for st, d in declared_by.items() if k in d]
-        if stages and not users:
-            problems.append(f"common: {k!r} is declared by none of the selected stages")
-        problems += [f"common: {k}={v!r} is a {type(v).__name__}, {st} declares {declared_by[st][k]!r}"
-                     for st in users if not _type_ok(v, declared_by[st][k])]
-    return problems
-
-
-def _build_model(spec: dict, info: dict | None, image_size: int | None):
-    """A model (registry name, or ``torchvision:<builder>``, ``torchvision:ResNet`` with ``layers``)
-    and its (C, H, W) input from a dry-run spec."""
-    from .models import create_model, model_input_size
-
-    name, kw = spec["name"], dict(spec.get("kwargs") or {})
-    if info is not None:
-        kw.setdefault("num_classes", info["num_classes"])
-    if name.startswith("torchvision:"):
-        import torchvision.models as tvm
-
-        builder = name.split(":", 1)[1]
-        if builder == "ResNet":  # depth/width-shrunk bottleneck ResNets (EdgeCompress)
-            model = tvm.ResNet(tvm.resnet.Bottleneck, kw.pop("layers"), **kw)
-        else:
-            model = getattr(tvm, builder)(weights=None, **kw)
-        default = (3, 224, 224)
-    else:
-        if info is not None:
-            kw.setdefault("in_channels", info["in_channels"])
-        model, default = create_model(name, **kw), model_input_size(name)
-    size = spec.get("input_size")
-    if size is None:
-        c = info["in_channels"] if info is not None else default[0]
-        size = (c, image_size, image_size) if image_size else default
-    return model, tuple(int(v) for v in size)
-
-
-def dry_run(profile: dict, stages: list[Path], all_stages: list[Path], overrides: dict) -> int:
-    """Validate names, data and models of a profile without training; prints a report.
-
-    Returns 0 when everything checks out, 1 otherwise (every problem is listed)."""
-    from .cost import layer_table
-    from .data import dataset_info, get_dataset
-    from .models import list_models
-
-    problems = check_profile_names(profile, stages, all_stages)
-    specs = profile.get("dry_run") or {}
-    problems += [f"dry_run: {k!r} is not a selected stage{_close_names(k, [p.stem for p in stages])}"
-                 for k in specs if k not in {p.stem for p in stages}]
-    for py in stages:
-        declared = notebook_parameters(py)
-        params = {**declared, **stage_parameters(py.stem, declared, profile, overrides)}
-        spec = specs.get(py.stem) or {}
-        info, dataset = None, spec.get("dataset", params.get("DATASET"))
-        root = overrides.get("DATA_ROOT") or params.get("DATA_ROOT") or None
-        if dataset:
-            try:
-                info = dataset_info(dataset)
-                sizes = [len(get_dataset(dataset, split, root=root)) for split in ("train", "test")]
-                print(f"[{py.stem}] dataset {dataset}: {sizes[0]} train / {sizes[1]} test images")
-            except (ValueError, FileNotFoundError) as e:
-                problems.append(f"{py.stem}: {e}")
-        models = spec.get("models") or ([spec] if "name" in spec else [])
-        if not models and params.get("MODEL") in list_models():
-            models = [{"name": params["MODEL"]}]
-        for m in models:
-            try:
-                model, size = _build_model(m, info, spec.get("image_size", params.get("IMAGE_SIZE")))
-                t = layer_table(model, size)
-                print(f"[{py.stem}] model {m.get('label', m['name'])} at {size}: "
-                      f"{t['macs'].sum() / 1e6:.2f} M MACs, {t['params'].sum() / 1e6:.3f} M weights, "
-                      f"{len(t)} conv/linear layers")
-            except Exception as e:  # bad kwargs, wrong input size, unknown name ...
-                problems.append(f"{py.stem}: model {m.get('name')!r}: {type(e).__name__}: {e}")
-        print(f"[{py.stem}] parameters: {stage_parameters(py.stem, declared, profile, overrides)}")
-    for g in profile.get("gaps") or []:  # paper settings the notebooks cannot express (yet)
-        print(f"GAP: {g}")
-    for p in problems:
-        print(f"DRY-RUN PROBLEM: {p}", file=sys.stderr)
-    print(f"dry run: {len(stages)} stage(s), {len(problems)} problem(s)")
-    return 1 if problems else 0
 
 
 def _rank_setup(art: Path, stages: list[Path]) -> tuple[int, int, Path]:
@@ -365,99 +249,193 @@ def schedule(stages: list[Path], prepare, finish, kernel: str, timeout: int, job
     return done
 
 
-def main(argv=None) -> int:
+def _args(argv):
     ap = argparse.ArgumentParser(prog="python -m compresslib.reproduce", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="default", help="profiles/<name>.yaml (default, smoke, paper/<name>)")
-    ap.add_argument("--only", action="append", default=[], help="stage number or name prefix (repeatable)")
+    ap.add_argument("--only", action="append", default=[],
+                    help="stage number (03), name (03_ecc_admm, ecc_admm) or unique name prefix (03_ecc, ecc); repeatable")
     ap.add_argument("--force", action="store_true", help="re-run stages even when cached")
     ap.add_argument("--artifacts", default=str(REPO / "artifacts"), help="output root (default: artifacts/)")
     ap.add_argument("--notebooks", default=str(REPO / "notebooks"))
     ap.add_argument("--profiles", default=str(REPO / "profiles"))
     ap.add_argument("--data-root", default=None, help="DATA_ROOT for real datasets")
-    ap.add_argument("--device", default=None, help="DEVICE override (cpu, cuda)")
-    ap.add_argument("--timeout", type=int, default=3600, help="per-cell execution timeout in seconds")
+    ap.add_argument("--device", default=None, help="DEVICE override (cpu, cuda, cuda:N)")
+    ap.add_argument("--timeout", type=int, default=3600, help="per-cell execution timeout in seconds (>= 1)")
     ap.add_argument("--stop-on-failure", action="store_true")
     ap.add_argument("--jobs", type=int, default=1,
-                    help="stages run at once (each waits for the stages it reads, see UPSTREAM); with N > 1 "
+                    help="stages run at once, >= 1 (each waits for the stages it reads, see UPSTREAM); with N > 1 "
                          "each gets cpu_count/N torch threads unless COMPRESSLIB_THREADS is set")
     ap.add_argument("--dry-run", action="store_true",
-                    help="validate parameters, data presence, models and cost tables; train nothing")
+                    help="validate parameters, device, data presence, models and cost tables; train nothing")
     ap.add_argument("--amp", action="store_true", help="CUDA mixed precision in fit (COMPRESSLIB_AMP=1)")
     ap.add_argument("--workers", type=int, default=None,
-                    help="data-loading worker processes for fit's loaders (COMPRESSLIB_NUM_WORKERS)")
+                    help="data-loading worker processes for fit's loaders, >= 0 (COMPRESSLIB_NUM_WORKERS)")
     ap.add_argument("--channels-last", action="store_true",
                     help="CUDA channels_last memory format in fit (COMPRESSLIB_CHANNELS_LAST=1)")
     args = ap.parse_args(argv)
+    for flag, value, lo in (("--jobs", args.jobs, 1), ("--timeout", args.timeout, 1), ("--workers", args.workers, 0)):
+        if value is not None and value < lo:
+            raise SystemExit(f"error: {flag} {value}: must be an integer >= {lo}")
+    if args.device is not None and not args.device.strip():
+        raise SystemExit("error: --device '': give cpu, cuda or cuda:N")
+    from .checks import env_int
 
+    for var, lo in (("COMPRESSLIB_THREADS", 1), ("COMPRESSLIB_NUM_WORKERS", 0)):
+        try:
+            env_int(var, 1, lo)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+    return args
+
+
+def _writable_root(art: Path) -> None:
+    try:
+        art.mkdir(parents=True, exist_ok=True)
+        probe = art / f".write-test{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise SystemExit(f"error: the artifacts folder {art} is not writable ({e.strerror or e}): "
+                         f"choose another with --artifacts DIR or fix its permissions") from None
+
+
+def main(argv=None) -> int:
+    args = _args(argv)
     profile = load_profile(args.profile, Path(args.profiles))
     all_stages = stages = stage_files(Path(args.notebooks))
-    wanted = profile.get("stages")
-    if wanted:
-        unmatched = [w for w in wanted if not any(p.stem.startswith(str(w)) for p in stages)]
-        if unmatched:
-            raise SystemExit(f"profile {args.profile!r}: stages {unmatched} match no notebook in {args.notebooks}")
-        stages = [p for p in stages if any(p.stem.startswith(str(w)) for w in wanted)]
+    if not all_stages:
+        raise SystemExit(f"no NN_name.py stage notebooks in {args.notebooks}")
+    if profile.get("stages"):
+        stages = match_stages(profile["stages"], stages, f"profile {args.profile!r}: stage")
     if args.only:
-        stages = [p for p in stages if any(p.stem.startswith(o) for o in args.only)]
-        if not stages:
-            raise SystemExit(f"--only {args.only} matches no stage in {args.notebooks}")
-    art = Path(args.artifacts).resolve()
+        only = match_stages(args.only, all_stages, "--only")
+        if any(p not in stages for p in only):
+            raise SystemExit(f"--only {', '.join(p.stem for p in only if p not in stages)}: not among the stages "
+                             f"profile {args.profile!r} runs ({', '.join(p.stem for p in stages)})")
+        stages = only
     overrides = {"PROFILE": args.profile}
     if args.data_root:
         overrides["DATA_ROOT"] = args.data_root
     if args.device:
         overrides["DEVICE"] = args.device
-    if args.dry_run:
-        return dry_run(profile, stages, all_stages, overrides)
+    problems, devices = check_profile(profile, stages, all_stages, overrides), check_devices(profile, stages, overrides)
+    if args.dry_run:  # a profile's own DEVICE may name the GPU machine it is meant for: a note, not a problem
+        for d in ([] if args.device else devices):
+            print(f"NOTE: {d} (a real run here would stop; pass --device to check one)")
+        return dry_run(profile, stages, all_stages, overrides, problems + (devices if args.device else []))
+    problems += devices
+    if problems:
+        raise SystemExit("error: profile " + repr(args.profile) + " has problems, nothing was run:\n  "
+                         + "\n  ".join(problems))
+    main_art = Path(args.artifacts).resolve()
+    _writable_root(main_art)
+    saved_env = {k: os.environ.get(k) for k in ("COMPRESSLIB_CACHE_ROOT", "COMPRESSLIB_AMP",
+                                                  "COMPRESSLIB_CHANNELS_LAST", "COMPRESSLIB_NUM_WORKERS")}
     if args.amp:
         os.environ["COMPRESSLIB_AMP"] = "1"
     if args.channels_last:
         os.environ["COMPRESSLIB_CHANNELS_LAST"] = "1"
     if args.workers is not None:
         os.environ["COMPRESSLIB_NUM_WORKERS"] = str(args.workers)
-    main_art = art
-    rank, world, art = _rank_setup(art, stages)
+    os.environ["COMPRESSLIB_CACHE_ROOT"] = str(main_art / ".cache")
+    rank, world, art = _rank_setup(main_art, stages)
+    try:
+        with pv.ArtifactsLock(art, " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])):
+            return _run(args, profile, stages, all_stages, overrides, main_art, art, rank, world)
+    finally:
+        for k, v in saved_env.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def _run(args, profile, stages, all_stages, overrides, main_art, art, rank, world) -> int:
+    """The locked part of ``main``: clean up after killed runs, schedule the stages, write the summary."""
+    for st, row in pv.read_summary(art).items():  # a run SIGKILLed mid-stage: its stage is not current
+        status, err = pv.row_status(row)
+        if status == "killed" and row.get("status") == "running":
+            print(f"[{st}] the last run was killed while this stage ran (pid {row.get('pid')}): marking it not current")
+            pv.supersede(art, st)
+            pv.update_summary(art, {st: {**row, "status": "killed", "error": err}})
+    for leftover in list(art.glob("*.staging*")):
+        shutil.rmtree(leftover, ignore_errors=True)
     os.environ.setdefault("COMPRESSLIB_PROGRESS", "0")
     os.environ.setdefault("MPLBACKEND", "Agg")
-    jobs = 1 if world > 1 else max(1, args.jobs)
+    jobs = 1 if world > 1 else args.jobs
     if jobs > 1 and "COMPRESSLIB_THREADS" not in os.environ:  # no oversubscription: cores shared by the jobs
         os.environ["COMPRESSLIB_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     kernel = ensure_kernel()
+    all_names = [p.stem for p in all_stages]
+    running = {}
 
-    def prepare(py: Path, upstream_ran: bool) -> dict | None:
+    def prepare(py: Path, upstream_ran: bool) -> dict:
         """The stage's job: parameters, cache key, and whether its cached result still holds."""
-        stage, main_dir = py.stem, main_art / py.stem  # rank 0's folder: the cache stamp every rank consults
-        declared = notebook_parameters(py)
-        params = stage_parameters(stage, declared, profile, overrides)
-        params["OUT_DIR"] = str(main_dir)
-        key = param_hash({"source": py.read_text(), "params": params})
-        stamp = main_dir / ".reproduce.json"
-        cached = stamp.exists() and read_json(stamp).get("key") == key and (main_dir / "metrics.json").exists()
-        if cached and not args.force and not upstream_ran:
+        stage, main_dir = py.stem, main_art / py.stem  # rank 0's folder: the cache every rank consults
+        source = py.read_text()
+        params = stage_parameters(stage, notebook_parameters(py), profile, overrides)
+        rel = pv.relative_params(params, main_art)
+        upstream = pv.upstream_digests(main_art, upstream_of(stage, all_names))
+        key = pv.cache_key(source, rel, upstream)
+        man, why = pv.read_manifest(main_dir)
+        if man is not None:
+            why = pv.verify_outputs(main_dir, man) or ("" if man.get("key") == key else next(
+                (f"upstream {u} changed" for u, d in upstream.items() if (man.get("upstream") or {}).get(u) != d),
+                "source, parameters or library code changed"))
+        if not why and not args.force:
             return {"cached": True, "key": key}
-        out_dir = art / stage
-        if out_dir.is_symlink():  # rank > 0 runs this stage itself: its own folder
-            out_dir.unlink()
-        stamp.unlink(missing_ok=True) if rank == 0 else None
-        return {"cached": False, "params": {**params, "OUT_DIR": str(out_dir)}, "key": key, "stamp": stamp,
-                "main_dir": main_dir}
+        print(f"[{stage}] {'--force' if not why else 'not cached: ' + why}", flush=True)
+        for u, d in upstream.items():
+            if d == pv.NOT_CURRENT:
+                print(f"[{stage}] warning: upstream {u} is not current "
+                      f"({pv.stage_state(main_art, u)[1] or 'no manifest'}); its files are read as they are", flush=True)
+        out_dir = pv.fresh_staging(art, stage)
+        running[stage] = True
+        pv.update_summary(art, {stage: {"stage": stage, "status": "running", "pid": os.getpid(), "host": pv.HOST,
+                                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                        "seconds": 0.0, "error": "", "headline": ""}})
+        return {"cached": False, "params": {**params, "OUT_DIR": str(out_dir)}, "key": key, "rel": rel,
+                "upstream": upstream, "source": source, "main_dir": main_dir}
 
     def finish(py: Path, job: dict | None, res: dict) -> None:
-        if rank == 0 and res["status"] == "ok":
-            write_json(job["stamp"], {"key": job["key"], "params": {**job["params"], "OUT_DIR": str(job["main_dir"])}})
-        metrics_path = art / py.stem / "metrics.json"
-        res.update(stage=py.stem, headline=headline(read_json(metrics_path))
-                   if metrics_path.exists() and res["status"] in ("ok", "cached") else "")
-        print(f"[{py.stem}] {res['status']} in {res['seconds']} s {res['error']}", flush=True)
+        stage = py.stem
+        if job is not None and not job["cached"]:
+            running.pop(stage, None)
+            if res["status"] == "ok":
+                try:
+                    staging = pv.staging_dir(art, stage)
+                    pv.write_manifest(staging, stage, params=job["rel"], source=job["source"], key=job["key"],
+                                      upstream=job["upstream"], seconds=res["seconds"])
+                    write_json(staging / pv.STAMP, {"key": job["key"],
+                                                    "params": {**job["params"], "OUT_DIR": str(job["main_dir"])}})
+                    pv.promote(art, stage)
+                except OSError as e:
+                    res.update(status="failed", error=f"could not store the result: {type(e).__name__}: {e}")
+            if res["status"] != "ok":
+                kept = pv.discard(art, stage)
+                if kept is not None:
+                    res["error"] += f" (partial output: {kept.name}/)"
+        metrics_path = art / stage / "metrics.json"
+        head = ""
+        if res["status"] in ("ok", "cached") and metrics_path.is_file():
+            try:
+                head = headline(read_json(metrics_path))
+            except (OSError, ValueError, AttributeError) as e:
+                head = f"metrics.json unreadable: {e}"
+        res.update(stage=stage, headline=head, finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        pv.update_summary(art, {stage: res})
+        print(f"[{stage}] {res['status']} in {res['seconds']} s {res['error']}", flush=True)
 
     t_start = time.perf_counter()
-    results = schedule(stages, prepare, finish, kernel, args.timeout, jobs, args.stop_on_failure,
-                       barrier=lambda st, key: _stage_barrier(main_art, f"{st}.{key[:12]}", rank, world))
+    try:
+        results = schedule(stages, prepare, finish, kernel, args.timeout, jobs, args.stop_on_failure,
+                           barrier=lambda st, key: _stage_barrier(main_art, f"{st}.{key[:12]}", rank, world))
+    except BaseException as e:  # Ctrl-C or a runner bug: what was running is not current
+        for st in list(running):
+            pv.discard(art, st)
+            pv.update_summary(art, {st: {"stage": st, "status": "killed", "seconds": 0.0, "headline": "",
+                                         "error": f"run interrupted ({type(e).__name__})"}})
+        raise
     rows = [results[p.stem] for p in stages if p.stem in results]
     wall = time.perf_counter() - t_start
-
-    write_json(art / "summary.json", rows)
     w = max([len(r["stage"]) for r in rows] + [5])
     print(f"\n{'stage':<{w}}  {'status':<7} {'seconds':>8}  headline / error")
     for r in rows:
@@ -466,7 +444,7 @@ def main(argv=None) -> int:
           f"{os.environ.get('COMPRESSLIB_THREADS', 'default')} torch thread(s) each")
     failed = [r["stage"] for r in rows if r["status"] in ("failed", "skipped")]
     if failed:
-        print(f"\nFAILED stages: {', '.join(failed)} (executed notebooks with the error are in {art})")
+        print(f"\nFAILED stages: {', '.join(failed)} (the failed runs' notebooks are in {art}/<stage>.failed/)")
     return 1 if failed else 0
 
 

@@ -71,8 +71,37 @@ def save_figure(fig, path, dpi: int = 120) -> Path:
     return path
 
 
-def param_hash(params: dict, n: int = 12) -> str:
-    """Stable short hash of a parameter dict (key order does not matter)."""
+# Modules that run stages but compute no number: editing them does not invalidate trained models.
+_RUNNER_MODULES = {"reproduce.py", "report.py", "provenance.py", "stage_params.py", "dryrun.py"}
+_LIB_DIGEST: str | None = None
+
+
+def library_digest() -> str:
+    """sha256 of the compresslib source that computes numbers (every ``*.py`` but the runner's).
+
+    Part of every fit fingerprint and cache key: a checkpoint or cached sweep made by other code is
+    never reused. Content only (relative paths), so a copied checkout keeps its caches.
+    """
+    global _LIB_DIGEST
+    if _LIB_DIGEST is None:
+        root = Path(__file__).resolve().parent
+        h = hashlib.sha256()
+        for f in sorted(root.rglob("*.py")):
+            rel = f.relative_to(root).as_posix()
+            if rel in _RUNNER_MODULES:
+                continue
+            h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
+        _LIB_DIGEST = h.hexdigest()
+    return _LIB_DIGEST
+
+
+def param_hash(params: dict, n: int = 12, code: bool = True) -> str:
+    """Stable short hash of a parameter dict (key order does not matter).
+
+    ``code=True`` (the default, for cache keys) also hashes ``library_digest()``, so an entry
+    computed by other library code is never found."""
+    if code:
+        params = {"params": params, "library": library_digest()}
     blob = json.dumps(_jsonable(params), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
@@ -116,12 +145,14 @@ def cache_dir(out_dir) -> Path:
     ``$COMPRESSLIB_CACHE_ROOT/<stage>`` when the runner sets it (the stage then runs in a staging
     folder that replaces ``artifacts/<stage>/`` only on success), else ``<OUT_DIR>/../.cache/<stage>``,
     so a notebook opened in JupyterLab over the same artifacts finds the runner's models and sweeps.
-    ``<stage>`` is the name of ``out_dir``. Entries are only ever reused when their fingerprint matches.
+    ``<stage>`` is the name of ``out_dir`` without the runner's ``.staging<pid>`` suffix. Entries are only
+    ever reused when their fingerprint matches.
     """
     out_dir = Path(out_dir)
     root = os.environ.get("COMPRESSLIB_CACHE_ROOT")
     root = Path(root) if root else out_dir.resolve().parent / ".cache"
-    path = root / out_dir.name
+    name = out_dir.name.split(".staging")[0] if ".staging" in out_dir.name else out_dir.name
+    path = root / name
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -132,7 +163,8 @@ def record_model(out_dir, key: str, *, model: str, kwargs: dict, checkpoint, acc
 
     The runner copies these rows into the stage's ``manifest.json``: registry ``model`` name +
     ``kwargs`` (enough to rebuild it), the ``checkpoint`` file (relative to ``OUT_DIR`` when inside
-    it), its ``accuracy`` and the ``split`` that accuracy was measured on (``"val"`` / ``"test"``).
+    it, else ``../<path>`` when inside the artifacts root, such as ``results.cache_dir``), its
+    ``accuracy`` and the ``split`` that accuracy was measured on (``"val"`` / ``"test"``).
     ``extra``: anything else a later stage needs (bits, expected executions, evaluation dtype, ...).
     """
     if split not in ("train", "val", "test"):
@@ -142,7 +174,10 @@ def record_model(out_dir, key: str, *, model: str, kwargs: dict, checkpoint, acc
     try:
         ck = ck.resolve().relative_to(out_dir.resolve())
     except ValueError:
-        pass
+        try:  # e.g. cache_dir(OUT_DIR): relative to the artifacts root, so a moved checkout still resolves
+            ck = Path("..") / ck.resolve().relative_to(out_dir.resolve().parent)
+        except ValueError:
+            pass
     path = out_dir / "models.json"
     rows = read_json(path) if path.exists() else {}
     rows[str(key)] = {"model": model, "kwargs": _jsonable(kwargs), "checkpoint": str(ck),

@@ -21,7 +21,9 @@
 # compression paper) and `compresslib.cost` (per-layer MACs / nnz / latency).
 #
 # **Reads:** nothing. **Writes:** `OUT_DIR/metrics.json` (`test_accuracy`, `sparsity_sweep`),
-# `cost_table.csv`, `sparsity_sweep.csv`, `accuracy_vs_sparsity.png`.
+# `cost_table.csv`, `sparsity_sweep.csv`, `accuracy_vs_sparsity.png`,
+# `models.json`; the dense and fine-tuned checkpoints go to `results.cache_dir(OUT_DIR)`, named by
+# fingerprint (a re-run with the same parameters trains nothing).
 #
 # Magnitude pruning without fine-tuning is what Han et al. (NIPS'15) start from; they report
 # LeNet-5 keeping its accuracy at 92 % sparsity *with* retraining. Here we show the one-shot
@@ -29,22 +31,22 @@
 
 # %% tags=["parameters"]
 PROFILE = "default"       # profile name (set by compresslib.reproduce)
-SEED = 0                  # seed for splits' shuffling, init and training
+SEED = 0                  # seed for splits' shuffling, init and training; range [0, 2147483647]
 DATASET = "mnist5k"       # registered dataset (digits, mnist5k, mnist, cifar10, ...)
 DATA_ROOT = ""            # folder of real datasets (empty: embedded data only)
 OUT_DIR = "../artifacts/00_quickstart"  # where figures, tables and metrics.json go
 DEVICE = "cpu"            # cpu or cuda
-EPOCHS = 8                # dense training epochs
+EPOCHS = 8                # dense training epochs; range [1, 10000]
 MODEL = "lenet5_caffe"    # registered model (20-50-500 LeNet-5 at 28x28)
-IMAGE_SIZE = 28           # input side in pixels (images are resized)
-BATCH_SIZE = 64           # training batch size
-LR = 0.001                # Adam learning rate
-SUBSET = 0                # cap on training images, 0 means all (smoke runs use a subset)
+IMAGE_SIZE = 28           # input side in pixels (images are resized); range [4, 1024]
+BATCH_SIZE = 64           # training batch size; range [1, 65536]
+LR = 0.001                # Adam learning rate; range (0, 10]
+SUBSET = 0                # cap on training images, 0 means all (smoke runs use a subset); range [0, inf)
 SPARSITIES = "0.5,0.8,0.9,0.95,0.98"  # one-shot magnitude pruning levels
 PRUNE_SCOPE = "global"    # global: one threshold over all layers; layer: same sparsity per layer
-FINETUNE_SPARSITY = 0.95  # sparsity of the masked fine-tune run
-FINETUNE_EPOCHS = 2       # masked fine-tune epochs, 0 skips it
-LATENCY_THREADS = 1       # threads used for the latency measurement
+FINETUNE_SPARSITY = 0.95  # sparsity of the masked fine-tune run; range [0, 1)
+FINETUNE_EPOCHS = 2       # masked fine-tune epochs, 0 skips it; range [0, 10000]
+LATENCY_THREADS = 1       # threads used for the latency measurement; range [1, 256]
 
 # %%
 from pathlib import Path
@@ -72,16 +74,19 @@ print(f"{DATASET}: {len(loaders.train.dataset)} train / {len(loaders.val.dataset
 
 # %% [markdown]
 # ## Dense training
-# One `fit` call: Adam, cosine learning-rate decay, validation after every epoch, test once at
-# the end. The checkpoint in `OUT_DIR` lets an interrupted run resume.
+# One `fit` call (`train.pretrain_dense`): Adam, cosine learning-rate decay, validation after every
+# epoch, test once at the end. The checkpoint lives in `results.cache_dir(OUT_DIR)` under the
+# *fingerprint* of everything that determines the weights (model, initial weights, optimizer and
+# schedule, data split/subset/size, seed, epochs): an interrupted run resumes, a finished one is
+# reused ("[fit] reused ..."), and a changed parameter trains a new model instead of a stale one.
 
 # %%
-model = models.create_model(MODEL, num_classes=loaders.num_classes, in_channels=loaders.in_channels,
-                            image_size=IMAGE_SIZE)
-opt = torch.optim.Adam(model.parameters(), lr=LR)
-sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(EPOCHS, 1))
-res = train.fit(model, loaders, EPOCHS, opt, sched, device=DEVICE, seed=SEED,
-                ckpt_path=out / "dense.ckpt", resume=True)
+cache = results.cache_dir(out)
+model_kwargs = dict(num_classes=loaders.num_classes, in_channels=loaders.in_channels, image_size=IMAGE_SIZE)
+model, res = train.pretrain_dense(MODEL, model_kwargs, loaders, epochs=EPOCHS, seed=SEED, lr=LR,
+                                  cache_dir=cache, device=DEVICE, progress=True)
+results.record_model(out, "dense", model=MODEL, kwargs=model_kwargs, checkpoint=res["checkpoint"],
+                     accuracy=res["test_accuracy"], split="test")
 hist = pd.DataFrame(res["history"])
 hist
 
@@ -124,8 +129,8 @@ if FINETUNE_EPOCHS > 0:
     m = copy.deepcopy(model)
     masks = prune.magnitude_prune_(m, FINETUNE_SPARSITY, scope=PRUNE_SCOPE)
     ft_opt = torch.optim.Adam(m.parameters(), lr=LR / 3)
-    ft = train.fit(m, loaders, FINETUNE_EPOCHS, ft_opt, callbacks=[prune.MaskCallback(masks)],
-                   device=DEVICE, seed=SEED)
+    ft = train.cached_fit(m, loaders, FINETUNE_EPOCHS, ft_opt, callbacks=[prune.MaskCallback(masks)],
+                          device=DEVICE, seed=SEED, cache_dir=cache, name=f"finetune{FINETUNE_SPARSITY:g}")
     t = cost.layer_table(m, input_size)
     rows.append({"sparsity": round(prune.sparsity_of(m), 4), "test_accuracy": ft["test_accuracy"],
                  "nnz_macs": float(t.nnz_macs.sum()), "dense_macs": int(t.macs.sum()),

@@ -31,25 +31,25 @@
 
 # %% tags=["parameters"]
 PROFILE = "default"       # profile name (set by compresslib.reproduce)
-SEED = 0                  # global seed (torch init of the latency nets)
+SEED = 0                  # global seed (torch init of the latency nets); range [0, 2147483647]
 DATASET = "mnist5k"       # not used here: profiling needs no data
 DATA_ROOT = ""            # not used here
 OUT_DIR = "../artifacts/01_profiling"  # where the profiles, figure and metrics.json go
 DEVICE = "cpu"            # cpu or cuda (latency measurements)
-EPOCHS = 0                # not used here: nothing is trained
+EPOCHS = 0                # not used here: nothing is trained; range [0, 10000]
 NET = "lenet5"            # narrowable net for the main profile (lenet5, alexnet, mobilenet_v1, small_convnet)
 COST_DEVICE = "analytic"  # main cost device: analytic, latency or nvml
-N_SAMPLES = 2000          # random width vectors measured on the main device
-SAMPLE_SEED = 1           # seed of the width sampler (the ECC code uses random.seed(1))
-NUM_CLASSES = 10          # s_L
-IMAGE_SIZE = 32           # input side in pixels
+N_SAMPLES = 2000          # random width vectors measured on the main device; range [1, 1000000]
+SAMPLE_SEED = 1           # seed of the width sampler (the ECC code uses random.seed(1)); range [0, 2147483647]
+NUM_CLASSES = 10          # s_L; range [2, 100000]
+IMAGE_SIZE = 32           # input side in pixels; range [8, 1024]
 LATENCY_NET = "small_convnet"  # conv-heavy net for the black-box latency profile
-N_LATENCY = 150           # latency samples, 0 skips the latency profile
-LATENCY_BATCH = 16        # batch size of the latency measurement
-LATENCY_REPEATS = 10      # timed forward passes per sample (median reported)
-LATENCY_THREADS = 1       # torch threads during latency measurement
+N_LATENCY = 150           # latency samples, 0 skips the latency profile; range [0, 1000000]
+LATENCY_BATCH = 16        # batch size of the latency measurement; range [1, 65536]
+LATENCY_REPEATS = 10      # timed forward passes per sample (median reported); range [1, 100000]
+LATENCY_THREADS = 1       # torch threads during latency measurement; range [1, 256]
 TRY_NVML = True           # also try NVML GPU energy (skipped cleanly without GPU/pynvml)
-N_NVML = 100              # NVML samples when available
+N_NVML = 100              # NVML samples when available; range [0, 1000000]
 
 # %%
 import time

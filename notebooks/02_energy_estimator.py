@@ -29,21 +29,21 @@
 
 # %% tags=["parameters"]
 PROFILE = "default"       # profile name (set by compresslib.reproduce)
-SEED = 0                  # seed of the MLP ablation's initialisation
+SEED = 0                  # seed of the MLP ablation's initialisation; range [0, 2147483647]
 DATASET = "mnist5k"       # not used here
 DATA_ROOT = ""            # not used here
 OUT_DIR = "../artifacts/02_energy_estimator"  # where the estimator, figures and metrics.json go
 DEVICE = "cpu"            # not used here (fits run on the CPU)
-EPOCHS = 0                # not used here (see SGD_EPOCHS / MLP_EPOCHS)
+EPOCHS = 0                # not used here (see SGD_EPOCHS / MLP_EPOCHS); range [0, 10000]
 NET = "lenet5"            # net whose profile is fitted (must match stage 01)
 COST_DEVICE = "analytic"  # which stage-01 profile to fit
-WD = 0.001                # ridge / weight-decay strength (the code's --wd)
-TRAIN_FRACTION = 0.8      # train share of the shuffled samples
-SPLIT_SEED = 117          # shuffle seed (the code uses 117)
-SGD_EPOCHS = 10000        # full-batch Adam epochs for the SGD fit
-SGD_LR = 0.001            # Adam learning rate of the SGD fit
-MLP_EPOCHS = 2000         # full-batch Adam epochs for the MLP ablation
-MLP_HIDDEN = 64           # hidden units of the MLP ablation
+WD = 0.001                # ridge / weight-decay strength (the code's --wd); range [0, 100]
+TRAIN_FRACTION = 0.8      # train share of the shuffled samples; range (0, 1)
+SPLIT_SEED = 117          # shuffle seed (the code uses 117); range [0, 2147483647]
+SGD_EPOCHS = 10000        # full-batch Adam epochs for the SGD fit; range [1, 10000000]
+SGD_LR = 0.001            # Adam learning rate of the SGD fit; range (0, 10]
+MLP_EPOCHS = 2000         # full-batch Adam epochs for the MLP ablation; range [1, 10000000]
+MLP_HIDDEN = 64           # hidden units of the MLP ablation; range [1, 100000]
 LATENCY_NET = "small_convnet"  # also fit stage 01's latency profile of this net if it exists
 
 # %%

@@ -24,45 +24,51 @@
 # **This stage.** LeNet-5 (6-16-120-84, 32×32) on mnist5k, analytic-energy estimator, budgets as
 # fractions of the dense estimate. ECC = `compresslib.methods.ecc` (spec §3.3), then a masked
 # fine-tune (**our addition**, not in the ECC code). Baseline: one uniform width multiplier at the
-# same estimated energy, L2 channel pruning and the same fine-tune. Every pruned net is exported
-# as a physically smaller dense net; its analytic energy and measured latency are reported.
+# same estimated energy, L2 channel pruning, in two views: `uniform` gets the fine-tune only;
+# `uniform_equal_training` first trains as long as ECC's ADMM phase took for that budget and seed
+# (same epochs, Adam at the ADMM learning rate, same logit-MSE distillation, masks fixed), then the
+# same fine-tune. ECC is judged against the **equal-training** baseline; the fine-tune-only view
+# shows how much of ECC's lead is only extra training. Every pruned net is exported as a
+# physically smaller dense net; its analytic energy and measured latency are reported.
 #
 # **Reads:** `../02_energy_estimator/<net>_<device>_bilinear.json`. **Writes:** `results.csv`
-# (per seed), `summary.csv`, `accuracy_vs_energy.png`, `widths.png`, `ecc_trajectory.png`,
-# `sweep_cache.json` (finished runs are not recomputed), `metrics.json`.
+# (per seed and method), `summary.csv`, `accuracy_vs_energy.png`, `accuracy_bars.png`, `widths.png`,
+# `ecc_trajectory.png`, `metrics.json`. Dense teachers and the sweep cache (`sweep_cache.json`, keyed
+# by every setting, the dense checkpoint's fingerprint and the estimator file's digest) live in
+# `results.cache_dir(OUT_DIR)`, so a re-run recomputes only what changed.
 
 # %% tags=["parameters"]
 PROFILE = "default"       # profile name (set by compresslib.reproduce)
-SEED = 0                  # base seed (added to every entry of SEEDS)
+SEED = 0                  # base seed (added to every entry of SEEDS); range [0, 2147483647]
 DATASET = "mnist5k"       # registered dataset
 DATA_ROOT = ""            # folder of real datasets (empty: embedded data only)
 OUT_DIR = "../artifacts/03_ecc_admm"  # where tables, figures and metrics.json go
 DEVICE = "cpu"            # cpu or cuda
-EPOCHS = 15               # dense pretraining epochs (Adam)
+EPOCHS = 15               # dense pretraining epochs (Adam); range [1, 10000]
 NET = "lenet5"            # narrowable net the estimator was fitted for
 MODEL = "lenet5"          # registered chain model trained here (same layers as NET)
 COST_DEVICE = "analytic"  # which stage-02 estimator to use
-IMAGE_SIZE = 32           # input side in pixels (mnist5k is resized to 32x32 as in ICLR'19)
-BATCH_SIZE = 64           # mini-batch size (one ADMM iteration per batch)
-LR = 0.001                # dense pretraining learning rate
-SUBSET = 0                # cap on training images, 0 means all (smoke runs use a subset)
+IMAGE_SIZE = 32           # input side in pixels (mnist5k is resized to 32x32 as in ICLR'19); range [8, 1024]
+BATCH_SIZE = 64           # mini-batch size (one ADMM iteration per batch); range [1, 65536]
+LR = 0.001                # dense pretraining learning rate; range (0, 10]
+SUBSET = 0                # cap on training images, 0 means all (smoke runs use a subset); range [0, inf)
 SEEDS = "0,1,2"           # seeds: each gets its own dense net, ECC and uniform runs
 BUDGETS = "0.5,0.3,0.2,0.1"  # energy budgets B as fractions of the dense estimate
 ABSOLUTE_BUDGET = False   # True: BUDGETS are absolute estimator units instead of fractions
-MAX_EPOCHS = 80           # cap on ADMM epochs (a run normally stops at the budget much earlier)
-PLR = 0.001               # Adam learning rate of the ADMM W-step (alpha in the prox)
-RHO_Z = 10.0              # penalty and dual step for the energy constraint
-RHO_Y = 10.0              # penalty and dual step for the width coupling phi_j(W) below s_j
-PSLR = 1.0                # step size of the s-step (channels)
-PSGRAD_CLIP = 1.0         # L2 clip of the s-gradient
+MAX_EPOCHS = 80           # cap on ADMM epochs (a run normally stops at the budget much earlier); range [1, 100000]
+PLR = 0.001               # Adam learning rate of the ADMM W-step (alpha in the prox); range (0, 10]
+RHO_Z = 10.0              # penalty and dual step for the energy constraint; range (0, 1000000]
+RHO_Y = 10.0              # penalty and dual step for the width coupling phi_j(W) below s_j; range (0, 1000000]
+PSLR = 1.0                # step size of the s-step (channels); range (0, 1000000]
+PSGRAD_CLIP = 1.0         # L2 clip of the s-gradient; range (0, 1000000]
 PSGRAD_MASK = True        # s may only shrink
 REPO_SQUARE_OF_SUM = False  # True: the released code's (sum_j [phi_j - s_j]_+)^2 in the s-step
-DISTILL = 0.5             # weight of the logit-MSE teacher loss (1 - DISTILL on cross-entropy)
-FINETUNE_EPOCHS = 10      # masked fine-tune epochs after ECC and for the baseline (our addition)
-FINETUNE_LR = 0.0005      # fine-tune Adam learning rate
-LATENCY_BATCH = 64        # batch size of the latency measurement
-LATENCY_THREADS = 1       # torch threads of the latency measurement
-LATENCY_REPEATS = 30      # timed forward passes (median reported)
+DISTILL = 0.5             # weight of the logit-MSE teacher loss (1 - DISTILL on cross-entropy); range [0, 1]
+FINETUNE_EPOCHS = 10      # masked fine-tune epochs after ECC and for the baseline (our addition); range [0, 10000]
+FINETUNE_LR = 0.0005      # fine-tune Adam learning rate; range (0, 10]
+LATENCY_BATCH = 64        # batch size of the latency measurement; range [1, 65536]
+LATENCY_THREADS = 1       # torch threads of the latency measurement; range [1, 256]
+LATENCY_REPEATS = 30      # timed forward passes (median reported); range [1, 100000]
 
 # %%
 import inspect
@@ -81,6 +87,7 @@ from compresslib.energy.analytic import AnalyticDevice
 from compresslib.energy.measure import measure_latency
 from compresslib.methods import ecc
 from compresslib.models.narrow import dense_widths
+from compresslib.provenance import sha256_file
 
 threads = compresslib.set_threads()
 train.check_device(DEVICE)
@@ -109,36 +116,28 @@ print(f"{DATASET}: {len(loaders0.train.dataset)} train / {len(loaders0.test.data
       f"threads {threads}")
 
 
-def build_model():
-    kw = dict(num_classes=loaders0.num_classes, in_channels=loaders0.in_channels)
-    if "image_size" in inspect.signature(models.MODELS.get(MODEL)).parameters:
-        kw["image_size"] = IMAGE_SIZE
-    return models.create_model(MODEL, **kw)
-
-
 # %% [markdown]
 # ## Dense teachers
-# One dense LeNet-5 per seed (Adam, cosine decay); cached in `OUT_DIR` by a hash of its settings.
+# One dense LeNet-5 per seed (Adam, cosine decay) by `train.pretrain_dense`, cached in
+# `results.cache_dir(OUT_DIR)` under the fingerprint of everything that determines its weights.
 
 # %%
 common = dict(dataset=DATASET, model=MODEL, image=IMAGE_SIZE, batch=BATCH_SIZE, subset=SUBSET)
-dense_nets, loaders_by_seed, dense_rows = {}, {}, []
+cache_root = results.cache_dir(OUT_DIR)
+dense_nets, loaders_by_seed, dense_rows, dense_fp = {}, {}, [], {}
+model_kw = dict(num_classes=loaders0.num_classes, in_channels=loaders0.in_channels)
+if "image_size" in inspect.signature(models.MODELS.get(MODEL)).parameters:
+    model_kw["image_size"] = IMAGE_SIZE
 for seed in seeds:
     loaders = data.get_loaders(DATASET, batch_size=BATCH_SIZE, seed=seed, root=DATA_ROOT or None,
                                image_size=IMAGE_SIZE, subset=SUBSET or None)
-    ck = out / f"dense_{results.param_hash({**common, 'epochs': EPOCHS, 'lr': LR, 'seed': seed})}.pt"
-    train.set_seed(seed)
-    model = build_model()
-    if ck.exists():
-        model.load_state_dict(train.load_checkpoint(ck)["model"])
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=LR)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=EPOCHS)
-        train.fit(model, loaders, EPOCHS, opt, sched, seed=seed, device=DEVICE, progress=False)
-        model.cpu()  # dense parents live on the CPU: exports and latencies are CPU; run_ecc copies to DEVICE
-        train.save_checkpoint(ck, model=model.state_dict())
-    model.eval()
+    model, fit_res = train.pretrain_dense(MODEL, model_kw, loaders, epochs=EPOCHS, seed=seed, lr=LR,
+                                          cache_dir=cache_root, device=DEVICE)
+    model = model.cpu().eval()  # dense parents live on the CPU: exports and latencies are CPU; run_ecc copies to DEVICE
+    dense_fp[seed] = fit_res["fingerprint"]
     acc = train.evaluate(model, loaders.test)["accuracy"]
+    results.record_model(OUT_DIR, f"dense_seed{seed}", model=MODEL, kwargs=model_kw, checkpoint=fit_res["checkpoint"],
+                         accuracy=acc, split="test", seed=seed, eval_dtype="float32")
     lat = measure_latency(model, input_size, LATENCY_BATCH, LATENCY_THREADS, LATENCY_REPEATS)
     dense_nets[seed], loaders_by_seed[seed] = model, loaders
     dense_rows.append({"seed": seed, "accuracy": acc, "latency_ms": lat["median_ms"], "latency_iqr_ms": lat["iqr_ms"]})
@@ -177,18 +176,24 @@ def run_point(seed, budget, frac):
                      absolute=ABSOLUTE_BUDGET, device=DEVICE)
     r = ecc.run_ecc(dense_nets[seed], loaders_by_seed[seed], est, budget, cfg, MAX_EPOCHS, PLR, **common_kw)
     u = ecc.run_uniform(dense_nets[seed], loaders_by_seed[seed], est, budget, **common_kw)
+    # equal training: as many epochs as ECC's ADMM phase took here (its last, partial epoch counted whole),
+    # Adam at the ADMM learning rate, the same distillation, then the same fine-tune
+    ue = ecc.run_uniform(dense_nets[seed], loaders_by_seed[seed], est, budget, train_epochs=int(r["epochs"]),
+                         train_lr=PLR, **common_kw)
     traj = [{k: h[k] for k in ("iteration", "E_real", "E_s", "z")} for h in r["history"]]
-    return {"rows": [summarize("ECC", r, seed, frac), summarize("uniform", u, seed, frac)], "trajectory": traj}
+    return {"rows": [summarize("ECC", r, seed, frac), summarize("uniform", u, seed, frac),
+                     summarize("uniform_equal_training", ue, seed, frac)], "trajectory": traj}
 
 
-cache = out / "sweep_cache.json"
+cache = cache_root / "sweep_cache.json"
+est_digest = sha256_file(est_path)
 sweep = {}
 points = [(seed, b, f) for seed in seeds for b, f in zip(budgets, fractions)]
 for seed, b, f in tqdm(points, desc="ECC sweep"):
-    params = {**common, "seed": seed, "budget": b, "absolute": ABSOLUTE_BUDGET, "dense_epochs": EPOCHS, "lr": LR,
+    params = {**common, "seed": seed, "budget": b, "absolute": ABSOLUTE_BUDGET, "dense": dense_fp[seed],
               "cfg": vars(cfg), "max_epochs": MAX_EPOCHS, "plr": PLR, "distill": DISTILL, "ft": FINETUNE_EPOCHS,
-              "ft_lr": FINETUNE_LR, "lat": [LATENCY_BATCH, LATENCY_THREADS, LATENCY_REPEATS],
-              "estimator": est.coef + [est.bias, est.scale]}
+              "ft_lr": FINETUNE_LR, "lat": [LATENCY_BATCH, LATENCY_THREADS, LATENCY_REPEATS], "device": DEVICE,
+              "estimator_file": est_digest, "net": NET, "cost_device": COST_DEVICE, "methods": 3}
     sweep[(seed, f)] = results.with_cache(cache, params, lambda: run_point(seed, b, f))
 table = pd.DataFrame([row for v in sweep.values() for row in v["rows"]])
 results.save_table(table, out / "results.csv")
@@ -200,7 +205,7 @@ agg = (table.groupby(["budget", "method"])
             estimated_energy=("estimated_energy", "mean"), max_estimated_energy=("estimated_energy", "max"),
             analytic_energy=("analytic_energy", "mean"), remaining_macs=("remaining_macs", "mean"),
             latency_ms=("latency_ms", "mean"), dense_latency_ms=("dense_latency_ms", "mean"),
-            iterations=("iterations", "mean"), reached=("reached", "all"))
+            iterations=("iterations", "mean"), epochs=("epochs", "mean"), reached=("reached", "all"))
        .reset_index())
 agg.insert(2, "dense_macs", dense_macs)
 results.save_table(agg, out / "summary.csv")
@@ -211,16 +216,33 @@ agg.round(4)
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 4))
-for method, color in (("ECC", "tab:red"), ("uniform", "tab:blue")):
+METHOD_COLORS = (("ECC", "tab:red"), ("uniform_equal_training", "tab:green"), ("uniform", "tab:blue"))
+labels = {"ECC": "ECC (ADMM + fine-tune)", "uniform_equal_training": "uniform, equal training (as many KD epochs "
+          "as ECC's ADMM + fine-tune)", "uniform": "uniform, fine-tune only"}
+for method, color in METHOD_COLORS:
     d = agg[agg.method == method].sort_values("analytic_energy")
     ax.errorbar(d.analytic_energy, d.accuracy, yerr=d.accuracy_std.fillna(0), marker="o", color=color,
-                capsize=3, label=f"{method} (+ {FINETUNE_EPOCHS}-epoch masked fine-tune)")
+                capsize=3, label=labels[method], ls=":" if method == "uniform" else "-")
 ax.axhline(dense_df.accuracy.mean(), color="k", ls="--", lw=1, label="dense")
 ax.set(xlabel="analytic energy of the exported net / dense", ylabel="test accuracy",
        title=f"{MODEL} on {DATASET}: mean over {len(seeds)} seed(s)")
-ax.legend(fontsize=8)
+ax.legend(fontsize=7)
 fig.tight_layout()
 results.save_figure(fig, out / "accuracy_vs_energy.png")
+
+# the comparison at equal training, per budget (bars: mean over seeds, whiskers: sample std)
+fig, ax = plt.subplots(figsize=(6, 4.2))
+for k, (method, color) in enumerate(METHOD_COLORS):
+    d = agg[agg.method == method].sort_values("budget")
+    ax.bar(np.arange(len(d)) + 0.27 * (k - 1), d.accuracy, width=0.27, yerr=d.accuracy_std.fillna(0), capsize=2,
+           color=color, alpha=1.0 if method != "uniform" else 0.35, label=labels[method])
+ax.set_xticks(np.arange(len(fractions)), [f"B = {f:g}" for f in sorted(fractions)])
+lo = float((agg.accuracy - agg.accuracy_std.fillna(0)).min())
+ax.set(ylabel="test accuracy", ylim=(max(0.0, lo - 0.05), 1.0),
+       title=f"ECC vs uniform width at equal training ({len(seeds)} seed(s))")
+ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
+fig.tight_layout()
+results.save_figure(fig, out / "accuracy_bars.png")
 
 fig, axes = plt.subplots(1, len(fractions), figsize=(3.2 * len(fractions), 3.2), squeeze=False, sharey=True)
 for ax, f in zip(axes[0], fractions):
@@ -247,22 +269,60 @@ fig.tight_layout()
 results.save_figure(fig, out / "ecc_trajectory.png")
 
 # %%
-res_list = []
+def std(x):
+    return float(x.std()) if len(x) > 1 else 0.0
+
+
+res_list, equal_rows = [], []
 for f in fractions:
     e = agg[(agg.budget == f) & (agg.method == "ECC")].iloc[0]
     u = agg[(agg.budget == f) & (agg.method == "uniform")].iloc[0]
+    ue = agg[(agg.budget == f) & (agg.method == "uniform_equal_training")].iloc[0]
+    per_seed = table[(table.budget == f) & (table.method == "uniform_equal_training")]
     res_list.append({"budget": f, "estimated_energy": float(e.max_estimated_energy),
                      "analytic_energy": float(e.analytic_energy), "accuracy": float(e.accuracy),
-                     "uniform_accuracy": float(u.accuracy), "latency_ms": float(e.latency_ms),
+                     "accuracy_std": std(table[(table.budget == f) & (table.method == "ECC")].accuracy),
+                     "uniform_accuracy": float(u.accuracy), "uniform_equal_training_accuracy": float(ue.accuracy),
+                     "admm_epochs": float(e.epochs), "latency_ms": float(e.latency_ms),
                      "dense_latency_ms": float(e.dense_latency_ms)})
-metrics = {"dense_accuracy": float(dense_df.accuracy.mean()), "results": res_list}
+    equal_rows.append({"budget": f, "accuracy": float(ue.accuracy), "accuracy_std": std(per_seed.accuracy),
+                       "accuracy_before_ft": float(ue.before_ft), "epochs": [int(v) for v in per_seed.epochs],
+                       "finetune_epochs": FINETUNE_EPOCHS, "estimated_energy": float(ue.max_estimated_energy),
+                       "analytic_energy": float(ue.analytic_energy), "seeds": int(len(per_seed))})
+tight = min(fractions)
+gain = {r["budget"]: r["accuracy"] - r["uniform_equal_training_accuracy"] for r in res_list}
+metrics = {"ecc_minus_uniform_equal_training_accuracy_at_tightest_budget": float(gain[tight]),
+           "dense_accuracy": float(dense_df.accuracy.mean()), "results": res_list,
+           "uniform_equal_training": equal_rows}
 results.write_metrics(out, metrics)
 for r in res_list:
     print(f"B={r['budget']:.2f}: ECC {r['accuracy']:.4f} (Ê max {r['estimated_energy']:.4f}, analytic "
-          f"{r['analytic_energy']:.4f}) vs uniform {r['uniform_accuracy']:.4f}; dense {metrics['dense_accuracy']:.4f}; "
-          f"latency {r['latency_ms']:.3f} ms vs dense {r['dense_latency_ms']:.3f} ms")
+          f"{r['analytic_energy']:.4f}, {r['admm_epochs']:.1f} ADMM epochs) vs uniform at equal training "
+          f"{r['uniform_equal_training_accuracy']:.4f} / fine-tune only {r['uniform_accuracy']:.4f}; dense "
+          f"{metrics['dense_accuracy']:.4f}; latency {r['latency_ms']:.3f} ms vs dense {r['dense_latency_ms']:.3f} ms")
 print("all ECC runs within budget:", bool((table[table.method == "ECC"].estimated_energy
                                             <= table[table.method == "ECC"].budget + 1e-12).all()))
+
+# %% [markdown]
+# ## The comparison at equal training
+# ECC's width choice is judged against the uniform width trained as long, with the same
+# distillation and the same fine-tune. The difference and a rough noise yardstick (the larger of the
+# two sample stds over seeds) are printed per budget; "within noise" means |difference| ≤ that std.
+
+# %%
+verdict = []
+for r, q in zip(res_list, equal_rows):
+    d, noise = r["accuracy"] - q["accuracy"], max(r["accuracy_std"], q["accuracy_std"])
+    side = "within noise" if abs(d) <= noise else ("ECC ahead" if d > 0 else "uniform ahead")
+    extra = r["accuracy"] - r["uniform_accuracy"]
+    verdict.append(side)
+    print(f"B = {r['budget']:g}: ECC {100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f} % vs uniform at equal "
+          f"training {100 * q['accuracy']:.2f} ± {100 * q['accuracy_std']:.2f} % ({q['epochs']} KD epochs + "
+          f"{FINETUNE_EPOCHS} fine-tune): {100 * d:+.2f} points, {side}; against the fine-tune-only baseline "
+          f"{100 * extra:+.2f} points (equal training moves the baseline by {100 * (extra - d):+.2f} points)")
+print(f"over {len(res_list)} budget(s) and {len(seeds)} seed(s): {verdict.count('ECC ahead')} ECC ahead, "
+      f"{verdict.count('uniform ahead')} uniform ahead, {verdict.count('within noise')} within noise"
+      + ("" if len(seeds) >= 3 else " — fewer than 3 seeds: no claim either way"))
 
 # %% [markdown]
 # ## What this shows
@@ -272,10 +332,14 @@ print("all ECC runs within budget:", bool((table[table.method == "ECC"].estimate
 # net differs from the estimate by the estimator's error (about a percent, stage 02).
 # ECC puts the cuts where the bilinear coefficients say energy is spent per channel (the convs and
 # the first FC layer's input) and keeps the later FC layers comparatively wide, while the uniform
-# baseline shrinks everything by one factor. Before fine-tuning the uniform nets are far worse
-# (`before_ft`); after the same masked fine-tune the gap closes at loose budgets and stays at
-# tight ones. The ECC paper's per-budget numbers could not be read (spec §4.3), so the only
-# paper-side claim checked here is qualitative: higher accuracy at the same energy.
+# baseline shrinks everything by one factor. The fair comparison is the one printed just above:
+# ECC against the uniform width **at equal training** (as many distilled epochs as ECC's ADMM took
+# for that budget and seed, then the same fine-tune); the fine-tune-only baseline trains about
+# `admm_epochs` fewer epochs, so its gap to ECC mixes the width choice with extra training, and
+# the cell above says how much of it was training. The numbers, and which way they fall, are
+# printed from this run's results, not typed here. The ECC paper's per-budget numbers could not be
+# read (spec §4.3), so the only paper-side claim checked here is qualitative: higher accuracy at
+# the same energy.
 # Proxies: energy is the Eyeriss-style analytic model, not a power measurement; latency is CPU
 # wall-clock of the exported dense net at batch `LATENCY_BATCH` on this shared machine, where tiny
 # nets are dominated by framework overhead, so latency falls much less than energy.

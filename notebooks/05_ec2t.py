@@ -31,33 +31,35 @@
 #
 # **Reads:** nothing. **Writes:** `OUT_DIR/metrics.json` (`fp_accuracy`, `results`), `grid.csv`,
 # `phi_sweep.csv`, `runs.csv`, `summary.csv`, `layer_sparsity.csv`, `sparsity_vs_accuracy.png`,
-# and the ternary models `models/<method>_<value>_seed<k>.pt` + `.json` (+ `models/fp.pt`), read by 06.
+# and the ternary models `models/<method>_<value>_seed<k>.pt` + `.json` (+ `models/fp.pt`), read by 06,
+# listed in `models.json`. Trained FP models and quantization runs are kept in `results.cache_dir(OUT_DIR)`
+# keyed by fingerprint: a re-run with unchanged parameters trains nothing.
 
 # %% tags=["parameters"]
 PROFILE = "default"       # profile name (set by compresslib.reproduce)
-SEED = 0                  # first seed; quantization runs use SEED .. SEED+N_SEEDS-1
-N_SEEDS = 3               # seeds per EC2T/TTQ configuration (mean ± std)
+SEED = 0                  # first seed; quantization runs use SEED .. SEED+N_SEEDS-1; range [0, 2147483647]
+N_SEEDS = 3               # seeds per EC2T/TTQ configuration (mean ± std); range [1, 100]
 DATASET = "mnist5k"       # registered dataset
 DATA_ROOT = ""            # folder of real datasets (empty: embedded data only)
 OUT_DIR = "../artifacts/05_ec2t"  # figures, tables, metrics.json, ternary models
 DEVICE = "cpu"            # cpu or cuda
 MODEL = "micronet"        # registered model; GRID and PHIS need a compound-scalable one (micronet, micronet_cifar)
-EPOCHS = 8                # FP training epochs of each φ-sweep model (SGD-Nesterov, cosine)
-IMAGE_SIZE = 14           # input side in pixels (mnist5k resized; a compute proxy for 28x28)
-SUBSET = 0                # cap on training images, 0 for all (smoke uses a subset)
-THREADS = 1               # torch threads (1 is fastest on a loaded 2-core machine), 0 for the default
-BATCH_SIZE = 64           # batch size everywhere
+EPOCHS = 8                # FP training epochs of each φ-sweep model (SGD-Nesterov, cosine); range [1, 10000]
+IMAGE_SIZE = 14           # input side in pixels (mnist5k resized; a compute proxy for 28x28); range [4, 1024]
+SUBSET = 0                # cap on training images, 0 for all (smoke uses a subset); range [0, inf)
+THREADS = 1               # torch threads (1 is fastest on a loaded 2-core machine), 0 for the default; range [0, 256]
+BATCH_SIZE = 64           # batch size everywhere; range [1, 65536]
 GRID = "1,1;1.9,1;1.7,1.1;1.6,1.1;1.4,1.2;1.2,1.3;1,1.4"  # (d, w) pairs at phi 1 (the paper's grid)
-GRID_EPOCHS = 3           # FP epochs per grid point (short: the grid only ranks the pairs)
+GRID_EPOCHS = 3           # FP epochs per grid point (short: the grid only ranks the pairs); range [1, 10000]
 PHIS = "1,1.5,2"          # φ values tried for the chosen pair; the best-val one is ternarized
-FP_LR = 0.05              # SGD learning rate of FP training (Nesterov 0.9, wd 5e-4, cosine)
+FP_LR = 0.05              # SGD learning rate of FP training (Nesterov 0.9, wd 5e-4, cosine); range (0, 10]
 GAMMAS = "0,0.15,0.3,0.5" # EC2T gains gamma (lambda is gamma·delta·lambda_max); 0 is nearest-centroid
 TS = "0.2,0.4"            # TTQ thresholds t (threshold t·max|W|)
-INIT_SCALE = 0.45         # EC2T centroid init s (w_p is s·max W, w_n is s·|min W|)
-Q_EPOCHS = 6              # quantization epochs with re-assignment (best-val state kept)
-RETRAIN_EPOCHS = 2        # frozen-assignment epochs afterwards
-Q_LR = 0.001              # Adam lr of shadow weights and FP layers
-Q_LR2 = 0.0001            # Adam lr of the centroids w_p, w_n
+INIT_SCALE = 0.45         # EC2T centroid init s (w_p is s·max W, w_n is s·|min W|); range (0, 1]
+Q_EPOCHS = 6              # quantization epochs with re-assignment (best-val state kept); range [1, 10000]
+RETRAIN_EPOCHS = 2        # frozen-assignment epochs afterwards; range [0, 10000]
+Q_LR = 0.001              # Adam lr of shadow weights and FP layers; range (0, 10]
+Q_LR2 = 0.0001            # Adam lr of the centroids w_p, w_n; range (0, 10]
 CENTROID_GRAD_SIGN = "exact"  # "exact" (−Σ g for w_n) or "ttq" (the repo's/TTQ's + sign)
 PMF_RENORM = "fixed"      # "fixed" (P sums to 1) or "repo" (original renormalisation quirk)
 
@@ -129,29 +131,26 @@ def build(d, w, phi):
     return m, getattr(m, "config", kw)
 
 
+cache = results.cache_dir(out)  # trained FP models and EC2T/TTQ runs, keyed by fingerprint, kept across runs
+first_pair = {}  # fit fingerprint -> the first (d, w, phi) that trained it
+
+
 def fp_train(d, w, phi, epochs, tag):
-    """Train (or load from the cache) an FP model; returns (model, row). The cache key is the built
-    architecture, not (d, w): rounding maps several grid pairs to the same network (same seed ->
-    same init and data order -> the same run), which is trained once."""
+    """Train (or reuse from the cache) an FP model; returns (model, row). ``train.cached_fit`` keys the
+    checkpoint by the fit fingerprint (architecture, initial weights, optimizer, data, seed, epochs),
+    not by (d, w): rounding maps several grid pairs to the same network (same seed -> same init and
+    data order -> the same run), which is trained once."""
     m, cfg = build(d, w, phi)
-    arch = {"model": MODEL, "shapes": [(n, tuple(p.shape)) for n, p in m.state_dict().items()],
-            "cfg": {k: v for k, v in cfg.items() if k not in ("d", "w", "phi")}}
-    key = dict(arch=arch, epochs=epochs, lr=FP_LR, data=DATASET, img=IMAGE_SIZE, subset=SUBSET, seed=SEED, bs=BATCH_SIZE)
-    ck = out / f"{tag}_{results.param_hash(key)}.pt"
-    if ck.exists():
-        st = train.load_checkpoint(ck)
-        m.load_state_dict(st["model"])
-        row = dict(st["row"], d=d, w=w, phi=phi, same_network_as=st["row"].get("same_network_as") or
-                   f"d={st['row']['d']:g} w={st['row']['w']:g} phi={st['row']['phi']:g}")
-    else:
-        opt = torch.optim.SGD(m.parameters(), lr=FP_LR, momentum=0.9, nesterov=True, weight_decay=5e-4)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-        r = train.fit(m, L0, epochs, opt, sched, device=DEVICE, seed=SEED, progress=False)  # fit reseeds the data order
-        row = {"d": d, "w": w, "phi": phi, "blocks": getattr(m, "blocks_per_stage", None),
-               "widths": "/".join(map(str, getattr(m, "widths", []))),
-               "params": sum(p.numel() for p in m.parameters()), "val_accuracy": r["val_accuracy"],
-               "test_accuracy": r["test_accuracy"], "s_per_epoch": r["seconds_per_epoch"], "same_network_as": ""}
-        train.save_checkpoint(ck, model=m.state_dict(), row=row)
+    opt = torch.optim.SGD(m.parameters(), lr=FP_LR, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    r = train.cached_fit(m, L0, epochs, opt, scheduler=sched, device=DEVICE, seed=SEED, progress=False,
+                         cache_dir=cache, name=f"{tag}-{MODEL}")  # fit reseeds the data order
+    same = first_pair.setdefault(r["fingerprint"], (d, w, phi))
+    row = {"d": d, "w": w, "phi": phi, "blocks": getattr(m, "blocks_per_stage", None),
+           "widths": "/".join(map(str, getattr(m, "widths", []))),
+           "params": sum(p.numel() for p in m.parameters()), "val_accuracy": r["val_accuracy"],
+           "test_accuracy": r["test_accuracy"], "s_per_epoch": r["seconds_per_epoch"],
+           "same_network_as": "" if same == (d, w, phi) else f"d={same[0]:g} w={same[1]:g} phi={same[2]:g}"}
     return m.to(DEVICE), row
 
 
@@ -177,6 +176,8 @@ fp_config = build(d_best, w_best, phi_best)[1]  # kwargs that rebuild it: create
 fp_accuracy = fp_row["test_accuracy"]  # fit's test pass of this very model (no second evaluation)
 results.save_table(phi_df, out / "phi_sweep.csv")
 train.save_checkpoint(out / "models" / "fp.pt", model=fp_model.state_dict(), config=fp_config)
+results.record_model(out, "fp", model=MODEL, kwargs=fp_config, checkpoint=out / "models" / "fp.pt",
+                     accuracy=fp_accuracy, split="test", method="fp")
 results.write_json(out / "models" / "fp.json", {"method": "fp", "gamma_or_t": None, "seed": SEED, "model": MODEL,
                    "config": fp_config, "input_size": list(input_size), "accuracy": fp_accuracy,
                    "sparsity": 0.0, "ternary_layers": []})
@@ -191,43 +192,54 @@ phi_df
 # 0.675·std), the best-validation state is reloaded, then `RETRAIN_EPOCHS` epochs with the
 # assignment frozen. Only the block convolutions (`.conv` layers) are ternarized; stem, shortcut
 # 1×1 convs, BatchNorm and the classifier stay full precision, as in the original code.
-# Runs are cached in `runs_cache.json` by a hash of their settings.
+# Runs are cached in `results.cache_dir(OUT_DIR)/runs_cache.json` by a hash of their settings (FP
+# weights digest, data fingerprint, every quantization setting); the `SEED` runs' ternary models are
+# kept there too and copied to `OUT_DIR/models/`, so a re-run with the same parameters trains nothing.
 
 # %%
 configs = [("ec2t", g) for g in gammas] + [("ttq", t) for t in ts]
 flags = dict(centroid_grad_sign=CENTROID_GRAD_SIGN, pmf_renorm=PMF_RENORM)
-fp_hash = results.param_hash({"model": MODEL, "config": fp_config, "row": fp_row,
-                              "sum": float(sum(p.detach().abs().sum() for p in fp_model.parameters()))})
+fp_hash = train.state_digest(fp_model.state_dict())  # the FP weights every run starts from
 
 
-def run(method, value, seed):
+def model_path(key):
+    return cache / f"{key['method']}_{key['value']:g}_seed{key['seed']}-{results.param_hash(key)}.pt"
+
+
+def run(method, value, seed, key):
     t0 = time.perf_counter()
     r = ec2t.train_ec2t(fp_model, loaders[seed], method=method, gamma=value if method != "ttq" else 0.0,
                         t=value if method == "ttq" else 0.05, init_scale=INIT_SCALE, epochs=Q_EPOCHS,
                         retrain_epochs=RETRAIN_EPOCHS, lr=Q_LR, lr2=Q_LR2, seed=seed, device=DEVICE,
                         progress=False, **flags)
-    tag = f"{method}_{value:g}_seed{seed}"
-    if seed == SEED:  # one model per configuration for notebook 06
-        train.save_checkpoint(out / "models" / f"{tag}.pt", model=r["model"].state_dict(), config=fp_config)
-        results.write_json(out / "models" / f"{tag}.json", {
-            "method": method, "gamma_or_t": value, "seed": seed, "model": MODEL, "config": fp_config,
-            "input_size": list(input_size), "accuracy": r["test_accuracy"], "sparsity": r["sparsity"],
-            "ternary_layers": r["layers"]})
+    if seed == SEED:  # one model per configuration for notebook 06 (copied to OUT_DIR/models below)
+        train.save_checkpoint(model_path(key), model=r["model"].state_dict(), config=fp_config)
     return {"method": method, "gamma_or_t": value, "seed": seed, "sparsity": r["sparsity"],
             "accuracy": r["test_accuracy"], "val_accuracy": r["val_accuracy"],
-            "seconds": time.perf_counter() - t0,
+            "seconds": time.perf_counter() - t0, "ternary_layers": r["layers"],
             "layers": r["layer_table"][["layer", "weights", "sparsity", "w_p", "w_n", "delta"]].to_dict("records")}
 
 
-cache = out / "runs_cache.json"
+runs_cache = cache / "runs_cache.json"
 rows = []
 for method, value in tqdm(configs, desc="configurations"):
     for seed in seeds:
         key = {"method": method, "value": value, "seed": seed, "fp": fp_hash, "s": INIT_SCALE, "q": Q_EPOCHS,
-               "re": RETRAIN_EPOCHS, "lr": Q_LR, "lr2": Q_LR2, "img": IMAGE_SIZE, "subset": SUBSET, **flags}
-        if seed == SEED and not (out / "models" / f"{method}_{value:g}_seed{seed}.pt").exists():
-            results.with_cache(cache, key, lambda: run(method, value, seed), force=True)
-        rows.append(results.with_cache(cache, key, lambda: run(method, value, seed)))
+               "re": RETRAIN_EPOCHS, "lr": Q_LR, "lr2": Q_LR2, "img": IMAGE_SIZE, "subset": SUBSET,
+               "data": results.param_hash(loaders[seed].fingerprint), **flags}
+        r = results.with_cache(runs_cache, key, lambda: run(method, value, seed, key),
+                               force=seed == SEED and not model_path(key).exists())
+        rows.append({k: v for k, v in r.items() if k != "ternary_layers"})
+        if seed == SEED:  # the ternary model of this configuration, for notebook 06
+            tag = f"{method}_{value:g}_seed{seed}"
+            train.save_checkpoint(out / "models" / f"{tag}.pt", **train.load_checkpoint(model_path(key)))
+            results.write_json(out / "models" / f"{tag}.json", {
+                "method": method, "gamma_or_t": value, "seed": seed, "model": MODEL, "config": fp_config,
+                "input_size": list(input_size), "accuracy": r["accuracy"], "sparsity": r["sparsity"],
+                "ternary_layers": r["ternary_layers"]})
+            results.record_model(out, tag, model=MODEL, kwargs=fp_config, checkpoint=out / "models" / f"{tag}.pt",
+                                 accuracy=r["accuracy"], split="test", method=method, gamma_or_t=value,
+                                 sparsity=r["sparsity"])
         r = rows[-1]
         print(f"{method:4s} {value:5.3f} seed {seed}: sparsity {r['sparsity']:.4f}, test accuracy "
               f"{r['accuracy']:.4f} [{r['seconds']:.0f} s]")

@@ -27,30 +27,30 @@
 # from) and EC2T (stage 05 trains MicroNets).
 #
 # **Reads:** `03_ecc_admm/results.csv`, `04_sparsity_quantization/models/`, `05_ec2t/models/`,
-# `07_dynamic_inference/static_models.csv` + `metrics.json`, `08_camp_mixed_precision/cache_seed*.json`
+# `07_dynamic_inference/static_models.csv` + `metrics.json`, `08_camp_mixed_precision/models.json`
 # (each optional). **Writes:** `leaderboard.csv`, `runs.csv`, `frontier.png`, `explorer.png`, `metrics.json`.
 
 # %% tags=["parameters"]
 PROFILE = "default"       # profile name (set by compresslib.reproduce)
-SEED = 0                  # first seed of the base-model runs
+SEED = 0                  # first seed of the base-model runs; range [0, 2147483647]
 DATASET = "mnist5k"       # dataset of the base-model runs
 DATA_ROOT = ""            # folder of real datasets (empty: embedded data only)
 OUT_DIR = "../artifacts/09_leaderboard"  # where figures, tables and metrics.json go
 DEVICE = "cpu"            # cpu (latency is measured on cpu)
-EPOCHS = 8                # dense epochs of the base model
+EPOCHS = 8                # dense epochs of the base model; range [1, 10000]
 BASE_MODEL = "lenet5_caffe"  # common base model (LeNet-5 20-50-500, the model of stage 04)
 SEEDS = "0,1,2"           # seeds of the base-model runs
-SUBSET = 0                # cap on training images, 0 means all
+SUBSET = 0                # cap on training images, 0 means all; range [0, inf)
 SPARSITIES = "0.9,0.95,0.98"  # magnitude-pruning levels on the base model
-FINETUNE_EPOCHS = 1       # masked fine-tune epochs after magnitude pruning
+FINETUNE_EPOCHS = 1       # masked fine-tune epochs after magnitude pruning; range [0, 10000]
 EC2T_GAMMAS = "0.2"       # EC2T gains on the base model (0 skips EC2T on the base)
-EC2T_EPOCHS = 2           # EC2T epochs with re-assignment
-EC2T_RETRAIN = 1          # EC2T epochs with frozen assignment
+EC2T_EPOCHS = 2           # EC2T epochs with re-assignment; range [1, 10000]
+EC2T_RETRAIN = 1          # EC2T epochs with frozen assignment; range [0, 10000]
 CASCADE_WIDTHS = "10,25,250"  # EdgeCompress cascade on the base: widths of the shrunk first stage
-CASCADE_RES = 20          # input resolution of the shrunk first stage (pixels)
-CASCADE_EPOCHS = 4        # epochs of the shrunk first stage (0 skips the cascade)
-LATENCY_THREADS = 1       # torch threads for the latency measurements
-LATENCY_REPEATS = 30      # timed forward passes per model (median reported)
+CASCADE_RES = 20          # input resolution of the shrunk first stage (pixels); range [4, 1024]
+CASCADE_EPOCHS = 4        # epochs of the shrunk first stage (0 skips the cascade); range [0, 10000]
+LATENCY_THREADS = 1       # torch threads for the latency measurements; range [1, 256]
+LATENCY_REPEATS = 30      # timed forward passes per model (median reported); range [1, 100000]
 
 # %%
 from pathlib import Path
@@ -96,34 +96,37 @@ display(pd.DataFrame([{"method": k, "stage": lb.COLLECTORS.meta(k)["stage"], "mo
 # %% [markdown]
 # ## Runs on the common base model
 # The dense base per seed (stage 04's when it trained the same model on the same data, else trained
-# here and cached in `OUT_DIR`), magnitude pruning + masked fine-tune at every
+# here and cached in `results.cache_dir(OUT_DIR)` by fingerprint, like every model trained below),
+# magnitude pruning + masked fine-tune at every
 # sparsity, EC2T ternarization of every layer (stage 05 ternarizes MicroNets) and EdgeCompress's
 # cascade (stage 07 runs on cluttered canvases): a width- and resolution-shrunk LeNet answers the
 # confident images, the dense base the rest, at the cheapest threshold that keeps the dense accuracy
 # within 0.5 point (else hi = 0.2).
 
 # %%
+cache = results.cache_dir(out)  # every model trained here, keyed by fingerprint: a re-run trains nothing
 for seed in tqdm(seeds, desc="base seeds"):
-    loaders = data.get_loaders(DATASET, seed=seed, root=DATA_ROOT or None, subset=SUBSET or None)
+    loaders = data.get_loaders(DATASET, seed=seed, root=DATA_ROOT or None, subset=SUBSET or None,
+                               image_size=models.model_input_size(BASE_MODEL)[-1])  # e.g. digits 8x8 -> 28x28
     up = lb.upstream_dense(art, BASE_MODEL, DATASET, SUBSET, seed)
     if up is not None:  # stage 04 trained this very base: reuse it
         dense = models.create_model(BASE_MODEL, num_classes=loaders.num_classes, in_channels=loaders.in_channels)
-        dense.load_state_dict(train.load_checkpoint(up)["model"])
+        train.load_weights(dense, up)  # a checkpoint of another model: a clear error, not a key dump
         dense.eval()
     else:
-        dense = lb.train_base(BASE_MODEL, loaders, EPOCHS, seed, ckpt=out / f"base_{BASE_MODEL}_seed{seed}.ckpt")
+        dense = lb.train_base(BASE_MODEL, loaders, EPOCHS, seed, cache_dir=cache)
     print(f"seed {seed}: dense {BASE_MODEL} " + (f"from {up.relative_to(art)}" if up else f"trained here ({EPOCHS} epochs)"))
     input_size = (loaders.in_channels, loaders.image_size, loaders.image_size)
     common = dict(input_size=tuple(input_size), base_model=BASE_MODEL, dataset=DATASET, source="09_leaderboard")
     candidates.append(lb.Candidate("dense", "fp32", seed, train.evaluate(dense, loaders.test)["accuracy"], dense,
                                    weight_bits=None, **common))
-    for s, m, acc in lb.run_magnitude(dense, loaders, sparsities, FINETUNE_EPOCHS, seed):
+    for s, m, acc in lb.run_magnitude(dense, loaders, sparsities, FINETUNE_EPOCHS, seed, cache_dir=cache):
         candidates.append(lb.Candidate("magnitude pruning", f"sparsity {s:g}", seed, acc, m, weight_bits=None, **common))
-    for g, m, acc in lb.run_ec2t_base(dense, loaders, gammas, EC2T_EPOCHS, EC2T_RETRAIN, seed):
+    for g, m, acc in lb.run_ec2t_base(dense, loaders, gammas, EC2T_EPOCHS, EC2T_RETRAIN, seed, cache_dir=cache):
         candidates.append(lb.Candidate("EC2T", f"gamma={g:g} on {BASE_MODEL}", seed, acc, m, **common))
     if CASCADE_EPOCHS:
         c = lb.run_cascade_base(dense, loaders, input_size, cascade_widths, CASCADE_RES, CASCADE_EPOCHS, seed,
-                                model_name=BASE_MODEL)
+                                model_name=BASE_MODEL, cache_dir=cache)
         candidates.append(lb.Candidate("EdgeCompress", f"cascade on {BASE_MODEL} (r{CASCADE_RES}, {'/'.join(map(str, cascade_widths))})",
                                        seed, c["accuracy"], c["model"], weight_bits=None, exec_weight=c["exec_weight"],
                                        deploy_form="cascade (both stages timed)",

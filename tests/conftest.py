@@ -5,7 +5,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import torch  # noqa: E402
 
-torch.set_num_threads(int(os.environ.get("COMPRESSLIB_THREADS", "2")))
+from compresslib.checks import env_int  # noqa: E402
+
+torch.set_num_threads(env_int("COMPRESSLIB_THREADS", 2))  # COMPRESSLIB_THREADS=abc: a clear error
 
 
 import json  # noqa: E402

@@ -5,6 +5,15 @@ The server runs on a free localhost port with a random token and no browser of i
 is a temporary folder holding notebook 07 converted to .ipynb with the smoke profile's parameters
 injected (papermill's injected-parameters cell), so nothing in the repository is touched. The
 server is always killed. A screenshot of the explored notebook is saved in the test's tmp dir.
+
+The drag acts as a user does: it waits until the slider has stopped moving, checks that the handle is
+what lies under the mouse, and reads the read-out once it is painted. JupyterLab 4's default windowing
+mode ('contentVisibility') lays out cells outside the viewport with placeholder heights; after a
+programmatic scroll the cells above the slider get their real heights and push it down. With stage
+07's per-seed cascade cells added below the explorer (commit c364262) the old test pressed the mouse at
+the handle's pre-layout position, y = 1730 px in a 1000 px viewport (measured: nothing under that
+point, the handle never moved), then waited 60 s for the read-out to change -- the widget itself
+worked. (A read-out still outside the painted area also reads '' through ``innerText``.)
 """
 import json
 import os
@@ -143,19 +152,65 @@ def _numbers(readout: str) -> dict:
     return out
 
 
-def _drag(page, slider, readout, frac: float) -> str:
-    """Drag the slider handle with the mouse to ``frac`` of its track (past the ends clamps); return the new
-    read-out once it has been re-rendered."""
-    old = readout.inner_text()
-    track = slider.locator(".noUi-target, .slider").first.bounding_box()
-    handle = slider.locator(".noUi-handle, .ui-slider-handle").first.bounding_box()
-    page.mouse.move(handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2)
+HIT_HANDLE = """([x, y]) => { const e = document.elementFromPoint(x, y);
+  return !!(e && e.closest('.noUi-handle, .ui-slider-handle')); }"""
+
+
+def _settled_box(locator, tries: int = 40, pause: float = 0.25) -> dict:
+    """``locator``'s bounding box once it has stopped moving. JupyterLab renders off-screen cells lazily
+    (windowing mode 'contentVisibility': their height is a placeholder until they are painted), so
+    right after a scroll the cells above the slider still grow or shrink and the slider moves."""
+    prev = None
+    for _ in range(tries):
+        box = locator.bounding_box()
+        if box is not None and prev is not None and all(abs(box[k] - prev[k]) < 0.5 for k in box):
+            return box
+        prev = box
+        time.sleep(pause)
+    assert prev is not None, "the slider has no bounding box (not rendered)"
+    return prev
+
+
+def _rendered_text(page, readout) -> str:
+    """The read-out's text once it is painted: ``innerText`` of a cell the browser skipped rendering
+    (content-visibility) is empty, so comparing it before/after a drag would compare '' with ''."""
+    page.wait_for_function("el => el.innerText.includes('MACs')", arg=readout.element_handle(),
+                           timeout=WIDGET_S * 1000)
+    return readout.inner_text()
+
+
+def _drag(page, slider, readout, frac: float | None = None) -> str:
+    """Drag the slider handle with the mouse to ``frac`` of its track (past the ends clamps; None: the end
+    farther from the handle, so the value always changes); return the new read-out once re-rendered.
+
+    The handle is pressed only once the layout has settled and the point under the mouse is the handle
+    (a press on stale coordinates lands on another cell and the slider never moves)."""
+    handle_loc = slider.locator(".noUi-handle, .ui-slider-handle").first
+    track_loc = slider.locator(".noUi-target, .slider").first
+    for attempt in range(3):
+        slider.scroll_into_view_if_needed(timeout=WIDGET_S * 1000)
+        handle, track = _settled_box(handle_loc), _settled_box(track_loc)
+        hx, hy = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+        if page.evaluate(HIT_HANDLE, [hx, hy]):
+            break
+    else:
+        raise AssertionError(f"the slider handle is not under the mouse at ({hx:.0f}, {hy:.0f}) after 3 scrolls "
+                             f"(handle box {handle}, track box {track})")
+    if frac is None:
+        frac = 1.0 if hx < track["x"] + track["width"] / 2 else 0.0
+    old = _rendered_text(page, readout)
+    page.mouse.move(hx, hy)
     page.mouse.down()
     page.mouse.move(track["x"] - 20 + frac * (track["width"] + 40), track["y"] + track["height"] / 2, steps=12)
     page.mouse.up()
-    page.wait_for_function("([el, old]) => el.innerText !== old", arg=[readout.element_handle(), old],
-                           timeout=WIDGET_S * 1000)
-    return readout.inner_text()
+    try:
+        page.wait_for_function("([el, old]) => el.innerText !== old", arg=[readout.element_handle(), old],
+                               timeout=WIDGET_S * 1000)
+    except Exception as e:  # say what the mouse did instead of a bare timeout
+        raise AssertionError(f"the read-out did not change within {WIDGET_S} s after dragging the handle from "
+                             f"({hx:.0f}, {hy:.0f}) to {frac:.0%} of the track {track}; handle now at "
+                             f"{handle_loc.bounding_box()}; read-out {old!r}") from e
+    return _rendered_text(page, readout)
 
 
 def test_threshold_slider_changes_readout(chromium, lab_server, tmp_path):  # chromium first: skip before starting lab
@@ -183,11 +238,13 @@ def test_threshold_slider_changes_readout(chromium, lab_server, tmp_path):  # ch
         slider = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="threshold")).first
         slider.scroll_into_view_if_needed(timeout=WIDGET_S * 1000)
         readout = page.locator(".widget-html, .widget-label", has_text="MACs").filter(has_text="accuracy").first
-        before = readout.inner_text(timeout=WIDGET_S * 1000)
-        for end in (0.0, 1.0):  # drag to the left end (nothing escalated); if MACs did not move, the right end
-            after = _drag(page, slider, readout, end)
-            if _numbers(after)["macs"] != _numbers(before)["macs"]:
-                break
+        readout.wait_for(timeout=WIDGET_S * 1000)
+        before = _rendered_text(page, readout)
+        # the slider starts at the threshold chosen on validation (possibly an end of the track): drag it to
+        # the farther end; if the MACs happen to be equal there (a flat stretch of the curve), to the other end
+        after = _drag(page, slider, readout)
+        if _numbers(after)["macs"] == _numbers(before)["macs"]:
+            after = _drag(page, slider, readout)
         shot = tmp_path / "lab_slider.png"
         page.wait_for_function(f"() => {{ const s = ({NOTEBOOK_STATE})(); return s && s.kernel === 'idle'; }}",
                                timeout=WIDGET_S * 1000)  # the plot under the read-out has been redrawn too

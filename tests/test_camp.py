@@ -1,5 +1,6 @@
 """CAMP dual-path networks, gates, REINFORCE and the energy model (camp.md §3-§7, §10)."""
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -24,7 +25,11 @@ def test_structure_tied_weights_and_parameter_count():
     assert blk.path1.conv1.weight is blk.path4.conv1.weight
     assert blk.path1.conv2.weight is blk.path4.conv2.weight
     assert (blk.path1.conv2.w_bits, blk.path4.conv2.w_bits, blk.path4.conv2.a_bits) == (1, 4, 4)
-    assert dual.blocks[0].path1.conv1.a_bits == 32 and dual.blocks[0].path4.conv1.a_bits == 32
+    # released bitskip YAML: only layer1.0.basic_block.pre_relu (1-bit path) stays FP32; the 4-bit
+    # path's first pre-activation matches layer*.*.fullbit_block.* and is quantized at 4 bits
+    assert dual.blocks[0].path1.conv1.a_bits == 32 and dual.blocks[0].path4.conv1.a_bits == 4
+    assert (dual.blocks[0].path4.conv1.w_bits, dual.blocks[0].path1.conv1.w_bits) == (4, 1)
+    assert all(b.path1.conv1.a_bits == 1 and b.path4.conv1.a_bits == 4 for b in dual.blocks[1:])
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     extra_bn = sum(p.numel() for b in dual.blocks for bn in (b.path4.bn1, b.path4.bn2) for p in bn.parameters())
     gate_p = sum(n(g) for g in camp.gates(dual))
@@ -133,7 +138,7 @@ def test_reinforce_returns_gamma_one():
     assert torch.allclose(R5[3], alpha / 4 * (1 - a[3].float()) - 0.5 * ce)
     with pytest.raises(ValueError, match="alpha must be >= 0"):
         camp.reinforce_returns(a, ce, -0.1)
-    with pytest.raises(ValueError, match="alpha must be >= 0"):
+    with pytest.raises(ValueError, match=r"alpha \(reward per 1-bit decision\) must be a number in \[0, inf\)"):
         camp.ReinforceCallback(alpha=-1)
 
 
@@ -206,3 +211,124 @@ def test_bad_inputs():
         camp.set_gate_mode(dual, "soft")
     with pytest.raises(ValueError, match="no CAMP gates"):
         camp.set_gate_mode(base, "rl")
+
+
+def test_block0_four_bit_path_reads_quantized_activation():
+    """The 4-bit path of block 0 sees only 16 activation levels; the 1-bit path the FP32 pre-activation."""
+    _, dual = _dual()
+    dual.eval()
+    seen = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, k=k: seen.__setitem__(k, mod.quant_input(inp[0])))
+             for k, m in (("p1", dual.blocks[0].path1.conv1), ("p4", dual.blocks[0].path4.conv1))]
+    a4 = []
+    h = dual.blocks[0].path4.conv1.register_forward_pre_hook(lambda mod, args: a4.append(args[0]))
+    dual(torch.randn(4, *SIZE))
+    for hk in (*hooks, h):
+        hk.remove()
+    levels = a4[0].unique()
+    assert len(levels) <= 16 and levels.min() >= 0 and levels.max() <= 1
+    assert torch.allclose(levels * 15, (levels * 15).round(), atol=1e-5)
+    assert len(seen["p1"].unique()) > 16  # FP32 input of the 1-bit path
+
+
+def test_static_plan_runs_chosen_paths_and_costs_no_gate():
+    torch.manual_seed(0)
+    w1, w4 = camp.CampResNet(8, (4, 8, 8), bits=1), camp.CampResNet(8, (4, 8, 8), bits=4)
+    dual = camp.make_dual(w1).eval()
+    x = torch.randn(5, *SIZE)
+    camp.set_static_plan(dual, [1, 0, 1])
+    h = dual.stem(x)
+    for b, use4 in zip(dual.blocks, [1, 0, 1]):
+        h = (b.path4 if use4 else b.path1)(h)
+    ref = dual.fc(torch.flatten(F.adaptive_avg_pool2d(F.relu(dual.head_bn(h)), 1), 1))
+    assert torch.allclose(dual(x), ref, atol=1e-6)
+    st = camp.gate_statistics(dual, [(x, torch.zeros(5, dtype=torch.long))])
+    assert st["rho_per_block"] == [1.0, 0.0, 1.0]
+    E = lambda m, **k: camp.camp_energy(m, SIZE, **k)["energy"]  # noqa: E731
+    assert math.isclose(E(dual, rho=[0, 0, 0], static=True), E(w1), rel_tol=1e-12)
+    assert math.isclose(E(dual, rho=[1, 1, 1], static=True), E(w4), rel_tol=1e-12)
+    t = camp.camp_cost_table(dual, SIZE, rho=[1, 0, 1], static=True)
+    assert t[t.layer.str.contains("gate")].exec_weight.eq(0).all()
+    assert t[t.layer.str.startswith("blocks.1.path1")].exec_weight.eq(1).all()
+    assert t[t.layer.str.startswith("blocks.0.path1")].exec_weight.eq(0).all()
+    camp.set_static_plan(dual, None)
+    assert all(g.static is None for g in camp.gates(dual))
+    with pytest.raises(ValueError, match="3 values in"):
+        camp.set_static_plan(dual, [1, 0])
+    with pytest.raises(ValueError, match="3 values in"):
+        camp.set_static_plan(dual, [1, 0, 2])
+
+
+def test_decision_statistics_definitions():
+    d = torch.tensor([[1, 0, 1, 0], [1, 1, 1, 0], [1, 0, 0, 0], [1, 0, 1, 0]])
+    st = camp.decision_statistics(d)
+    assert st["per_sample_decision_fraction"] == 0.5  # blocks 1 and 2 vary over the images
+    assert math.isclose(st["minority_decision_fraction"], (0 + 0.25 + 0.25 + 0) / 4)
+    assert st["majority_plan"] == [1, 0, 1, 0]
+    assert camp.decision_statistics(torch.ones(7, 3))["per_sample_decision_fraction"] == 0.0
+    with pytest.raises(ValueError, match="decisions must be"):
+        camp.decision_statistics(torch.ones(3))
+
+
+def test_static_plan_candidates_exhaustive_greedy_and_choice():
+    _, dual = _dual()
+    torch.manual_seed(0)
+    ds = TensorDataset(torch.randn(40, *SIZE), torch.randint(0, 10, (40,)))
+    val = DataLoader(ds, batch_size=20)
+    ex = camp.static_plan_candidates(dual, val, SIZE)
+    assert len(ex) == 8 and len({tuple(c["plan"]) for c in ex}) == 8
+    assert all(g.static is None for g in camp.gates(dual))  # gates restored
+    gr = camp.static_plan_candidates(dual, val, SIZE, max_exhaustive=2)
+    assert len(gr) == 1 + 3 + 2 + 1 and gr[0]["plan"] == [1, 1, 1] and gr[-1]["plan"] == [0, 0, 0]
+    by = {tuple(c["plan"]): c for c in ex}
+    for c in gr:  # the greedy path scores the same plans the same way
+        assert math.isclose(c["accuracy"], by[tuple(c["plan"])]["accuracy"])
+    budget = sorted(c["energy"] for c in ex)[3]
+    pick = camp.choose_static_plan(ex, budget)
+    ok = [c for c in ex if c["energy"] <= budget]
+    assert pick["energy"] <= budget and pick["accuracy"] == max(c["accuracy"] for c in ok)
+    with pytest.raises(ValueError, match="no static plan within"):
+        camp.choose_static_plan(ex, min(c["energy"] for c in ex) * 0.5)
+
+
+def test_run_camp_seed_controls(tmp_path):
+    """Tiny end-to-end run: equal-training W4A4, RL, static-plan rows within the RL energy, checkpoints."""
+    torch.manual_seed(0)
+    ds = TensorDataset(torch.rand(64, *SIZE) * 2 - 1, torch.randint(0, 10, (64,)))
+    mk = lambda: SimpleNamespace(  # noqa: E731
+        train=DataLoader(ds, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)),
+        val=DataLoader(ds, 32), test=DataLoader(ds, 32), num_classes=10, in_channels=1)
+    kw = dict(depth=8, widths=(4, 8, 8), epochs=1, sp_epochs=1, rl_epochs=1, alphas=(0.0, 8.0), lr=0.05,
+              rl_lr=0.01, rl_weight=0.1, sp_warmup=0)
+    res = camp.run_camp_seed(mk(), SIZE, 0, cache_dir=tmp_path, **kw)
+    rows = {(r["model"], r["alpha"]): r for r in res["rows"]}
+    static = {k for k in rows if k[0] == "static_plan"}
+    assert set(rows) - static == {("fp32", None), ("w4a4", None), ("w1a1", None), ("w4a4_equal", None),
+                                  ("sp", None), ("rl", 0.0), ("rl", 8.0)}
+    assert static and static <= {("static_plan", 0.0), ("static_plan", 8.0)}
+    for _, a in static:
+        s = rows[("static_plan", a)]
+        assert "0" in s["static_plan"]  # an all-4-bit plan is the W4A4 control, not a static row
+        assert s["energy_rel_w4a4"] <= s["energy_budget_rel_w4a4"] + 1e-9
+        assert s["energy_budget_rel_w4a4"] == rows[("rl", a)]["energy_rel_w4a4_val"]
+        assert len(s["static_plan"]) == 3 and s["n_candidate_plans"] == 8
+        assert s["fraction_4bit"] == s["static_plan"].count("1") / 3
+        assert s["per_sample_decision_fraction"] is None
+    assert 0 <= rows[("rl", 8.0)]["per_sample_decision_fraction"] <= 1
+    assert rows[("w4a4_equal", None)]["energy_rel_w4a4"] == 1.0
+    for r in res["rows"]:
+        assert Path(r["checkpoint"]).is_file() and Path(r["checkpoint"]).parent == tmp_path
+    assert Path(rows[("w4a4_equal", None)]["checkpoint"]).name.startswith("camp-seed0-w4a4_equal-rl-")
+    sd = torch.load(rows[("w4a4_equal", None)]["checkpoint"], weights_only=False)["model"]
+    net = camp.CampResNet(8, (4, 8, 8), bits=4)
+    net.load_state_dict(sd)
+    base = torch.load(rows[("w4a4", None)]["checkpoint"], weights_only=False)["model"]
+    assert not torch.equal(sd["blocks.1.conv1.weight"], base["blocks.1.conv1.weight"])  # trained on
+    again = camp.run_camp_seed(mk(), SIZE, 0, cache_dir=tmp_path, **kw)  # every fit reused from the cache
+    assert [(r["model"], r["alpha"], r["accuracy"], r["checkpoint"]) for r in again["rows"]] == \
+           [(r["model"], r["alpha"], r["accuracy"], r["checkpoint"]) for r in res["rows"]]
+    res2 = camp.run_camp_seed(mk(), SIZE, 0, static_plans=False, equal_training=False, **kw)
+    assert [r["model"] for r in res2["rows"]] == ["fp32", "w4a4", "w1a1", "sp", "rl", "rl"]
+    for r2 in res2["rows"]:  # the controls do not change the other runs (same seed, same numbers)
+        assert r2["accuracy"] == rows[(r2["model"], r2["alpha"])]["accuracy"]
+        assert r2["checkpoint"] is None

@@ -187,3 +187,38 @@ def test_shrinking_keeps_outer_widths_and_cuts_macs():
     assert {"shrinkable_resnet", "box_predictor"} <= set(list_models())
     with pytest.raises(ValueError, match="depth"):
         ShrinkableResNet(depths=(1, 0, 1))
+
+
+# ---- choices on the validation split ------------------------------------------------------------
+
+def _table(rows):
+    import pandas as pd
+
+    return pd.DataFrame([{"threshold": t, "accuracy": a, "avg_macs": m, "escalated": e} for t, a, m, e in rows])
+
+
+def test_choose_threshold_cheapest_within_tolerance_else_most_accurate():
+    t = _table([(0.0, 0.90, 10, 0.0), (0.1, 0.93, 12, 0.1), (0.2, 0.945, 14, 0.2), (0.3, 0.95, 16, 0.3),
+                (1.0, 0.95, 30, 1.0)])
+    row, ok = cascade.choose_threshold(t, 0.95, tol=0.005)
+    assert ok and row["threshold"] == 0.2 and row["avg_macs"] == 14  # 0.945 >= 0.95 - 0.005, cheapest such
+    row, ok = cascade.choose_threshold(t, 0.95, tol=0.0)
+    assert ok and row["threshold"] == 0.3                              # ties on accuracy -> fewer MACs
+    row, ok = cascade.choose_threshold(t, 0.99, tol=0.005)
+    assert not ok and row["threshold"] == 0.3 and row["accuracy"] == 0.95  # unreachable: most accurate, cheapest
+    with pytest.raises(ValueError, match="tol >= 0"):
+        cascade.choose_threshold(t, 0.9, tol=-0.1)
+    with pytest.raises(ValueError, match="non-empty"):
+        cascade.choose_threshold(t.iloc[:0], 0.9)
+
+
+def test_select_cascade_prefers_the_cheapest_candidate_that_reaches_the_target():
+    a = _table([(0.0, 0.80, 5, 0.0), (0.5, 0.95, 20, 0.6)])   # reaches at 20 MACs
+    b = _table([(0.0, 0.90, 8, 0.0), (0.5, 0.95, 15, 0.3)])   # reaches at 15 MACs -> chosen
+    c = _table([(0.0, 0.70, 2, 0.0), (0.5, 0.94, 9, 0.7)])    # never reaches 0.95 - 0.005
+    name, row, ok = cascade.select_cascade({"a": a, "b": b, "c": c}, 0.95, 0.005)
+    assert (name, row["threshold"], row["avg_macs"], ok) == ("b", 0.5, 15, True)
+    name, row, ok = cascade.select_cascade({"a": a, "c": c}, 0.99, 0.005)  # none reaches: most accurate point
+    assert (name, row["accuracy"], ok) == ("a", 0.95, False)
+    with pytest.raises(ValueError, match="at least one candidate"):
+        cascade.select_cascade({}, 0.9)

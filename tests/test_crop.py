@@ -152,3 +152,44 @@ def test_resolve_device_errors():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="cuda"):
             crop.resolve_device("cuda")
+
+
+def test_trainings_are_cached_by_fingerprint(tmp_path, capsys):
+    """A second identical training loads the checkpoint (reported, same weights); another input retrains."""
+    d = load_cluttered("test", source="digits", canvas=32, scale=(10, 20), patch=5)
+    x, y, boxes = d.x[:64], d.y[:64], d.boxes[:64]
+
+    def classifier(xs):
+        torch.manual_seed(0)
+        m = create_model("shrinkable_resnet", depths=(1, 1, 1), width_mult=0.5, resolution=16)
+        res = crop.train_classifier(m, xs, y, xs[:16], y[:16], epochs=1, batch_size=32, progress=False,
+                                    cache_dir=tmp_path, name="clf")
+        return m, res
+
+    small = torch.nn.functional.interpolate(x, size=(16, 16))
+    m1, r1 = classifier(small)
+    m2, r2 = classifier(small)
+    assert not r1["reused"] and r2["reused"] and r1["checkpoint"] == r2["checkpoint"]
+    assert r2["history"] == r1["history"]
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    _, r3 = classifier(small.flip(-1))                                 # other data: another key, trained
+    assert not r3["reused"] and r3["checkpoint"] != r1["checkpoint"]
+
+    def predictor(epochs):
+        torch.manual_seed(0)
+        p = create_model("box_predictor", stem_width=4, inner_widths=(4, 8, 8), hidden=(16, 8), pool="grid")
+        h = crop.train_box_predictor(p, x, boxes, 32, epochs=epochs, batch_size=32, progress=False,
+                                     cache_dir=tmp_path, name="box")
+        return p, h
+
+    capsys.readouterr()
+    p1, h1 = predictor(2)
+    assert "reused" not in capsys.readouterr().out
+    p2, h2 = predictor(2)
+    assert "[cache] reused box-" in capsys.readouterr().out and p1.cache_path == p2.cache_path
+    assert [h["loss"] for h in h1] == [h["loss"] for h in h2]
+    assert all(torch.equal(a, b) for a, b in zip(p1.state_dict().values(), p2.state_dict().values()))
+    p3, h3 = predictor(3)                                              # other epochs: another file
+    assert len(h3) == 3 and p3.cache_path != p1.cache_path
+    with pytest.raises(ValueError, match="cache name"):
+        crop.train_box_predictor(p1, x, boxes, 32, epochs=1, cache_dir=tmp_path, name="a/b", progress=False)

@@ -29,14 +29,19 @@ SCRIPT = textwrap.dedent("""
             tot, n = D.all_reduce_scalars(float(s.loss.detach()) * len(s.targets), len(s.targets))
             self.losses.append(tot / n)
 
-    def run(epochs, ckpt_path=None, resume=False):
+    class Interrupt(train.Callback):  # dies at global step `_at` (private: not part of fit's fingerprint)
+        def __init__(self, at): self._at = at
+        def on_batch_start(self, s):
+            if s.step == self._at: raise KeyboardInterrupt
+
+    def run(epochs, ckpt_path=None, resume=False, interrupt_at=-1):
         L = data.get_loaders("digits", batch_size=64, seed=5)
         train.set_seed(5)
         m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 10))
         opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
         sched = torch.optim.lr_scheduler.StepLR(opt, 1, 0.5)
         cb = StepLoss()
-        r = train.fit(m, L, epochs, opt, sched, callbacks=[cb], seed=5, progress=False,
+        r = train.fit(m, L, epochs, opt, sched, callbacks=[cb, Interrupt(interrupt_at)], seed=5, progress=False,
                       ckpt_path=ckpt_path, resume=resume)
         return {"steps": cb.losses, "history": [{k: v for k, v in h.items() if k != "seconds"}
                                                 for h in r["history"]],
@@ -44,7 +49,10 @@ SCRIPT = textwrap.dedent("""
 
     res = {"world": D.world_size() if D.init_from_env() else 1, "full": run(2)}
     if D.world_size() > 1:
-        run(1, ckpt)                                         # "interrupted" after epoch 1
+        try:                                                 # interrupted at the start of epoch 2
+            run(2, ckpt, interrupt_at=21)                    # (a checkpoint is resumed only by the same run)
+        except KeyboardInterrupt:
+            pass
         res["resumed"] = run(2, ckpt, resume=True)           # fresh model/optimizer/loaders
     json.dump(res, open(out.replace(".json", f"{D.rank()}.json"), "w"))
 """)

@@ -40,8 +40,10 @@ def test_load_images_is_class_balanced_and_boxless():
 
 
 TINY = {"EPOCHS": 1, "BOX_EPOCHS": 1, "BATCH_SIZE": 16, "RESOLUTIONS": "16,8", "CS_CONFIGS": "0.5:0.5:8",
-        "SMALL": "0.5:0.5:8", "BOX_SIZES": "8,16,24,32", "N_THRESHOLDS": 5, "COMPARE_SEEDS": "0",
-        "BOX_SHIFT": 2, "ORACLE_BOXES": True, "DEVICE": "cpu", "PROFILE": "test"}
+        "SMALL": "auto", "BOX_SIZES": "8,16,24,32", "N_THRESHOLDS": 5, "COMPARE_SEEDS": "0,1,2",
+        "CAM_LAYERS": "last,penultimate", "CAM_SPLITS": "0.5", "CAM_GROWS": "1.0", "PROBE": "0.5:0.5:8",
+        "PROBE_EPOCHS": 1, "BOX_SHIFT": 2, "ORACLE_BOXES": True, "DEVICE": "cpu", "PROFILE": "test"}
+PER_SEED = {"seed", "small_accuracy", "large_accuracy", "cascade_accuracy", "macs_fraction"}
 
 
 @pytest.mark.parametrize("dataset", ["fake", "imagenet"])
@@ -63,6 +65,17 @@ def test_stage07_runs_without_true_boxes(dataset, tmp_path):
     assert res["status"] == "ok", res["error"]
     m = json.loads((out / "metrics.json").read_text())
     assert KEYS <= set(m)
+    # issue 14: every choice on val, test once at the chosen point, the cascade over >= 3 seeds
+    assert m["selection_split"] == "val" and m["small_config"] == "0.5:0.5:8"
+    at = [r for r in m["sweep"] if r["threshold"] == m["threshold"]]
+    assert len(at) == 1 and at[0]["accuracy"] == m["cascade_accuracy"] and at[0]["avg_macs"] == m["cascade_avg_macs"]
+    assert m["macs_fraction_at_large_accuracy"] == pytest.approx(m["cascade_avg_macs"] / m["large_macs"])
+    assert [r["seed"] for r in m["per_seed"]] == [0, 1, 2] and all(PER_SEED <= set(r) for r in m["per_seed"])
+    assert m["per_seed"][0]["cascade_accuracy"] == m["cascade_accuracy"]
+    assert {r["layer"] for r in m["cam_selection"]} == {"last", "penultimate"} and m["cam_layer"] in ("last", "penultimate")
+    models = json.loads((out / "models.json").read_text())
+    assert {"rcc-r16-s0", "crop-r16-s0", "cs-d0.5-w0.5-r8-s0", "crop-r16-s2", "box_predictor_pseudo"} <= set(models)
+    assert all(r["split"] == "val" for r in models.values())
     # no true boxes: box-quality metrics are null, the skips are announced
     assert m["pseudo_box_test_miou"] is None and m["predicted_crop_test_miou"] is None
     assert m["digit_inside_predicted_crop"] is None
@@ -80,3 +93,26 @@ def test_stage07_runs_without_true_boxes(dataset, tmp_path):
     assert sw[-1]["avg_macs"] == pytest.approx(m["small_macs"] + m["large_macs"] - crop_macs)
     for f in ("static_models.csv", "cascade_curve.png", "explorer.png", "examples.png"):
         assert (out / f).is_file(), f
+
+
+def test_stage07_rerun_trains_nothing(tmp_path):
+    """Issue 13: executing notebook 07 again over its own outputs with the same parameters loads every model
+    from results.cache_dir (each fit reports its reuse), writes no new checkpoint and gives identical metrics."""
+    from compresslib import reproduce
+
+    out = tmp_path / "07"
+    params = {**TINY, "DATASET": "fake", "SUBSET": 60, "TEST_SUBSET": 30, "COMPARE_SEEDS": "0,1", "OUT_DIR": str(out)}
+    nb = ROOT / "notebooks" / "07_dynamic_inference.py"
+    first = reproduce.run_stage(nb, out, params, reproduce.ensure_kernel(), timeout=300)
+    assert first["status"] == "ok", first["error"]
+    cache = tmp_path / ".cache" / "07"
+    ckpts = sorted(p.name for p in cache.iterdir())
+    m1 = (out / "metrics.json").read_text()
+    second = reproduce.run_stage(nb, out, params, reproduce.ensure_kernel(), timeout=300)
+    assert second["status"] == "ok", second["error"]
+    text = (out / "07_dynamic_inference.ipynb").read_text()
+    n_fits = sum(n.endswith(".ckpt") for n in ckpts)
+    assert n_fits >= 9 and text.count("[fit] reused") == n_fits       # every classifier and probe
+    assert text.count("[cache] reused box-") == 1                      # the box predictor (no true boxes here)
+    assert sorted(p.name for p in cache.iterdir()) == ckpts            # nothing new trained
+    assert (out / "metrics.json").read_text() == m1

@@ -154,6 +154,28 @@ def test_run_ecc_stops_at_first_feasible_batch_under_budget(est):
     assert again["widths"] == res["widths"] and again["accuracy"] == res["accuracy"]
 
 
+def test_uniform_equal_training_trains_masked_with_distillation_before_the_same_finetune(est):
+    """Equal training (issue 14): the uniform baseline gets `train_epochs` masked, distilled epochs before the
+    fine-tune; widths stay those of the budget and pruned groups stay zero; 0 epochs = fine-tune only."""
+    torch.manual_seed(0)
+    dense = create_model("lenet5")
+    loaders = _tiny_loaders()
+    only = ecc.run_uniform(dense, loaders, est, 0.3, finetune_epochs=1, seed=0)
+    again = ecc.run_uniform(dense, loaders, est, 0.3, finetune_epochs=1, seed=0, train_epochs=0)
+    eq = ecc.run_uniform(dense, loaders, est, 0.3, finetune_epochs=1, seed=0, train_epochs=3, train_lr=1e-3)
+    assert only["epochs"] == 0 and eq["epochs"] == 3 and again["accuracy"] == only["accuracy"]
+    assert eq["widths"] == only["widths"] == ecc.widths_of(eq["model"]) == ecc.uniform_widths(est, 0.3)
+    assert eq["estimated_energy"] <= 0.3
+    # the extra phase changed the weights: the networks differ after the same fine-tune
+    x = next(iter(loaders.test))[0][:16]
+    with torch.no_grad():
+        assert (eq["model"](x) - only["model"](x)).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="train_epochs must be an int >= 0"):
+        ecc.run_uniform(dense, loaders, est, 0.3, train_epochs=-1)
+    with pytest.raises(ValueError, match="plr"):
+        ecc.run_uniform(dense, loaders, est, 0.3, train_epochs=1, train_lr=0.0)
+
+
 def test_uniform_widths_meet_budget_and_are_maximal(est):
     w = ecc.uniform_widths(est, 0.2)
     dense = float(B.predict(est, est.S))

@@ -139,22 +139,35 @@ def test_upstream_dense_only_when_stage04_matches(tmp_path):
 def test_camp_collector_weights_the_4bit_path(tmp_path):
     d = tmp_path / "08_camp_mixed_precision"
     d.mkdir()
-    prm = {"depth": 8, "widths": [4, 8, 16], "image_size": 8, "dataset": "mnist5k", "seed": 0}
-    rows = [{"model": "w1a1", "alpha": None, "accuracy": 80.0, "rho_per_block": None},
-            {"model": "rl", "alpha": 0.5, "accuracy": 85.0, "rho_per_block": [0.0, 0.5, 1.0]}]
-    stale = dict(prm, depth=14)
-    (d / "cache_seed0.json").write_text(json.dumps({"k": {"params": prm, "result": {"rows": rows}},
-                                                    "old": {"params": stale, "result": {"rows": [
-                                                        dict(rows[0], accuracy=50.0)]}}}))
-    pd.DataFrame([{k: v for k, v in r.items() if k != "rho_per_block"} for r in rows]).assign(seed=0).to_csv(
-        d / "camp_points.csv", index=False)
+    kw = {"depth": 8, "widths": [4, 8, 16], "num_classes": 10, "in_channels": 1}
+    common = {"model": "compresslib.methods.camp.CampResNet", "checkpoint": "x.ckpt", "split": "test", "seed": 0,
+              "input_size": [1, 8, 8], "dataset": "mnist5k", "static_plan": None}
+    models = {"w1a1_seed0": dict(common, kwargs=dict(kw, bits=1), accuracy=0.80, method_model="w1a1", alpha=None,
+                                 kind="uniform", rho_per_block=None),
+              "rl_alpha0.5_seed0": dict(common, kwargs=dict(kw, bits=1), accuracy=0.85, method_model="rl", alpha=0.5,
+                                        kind="dual", rho_per_block=[0.0, 0.5, 1.0]),
+              "static_plan_alpha0.5_seed0": dict(common, kwargs=dict(kw, bits=1), accuracy=0.84,
+                                                 method_model="static_plan", alpha=0.5, kind="static",
+                                                 rho_per_block=[0.0, 1.0, 1.0], static_plan="011"),
+              "w4a4_seed0": dict(common, kwargs=dict(kw, bits=4), accuracy=0.5, method_model="w4a4", alpha=None,
+                                 kind="uniform", rho_per_block=None)}  # stale: not in camp_points.csv
+    (d / "models.json").write_text(json.dumps(models))
+    rows = [{"model": m["method_model"], "alpha": m["alpha"], "accuracy": 100 * m["accuracy"]}
+            for k, m in models.items() if k != "w4a4_seed0"]
+    pd.DataFrame(rows).assign(seed=0).to_csv(d / "camp_points.csv", index=False)
     (d / "metrics.json").write_text("{}")
     cands = lb.collect_camp(tmp_path)
-    assert [c.setting for c in cands] == ["w1a1", "rl alpha=0.5"] and cands[1].accuracy == 0.85
+    assert [c.setting for c in cands] == ["w1a1", "rl alpha=0.5", "static_plan alpha=0.5"]
+    assert cands[1].accuracy == 0.85 and cands[2].extra == {"static_plan": "011"}
     ew = cands[1].exec_weight
     assert ew["blocks.0.path4.conv1"] == 0.0 and ew["blocks.2.path4.conv1"] == 1.0
+    assert ew["blocks.0.path1.conv1"] == 1.0 and ew["blocks.0.gate.conv"] == 1.0
+    sw = cands[2].exec_weight  # static plan: one path per block, no gate
+    assert sw["blocks.0.path1.conv1"] == 1.0 and sw["blocks.0.path4.conv1"] == 0.0
+    assert sw["blocks.1.path1.conv1"] == 0.0 and sw["blocks.1.path4.conv1"] == 1.0 and sw["blocks.1.gate.conv"] == 0.0
     r = [lb.candidate_row(c, latency_repeats=3) for c in cands]
     assert r[1]["effective_macs"] < r[1]["dense_macs"]  # the 4-bit path runs on part of the images only
+    assert r[2]["effective_macs"] < r[1]["effective_macs"]
 
 
 def test_readme_table_matches_the_committed_default_csv():

@@ -10,7 +10,7 @@ import nbformat  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from compresslib import report  # noqa: E402
+from compresslib import provenance, report  # noqa: E402
 
 
 @pytest.fixture()
@@ -30,6 +30,7 @@ def fake_artifacts(tmp_path):
                                               "Energy $E = \\sum_i e_i$."),
                 nbformat.v4.new_code_cell("print('hi')", outputs=[nbformat.v4.new_output("stream", text="hi\n")])]
     nbformat.write(nb, ok / "00_fake.ipynb")
+    provenance.write_manifest(ok, "00_fake", params={}, source="", key="k", upstream={}, seconds=1.5)
     (art / "01_broken").mkdir()
     (art / "summary.json").write_text(json.dumps([
         {"stage": "00_fake", "status": "ok", "seconds": 1.5, "error": "", "headline": ""},

@@ -19,6 +19,7 @@ OK = textwrap.dedent('''\
 FAIL = textwrap.dedent('''\
     # %% tags=["parameters"]
     OUT_DIR = "out"  # output folder
+    Y = 0  # another knob; range [0, 10]
 
     # %%
     raise RuntimeError("budget below the structural floor")

@@ -40,11 +40,56 @@ def test_compression_rate_accounting():
     full = 32 * 150
     size = 8 * math.log2(5) + 2 * 1
     assert sq.compression_rate(m) == pytest.approx(full / size)
+    assert sq.compression_rate(m, "with-biases") == pytest.approx(full / size)  # no biases here
     assert sq.compression_rate(m, "allocated", bits=[3, 1]) == pytest.approx(full / (8 * 3 + 2 * 1))
     assert sq.compression_rate(m, bits=[32, 32]) == pytest.approx(full / (10 * 32))  # prune-only: fp32
-    assert sq.compression_rate(m, "with-index") < sq.compression_rate(m)  # index + codebook cost
+    # layer 0: 8 contiguous non-zeros, 5 levels -> relative index p=1: 8 x (1 + ceil log2 6) = 32 bits
+    #          (bitmask 100 + 8 x 3 = 124, dense 100 x 3 = 300) + codebook 5 x 32
+    # layer 1: non-zeros at 0 and 7, 2 levels -> relative p=3: 2 x (3 + 2) = 10 (p=2: 1 filler, 3 x 4 = 12;
+    #          bitmask 50 + 2 = 52) + codebook 2 x 32
+    assert sq.index_storage(m[0].weight) == (32.0 + 160, "relative")
+    assert sq.index_storage(m[1].weight) == (10.0 + 64, "relative")
+    assert sq.compression_rate(m, "with-index") == pytest.approx(full / (192 + 74))
+    # fp32 values (prune-only): no codebook, 32-bit values: relative 8 x 33 = 264 and p=3: 2 x 35 = 70
+    assert sq.compression_rate(m, "with-index", bits=[32, 32]) == pytest.approx(full / (264 + 70))
     with pytest.raises(ValueError, match="accounting"):
         sq.compression_rate(m, "huffman")
+
+
+def test_single_value_layer_and_biases_are_costed():
+    m = nn.Linear(4, 4)  # 16 weights + 4 biases
+    with torch.no_grad():
+        m.weight.zero_()
+        m.weight.view(-1)[[0, 5, 15]] = 0.7  # one shared value: log2(1) = 0 bits per weight
+        m.bias.fill_(0.1)
+    assert sq.weight_bits(m.weight) == 32.0  # its one-entry codebook, not 0 bits
+    assert sq.compression_rate(m) == pytest.approx(32 * 16 / 32)
+    assert sq.other_parameters(m) == 4
+    assert sq.compression_rate(m, "with-biases") == pytest.approx((512 + 128) / (32 + 128))
+    # gaps 0, 4, 9; 1 level: value codes 0 bits in the bitmask (16 bits), 1 bit (value or filler zero)
+    # in the relative index: p=4 -> 3 x (4 + 1) = 15 < p=3 -> 4 x 4 = 16 = bitmask = dense 16 x 1
+    assert sq.index_storage(m.weight) == (15.0 + 32, "relative")
+    assert sq.compression_rate(m, "with-index") == pytest.approx(640 / (15 + 32 + 128))
+    with torch.no_grad():
+        m.weight.fill_(0.7)  # dense, one value: bitmask 16 + 0 bits beats relative 16 x 2 and dense codes 16
+    assert sq.index_storage(m.weight) == (16.0 + 32, "bitmask")
+    with torch.no_grad():
+        m.weight.zero_()
+    assert sq.weight_bits(m.weight) == 0.0 and sq.index_storage(m.weight) == (0.0, "empty")
+
+
+def test_lenet_caffe_bias_view_matches_issue_numbers():
+    m = create_model("lenet5_caffe")
+    assert sq.other_parameters(m) == 580  # 20 + 50 + 500 + 10 fp32 biases = 18,560 bits
+    S, k = sq.size_budget(m, 0.0054, 3)
+    with torch.no_grad():  # k_l non-zeros per layer on 8 levels (conv1: its 3 weights on 3 levels)
+        for (_, layer), kl in zip(sq.compressible_layers(m), k):
+            layer.weight.zero_()
+            layer.weight.view(-1)[:kl] = torch.arange(kl).remainder(8).float() + 1
+    size = 3 * math.log2(3) + 3 * (135 + 2160 + 27)
+    assert sq.compression_rate(m) == pytest.approx(32 * 430500 / size)  # ~1977x, the paper's view
+    assert sq.compression_rate(m, "with-biases") == pytest.approx(32 * 431080 / (size + 18560))
+    assert round(sq.compression_rate(m, "with-biases")) == 540  # the biases are 2.7x the weights' bits
 
 
 # --------------------------------------------------------------------------------- knapsack
@@ -162,10 +207,62 @@ def test_mckp_greedy_feasible_and_near_brute_force():
         ch = sq.mckp_greedy(dist, cost, S)
         assert sum(c[j] for c, j in zip(cost, ch)) <= S + 1e-9
         opt, got = _brute(dist, cost, S), sum(d[j] for d, j in zip(dist, ch))
-        assert got >= opt - 1e-9
         # LP bound: greedy loses at most one hull increment's gain
         max_gain = max(max(d) - min(d) for d in dist)
         assert got - opt <= max_gain + 1e-9
+
+
+def _lower_hull(c, d):
+    """Reference: items on the falling part of the lower convex hull of (cost, distortion) (monotone chain)."""
+    pts = sorted({}.fromkeys(sorted(range(len(c)), key=lambda i: (c[i], d[i]))), key=lambda i: (c[i], d[i]))
+    pts = [i for k, i in enumerate(pts) if k == 0 or c[i] != c[pts[k - 1]]]  # cheapest distortion per cost
+    hull = []
+    for i in pts:
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            if (c[b] - c[a]) * (d[i] - d[a]) - (d[b] - d[a]) * (c[i] - c[a]) <= 0:  # b not strictly below a-i
+                hull.pop()
+            else:
+                break
+        hull.append(i)
+    k = 1
+    while k < len(hull) and d[hull[k]] < d[hull[k - 1]]:
+        k += 1
+    return hull[:k]
+
+
+def _breakpoint_budgets(dist, cost):
+    """Budgets at which the LP relaxation is integral: the cheapest hull items plus the first k hull
+    increments by distortion drop per bit - there the LP-greedy must equal the integer optimum."""
+    hulls = [_lower_hull(c, d) for d, c in zip(dist, cost)]
+    incs = sorted(((d[h[p - 1]] - d[h[p]]) / (c[h[p]] - c[h[p - 1]]), c[h[p]] - c[h[p - 1]])
+                  for d, c, h in zip(dist, cost, hulls) for p in range(1, len(h)))[::-1]
+    S = sum(c[h[0]] for c, h in zip(cost, hulls))
+    out = [S]
+    for _, dc in incs:
+        S += dc
+        out.append(S)
+    return out
+
+
+def test_mckp_greedy_equals_brute_force_at_breakpoints_of_nonconvex_instances():
+    # hand instance: item 1 of layer 0 is off the hull (10 -> 9.9 -> 0); a solver that walks items in
+    # order instead of hull increments stops at 9.9 where the optimum at S = 3 + 2 jumps to 0
+    dist, cost = [[10.0, 9.9, 0.0], [4.0, 1.0]], [[1.0, 2.0, 3.0], [2.0, 4.0]]
+    assert _breakpoint_budgets(dist, cost) == [3.0, 5.0, 7.0]
+    for S, want in [(3.0, 14.0), (5.0, 4.0), (7.0, 1.0)]:
+        ch = sq.mckp_greedy(dist, cost, S)
+        assert sum(d[j] for d, j in zip(dist, ch)) == want == _brute(dist, cost, S)
+    g = torch.Generator().manual_seed(8)
+    n_checked = 0
+    for _ in range(150):
+        dist, cost = _random_instance(g, convex=False)
+        for S in _breakpoint_budgets(dist, cost):
+            ch = sq.mckp_greedy(dist, cost, S)
+            assert sum(c[j] for c, j in zip(cost, ch)) <= S + 1e-9
+            assert sum(d[j] for d, j in zip(dist, ch)) == pytest.approx(_brute(dist, cost, S), abs=1e-6)
+            n_checked += 1
+    assert n_checked > 300
 
 
 def test_mckp_greedy_equals_brute_force_at_lp_breakpoints():
@@ -327,3 +424,58 @@ def test_progressive_chain_and_hparams_bad_input():
     with pytest.raises(ValueError, match="one bitwidth per layer"):
         sq.finetune(m, _tiny_loader(), [3, 3], steps=2)
     assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))  # nothing trained
+
+
+# ------------------------------------------------------------- model and channels-last layout
+def test_lenet5_caffe_is_the_papers_caffelenet():
+    m = create_model("lenet5_caffe")
+    kinds = [type(x).__name__ for x in m.features] + [type(x).__name__ for x in m.classifier]
+    assert kinds == ["Conv2d", "MaxPool2d", "Conv2d", "MaxPool2d", "Flatten", "Linear", "ReLU", "Linear"]
+    assert (m.classifier[1].in_features, m.classifier[1].out_features) == (800, 500)
+    assert m(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    relu = create_model("lenet5_caffe_relu")  # the former variant, ReLU after each conv
+    assert [type(x).__name__ for x in relu.features].count("ReLU") == 2
+
+
+class _ViewNet(nn.Module):
+    """Like the original CaffeLeNet's forward: ``.view`` on a conv/pool output."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 4, 3)
+        self.p = nn.MaxPool2d(2)
+        self.f = nn.Linear(4 * 3 * 3, 3)
+
+    def forward(self, x):
+        x = self.p(self.c(x))
+        return self.f(x.view(x.size(0), 4 * 3 * 3))
+
+
+def test_fast_layout_is_safe_for_view_models():
+    torch.manual_seed(0)
+    x = torch.randn(5, 1, 8, 8)
+    m = _ViewNet()
+    with pytest.raises(RuntimeError, match="view size"):  # the failure mode the probe guards against
+        copy_m = _ViewNet()
+        copy_m.to(memory_format=torch.channels_last)(x)
+    with sq._FastLayout(m, x) as lay:
+        assert not lay.active and "view size" in lay.reason
+        assert m.c.weight.is_contiguous()
+    with sq._FastLayout(_Tiny(), torch.randn(5, 1, 8, 8)) as lay:
+        assert lay.active and lay.model.c.weight.is_contiguous(memory_format=torch.channels_last)
+    assert lay.model.c.weight.is_contiguous()
+    caffe = create_model("lenet5_caffe")
+    with sq._FastLayout(caffe, torch.randn(2, 1, 28, 28)) as lay:  # the speed-up still applies here
+        assert lay.active
+    # ADMM and finetune run on the .view model (contiguous throughout), deterministically
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        net = _ViewNet()
+        S, _ = sq.size_budget(net, 0.2, 3)
+        st, hist = sq.sqjoint_compress(net, _tiny_loader(), S, 3, intervals=2, steps_per_interval=3,
+                                       warmup_intervals=1)
+        sq.finetune(net, _tiny_loader(), st.bits, steps=4)
+        assert all(h["size_bits"] <= S for h in hist)
+        outs.append([p.detach().clone() for p in net.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*outs))

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from ..cost import layer_table
 from ..models.resnet_cifar import PadShortcut, depth_to_n, make_stages
 from ..quant import QConv2d, act_quant_fused, apply_bit_plan, check_plan_bits, uniform_bit_plan
-from ..train import Callback, evaluate, fit, set_seed
+from ..checks import check_number
+from ..train import Callback, cached_fit, check_device, evaluate, fit, set_seed
 
 #: per-MAC energy by precision, fitted to the published CAMP table (camp.md §7), e32 = 1
 E_PER_MAC = {32: 1.0, 4: 1.0 / 93, 1: 1.0 / 1250}
@@ -105,7 +106,11 @@ class Gate(nn.Module):
         self.conv.w_bits = self.fc.w_bits = self.bits
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
         self.mode = mode
+        self.static = None  # None: learned gate; 0 / 1: fixed decision (static bit plan, no gate executed)
         self.log_prob = self.action = self.decision = self.p = None
+
+    def extra_repr(self) -> str:  # part of the fit fingerprint (train.cached_fit hashes the module repr)
+        return f"bits={self.bits}, mode={self._mode}, static={self.static}"
 
     @property
     def mode(self) -> str:
@@ -144,6 +149,11 @@ class DualPathBlock(nn.Module):
         self.path1, self.path4, self.gate = path1, path4, gate
 
     def forward(self, x):
+        if self.gate.static is not None:  # static plan: only the chosen path runs, no gate
+            use4 = bool(self.gate.static)
+            self.gate.p = None
+            self.gate.decision = torch.full((x.shape[0],), use4, dtype=torch.bool, device=x.device)
+            return self.path4(x) if use4 else self.path1(x)
         q = self.path1(x)
         m = self.gate(q)
         return (1 - m) * q + m * self.path4(x)
@@ -157,7 +167,11 @@ def make_dual(base: CampResNet, low_bits: int = 1, high_bits: int = 4, gate_bits
               gate_mode: str = "sp", tie: bool = True) -> CampResNet:
     """Dual-path copy of ``base`` (§4 stage 2): each block's state goes to the ``low_bits`` path;
     the ``high_bits`` path gets fresh BatchNorms and — with ``tie`` — the *same* latent conv
-    Parameters (one tensor, two quantizers; its gradient sums both paths). Gates start fresh."""
+    Parameters (one tensor, two quantizers; its gradient sums both paths). Gates start fresh.
+
+    Input activations as the released ``bitskip_*.yaml`` (§2): only ``layer1.0.basic_block.pre_relu``
+    — the *1-bit* path's first pre-activation — is exempt (FP32); ``layer1.0.fullbit_block.pre_relu``
+    matches ``layer*.*.fullbit_block.*`` and is quantized at ``high_bits`` like every 4-bit path."""
     if not isinstance(base, CampResNet):
         raise TypeError(f"make_dual needs a CampResNet, got {type(base).__name__}")
     if any(isinstance(b, DualPathBlock) for b in base.blocks):
@@ -165,12 +179,11 @@ def make_dual(base: CampResNet, low_bits: int = 1, high_bits: int = 4, gate_bits
     low_bits, high_bits = check_plan_bits(low_bits), check_plan_bits(high_bits)
     model = copy.deepcopy(base)
     for i, blk in enumerate(list(model.blocks)):
-        fp_in = i == 0
         path4 = copy.deepcopy(blk)
         for bn in (path4.bn1, path4.bn2):
             bn.reset_parameters()
-        _set_block_bits(blk, low_bits, fp_in)
-        _set_block_bits(path4, high_bits, fp_in)
+        _set_block_bits(blk, low_bits, fp_input=i == 0)
+        _set_block_bits(path4, high_bits, fp_input=False)
         if tie:
             path4.conv1.weight, path4.conv2.weight = blk.conv1.weight, blk.conv2.weight
         model.blocks[i] = DualPathBlock(blk, path4, Gate(blk.conv2.out_channels, gate_bits, gate_mode))
@@ -190,6 +203,91 @@ def set_gate_mode(model: nn.Module, mode: str) -> nn.Module:
     for g in gs:
         g.mode = mode
     return model
+
+
+def set_static_plan(model: nn.Module, plan) -> nn.Module:
+    """Fix every block's path: ``plan[b]`` = 1 (4-bit path) or 0 (1-bit path); ``None`` restores the gates.
+
+    A static plan runs only the chosen path of each block and no gate (the ablation of issue 14:
+    is per-sample gating worth more than the best fixed per-block plan at the same energy?).
+    """
+    gs = gates(model)
+    if not gs:
+        raise ValueError("model has no CAMP gates (build it with make_dual)")
+    if plan is None:
+        for g in gs:
+            g.static = None
+        return model
+    plan = list(plan)
+    if len(plan) != len(gs) or any(v not in (0, 1) for v in plan):
+        raise ValueError(f"static plan must be {len(gs)} values in {{0, 1}} (1 = 4-bit path), got {plan}")
+    plan = [int(v) for v in plan]
+    for g, v in zip(gs, plan):
+        g.static = v
+    return model
+
+
+def decision_statistics(decisions: torch.Tensor) -> dict:
+    """How input-dependent deterministic gate decisions are, over one evaluation set.
+
+    ``decisions`` (n images, N blocks) in {0, 1}. ``per_sample_decision_fraction`` = (number of blocks
+    whose decision is not the same for all n images) / N. ``minority_decision_fraction`` =
+    mean_b min(ρ_b, 1 − ρ_b) = share of the n·N (image, block) decisions that differ from their
+    block's majority, i.e. what the best-matching static per-block plan would have to change.
+    """
+    d = torch.as_tensor(decisions).float()
+    if d.dim() != 2 or d.shape[0] < 1 or d.shape[1] < 1:
+        raise ValueError(f"decisions must be (n images >= 1, N blocks >= 1), got {tuple(d.shape)}")
+    rho = d.mean(0)
+    varying = d.amax(0) != d.amin(0)
+    return {"per_sample_decision_fraction": varying.float().mean().item(),
+            "minority_decision_fraction": torch.minimum(rho, 1 - rho).mean().item(),
+            "majority_plan": [int(v) for v in (rho >= 0.5).tolist()]}
+
+
+def static_plan_candidates(model, loader, input_size, max_exhaustive: int = 12, device: str = "cpu") -> list[dict]:
+    """Validation accuracy and energy of static per-block plans on a trained dual-path ``model``.
+
+    N <= ``max_exhaustive`` blocks: all 2^N plans. Otherwise a greedy path: from all-4-bit, switch
+    to 1 bit, one block at a time, the block whose switch keeps the highest accuracy (N(N+1)/2
+    evaluations). Energy is that of the static network (no gates, only the chosen paths, §7),
+    relative to nothing (divide by the W4A4 energy yourself). ``model`` is left with its gates on.
+    Returns ``[{"plan": [0/1]*N, "accuracy": fraction, "energy": E}]``.
+    """
+    n = len(gates(model))
+    if n == 0:
+        raise ValueError("model has no CAMP gates (build it with make_dual)")
+    model.to(device)
+
+    def score(plan):
+        set_static_plan(model, plan)
+        acc = evaluate(model, loader, device)["accuracy"]
+        e = camp_energy(model, input_size, plan, include_gates=False, static=True)["energy"]
+        return {"plan": list(plan), "accuracy": float(acc), "energy": float(e)}
+
+    try:
+        if n <= max_exhaustive:
+            return [score([(k >> b) & 1 for b in range(n)]) for k in range(2 ** n)]
+        cur, out = [1] * n, []
+        out.append(score(cur))
+        while any(cur):
+            trials = [score([0 if j == i else v for j, v in enumerate(cur)]) for i in range(n) if cur[i]]
+            best = max(trials, key=lambda r: (r["accuracy"], -r["energy"]))
+            out += trials
+            cur = best["plan"]
+        return out
+    finally:
+        set_static_plan(model, None)
+
+
+def choose_static_plan(candidates: list[dict], energy_budget: float) -> dict:
+    """The candidate with the highest (validation) accuracy among those with energy <= budget
+    (ties: lower energy, then the plan with more 1-bit blocks first in forward order)."""
+    ok = [c for c in candidates if c["energy"] <= energy_budget * (1 + 1e-9)]
+    if not ok:
+        raise ValueError(f"no static plan within the energy budget {energy_budget:g} "
+                         f"(cheapest: {min(c['energy'] for c in candidates):g})")
+    return max(ok, key=lambda c: (c["accuracy"], -c["energy"], [-v for v in c["plan"]]))
 
 
 # ------------------------------------------------------------------------------ RL (§6)
@@ -240,8 +338,7 @@ class ReinforceCallback(Callback):
 
     def __init__(self, alpha: float, gamma: float = 1.0, rl_weight: float = 0.01,
                  repo_broadcast_bug: bool = False):
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        check_rl_args(alpha, gamma, rl_weight)
         self.alpha, self.gamma, self.rl_weight, self.bug = alpha, gamma, rl_weight, repo_broadcast_bug
 
     def on_loss(self, s):
@@ -261,6 +358,9 @@ class EpochTimer(Callback):
     def __init__(self):
         self.seconds, self._t0 = [], None
 
+    def fingerprint(self) -> dict:
+        return {"class": "EpochTimer"}  # measures, never changes the weights
+
     def on_batch_start(self, s):
         if self._t0 is None:
             self._t0 = time.perf_counter()
@@ -268,6 +368,13 @@ class EpochTimer(Callback):
     def on_epoch_end(self, s):
         self.seconds.append(time.perf_counter() - self._t0)
         self._t0 = None
+
+
+def check_rl_args(alpha, gamma=1.0, rl_weight=0.01) -> None:
+    """Ranges of the REINFORCE knobs (§6), checked before any training: NaN is rejected too."""
+    check_number("alpha (reward per 1-bit decision)", alpha, 0)
+    check_number("gamma (discount)", gamma, 0, 1)
+    check_number("rl_weight (weight of the REINFORCE term)", rl_weight, 0)
 
 
 # ------------------------------------------------------------------------------ training
@@ -289,8 +396,14 @@ def sgd_schedule(model, epochs: int, lr: float = 0.1, weight_decay: float = 2e-4
 
 
 def train_stage(model, loaders, epochs: int, lr: float, seed: int, callbacks=(), warmup_epochs: int = 0,
-                progress: bool = False, device: str = "cpu", channels_last: bool = True, **sched) -> dict:
+                progress: bool = False, device: str = "cpu", channels_last: bool = True, cache_dir=None,
+                name: str | None = None, fingerprint: dict | None = None, **sched) -> dict:
     """``fit`` with :func:`sgd_schedule`; adds ``train_seconds_per_epoch`` (training pass only).
+
+    With ``cache_dir`` (and a file-name stem ``name``) it is ``train.cached_fit``: the checkpoint
+    ``cache_dir/<name>-<fingerprint>.ckpt`` is reused when everything that determines the weights
+    matches (a partial one is resumed) and its path is returned as ``checkpoint``; ``fingerprint``:
+    extra settings to key it by.
 
     Speed, same math: ``channels_last`` stores the conv weights NHWC so every activation follows
     (oneDNN's 3x3 convs with 8-16 channels run ~2x faster on CPU than NCHW; sums are reordered,
@@ -303,11 +416,17 @@ def train_stage(model, loaders, epochs: int, lr: float, seed: int, callbacks=(),
     opt, sch = sgd_schedule(model, epochs, lr, warmup_epochs=warmup_epochs, **sched)
     timer = EpochTimer()
     train_only = SimpleNamespace(train=loaders.train, val=None, test=None)
-    out = fit(model, train_only, epochs, opt, sch, callbacks=[*callbacks, timer], seed=seed, progress=progress,
-              device=device)
+    kw = dict(scheduler=sch, callbacks=[*callbacks, timer], seed=seed, progress=progress, device=device)
+    if cache_dir is not None:
+        if not name:
+            raise ValueError("train_stage: a cache_dir needs a checkpoint name")
+        out = cached_fit(model, train_only, epochs, opt, cache_dir=cache_dir, name=name, fingerprint=fingerprint, **kw)
+    else:
+        out = fit(model, train_only, epochs, opt, **kw)
     if getattr(loaders, "val", None) is not None:
         out["val_accuracy"] = evaluate(model, loaders.val, device)["accuracy"]
-    out["train_seconds_per_epoch"] = float(np.median(timer.seconds)) if timer.seconds else 0.0
+    secs = timer.seconds or [h["seconds"] for h in out.get("history", []) if "seconds" in h]  # reused: recorded
+    out["train_seconds_per_epoch"] = float(np.median(secs)) if secs else 0.0
     return out
 
 
@@ -348,12 +467,15 @@ def energy_per_mac(bits: int, table=None) -> float:
     return table[bits]
 
 
-def camp_cost_table(model, input_size, rho=None, include_gates: bool = True, e_per_mac=None) -> pd.DataFrame:
+def camp_cost_table(model, input_size, rho=None, include_gates: bool = True, e_per_mac=None,
+                    static: bool = False) -> pd.DataFrame:
     """Shared cost table (``cost.layer_table``) + CAMP columns, one row per Conv2d/Linear.
 
     ``exec_weight``: expected executions per image — 1 for stem/FC/1-bit path, ρ_b for the
-    4-bit path of block b, 1 or 0 for gates (``include_gates``). ``act_bits``/``bitops`` use each
-    layer's own input precision; ``energy`` = exec_weight·MACs·e(w_bits) (§7, in e32·MAC units).
+    4-bit path of block b, 1 or 0 for gates (``include_gates``). ``static=True`` costs a static
+    per-block plan (``rho`` = the plan): the 1-bit path of block b runs 1 − ρ_b times and no gate
+    runs. ``act_bits``/``bitops`` use each layer's own input precision; ``energy`` =
+    exec_weight·MACs·e(w_bits) (§7, in e32·MAC units).
     """
     dual = [b for b in model.blocks if isinstance(b, DualPathBlock)] if hasattr(model, "blocks") else []
     if dual:
@@ -364,15 +486,24 @@ def camp_cost_table(model, input_size, rho=None, include_gates: bool = True, e_p
             raise ValueError(f"rho must be {len(dual)} values in [0, 1], got {rho}")
     bits = {n: (getattr(m, "w_bits", 32), getattr(m, "a_bits", 32))
             for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
-    t = layer_table(model, input_size, weight_bits={n: b[0] for n, b in bits.items()})
+    fixed = [(g, g.static) for g in gates(model)]
+    for g, _ in fixed:  # trace every path (a static plan would skip the unused ones)
+        g.static = None
+    try:
+        t = layer_table(model, input_size, weight_bits={n: b[0] for n, b in bits.items()})
+    finally:
+        for g, v in fixed:
+            g.static = v
     t["act_bits"] = [bits[n][1] for n in t.layer]
     w = []
     for name in t.layer:
         parts = name.split(".")
         if len(parts) > 2 and parts[0] == "blocks" and parts[2] == "path4":
             w.append(rho[int(parts[1])])
+        elif static and len(parts) > 2 and parts[0] == "blocks" and parts[2] == "path1":
+            w.append(1.0 - rho[int(parts[1])])
         elif len(parts) > 2 and parts[0] == "blocks" and parts[2] == "gate":
-            w.append(1.0 if include_gates else 0.0)
+            w.append(1.0 if include_gates and not static else 0.0)
         else:
             w.append(1.0)
     t["exec_weight"] = w
@@ -381,26 +512,32 @@ def camp_cost_table(model, input_size, rho=None, include_gates: bool = True, e_p
     return t
 
 
-def camp_energy(model, input_size, rho=None, include_gates: bool = True, e_per_mac=None) -> dict:
+def camp_energy(model, input_size, rho=None, include_gates: bool = True, e_per_mac=None,
+                static: bool = False) -> dict:
     """Totals of :func:`camp_cost_table`: ``energy`` (E = Σ MACs·e(bits)), ``bitops``, ``macs`` (expected)."""
-    t = camp_cost_table(model, input_size, rho, include_gates, e_per_mac)
+    t = camp_cost_table(model, input_size, rho, include_gates, e_per_mac, static)
     return {"energy": float(t.energy.sum()), "bitops": float(t.bitops.sum()),
             "macs": float((t.exec_weight * t.macs).sum())}
 
 
 # ------------------------------------------------------------------------------ pipeline (§10)
-def _row(model_name, alpha, model, loader, input_size, e_ref, b_ref, fit_out) -> dict:
+def _row(model_name, alpha, model, loader, input_size, e_ref, b_ref, fit_out, static_plan=None) -> dict:
     st = gate_statistics(model, loader)
     dual = bool(gates(model))
     rho = st["rho_per_block"] if dual else None
-    e = camp_energy(model, input_size, rho, include_gates=True)
-    e_ng = camp_energy(model, input_size, rho, include_gates=False)
-    frac = st["fraction_4bit"] if dual else (1.0 if model_name == "w4a4" else 0.0)
+    static = static_plan is not None
+    e = camp_energy(model, input_size, rho, include_gates=not static, static=static)
+    e_ng = camp_energy(model, input_size, rho, include_gates=False, static=static)
+    frac = st["fraction_4bit"] if dual else (1.0 if model_name.startswith("w4a4") else 0.0)
+    ds = decision_statistics(st["decisions"]) if dual and not static else {}
     return {"model": model_name, "alpha": alpha, "accuracy": 100 * st["accuracy"],
             "energy_rel_w4a4": e["energy"] / e_ref, "fraction_4bit": frac,
             "energy_rel_w4a4_no_gates": e_ng["energy"] / e_ref, "bitops_rel_w4a4": e["bitops"] / b_ref,
             "rho_per_block": rho, "fraction_4bit_correct": st.get("fraction_4bit_correct"),
             "fraction_4bit_wrong": st.get("fraction_4bit_wrong"), "corr_ce_n4bit": st.get("corr_ce_n4bit"),
+            "per_sample_decision_fraction": ds.get("per_sample_decision_fraction"),
+            "minority_decision_fraction": ds.get("minority_decision_fraction"),
+            "static_plan": "".join(str(v) for v in static_plan) if static else None,
             "val_accuracy": 100 * fit_out.get("val_accuracy", float("nan")),
             "train_seconds_per_epoch": fit_out["train_seconds_per_epoch"]}
 
@@ -408,40 +545,100 @@ def _row(model_name, alpha, model, loader, input_size, e_ref, b_ref, fit_out) ->
 def run_camp_seed(loaders, input_size, seed: int, depth: int = 8, widths=(8, 16, 32), epochs: int = 30,
                   sp_epochs: int = 30, rl_epochs: int = 15, alphas=(0.0, 0.1, 0.5, 1.0, 2.0),
                   lr: float = 0.1, rl_lr: float = 0.01, rl_weight: float = 0.01, gamma: float = 1.0,
-                  sp_init: str = "w1a1", bug_alphas=(), sp_warmup: int = 1, progress: bool = False,
-                  device: str = "cpu") -> dict:
-    """One seed of the §10 plan: FP32/W4A4/W1A1 baselines → SP dual path → RL for every α.
+                  sp_init: str = "w1a1", bug_alphas=(), sp_warmup: int = 1, static_plans: bool = True,
+                  equal_training: bool = True, max_exhaustive: int = 12, cache_dir=None,
+                  progress: bool = False, device: str = "cpu") -> dict:
+    """One seed of the §10 plan: FP32/W4A4/W1A1 baselines → SP dual path → RL for every α, plus
+    the issue-14 controls.
 
-    Returns ``{"rows": [...]}``, one row per trained model (test accuracy in %, energy and
-    bit-ops relative to the W4A4 baseline, deterministic-gate 4-bit fractions). Same seed and
-    freshly built ``loaders`` (their shuffling generator is consumed) -> identical rows.
+    * ``equal_training``: ``w4a4_equal`` = the W4A4 baseline trained further for ``sp_epochs``
+      (SP's schedule, lr ``lr``) + ``rl_epochs`` (RL's schedule, lr ``rl_lr``), i.e. the same
+      ``epochs + sp_epochs + rl_epochs`` epochs as a CAMP RL model (W1A1 init + SP + RL).
+    * ``static_plans``: for every RL α, the static per-block plan (1- or 4-bit path per block, no
+      gate) with the best *validation* accuracy on the trained SP super-net among plans whose
+      energy is <= the RL model's energy measured on the *validation* split (all 2^N plans, or a
+      greedy path for N > ``max_exhaustive``); the chosen plan is fine-tuned from the SP model
+      for ``rl_epochs`` at ``rl_lr`` (the RL run's budget) and tested once (``static_plan`` rows;
+      identical plans are trained once and share the result). An α whose budget admits the
+      all-4-bit plan gets no row: its static control is the uniform W4A4 network (``w4a4_equal``).
+
+    Returns ``{"rows": [...]}``, one row per model (test accuracy in %, energy and bit-ops relative
+    to the W4A4 baseline, deterministic-gate 4-bit fractions, ``per_sample_decision_fraction``,
+    ``checkpoint``: the trained weights, with ``cache_dir``). Every training is ``train.cached_fit``
+    when ``cache_dir`` is given (fingerprinted checkpoints ``camp-seed<seed>-<model>-<fp>.ckpt``,
+    reused or resumed). Same seed and freshly built ``loaders`` -> identical rows.
     """
     if sp_init not in ("w1a1", "w4a4"):
         raise ValueError(f"sp_init must be 'w1a1' (repo code) or 'w4a4' (README), got {sp_init!r}")
-    if any(a < 0 for a in (*alphas, *bug_alphas)):
+    if any(not a >= 0 for a in (*alphas, *bug_alphas)):  # NaN too
         raise ValueError(f"alphas must be >= 0, got {list(alphas)} / {list(bug_alphas)}")
+    check_rl_args(0.0, gamma, rl_weight)
+    for k, v in (("epochs", epochs), ("sp_epochs", sp_epochs), ("rl_epochs", rl_epochs)):
+        check_number(k, v, 1, integer=True)
+    check_number("lr", lr, 0, lo_open=True)
+    check_number("rl_lr", rl_lr, 0, lo_open=True)
+    check_device(device)
     nc, ic = loaders.num_classes, loaders.in_channels
     rows, base = [], {}
     ref = CampResNet(depth, widths, nc, ic, bits=4)
     e_ref = camp_energy(ref, input_size)
     e_ref, b_ref = e_ref["energy"], e_ref["bitops"]
+
+    def stage(model, n_epochs, lr_, key, **kw):
+        return train_stage(model, loaders, n_epochs, lr_, seed, progress=progress, device=device, cache_dir=cache_dir,
+                           name=f"camp-seed{seed}-{key}", **kw)
+
+    def add(row, out):
+        rows.append(dict(row, checkpoint=out.get("checkpoint")))
+
     for name, bits in (("fp32", 32), ("w4a4", 4), ("w1a1", 1)):
         set_seed(seed)
         base[name] = CampResNet(depth, widths, nc, ic, bits=bits)
-        out = train_stage(base[name], loaders, epochs, lr, seed, progress=progress, device=device)
-        rows.append(_row(name, None, base[name], loaders.test, input_size, e_ref, b_ref, out))
+        out = stage(base[name], epochs, lr, name)
+        add(_row(name, None, base[name], loaders.test, input_size, e_ref, b_ref, out), out)
+    if equal_training:
+        set_seed(seed)
+        w4 = copy.deepcopy(base["w4a4"])
+        o1 = stage(w4, sp_epochs, lr, "w4a4_equal-sp", warmup_epochs=sp_warmup)
+        o2 = stage(w4, rl_epochs, rl_lr, "w4a4_equal-rl")
+        o2["train_seconds_per_epoch"] = ((o1["train_seconds_per_epoch"] * sp_epochs + o2["train_seconds_per_epoch"]
+                                          * rl_epochs) / (sp_epochs + rl_epochs))
+        add(_row("w4a4_equal", None, w4, loaders.test, input_size, e_ref, b_ref, o2), o2)
     set_seed(seed)
     sp = make_dual(base[sp_init], gate_mode="sp")
-    out = train_stage(sp, loaders, sp_epochs, lr, seed, warmup_epochs=sp_warmup, progress=progress,
-                      device=device)
-    rows.append(_row("sp", None, sp, loaders.test, input_size, e_ref, b_ref, out))
+    out = stage(sp, sp_epochs, lr, "sp", warmup_epochs=sp_warmup)
+    add(_row("sp", None, sp, loaders.test, input_size, e_ref, b_ref, out), out)
+    budgets = {}
     for bug, alist in ((False, alphas), (True, bug_alphas)):
         for alpha in alist:
             set_seed(seed)
             rl = set_gate_mode(copy.deepcopy(sp), "rl")
             cb = ReinforceCallback(alpha, gamma, rl_weight, repo_broadcast_bug=bug)
-            out = train_stage(rl, loaders, rl_epochs, rl_lr, seed, callbacks=[cb], progress=progress,
-                              device=device)
-            rows.append(_row("rl_repo_bug" if bug else "rl", float(alpha), rl, loaders.test, input_size,
-                             e_ref, b_ref, out))
+            name = "rl_repo_bug" if bug else "rl"
+            out = stage(rl, rl_epochs, rl_lr, f"{name}-alpha{alpha:g}", callbacks=[cb])
+            row = _row(name, float(alpha), rl, loaders.test, input_size, e_ref, b_ref, out)
+            rho_val = gate_statistics(rl, loaders.val)["rho_per_block"]
+            row["energy_rel_w4a4_val"] = camp_energy(rl, input_size, rho_val)["energy"] / e_ref
+            if not bug:
+                budgets[float(alpha)] = row["energy_rel_w4a4_val"]
+            add(row, out)
+    if static_plans and budgets:
+        cands = static_plan_candidates(copy.deepcopy(sp), loaders.val, input_size, max_exhaustive, device)
+        trained = {}
+        for alpha, budget in budgets.items():
+            choice = choose_static_plan(cands, budget * e_ref)
+            plan = tuple(choice["plan"])
+            if all(plan):  # the budget admits the uniform 4-bit network: that control is w4a4_equal
+                continue
+            if plan not in trained:
+                set_seed(seed)
+                st = set_static_plan(copy.deepcopy(sp), plan)
+                out = stage(st, rl_epochs, rl_lr, "static-" + "".join(map(str, plan)),
+                            fingerprint={"static_plan": list(plan)})
+                trained[plan] = (_row("static_plan", None, st, loaders.test, input_size, e_ref, b_ref, out, plan),
+                                 out.get("checkpoint"))
+            row, ck = trained[plan]
+            rows.append(dict(row, alpha=alpha, checkpoint=ck, energy_budget_rel_w4a4=budget,
+                             selection_val_accuracy=100 * choice["accuracy"],
+                             n_candidate_plans=len(cands)))
     return {"rows": rows}

@@ -12,6 +12,9 @@ images still undecided; the gate uses the stage's *own* softmax p (not the accum
 Escalation depends only on per-stage outputs, so ``sweep`` replays any threshold from cached
 per-stage logits (one forward pass per stage for a whole curve); ``oracle`` escalates exactly the
 images whose current prediction is wrong (an upper bound for any confidence gate).
+``choose_threshold`` / ``select_cascade`` pick the operating point and the small model from
+*validation* sweeps (cheapest point within a tolerance of the large model's accuracy), so the test
+split is only evaluated at a point chosen without it.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..checks import check_number
 
 SCORES = ("margin", "maxprob", "entropy")
 ACCUMULATE = ("sum", "replace")
@@ -131,8 +136,7 @@ class Cascade:
             raise ValueError(f"one resolution per model: {len(models)} models, {len(resolutions)} resolutions")
         check_thresholds(lo, hi)
         _check_options(score, accumulate, alpha)
-        if crop_macs < 0:
-            raise ValueError(f"crop_macs must be >= 0, got {crop_macs}")
+        check_macs([], crop_macs)
         classes = []
         for m, r in zip(models, resolutions):
             was = m.training
@@ -150,6 +154,7 @@ class Cascade:
             macs_per_stage = [int(total_macs(m, (in_channels, r, r))) for m, r in zip(models, resolutions)]
         if len(macs_per_stage) != len(models):
             raise ValueError("macs_per_stage needs one entry per model")
+        check_macs(macs_per_stage, crop_macs)
         self.models, self.resolutions = models, resolutions
         self.lo, self.hi, self.alpha, self.score, self.accumulate = lo, hi, float(alpha), score, accumulate
         self.crop_macs, self.macs_per_stage = int(crop_macs), [int(m) for m in macs_per_stage]
@@ -192,6 +197,15 @@ class Cascade:
         return CascadeResult(logits, pred, counts, exit_stage, int(total), self.crop_macs + total / n, acc)
 
 
+def check_macs(macs_per_stage, crop_macs=0) -> list[int]:
+    """MAC counts as ints: each stage's and ``crop_macs`` finite numbers >= 0 (negative MACs gave
+    ``avg_macs=-3``); clear error naming the entry otherwise."""
+    check_number("crop_macs", crop_macs.item() if hasattr(crop_macs, "item") else crop_macs, 0)
+    for k, m in enumerate(macs_per_stage):
+        check_number(f"macs_per_stage[{k}] (MACs)", m.item() if hasattr(m, "item") else m, 0)
+    return [int(m) for m in macs_per_stage]
+
+
 def _check_cache(logits_per_stage, macs_per_stage, targets):
     zs = [torch.as_tensor(z).to(torch.float64) for z in logits_per_stage]
     if not zs:
@@ -204,7 +218,7 @@ def _check_cache(logits_per_stage, macs_per_stage, targets):
     y = torch.as_tensor(targets).long()
     if y.shape != (zs[0].shape[0],):
         raise ValueError(f"targets must be ({zs[0].shape[0]},), got {tuple(y.shape)}")
-    return zs, [int(m) for m in macs_per_stage], y
+    return zs, check_macs(macs_per_stage), y
 
 
 def simulate(zs, macs, y, gate, alpha=1.6, accumulate="sum", crop_macs=0) -> dict:
@@ -232,6 +246,7 @@ def sweep(logits_per_stage, macs_per_stage, thresholds, targets, lo: float = 0.0
 
     _check_options(score, accumulate, alpha)
     zs, macs, y = _check_cache(logits_per_stage, macs_per_stage, targets)
+    check_macs([], crop_macs)
     thresholds = [float(t) for t in np.atleast_1d(np.asarray(thresholds, dtype=float))]
     if not thresholds:
         raise ValueError("need at least one threshold")
@@ -252,6 +267,7 @@ def oracle(logits_per_stage, macs_per_stage, targets, alpha: float = 1.6, accumu
     """Oracle gate: escalate iff the current (accumulated) prediction is wrong."""
     _check_options("margin", accumulate, alpha)
     zs, macs, y = _check_cache(logits_per_stage, macs_per_stage, targets)
+    check_macs([], crop_macs)
     return simulate(zs, macs, y, lambda k, z, acc: acc.argmax(1) != y, alpha, accumulate, crop_macs)
 
 
@@ -262,3 +278,34 @@ def cheapest_at_accuracy(table, target: float, tol: float = 0.005):
     if ok.empty:
         return None
     return ok.sort_values(["avg_macs", "threshold"]).iloc[0]
+
+
+def choose_threshold(table, target: float, tol: float = 0.005) -> tuple[dict, bool]:
+    """Operating point chosen on a *validation* sweep: the cheapest threshold whose accuracy is within
+    ``tol`` of ``target`` (the large model's validation accuracy); if none gets there, the most
+    accurate threshold (ties -> fewest MACs). Returns (row as dict, reached)."""
+    if table is None or len(table) == 0:
+        raise ValueError("choose_threshold needs a non-empty sweep table")
+    if not (math.isfinite(float(target)) and math.isfinite(float(tol)) and tol >= 0):
+        raise ValueError(f"target must be finite and tol >= 0, got target={target!r}, tol={tol!r}")
+    best = cheapest_at_accuracy(table, target, tol)
+    if best is not None:
+        return {k: float(v) for k, v in best.items()}, True
+    top = table[table["accuracy"] >= table["accuracy"].max() - 1e-12]
+    return {k: float(v) for k, v in top.sort_values(["avg_macs", "threshold"]).iloc[0].items()}, False
+
+
+def select_cascade(val_tables: dict, target: float, tol: float = 0.005) -> tuple[str, dict, bool]:
+    """Pick the cascade's first stage among candidates from their *validation* sweeps (same large
+    model): among candidates whose chosen point reaches ``target`` within ``tol``, the one with the
+    fewest average MACs; if none reaches it, the most accurate chosen point (ties -> fewer MACs).
+    Returns (candidate name, its chosen row, reached)."""
+    if not val_tables:
+        raise ValueError("select_cascade needs at least one candidate sweep")
+    picks = {name: choose_threshold(t, target, tol) for name, t in val_tables.items()}
+    reached = [n for n, (_, ok) in picks.items() if ok]
+    if reached:
+        name = min(reached, key=lambda n: (picks[n][0]["avg_macs"], list(val_tables).index(n)))
+    else:
+        name = min(picks, key=lambda n: (-picks[n][0]["accuracy"], picks[n][0]["avg_macs"], list(val_tables).index(n)))
+    return name, picks[name][0], picks[name][1]

@@ -58,6 +58,17 @@ def _check_boxes(boxes, n: int, size: int | None = None) -> torch.Tensor:
     return b
 
 
+def _cached_ckpt(cache_dir, name: str, key: dict):
+    """``cache_dir/<name>-<hash of key>.pt`` (the key is everything that determines the trained weights)."""
+    from pathlib import Path
+
+    from ..results import param_hash
+
+    if not str(name).replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ValueError(f"cache name must be alphanumeric (with - _ .), got {name!r}")
+    return Path(cache_dir) / f"{name}-{param_hash(key)}.pt"
+
+
 def gradcam(model: nn.Module, x, targets, layer: nn.Module | None = None, input_size: int | None = None,
             batch_size: int = 256) -> torch.Tensor:
     """Grad-CAM maps (N, H, W) in [0, 1] for the ``targets`` classes at the resolution of ``x``.
@@ -229,10 +240,15 @@ def _shift_with_boxes(x: torch.Tensor, target: torch.Tensor, shift: int, gen: to
 
 def train_box_predictor(predictor: nn.Module, x, boxes, size: int, epochs: int = 20, lr: float = 2e-3,
                         batch_size: int = 64, seed: int = 0, weight_decay: float = 1e-4, x_val=None,
-                        boxes_val=None, progress: bool = True, shift: int = 0, device="cpu") -> list[dict]:
+                        boxes_val=None, progress: bool = True, shift: int = 0, device="cpu",
+                        cache_dir=None, name: str = "box_predictor") -> list[dict]:
     """Regress pixel ``boxes`` (normalised by ``size``) with the weighted MSE; AdamW + cosine LR.
     ``shift`` > 0 translates every training canvas and its box by up to +-shift pixels (seeded).
-    Returns per-epoch ``{"epoch", "loss", "val_miou"}`` (raw, un-postprocessed boxes)."""
+    Returns per-epoch ``{"epoch", "loss", "val_miou"}`` (raw, un-postprocessed boxes).
+
+    ``cache_dir``: the trained weights + history are kept in ``cache_dir/<name>-<key>.pt``, the key
+    hashing everything that determines them (initial weights, images, boxes, validation data, every
+    hyper-parameter, device type); a matching file is loaded instead of training (printed)."""
     x = _check_images(x)
     target = _check_boxes(boxes, len(x), size).float() / size
     if epochs < 1 or batch_size < 1 or shift < 0:
@@ -240,6 +256,23 @@ def train_box_predictor(predictor: nn.Module, x, boxes, size: int, epochs: int =
     from tqdm.auto import tqdm
 
     dev = resolve_device(device)
+    ckpt = None
+    if cache_dir is not None:
+        from ..train import load_checkpoint, state_digest, tensor_digest
+
+        ckpt = _cached_ckpt(cache_dir, name, {
+            "kind": "box_predictor", "arch": type(predictor).__name__, "init": state_digest(predictor.state_dict()),
+            "data": [tensor_digest(x), tensor_digest(target)], "size": int(size),
+            "val": None if x_val is None else [tensor_digest(torch.as_tensor(x_val)), tensor_digest(torch.as_tensor(boxes_val))],
+            "epochs": int(epochs), "lr": float(lr), "batch_size": int(batch_size), "seed": int(seed),
+            "weight_decay": float(weight_decay), "shift": int(shift), "device": dev.type})
+        if ckpt.is_file():
+            ck = load_checkpoint(ckpt)
+            predictor.load_state_dict(ck["model"])
+            predictor.to(dev)
+            print(f"[cache] reused {ckpt.name} (box predictor, {epochs} epochs)")
+            predictor.cache_path = str(ckpt)
+            return list(ck["history"])
     predictor.to(dev)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -265,6 +298,11 @@ def train_box_predictor(predictor: nn.Module, x, boxes, size: int, epochs: int =
             pv = predict_boxes(predictor, x_val) * size
             row["val_miou"] = float(box_iou(pv, boxes_val).mean())
         history.append(row)
+    if ckpt is not None:
+        from ..train import save_checkpoint
+
+        save_checkpoint(ckpt, model={k: v.cpu() for k, v in predictor.state_dict().items()}, history=history)
+        predictor.cache_path = str(ckpt)
     return history
 
 
@@ -337,17 +375,25 @@ class RandomShift(Callback):
 
 def train_classifier(model: nn.Module, x, y, x_val=None, y_val=None, epochs: int = 15, lr: float = 0.1,
                      batch_size: int = 64, seed: int = 0, shift: int = 2, weight_decay: float = 5e-4,
-                     label_smoothing: float = 0.1, progress: bool = True, device="cpu") -> dict:
-    """SGD-Nesterov (m 0.9) + cosine LR + label smoothing on tensors (x, y), via ``train.fit``."""
+                     label_smoothing: float = 0.1, progress: bool = True, device="cpu",
+                     cache_dir=None, name: str = "classifier") -> dict:
+    """SGD-Nesterov (m 0.9) + cosine LR + label smoothing on tensors (x, y), via ``train.fit``.
+
+    ``cache_dir``: ``train.cached_fit`` -- checkpoint ``cache_dir/<name>-<fingerprint>.ckpt`` (initial
+    weights, training/validation tensors, optimizer/scheduler/callback settings, seed, epochs); a
+    finished matching one is loaded without training (``"reused": True``), a partial one resumed."""
     from types import SimpleNamespace
 
     from torch.utils.data import DataLoader, TensorDataset
 
-    from ..train import fit, set_seed
+    from ..train import cached_fit, fit, set_seed
 
     x = _check_images(x)
     if len(torch.as_tensor(y)) != len(x):
         raise ValueError("one label per training image required")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got epochs={epochs}, batch_size={batch_size}")
+    dev = resolve_device(device)
     set_seed(seed)
     g = torch.Generator().manual_seed(seed)
     train_l = DataLoader(TensorDataset(x, torch.as_tensor(y).long()), batch_size=batch_size, shuffle=True,
@@ -356,6 +402,11 @@ def train_classifier(model: nn.Module, x, y, x_val=None, y_val=None, epochs: int
                                                   batch_size=500)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
-    return fit(model, SimpleNamespace(train=train_l, val=val_l, test=None), epochs, opt, sched,
-               callbacks=[RandomShift(shift, seed)], loss_fn=nn.CrossEntropyLoss(label_smoothing=label_smoothing),
-               seed=seed, progress=progress, device=str(resolve_device(device)))
+    loaders = SimpleNamespace(train=train_l, val=val_l, test=None)
+    kw = dict(scheduler=sched, callbacks=[RandomShift(shift, seed)], seed=seed, progress=progress, device=str(dev),
+              loss_fn=nn.CrossEntropyLoss(label_smoothing=label_smoothing))
+    if cache_dir is None:
+        return fit(model, loaders, epochs, opt, **kw)
+    # CrossEntropyLoss's repr does not show label_smoothing: state it in the fingerprint
+    return cached_fit(model, loaders, epochs, opt, cache_dir=cache_dir, name=name,
+                      fingerprint={"label_smoothing": float(label_smoothing)}, **kw)

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from compresslib.train import Callback, evaluate, fit
+from compresslib.checks import check_number
+from compresslib.train import Callback, check_device, evaluate, fit
 
 NEG, ZERO, POS = 0, 1, 2
 METHODS = ("ec2t", "ecp", "ttq")
@@ -96,8 +97,8 @@ def layer_decay(sizes, sustain: float = 0.05) -> list[float]:
 def ec_assignment(w: torch.Tensor, w_p, w_n, gamma: float, delta: float = 1.0,
                   pmf_renorm: str = "fixed") -> tuple[torch.Tensor, float]:
     """A = argmin_c (w − c)² + λ·I_c with λ = γ·δ·λ_max (spec §3.3 steps 1-7); returns (A, λ)."""
-    if gamma < 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    if not 0 <= gamma < float("inf"):  # NaN / inf too
+        raise ValueError(f"gamma must be >= 0 and finite, got {gamma}")
     dist = centroid_distances(w, w_p, w_n)
     info = -torch.log2(cluster_probabilities(argmin3(dist), pmf_renorm)).to(w.dtype)
     lam = gamma * delta * lambda_max(w, w_p, w_n, info)
@@ -165,14 +166,14 @@ class EC2T:
                  pmf_renorm: str = "fixed"):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        if not 0 <= gamma < float("inf"):  # NaN / inf too
+            raise ValueError(f"gamma must be >= 0 and finite, got {gamma}")
         if not 0 <= t < 1:
             raise ValueError(f"TTQ threshold t must be in [0, 1), got {t}")
         if not 0 < init_scale <= 1:
             raise ValueError(f"init_scale s must be in (0, 1], got {init_scale}")
-        if centroid_floor < 0:
-            raise ValueError(f"centroid_floor must be >= 0, got {centroid_floor}")
+        if not 0 <= centroid_floor < float("inf"):
+            raise ValueError(f"centroid_floor must be >= 0 and finite, got {centroid_floor}")
         cluster_probabilities(torch.zeros(1, dtype=torch.long), pmf_renorm)  # validates the flag
         self.model, self.method, self.gamma, self.t = model, method, float(gamma), float(t)
         self.pmf_renorm, self.centroid_floor = pmf_renorm, centroid_floor
@@ -356,6 +357,12 @@ def train_ec2t(fp_model: nn.Module, loaders, method: str = "ec2t", gamma: float 
     ``retrain_epochs`` with frozen assignment (§3.6). Returns the finalized model and its numbers."""
     if epochs < 1 or retrain_epochs < 0:
         raise ValueError(f"need epochs >= 1 and retrain_epochs >= 0, got {epochs}, {retrain_epochs}")
+    check_number("epochs", epochs, 1, integer=True)
+    check_number("retrain_epochs", retrain_epochs, 0, integer=True)
+    for k, v in (("lr", lr), ("lr2", lr2)):
+        check_number(k, v, 0, lo_open=True)
+    check_number("weight_decay", weight_decay, 0)
+    check_device(device)
     model = copy.deepcopy(fp_model).to(device)
     q = EC2T(model, method=method, gamma=gamma, t=t, init_scale=init_scale, **flags)
     val, test = getattr(loaders, "val", None), getattr(loaders, "test", None)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from ..checks import check_number
 from ..energy import bilinear
 from ..train import Callback
 from .teacher_cache import cached_teacher
@@ -170,14 +171,29 @@ class ECCConfig:
     yinit: float = 0.0
     repo_square_of_sum: bool = False
 
+    def __post_init__(self):
+        self.validate()  # ECCConfig(rho_z=nan) fails here, naming the field and its range
+
     def validate(self):
+        """Clear errors (parameter + accepted range) for NaN, infinite or out-of-range knobs."""
         for k in ("rho_z", "rho_y", "pslr"):
-            if getattr(self, k) < 0:
-                raise ValueError(f"{k} must be >= 0, got {getattr(self, k)}")
-        if self.s_int < 1:
-            raise ValueError(f"s_int must be >= 1, got {self.s_int}")
-        if self.slb is not None and not 0 < self.slb < 1:
-            raise ValueError(f"slb must be a fraction in (0, 1), got {self.slb}")
+            check_number(f"ECCConfig.{k}", getattr(self, k), 0)
+        check_number("ECCConfig.psgrad_clip", self.psgrad_clip, 0, lo_open=True, none_ok=True)
+        check_number("ECCConfig.s_int", self.s_int, 1, integer=True)
+        check_number("ECCConfig.slb (fraction of the dense widths)", self.slb, 0, 1, lo_open=True, hi_open=True,
+                     none_ok=True)
+        for k in ("zinit", "yinit"):
+            check_number(f"ECCConfig.{k}", getattr(self, k))
+        return self
+
+
+def check_run_args(max_epochs=1, plr=1e-3, distill=0.5, finetune_epochs=0, finetune_lr=5e-4) -> None:
+    """Ranges of ``run_ecc`` / ``run_uniform``'s training knobs, checked before any work."""
+    check_number("max_epochs", max_epochs, 1, integer=True)
+    check_number("plr (ADMM learning rate)", plr, 0, lo_open=True)
+    check_number("distill (weight of the logit-MSE distillation term)", distill, 0, 1)
+    check_number("finetune_epochs", finetune_epochs, 0, integer=True)
+    check_number("finetune_lr", finetune_lr, 0, lo_open=True)
 
 
 def relative_budget(estimator, budget: float, absolute: bool = False) -> float:
@@ -186,8 +202,7 @@ def relative_budget(estimator, budget: float, absolute: bool = False) -> float:
     dense = float(bilinear.predict(estimator, S))
     floor = float(bilinear.predict(estimator, [S[0]] + [1] * (len(S) - 2) + [S[-1]])) / dense
     if absolute:
-        if not budget > 0:
-            raise ValueError(f"absolute budget must be > 0, got {budget}")
+        check_number("absolute budget (estimator units)", budget, 0, lo_open=True)
         budget = budget / dense
     elif not 0 < budget < 1:
         raise ValueError(f"budget is a fraction of the dense energy and must lie in (0, 1), got {budget}")
@@ -428,10 +443,11 @@ def run_ecc(dense: nn.Module, loaders, estimator, budget: float, cfg: ECCConfig 
     Returns {model, widths, estimated_energy (fraction of dense), reached, iterations, epochs,
     accuracy_before_ft, accuracy, history}.
     """
-    from ..train import evaluate, fit, set_seed
+    from ..train import check_device, evaluate, fit, set_seed
 
-    if max_epochs < 1:
-        raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
+    check_run_args(max_epochs, plr, distill, finetune_epochs, finetune_lr)
+    cfg.validate()
+    check_device(device)
     model = copy.deepcopy(dense).to(device)
     cb = ECCCallback(model, estimator, budget, cfg, absolute)  # validates budget/estimator first
     teacher = _frozen(dense, loaders, distill, device)
@@ -450,17 +466,30 @@ def run_ecc(dense: nn.Module, loaders, estimator, budget: float, cfg: ECCConfig 
 
 def run_uniform(dense: nn.Module, loaders, estimator, budget: float, distill: float = 0.5,
                 finetune_epochs: int = 15, finetune_lr: float = 5e-4, seed: int = 0, absolute: bool = False,
-                progress: bool = False, device="cpu") -> dict:
-    """Baseline: one width multiplier for all layers at the same Ê budget, L2 group pruning, same fine-tune."""
-    from ..train import evaluate
+                progress: bool = False, device="cpu", train_epochs: int = 0, train_lr: float = 1e-3) -> dict:
+    """Baseline: one width multiplier for all layers at the same Ê budget, L2 group pruning, same fine-tune.
 
+    ``train_epochs`` > 0 gives the baseline ECC's training too (equal training): before the
+    fine-tune, the pruned net trains ``train_epochs`` epochs with its masks fixed, Adam at
+    ``train_lr`` and the same logit-MSE distillation (weight ``distill``) as ECC's ADMM phase.
+    ``accuracy_before_ft`` is then measured after that phase; ``epochs`` = ``train_epochs``.
+    """
+    from ..train import check_device, evaluate
+
+    check_run_args(plr=train_lr, distill=distill, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr)
+    if isinstance(train_epochs, bool) or not isinstance(train_epochs, int) or train_epochs < 0:
+        raise ValueError(f"train_epochs must be an int >= 0, got {train_epochs!r}")
+    check_device(device)
     widths = uniform_widths(estimator, budget, absolute)
     model = copy.deepcopy(dense).to(device)
     prune_to_widths_(model, widths)
     dense_e = float(bilinear.predict(estimator, estimator.S))
     res = {"widths": widths, "estimated_energy": float(bilinear.predict(estimator, widths)) / dense_e,
-           "accuracy_before_ft": evaluate(model, loaders.test, device)["accuracy"]}
-    teacher = _frozen(dense, loaders, distill if finetune_epochs > 0 else 0.0, device)
+           "epochs": train_epochs}
+    teacher = _frozen(dense, loaders, distill if finetune_epochs + train_epochs > 0 else 0.0, device)
+    if train_epochs > 0:  # the ADMM phase's training for the baseline: masked, same distillation
+        _finetune(model, loaders, teacher, train_epochs, train_lr, distill, seed, progress, device)
+    res["accuracy_before_ft"] = evaluate(model, loaders.test, device)["accuracy"]
     res["accuracy"] = _finetune(model, loaders, teacher, finetune_epochs, finetune_lr, distill, seed, progress,
                                 device)
     res["model"] = model

@@ -16,15 +16,17 @@ the ADMM loop, the straight-through finetune and the progressive chain.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import torch
 import torch.nn as nn
 
-from .sqjoint_solvers import (ZERO_EPS, _sizes, check_bit_range, check_budgets, check_size,  # noqa: F401
-                              compressible_layers, compression_rate, kmeans_quantize, knapsack_sparsify_,
-                              measured_bits, mckp_greedy, mckp_quantize, size_budget, target_compression,
-                              zero_kmeans_1d)
+from ..checks import check_number
+from .sqjoint_solvers import (ACCOUNTINGS, ZERO_EPS, _sizes, check_bit_range, check_budgets,  # noqa: F401
+                              check_size, compressible_layers, compression_rate, index_storage, kmeans_quantize,
+                              knapsack_sparsify_, measured_bits, mckp_greedy, mckp_quantize, other_parameters,
+                              size_budget, target_compression, weight_bits, zero_kmeans_1d)
 
 MODES = ("joint", "fixed", "prune", "quantize")
 
@@ -166,20 +168,58 @@ def quantized_copy(model: nn.Module, bits, mode: str = "joint") -> nn.Module:
 
 
 class _FastLayout:
-    """``with _FastLayout(model):`` stores 4-D conv weights channels_last for the duration (layout only:
-    values, Parameter objects and results are unchanged). On CPU (oneDNN) this makes the conv and
-    max-pool passes of the Caffe LeNet ~30% faster at 1 thread; the model is contiguous again on exit."""
+    """``with _FastLayout(model, example):`` stores 4-D conv weights channels_last for the duration
+    (layout only: values and Parameter objects are unchanged; the model is contiguous again on exit).
+    On CPU (oneDNN) this makes the conv and max-pool passes of the Caffe LeNet faster at 1 thread.
 
-    def __init__(self, model: nn.Module):
-        self.model = model
+    Safe for any model: channels_last weights make conv outputs channels_last, which breaks models that
+    ``.view()`` a conv output (the original CaffeLeNet does ``x.view(N, 800)``) or otherwise depend on
+    strides. So on entry a deep copy of the model is run once in eval mode on ``example`` in both layouts
+    (no gradients, no RNG use, the model itself untouched); the switch is kept only if the channels_last
+    forward succeeds and matches the contiguous one (within 1e-4 relative), else the model stays
+    contiguous. ``active`` says which; ``reason`` why not. No 4-D weight or no example: no switch.
+    """
+
+    def __init__(self, model: nn.Module, example: torch.Tensor | None = None):
+        self.model, self.example = model, example
+        self.active, self.reason = False, ""
+
+    def _probe(self) -> str:
+        if self.example is None:
+            return "no example input"
+        if not any(p.dim() == 4 for p in self.model.parameters()):
+            return "no 4-D weights"
+        probe = copy.deepcopy(self.model).eval()
+        try:
+            with torch.no_grad():
+                ref = probe(self.example)
+                probe.to(memory_format=torch.channels_last)
+                got = probe(self.example)
+        except RuntimeError as e:
+            return f"channels_last forward fails ({str(e).splitlines()[0][:80]})"
+        if not (isinstance(ref, torch.Tensor) and isinstance(got, torch.Tensor) and ref.shape == got.shape
+                and torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max().clamp_min(1e-12)))):
+            return "channels_last output differs from the contiguous one"
+        return ""
 
     def __enter__(self):
-        self.model.to(memory_format=torch.channels_last)
-        return self.model
+        self.reason = self._probe()
+        self.active = not self.reason
+        if self.active:
+            self.model.to(memory_format=torch.channels_last)
+        return self
 
     def __exit__(self, *exc):
-        self.model.to(memory_format=torch.contiguous_format)
+        if self.active:
+            self.model.to(memory_format=torch.contiguous_format)
         return False
+
+
+def _peek(loader):
+    """(first batch, endless batch iterator that still yields that batch first)."""
+    it = _batches(loader)
+    first = next(it)
+    return first, itertools.chain([first], it)
 
 
 def check_hparams(lr: float, momentum: float, weight_decay: float, steps: int, warmup: float = 0.0,
@@ -189,10 +229,9 @@ def check_hparams(lr: float, momentum: float, weight_decay: float, steps: int, w
         raise ValueError(f"learning rate must be > 0, got {lr}")
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-    if weight_decay < 0:
+    if not weight_decay >= 0:  # NaN too
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    if int(steps) != steps or steps < min_steps:
-        raise ValueError(f"number of steps/intervals must be an integer >= {min_steps}, got {steps}")
+    check_number("number of steps/intervals", steps, min_steps, integer=True)
     if not 0 <= warmup <= steps:
         raise ValueError(f"warm-up must be in [0, {steps}] intervals, got {warmup}")
     if rho is not None and not rho > 0:
@@ -210,21 +249,24 @@ def sqjoint_compress(model: nn.Module, train_loader, S: float, bit_budget: float
     ``eval_fn(model) -> accuracy`` is applied to the quantized copy and the float W after each interval.
     Returns (ADMMState, history); W ends exactly sparse with (bits, nnz) feasible for S.
     """
-    if int(steps_per_interval) != steps_per_interval or steps_per_interval < 1:
-        raise ValueError(f"steps_per_interval must be an integer >= 1, got {steps_per_interval}")
+    check_number("steps_per_interval", steps_per_interval, 1, integer=True)
+    check_number("S (size budget in bits)", S, 0, lo_open=True)
+    if mode != "prune":
+        check_number("bit_budget (mean bits per kept weight)", bit_budget, 1, 8)
     check_hparams(lr, momentum, weight_decay, intervals, warmup_intervals, rho=rho if mode != "prune" else None)
     ws = [m.weight for _, m in compressible_layers(model)]
     b0 = initial_bits(mode, S, sum(w.numel() for w in ws), bit_budget)
     state = ADMMState(ws, S, b0, rho, mode, bit_range)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     total, warm = intervals * steps_per_interval, int(round(warmup_intervals * steps_per_interval))
-    it, history, losses = _batches(train_loader), [], []
+    (x0, _), it = _peek(train_loader)
+    history, losses = [], []
     bar = range(total)
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(bar, desc=f"sqjoint {mode}", leave=False)
     model.train()
-    with _FastLayout(model):
+    with _FastLayout(model, x0.to(ws[0].device)):
         for t in bar:
             xb, yb = (a.to(ws[0].device) for a in next(it))
             lr_t = _lr_at(t, total, warm, lr)
@@ -299,7 +341,7 @@ def finetune(model: nn.Module, train_loader, bits, steps: int, mode: str = "join
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if steps <= 0:
+    if check_number("steps (finetune SGD steps)", steps, 0, integer=True) == 0:
         return
     check_hparams(lr, momentum, weight_decay, steps)
     ws = [m.weight for _, m in compressible_layers(model)]
@@ -310,12 +352,13 @@ def finetune(model: nn.Module, train_loader, bits, steps: int, mode: str = "join
     books = [zero_kmeans_1d(w, b, 100, zero_anchor=anchor) if quant else None for w, b in zip(ws, bits)]
     refresh = refresh or max(1, steps // 20)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-    it, bar = _batches(train_loader), range(steps)
+    (x0, _), it = _peek(train_loader)
+    bar = range(steps)
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(bar, desc=f"finetune {mode}", leave=False)
     model.train()
-    with _FastLayout(model):
+    with _FastLayout(model, x0.to(ws[0].device)):
         for t in bar:
             if quant and t > 0 and t % refresh == 0:
                 books = [zero_kmeans_1d(w, b, 5, zero_anchor=anchor, init=cb[cb != 0] if anchor else cb)
@@ -351,11 +394,14 @@ def finetune(model: nn.Module, train_loader, bits, steps: int, mode: str = "join
 
 
 def layer_report(model: nn.Module, bits, mode: str = "joint") -> list[dict]:
-    """Per-layer rows: layer, numel, nnz, density, bits (allocated), measured_bits, size_bits."""
+    """Per-layer rows: layer, numel, nnz, density, bits (allocated), measured_bits (log2 #levels),
+    size_bits (weights only, :func:`weight_bits`), index_bits + index_scheme (:func:`index_storage`)."""
     rows = []
+    fp32 = mode == "prune"
     for (name, m), b in zip(compressible_layers(model), bits):
         nnz = int((m.weight != 0).sum())
-        mb = 32.0 if mode == "prune" else measured_bits(m.weight)
+        ib, scheme = index_storage(m.weight, fp32)
         rows.append({"layer": name, "numel": m.weight.numel(), "nnz": nnz, "density": nnz / m.weight.numel(),
-                     "bits": int(b), "measured_bits": mb, "size_bits": nnz * mb})
+                     "bits": int(b), "measured_bits": 32.0 if fp32 else measured_bits(m.weight),
+                     "size_bits": weight_bits(m.weight, fp32), "index_bits": ib, "index_scheme": scheme})
     return rows

@@ -3,7 +3,8 @@
 Size budget (spec §2.2)  S = bit_budget * sum_l ceil(nnz_budget * n_l)  bits over Conv2d/Linear weights;
 W-projection (§3.2): 0-1 knapsack (keep the largest w^2/b_l while sum b_l <= S);
 V-projection (§3.3): zero-anchored 1-D k-means codebooks per layer and bitwidth + a multiple-choice
-knapsack (LP-hull greedy) choosing one bitwidth per layer; compression-rate accounting (§5).
+knapsack (LP-hull greedy) choosing one bitwidth per layer; compression-rate accounting (§5: the
+paper's weights-only ratio, plus with biases and with sparse index + codebooks).
 The ADMM loop, finetune and progressive chain that use them live in :mod:`compresslib.methods.sqjoint`,
 which re-exports every public name here.
 """
@@ -58,6 +59,8 @@ def size_budget(model_or_sizes, nnz_budget: float, bit_budget: float) -> tuple[f
 
 def check_size(S: float, n_layers: int, min_bits: int = 1) -> None:
     """A feasible budget stores at least one non-zero per layer at the lowest bitwidth."""
+    if not (isinstance(S, (int, float)) and math.isfinite(S) and S > 0):  # S=nan zeroed every weight
+        raise ValueError(f"S (size budget in bits) must be a finite number in (0, inf), got {S!r}")
     if S < n_layers * min_bits:
         raise ValueError(f"size budget {S} bits is smaller than one {min_bits}-bit weight per layer "
                          f"({n_layers} layers need >= {n_layers * min_bits} bits)")
@@ -245,39 +248,89 @@ def mckp_quantize(Z, nnz, S: float, bit_range=range(1, 9), zero_anchor: bool = T
 
 
 # ------------------------------------------------------------ compression accounting (§5)
-def _index_bits(w: torch.Tensor, value_bits: int) -> float:
-    """Cheapest of dense storage and relative-index sparse storage (Deep Compression style)."""
-    flat = w.detach().reshape(-1)
-    levels = torch.unique(torch.round(flat * 1e6)).numel()  # dense codes must also encode 0
-    dense = flat.numel() * max(1, math.ceil(math.log2(max(2, levels)) - 1e-9)) if value_bits < 32 else flat.numel() * 32
-    pos = torch.nonzero(flat).reshape(-1)
-    if pos.numel() == 0:
-        return 0.0
-    gaps = torch.diff(pos, prepend=torch.tensor([-1], device=pos.device)) - 1  # zeros skipped before each non-zero
-    best = float(dense)
-    for p in range(1, 17):  # p-bit gaps; a gap >= 2^p needs floor(gap / 2^p) filler entries
-        fillers = int(torch.div(gaps, 2 ** p, rounding_mode="floor").sum())
-        best = min(best, float((pos.numel() + fillers) * (value_bits + p)))
-    return best
+ACCOUNTINGS = ("weights-only", "with-biases", "with-index", "allocated")
+MAX_GAP_BITS = 16  # relative-index gap widths tried: 1..16 bits
+
+
+def _distinct(x: torch.Tensor) -> int:
+    """Number of distinct values of ``x`` (values closer than 1e-6 count as one)."""
+    return torch.unique(torch.round(x.detach().reshape(-1).double() * 1e6)).numel()
+
+
+def _levels(w: torch.Tensor) -> int:
+    nz = w.detach().reshape(-1)
+    return _distinct(nz[nz != 0])
 
 
 def measured_bits(w: torch.Tensor) -> float:
     """log2(max(1, #distinct non-zero values)) - the paper's eval-time bits (can be fractional)."""
-    nz = w.detach().reshape(-1)
-    d = torch.unique(torch.round(nz[nz != 0] * 1e6)).numel()
-    return math.log2(max(1, d))
+    return math.log2(max(1, _levels(w)))
+
+
+def weight_bits(w: torch.Tensor, fp32: bool = False) -> float:
+    """Weights-only size of one layer in bits (the paper's accounting, spec §5): nnz * log2(#levels).
+
+    Exception: a layer whose non-zeros all share one value would cost 0 bits (log2 1 = 0; the paper's
+    code does so); it is charged its one-entry codebook, 32 bits. ``fp32`` (prune-only): 32 * nnz.
+    """
+    nnz = int((w != 0).sum())
+    if fp32 or nnz == 0:
+        return 32.0 * nnz
+    L = _levels(w)
+    return 32.0 if L == 1 else nnz * math.log2(L)
+
+
+def index_storage(w: torch.Tensor, fp32: bool = False) -> tuple[float, str]:
+    """Bits to store one layer with its positions and codebook, and the position scheme used.
+
+    Values: a codebook of the L distinct non-zeros at 32 bits each (none for ``fp32`` layers, whose
+    values are stored as fp32) and per stored entry a code of v = ceil(log2 L) bits (0 if L = 1; 32 for
+    fp32). Positions: the cheapest of three codings, chosen per layer:
+      * ``bitmask``: one bit per weight + v bits per non-zero;
+      * ``relative``: Deep Compression's relative index (Han et al., ICLR'16, §3): per entry a p-bit gap
+        (zeros skipped since the previous entry) + a value code of ceil(log2(L + 1)) bits (32 for fp32)
+        whose extra code is zero: a gap g >= 2^p is bridged by floor(g / 2^p) filler zero entries; the
+        best p in 1..16 is used;
+      * ``dense``: every weight coded, ceil(log2 #distinct values incl. zero) bits each (32 for fp32).
+    Returns (bits, scheme); an all-zero layer costs 0 bits (its shape is metadata).
+    """
+    flat = w.detach().reshape(-1)
+    n, pos = flat.numel(), torch.nonzero(flat).reshape(-1)
+    nnz = pos.numel()
+    if nnz == 0:
+        return 0.0, "empty"
+    L = _levels(flat)
+    v = 32 if fp32 else (math.ceil(math.log2(L) - 1e-9) if L > 1 else 0)
+    v_rel = 32 if fp32 else math.ceil(math.log2(L + 1) - 1e-9)
+    book = 0 if fp32 else 32 * L
+    gaps = torch.diff(pos, prepend=torch.tensor([-1], device=pos.device)) - 1
+    cand = {"bitmask": n + nnz * v,
+            "dense": n * (32 if fp32 else max(1, math.ceil(math.log2(max(2, _distinct(flat))) - 1e-9)))}
+    cand["relative"] = min((nnz + int(torch.div(gaps, 2 ** p, rounding_mode="floor").sum())) * (p + v_rel)
+                           for p in range(1, MAX_GAP_BITS + 1))
+    scheme = min(cand, key=lambda k: (cand[k], k))
+    return float(cand[scheme] + book), scheme
+
+
+def other_parameters(model: nn.Module) -> int:
+    """Number of parameters that are not compressed (biases, BatchNorm affine, ...): stored as fp32."""
+    compressed = {id(m.weight) for _, m in compressible_layers(model)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in compressed)
 
 
 def compression_rate(model: nn.Module, accounting: str = "weights-only", bits=None) -> float:
-    """Dense fp32 size of conv/linear weights divided by the compressed size.
+    """Dense fp32 size divided by the compressed size, in one of four accountings.
 
-    ``weights-only`` (the paper's, §5): sum_l nnz_l * log2(#distinct non-zeros); no index, codebook,
-    bias. ``allocated``: sum_l nnz_l * b_l with the allocated ``bits``. ``with-index``: cheapest of
-    dense codes and relative-index sparse codes, plus a 32-bit codebook of 2^ceil(bits) levels.
-    ``bits`` (list, per layer) marks layers stored as fp32 with any value >= 32 (prune-only).
+    ``weights-only`` (the paper's, §5, the headline): 32 * sum_l n_l / sum_l nnz_l * log2(#distinct
+    non-zeros_l) over Conv/Linear weights only - no index, codebook, bias (see :func:`weight_bits` for
+    the one-value layer). ``with-biases``: numerator and denominator over all parameters, every
+    uncompressed one (biases, BN) at 32 bits. ``with-index``: as ``with-biases`` but each layer stored
+    with its positions and codebook (:func:`index_storage`). ``allocated``: sum_l nnz_l * b_l with the
+    allocated ``bits``, weights only. ``bits`` (list, per layer) marks fp32 layers (prune-only) with
+    any value >= 32. Buffers (BN running statistics) are not counted in any accounting.
     """
-    if accounting not in ("weights-only", "allocated", "with-index"):
-        raise ValueError(f"accounting must be 'weights-only', 'allocated' or 'with-index', got {accounting!r}")
+    if accounting not in ACCOUNTINGS:
+        raise ValueError(f"accounting must be one of {ACCOUNTINGS}, got {accounting!r}")
     ws = [m.weight for _, m in compressible_layers(model)]
     if bits is None:
         if accounting == "allocated":
@@ -285,18 +338,14 @@ def compression_rate(model: nn.Module, accounting: str = "weights-only", bits=No
         bits = [8] * len(ws)
     if len(bits) != len(ws):
         raise ValueError(f"need one bitwidth per layer: {len(bits)} for {len(ws)} layers")
-    full, size = 32.0 * sum(w.numel() for w in ws), 0.0
-    for w, b in zip(ws, bits):
-        nnz = int((w != 0).sum())
-        if accounting == "allocated":
-            size += nnz * b
-        elif b >= 32:  # unquantized values stored as fp32
-            size += nnz * 32 if accounting == "weights-only" else _index_bits(w, 32)
-        else:
-            mb = measured_bits(w)
-            if accounting == "weights-only":
-                size += nnz * mb
-            else:
-                cb = max(1, math.ceil(mb - 1e-9)) if nnz else 0
-                size += _index_bits(w, cb) + (32 * 2 ** cb if nnz else 0)
+    full = 32.0 * sum(w.numel() for w in ws)
+    if accounting == "allocated":
+        size = float(sum(int((w != 0).sum()) * b for w, b in zip(ws, bits)))
+    elif accounting == "with-index":
+        size = sum(index_storage(w, b >= 32)[0] for w, b in zip(ws, bits))
+    else:
+        size = sum(weight_bits(w, b >= 32) for w, b in zip(ws, bits))
+    if accounting in ("with-biases", "with-index"):
+        extra = 32.0 * other_parameters(model)
+        full, size = full + extra, size + extra
     return full / size if size > 0 else float("inf")
