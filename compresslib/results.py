@@ -72,7 +72,7 @@ def save_figure(fig, path, dpi: int = 120) -> Path:
 
 
 # Modules that run stages but compute no number: editing them does not invalidate trained models.
-_RUNNER_MODULES = {"reproduce.py", "report.py", "provenance.py", "stage_params.py", "dryrun.py"}
+_RUNNER_MODULES = {"reproduce.py", "report.py", "provenance.py", "stage_params.py", "dryrun.py", "results_doc.py"}
 _LIB_DIGEST: str | None = None
 
 
