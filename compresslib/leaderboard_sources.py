@@ -65,23 +65,12 @@ def stage_params(art, stage: str) -> dict:
 
 
 def _finished(art, stage: str) -> bool:
-    """A stage is read only when its result is current: its manifest's outputs and upstream digests
-    still hold (a stale, failed or killed stage is skipped with a printed reason). A stage run by hand
-    in JupyterLab has no manifest; its metrics.json is then taken as finished, with a notice."""
+    """A stage is read only once it finished (its metrics.json exists): a half-run stage is skipped.
+    A failed or killed runner stage never replaces ``artifacts/<stage>/`` (compresslib.provenance), so
+    what is here is the last successful run; a stage re-run by hand in JupyterLab is read as it is."""
     from pathlib import Path
 
-    from .provenance import stage_state
-
-    state, why = stage_state(art, stage)
-    if state == "current":
-        return True
-    has_metrics = (Path(art) / stage / "metrics.json").exists()
-    if state == "none" and has_metrics:
-        print(f"[leaderboard] {stage}: no manifest (run outside compresslib.reproduce); reading its files as they are")
-        return True
-    if has_metrics:
-        print(f"[leaderboard] {stage} skipped: {state} ({why})")
-    return False
+    return (Path(art) / stage / "metrics.json").exists()
 
 
 def _current(csv_path, cols) -> set | None:
