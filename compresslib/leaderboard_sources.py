@@ -104,12 +104,22 @@ def _csv_list(v) -> list:
     return list(v) if isinstance(v, (list, tuple)) else [float(t) for t in str(v).split(",") if t.strip()]
 
 
+def _architecture(name: str, **kwargs) -> nn.Module:
+    """A registry model rebuilt for cost counting only (its weights were not saved): built under a fixed,
+    forked RNG so that its initial values, and so any exact zeros the counters see, are the same in every
+    run (an unseeded init gave a different non-zero count, and MicroNet score, on each re-run)."""
+    from .models import create_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return create_model(name, **kwargs)
+
+
 @COLLECTORS.register("ECC", stage="03_ecc_admm")
 def collect_ecc(art) -> list[Candidate]:
     """03: ECC and uniform-width LeNet-5s; rebuilt slimmed from ``results.csv`` widths (cost depends only on them)."""
     from pathlib import Path
 
-    from .models import create_model
 
     path = Path(art) / "03_ecc_admm" / "results.csv"
     if not (path.exists() and _finished(art, "03_ecc_admm")):
@@ -119,8 +129,8 @@ def collect_ecc(art) -> list[Candidate]:
     for r in pd.read_csv(path).itertuples():
         widths = [int(v) for v in _csv_list(r.widths)]  # (image channels, hidden widths..., classes)
         size = int(p.get("IMAGE_SIZE", 32))
-        net = create_model(p.get("MODEL", "lenet5"), num_classes=widths[-1], in_channels=widths[0],
-                           widths=tuple(widths[1:-1]))
+        net = _architecture(p.get("MODEL", "lenet5"), num_classes=widths[-1], in_channels=widths[0],
+                            widths=tuple(widths[1:-1]))
         label = {"ECC": "ECC", "uniform_equal_training": "uniform width, equal training (ECC baseline)"}.get(
             r.method, "uniform width, fine-tune only (ECC baseline)")  # 03's two views of its baseline
         out.append(Candidate(label,
@@ -261,7 +271,6 @@ def collect_edgecompress(art) -> list[Candidate]:
     threshold that matches the large model, else hi=0.2, the paper's), rebuilt as architectures (dense fp32)."""
     from pathlib import Path
 
-    from .models import create_model
     from .models.shrinkable import shrink_depths
     from .results import read_json
 
@@ -269,7 +278,7 @@ def collect_edgecompress(art) -> list[Candidate]:
     if not ((d / "static_models.csv").exists() and _finished(art, "07_dynamic_inference")):
         return []
     p = stage_params(art, "07_dynamic_inference")
-    build = lambda dd, w, r: create_model("shrinkable_resnet", depths=shrink_depths((2, 2, 2), dd),  # noqa: E731
+    build = lambda dd, w, r: _architecture("shrinkable_resnet", depths=shrink_depths((2, 2, 2), dd),  # noqa: E731
                                           width_mult=w, resolution=int(r))
     out, static = [], pd.read_csv(d / "static_models.csv")
     for r in static.itertuples():
@@ -285,7 +294,11 @@ def collect_edgecompress(art) -> list[Candidate]:
         else:  # older metrics.json
             pick = (sweep.iloc[(sweep.avg_macs - frac * m["large_macs"]).abs().argmin()] if frac is not None
                     else sweep.iloc[(sweep.threshold - 0.2).abs().argmin()])
-        ds, ws, rs = (float(v) for v in str(m.get("small_config") or p.get("SMALL", "0.5:0.5:16")).split(":"))
+        small_config = str(m.get("small_config") or p.get("SMALL", "0.5:0.5:16"))
+        if small_config == "auto":
+            raise ValueError(f"{d / 'metrics.json'} has no 'small_config' and SMALL was 'auto': re-run stage 07 "
+                             "(python -m compresslib.reproduce --only 07 --force) so it records the chosen small model")
+        ds, ws, rs = (float(v) for v in small_config.split(":"))
         r_large = max(int(v) for v in str(p.get("RESOLUTIONS", "32,24,16")).split(","))
         casc = CascadeCost(Resized(build(ds, ws, rs), int(rs)), build(1.0, 1.0, r_large))
         names = [n for n, mod in casc.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]

@@ -223,3 +223,24 @@ def test_caption_states_the_wall_time_only_of_a_complete_uncached_run(tmp_path):
     s.write_text(json.dumps(rows))
     assert lb.run_wall_time(s) == ""
     assert lb.run_wall_time(tmp_path / "missing.json") == ""
+
+
+def test_rebuilt_architectures_do_not_depend_on_the_global_rng(tmp_path):
+    """07's rows are rebuilt from their configs (weights not saved): an unseeded init made the non-zero count, and
+    so size/BitOPs/MicroNet score, differ between a first run and a re-run (the re-run test of 09 caught it)."""
+    d = tmp_path / "07_dynamic_inference"
+    d.mkdir()
+    pd.DataFrame([{"kind": "crop+shrink", "name": "CS d1 w1 r24", "d": 1.0, "w": 1.0, "r": 24,
+                   "test_accuracy": 0.8, "cropper_macs": 1000}]).to_csv(d / "static_models.csv", index=False)
+    (d / "metrics.json").write_text(json.dumps({"sweep": [{"threshold": 0.2, "accuracy": 0.8, "avg_macs": 1e6,
+                                                           "escalated": 0.2}], "large_macs": 4e6, "threshold": 0.2,
+                                                "small_config": "0.5:0.5:16"}))
+    states = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        (c,) = [c for c in lb.collect_edgecompress(tmp_path) if c.setting.startswith("crop")]
+        states.append(c.model.state_dict())
+        after = torch.rand(1)
+        torch.manual_seed(seed)
+        assert torch.equal(after, torch.rand(1))  # the caller's RNG stream is left untouched
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
