@@ -41,12 +41,15 @@ def _live_channels(w: torch.Tensor) -> tuple[int, int]:
     return in_live, out_live
 
 
-def _bits_for(name: str, weight_bits) -> int:
-    if weight_bits is None:
-        return 32
-    if isinstance(weight_bits, dict):
-        return int(weight_bits.get(name, 32))
-    return int(weight_bits)
+def bits_for(name: str, spec, default: int = 32) -> int:
+    """The bits of layer ``name`` under a bits spec: ``None`` (every layer at ``default``), one int for all
+    layers, or a ``{layer name: bits}`` dict (missing layers at ``default``). The one lookup of the package
+    (cost tables, the leaderboard and the MicroNet scorer use it)."""
+    if spec is None:
+        return default
+    if isinstance(spec, dict):
+        return int(spec.get(name, default))
+    return int(spec)
 
 
 @torch.no_grad()
@@ -69,7 +72,7 @@ def layer_table(model: nn.Module, input_size, weight_bits=None, act_bits=32) -> 
         macs = _layer_macs(m, out)
         density = nnz / w.numel()
         name = names[m]
-        bw = _bits_for(name, weight_bits)
+        bw = bits_for(name, weight_bits)
         rows.append({
             "layer": name, "type": type(m).__name__,
             "in_ch": m.in_channels if isinstance(m, nn.Conv2d) else m.in_features,
@@ -109,21 +112,26 @@ def summarize(table: pd.DataFrame) -> dict:
 
 
 @torch.no_grad()
-def measure_latency(model: nn.Module, input_size, threads: int | None = None, batch: int = 1,
+def measure_latency(model: nn.Module, input_size, *, threads: int | None = None, batch: int = 1,
                     repeats: int = 30, warmup: int = 5, device: str | None = None) -> dict:
-    """Median and inter-quartile range of the forward-pass wall time, in milliseconds.
+    """Median and inter-quartile range of the forward-pass wall time, in milliseconds (the one latency
+    timer of the package: stage tables, the leaderboard and ``energy.measure.LatencyDevice`` use it).
 
     Pins torch's thread count for the measurement (restored after), runs ``warmup`` untimed
     passes, synchronises CUDA around each timed pass. Fake-quantized models run in fp32 here:
-    their latency is that of the fp32 graph, not of a low-bit kernel.
+    their latency is that of the fp32 graph, not of a low-bit kernel. The arguments after
+    ``input_size`` are keyword-only (two timers with ``batch``/``threads`` in opposite positional
+    order used to coexist).
     """
     if repeats < 3:
         raise ValueError(f"repeats must be >= 3 for a median/IQR, got {repeats}")
+    if batch < 1 or warmup < 0:
+        raise ValueError(f"need batch >= 1 and warmup >= 0, got batch={batch}, warmup={warmup}")
     p = next(model.parameters())
     device = device or str(p.device)
     old = torch.get_num_threads()
     if threads is not None:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(int(threads))
     was = model.training
     model.eval()
     x = torch.randn(batch, *input_size, device=device, dtype=p.dtype)
@@ -143,7 +151,8 @@ def measure_latency(model: nn.Module, input_size, threads: int | None = None, ba
         model.train(was)
     q = statistics.quantiles(times, n=4)
     out = {"median_ms": statistics.median(times), "iqr_ms": q[2] - q[0],
-           "threads": threads or old, "batch": batch, "device": device}
+           "threads": int(threads) if threads is not None else old, "batch": batch, "device": device,
+           "repeats": repeats}
     if device.startswith("cuda"):
         out.update(gpu_info(device))
     return out

@@ -79,14 +79,6 @@ def index_bits(weight: torch.Tensor, max_gap_bits: int = 16) -> float:
     return best
 
 
-def _layer_bits(spec, name: str, default: int = 32) -> int:
-    if spec is None:
-        return default
-    if isinstance(spec, dict):
-        return int(spec.get(name, default))
-    return int(spec)
-
-
 def model_costs(model: nn.Module, input_size, weight_bits="infer", act_bits=32, exec_weight: dict | None = None,
                 deploy: nn.Module | None = None, latency_threads: int = 1, latency_batch: int = 1,
                 latency_repeats: int = 20, extra_macs: float = 0.0) -> dict:
@@ -99,10 +91,10 @@ def model_costs(model: nn.Module, input_size, weight_bits="infer", act_bits=32, 
         weight_bits = infer_weight_bits(model)
     t = cost.layer_table(model, tuple(input_size), weight_bits=weight_bits)
     exec_w = np.array([float((exec_weight or {}).get(n, 1.0)) for n in t.layer])
-    a_bits = np.array([_layer_bits(act_bits, n) for n in t.layer], dtype=float)
+    a_bits = np.array([cost.bits_for(n, act_bits) for n in t.layer], dtype=float)
     modules = dict(model.named_modules())
     idx = sum(index_bits(modules[n].weight) for n in dict.fromkeys(t.layer))
-    nnz_bits = sum(float((modules[n].weight != 0).sum()) * _layer_bits(weight_bits, n) for n in dict.fromkeys(t.layer))
+    nnz_bits = sum(float((modules[n].weight != 0).sum()) * cost.bits_for(n, weight_bits) for n in dict.fromkeys(t.layer))
     try:
         e_rows = {r["layer"]: r["total"] for r in energy_table(model, tuple(input_size))}
         energy = float(sum(e_rows.get(n, 0.0) * w for n, w in zip(t.layer, exec_w)))

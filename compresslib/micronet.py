@@ -40,6 +40,8 @@ from torch import fx, nn
 import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
+from .cost import bits_for
+
 TASKS = {  # reference model: (params, ops) — rules, final version (2019-09-04)
     "imagenet": {"model": "MobileNetV2-1.4", "params": 6.9e6, "ops": 1170e6},
     "cifar100": {"model": "WideResNet-28-10", "params": 36.5e6, "ops": 10.49e9},
@@ -246,14 +248,6 @@ def op_list(model: nn.Module, input_size) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- counting
-def _bits_for(name: str, weight_bits, default: int) -> int:
-    if weight_bits is None:
-        return default
-    if isinstance(weight_bits, dict):
-        return int(weight_bits.get(name, default))
-    return int(weight_bits)
-
-
 def count_op(op: dict, mode: str = "official", fp_bits: int = 16, add_bits: int = 32, act_bits=None,
              w_bits=None, sparse: bool = True, ternary: bool = False, tree: bool = True,
              cer: bool = True) -> dict:
@@ -365,7 +359,7 @@ def score_model(model: nn.Module, input_size, weight_bits=None, sparse: bool = T
     def given(spec, name):  # the caller's bits for one layer; None = not given (counted at fp bits)
         if spec is None or isinstance(spec, dict) and name not in spec:
             return None
-        return _bits_for(name, spec, 32)
+        return bits_for(name, spec, 32)
 
     for o in weighted:  # bits a quantized layer declares first, then the caller's per-layer bits
         o["wb"] = o["w_bits"] if o["w_bits"] is not None else given(weight_bits, o["name"])

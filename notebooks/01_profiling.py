@@ -46,7 +46,7 @@ IMAGE_SIZE = 32           # input side in pixels; range [8, 1024]
 LATENCY_NET = "small_convnet"  # conv-heavy net for the black-box latency profile
 N_LATENCY = 150           # latency samples, 0 skips the latency profile; range [0, 1000000]
 LATENCY_BATCH = 16        # batch size of the latency measurement; range [1, 65536]
-LATENCY_REPEATS = 10      # timed forward passes per sample (median reported); range [1, 100000]
+LATENCY_REPEATS = 10      # timed forward passes per sample (median and IQR reported); range [3, 100000]
 LATENCY_THREADS = 1       # torch threads during latency measurement; range [1, 256]
 TRY_NVML = True           # also try NVML GPU energy (skipped cleanly without GPU/pynvml)
 N_NVML = 100              # NVML samples when available; range [0, 1000000]
@@ -67,8 +67,9 @@ from compresslib.models.narrow import NARROW_NETS
 threads = compresslib.set_threads()
 for name, value in {"N_SAMPLES": N_SAMPLES, "N_LATENCY": N_LATENCY, "LATENCY_BATCH": LATENCY_BATCH,
                     "LATENCY_REPEATS": LATENCY_REPEATS}.items():
-    if value < (1 if name in ("N_SAMPLES", "LATENCY_BATCH", "LATENCY_REPEATS") else 0):
-        raise ValueError(f"{name} must be positive, got {value}")
+    lo = {"N_SAMPLES": 1, "LATENCY_BATCH": 1, "LATENCY_REPEATS": 3}.get(name, 0)
+    if value < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {value}")
 for net in (NET, LATENCY_NET):
     if net not in NARROW_NETS:
         raise ValueError(f"unknown net {net!r}; valid: {sorted(NARROW_NETS)}")

@@ -68,7 +68,7 @@ FINETUNE_EPOCHS = 10      # masked fine-tune epochs after ECC and for the baseli
 FINETUNE_LR = 0.0005      # fine-tune Adam learning rate; range (0, 10]
 LATENCY_BATCH = 64        # batch size of the latency measurement; range [1, 65536]
 LATENCY_THREADS = 1       # torch threads of the latency measurement; range [1, 256]
-LATENCY_REPEATS = 30      # timed forward passes (median reported); range [1, 100000]
+LATENCY_REPEATS = 30      # timed forward passes (median and IQR reported); range [3, 100000]
 
 # %%
 import inspect
@@ -84,7 +84,7 @@ import compresslib
 from compresslib import cost, data, models, results, train
 from compresslib.energy import bilinear
 from compresslib.energy.analytic import AnalyticDevice
-from compresslib.energy.measure import measure_latency
+from compresslib.cost import measure_latency
 from compresslib.methods import ecc
 from compresslib.models.narrow import dense_widths
 from compresslib.provenance import sha256_file
@@ -95,8 +95,9 @@ seeds = [SEED + int(s) for s in str(SEEDS).split(",") if s.strip()]
 budgets = [float(b) for b in str(BUDGETS).split(",") if b.strip()]
 if not seeds or not budgets:
     raise ValueError(f"need at least one seed and one budget, got SEEDS={SEEDS!r}, BUDGETS={BUDGETS!r}")
-if min(EPOCHS, MAX_EPOCHS, LATENCY_REPEATS) < 1 or FINETUNE_EPOCHS < 0 or not 0 <= DISTILL <= 1:
-    raise ValueError("EPOCHS, MAX_EPOCHS, LATENCY_REPEATS must be >= 1, FINETUNE_EPOCHS >= 0, DISTILL in [0, 1]")
+if min(EPOCHS, MAX_EPOCHS) < 1 or LATENCY_REPEATS < 3 or FINETUNE_EPOCHS < 0 or not 0 <= DISTILL <= 1:
+    raise ValueError("EPOCHS, MAX_EPOCHS must be >= 1, LATENCY_REPEATS >= 3, FINETUNE_EPOCHS >= 0, DISTILL in [0, 1]")
+LATENCY = dict(batch=LATENCY_BATCH, threads=LATENCY_THREADS, repeats=LATENCY_REPEATS)  # cost.measure_latency
 cfg = ecc.ECCConfig(rho_z=RHO_Z, rho_y=RHO_Y, pslr=PSLR, psgrad_clip=PSGRAD_CLIP or None, psgrad_mask=PSGRAD_MASK,
                     repo_square_of_sum=REPO_SQUARE_OF_SUM)
 cfg.validate()
@@ -138,7 +139,7 @@ for seed in seeds:
     acc = train.evaluate(model, loaders.test)["accuracy"]
     results.record_model(OUT_DIR, f"dense_seed{seed}", model=MODEL, kwargs=model_kw, checkpoint=fit_res["checkpoint"],
                          accuracy=acc, split="test", seed=seed, eval_dtype="float32")
-    lat = measure_latency(model, input_size, LATENCY_BATCH, LATENCY_THREADS, LATENCY_REPEATS)
+    lat = measure_latency(model, input_size, **LATENCY)
     dense_nets[seed], loaders_by_seed[seed] = model, loaders
     dense_rows.append({"seed": seed, "accuracy": acc, "latency_ms": lat["median_ms"], "latency_iqr_ms": lat["iqr_ms"]})
 dense_df = pd.DataFrame(dense_rows)
@@ -160,8 +161,8 @@ def summarize(method, res, seed, budget):
     x = next(iter(loaders_by_seed[seed].test))[0][:256]
     with torch.no_grad():
         diff = float((model(x) - small(x)).abs().max())
-    lat = measure_latency(small, input_size, LATENCY_BATCH, LATENCY_THREADS, LATENCY_REPEATS)
-    lat_dense = measure_latency(dense_nets[seed], input_size, LATENCY_BATCH, LATENCY_THREADS, LATENCY_REPEATS)
+    lat = measure_latency(small, input_size, **LATENCY)
+    lat_dense = measure_latency(dense_nets[seed], input_size, **LATENCY)
     return {"seed": seed, "budget": budget, "method": method, "accuracy": res["accuracy"],
             "accuracy_before_ft": res["accuracy_before_ft"], "widths": res["widths"],
             "estimated_energy": res["estimated_energy"], "analytic_energy": oracle.cost(res["widths"]) / dense_energy,

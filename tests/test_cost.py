@@ -59,8 +59,26 @@ def test_measure_latency_reports_median_and_iqr():
     m = models.create_model("lenet5")
     r = cost.measure_latency(m, (1, 32, 32), threads=1, batch=4, repeats=5, warmup=1)
     assert r["median_ms"] > 0 and r["iqr_ms"] >= 0 and r["threads"] == 1 and r["batch"] == 4
+    assert r["repeats"] == 5
     with pytest.raises(ValueError, match="repeats"):
         cost.measure_latency(m, (1, 32, 32), repeats=1)
+    with pytest.raises(TypeError):  # batch/threads are keyword-only: no positional order to get wrong
+        cost.measure_latency(m, (1, 32, 32), 4, 1)
+
+
+def test_latency_device_uses_the_one_timer(monkeypatch):
+    from compresslib.energy import measure
+
+    seen = {}
+
+    def fake(model, input_size, **kw):
+        seen.update(kw, input_size=tuple(input_size))
+        return {"median_ms": 1.5}
+
+    monkeypatch.setattr(measure, "measure_latency", fake)
+    dev = measure.LatencyDevice("lenet5", batch=8, threads=1, repeats=4, warmup=0)
+    assert dev.cost(dev.S) == 1.5
+    assert seen == {"batch": 8, "threads": 1, "repeats": 4, "warmup": 0, "device": "cpu", "input_size": (1, 32, 32)}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")

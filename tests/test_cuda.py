@@ -312,7 +312,8 @@ def test_crop_box_predictor_and_cascade_on_cuda_match_cpu():
 
 
 def test_latency_and_nvml_devices_measure_on_cuda():
-    from compresslib.energy.measure import DeviceUnavailable, LatencyDevice, measure_latency
+    from compresslib.cost import measure_latency
+    from compresslib.energy.measure import DeviceUnavailable, LatencyDevice
     from compresslib.energy.profile import get_device
     from compresslib.models import create_model
 

@@ -122,9 +122,9 @@ def test_nvml_skips_cleanly_without_gpu():
 
 
 def test_profile_with_other_settings_starts_fresh(tmp_path):
-    dev = get_device("latency", "lenet5", batch=1, repeats=2, warmup=0)
+    dev = get_device("latency", "lenet5", batch=1, repeats=3, warmup=0)
     run_profile(dev, 3, tmp_path, seed=1, progress=False)
-    dev2 = get_device("latency", "lenet5", batch=2, repeats=2, warmup=0)
+    dev2 = get_device("latency", "lenet5", batch=2, repeats=3, warmup=0)
     with pytest.warns(UserWarning, match="other settings"):
         p = run_profile(dev2, 2, tmp_path, seed=1, progress=False)
     prof = load_profile(p)

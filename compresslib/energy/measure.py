@@ -8,11 +8,9 @@ The ECC code (spec §1) times ``test_num`` batch-1 forward passes of a narrowed 
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
-import torch.nn as nn
+
+from ..cost import measure_latency
 
 
 class DeviceUnavailable(RuntimeError):
@@ -22,41 +20,6 @@ class DeviceUnavailable(RuntimeError):
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def measure_latency(model: nn.Module, input_size, batch: int = 1, threads: int | None = 1,
-                    repeats: int = 30, warmup: int = 5, device: str = "cpu") -> dict:
-    """Median / IQR wall-clock of ``repeats`` forward passes (after ``warmup``), eval + no_grad.
-
-    Threads are pinned to ``threads`` during the measurement and restored afterwards.
-    """
-    if batch < 1 or repeats < 1 or warmup < 0:
-        raise ValueError(f"need batch >= 1, repeats >= 1, warmup >= 0; got {batch}, {repeats}, {warmup}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailable("device='cuda' requested but torch.cuda.is_available() is False")
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    was_training = model.training
-    model = model.to(dev).eval()
-    x = torch.randn((batch, *input_size), device=dev, generator=None)
-    times = []
-    try:
-        with torch.no_grad():
-            for i in range(warmup + repeats):
-                _sync(dev)
-                t0 = time.perf_counter()
-                model(x)
-                _sync(dev)
-                if i >= warmup:
-                    times.append((time.perf_counter() - t0) * 1e3)
-    finally:
-        torch.set_num_threads(old_threads)
-        model.train(was_training)
-    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-    return {"median_ms": statistics.median(times), "iqr_ms": q[2] - q[0], "threads": torch.get_num_threads()
-            if threads is None else int(threads), "batch": batch, "device": str(dev), "repeats": repeats}
 
 
 class LatencyDevice:
@@ -70,6 +33,9 @@ class LatencyDevice:
                  warmup: int = 3, device: str = "cpu", seed: int = 0):
         from ..models.narrow import dense_widths, narrow_input_size
 
+        if repeats < 3 or batch < 1 or warmup < 0:
+            raise ValueError(f"LatencyDevice needs repeats >= 3 (median/IQR), batch >= 1, warmup >= 0; "
+                             f"got repeats={repeats}, batch={batch}, warmup={warmup}")
         self.net, self.num_classes, self.image_size = net, num_classes, image_size
         self.S = dense_widths(net, num_classes, in_channels)
         self.input_size = narrow_input_size(net, self.S[0], image_size)
@@ -80,10 +46,12 @@ class LatencyDevice:
     def measure(self, widths) -> dict:
         from ..models.narrow import narrow_model
 
+        if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
+            raise DeviceUnavailable(f"device={self.device!r} requested but torch.cuda.is_available() is False")
         torch.manual_seed(self.seed)
-        model = narrow_model(self.net, widths, self.num_classes, self.S[0], self.image_size)
-        self.last = measure_latency(model, self.input_size, self.batch, self.threads, self.repeats,
-                                    self.warmup, self.device)
+        model = narrow_model(self.net, widths, self.num_classes, self.S[0], self.image_size).to(self.device)
+        self.last = measure_latency(model, self.input_size, batch=self.batch, threads=self.threads,
+                                    repeats=self.repeats, warmup=self.warmup, device=self.device)
         return self.last
 
     def cost(self, widths) -> float:

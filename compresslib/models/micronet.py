@@ -22,6 +22,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from compresslib.models import register_model
+from compresslib.models.scaling import make_divisible
 
 __all__ = ["MicroNet", "BasicBlock", "round_filters", "round_repeats", "compound_multipliers",
            "scaled_resolution", "micronet", "micronet_cifar"]
@@ -29,13 +30,7 @@ __all__ = ["MicroNet", "BasicBlock", "round_filters", "round_repeats", "compound
 
 def round_filters(channels: float, width_mult: float, divisor: int = 8) -> int:
     """Channels * W rounded to the nearest multiple of ``divisor`` (min divisor), +divisor if >10 % was lost."""
-    if divisor < 1:
-        raise ValueError(f"divisor must be >= 1, got {divisor}")
-    c = channels * width_mult
-    new_c = max(divisor, int(c + divisor / 2) // divisor * divisor)
-    if new_c < 0.9 * c:
-        new_c += divisor
-    return int(new_c)
+    return make_divisible(channels * width_mult, divisor)
 
 
 def round_repeats(repeats: int, depth_mult: float) -> int:

@@ -18,18 +18,7 @@ import torch
 import torch.nn as nn
 
 from . import register_model
-
-
-def make_divisible(v: float, divisor: int = 4) -> int:
-    """Round ``v`` to the nearest multiple of ``divisor`` (at least ``divisor``); bump by one
-    ``divisor`` if rounding lost more than 10 % (the pycls/EfficientNet rule used for both
-    resolutions and width_per_group in EdgeCompress)."""
-    if divisor < 1:
-        raise ValueError(f"divisor must be >= 1, got {divisor}")
-    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    if new < 0.9 * v:
-        new += divisor
-    return int(new)
+from .scaling import make_divisible
 
 
 def shrink_depths(base_depths, depth_mult: float) -> tuple[int, ...]:
