@@ -279,7 +279,7 @@ def publish(csv_path, readme, docs_csv) -> None:
 if __name__ == "__main__":
     import argparse
 
-    from .reproduce import REPO
+    from .stages import REPO
 
     ap = argparse.ArgumentParser(prog="python -m compresslib.leaderboard",
                                  description="publish a default run's leaderboard into README.md and docs/")

@@ -53,7 +53,8 @@ def stage_params(art, stage: str) -> dict:
     """Parameters a stage last ran with: the notebook's defaults, overridden by ``.reproduce.json``."""
     from pathlib import Path
 
-    from .reproduce import REPO, notebook_parameters
+    from .stage_params import notebook_parameters
+    from .stages import REPO
     from .results import read_json
 
     src = REPO / "notebooks" / f"{stage}.py"

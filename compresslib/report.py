@@ -33,7 +33,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from . import provenance as pv
-from .reproduce import headline
+from .stages import UPSTREAM, headline
 from .results import atomic_write_text, read_json
 
 REPO = Path(__file__).resolve().parent.parent
@@ -138,6 +138,15 @@ def notebook_intro(stage_dir: Path, notebooks_dir: Path | None = None) -> dict:
                 text = m.group(1).strip()
                 out[key] = text if len(text) <= 240 else text[:237].rsplit(" ", 1)[0] + " …"
     return out
+
+
+def _reads_cell(stage: str, prose: str) -> str:
+    """The stages ``stage`` reads, from the one stage graph (``compresslib.stages.UPSTREAM``); the notebook's
+    own "Reads:" sentence (which files) as the cell's tooltip. A stage missing from the graph shows its prose."""
+    if stage not in UPSTREAM:
+        return _md_inline(prose)
+    names = _esc(", ".join(UPSTREAM[stage]) or "nothing")
+    return f"<span title='{_esc(prose)}'>{names}</span>"
 
 
 def _md_inline(text: str) -> str:
@@ -386,7 +395,8 @@ def build_report(artifacts, notebooks_dir=None, render_notebooks: bool = True, m
             f"<td class='l'>{_esc(intro['title'])}</td>"
             f"<td class='l {cls}'>{_esc(status)}</td><td>{_esc(secs)}</td>"
             f"<td class='l'>{_esc(headline(metrics) if cls == 'ok' else err)}</td>"
-            f"<td class='l rw'>{_md_inline(intro['reads'])}</td><td class='l rw'>{_md_inline(intro['writes'])}</td></tr>")
+            f"<td class='l rw'>{_reads_cell(st, intro['reads'])}</td>"
+            f"<td class='l rw'>{_md_inline(intro['writes'])}</td></tr>")
         heading = intro["title"] if intro["title"].startswith(st[:2]) else f"{st} · {intro['title']}"
         parts = [f"<h2 id='{st}'>{_esc(heading)}</h2>",
                  f"<p><span class='{cls}'>{_esc(status)}</span> {nb_link}"

@@ -44,11 +44,11 @@ from pathlib import Path
 from . import provenance as pv
 from .dryrun import dry_run  # noqa: F401  (re-exported)
 from .results import read_json, write_json
+from .stages import REPO, UPSTREAM, headline, upstream_of  # noqa: F401  (the stage graph lives in stages)
 from .stage_params import (check_devices, check_profile, check_profile_names, match_stages,  # noqa: F401
                            notebook_parameters, stage_parameters)
 
 KERNEL = "compresslib"
-REPO = Path(__file__).resolve().parent.parent
 
 
 def stage_files(notebooks_dir: Path) -> list[Path]:
@@ -85,14 +85,6 @@ def ensure_kernel(name: str = KERNEL) -> str:
 
         install(kernel_name=name, display_name=f"Python ({name})", prefix=sys.prefix)
     return name
-
-
-def headline(metrics: dict) -> str:
-    """The first accuracy-like float of a metrics.json (else the first float), for the summary."""
-    floats = [(k, v) for k, v in metrics.items() if isinstance(v, float)]
-    for k, v in sorted(floats, key=lambda kv: "accuracy" not in kv[0]):
-        return f"{k}={v:.4g}"
-    return ""
 
 
 def run_stage(py_path: Path, out_dir: Path, params: dict, kernel: str, timeout: int) -> dict:
@@ -150,20 +142,6 @@ def _stage_barrier(art: Path, stage: str, rank: int, world: int, timeout: float 
         if time.time() - t0 > timeout:
             raise SystemExit(f"rank {rank}: timed out waiting for the other ranks after {stage}")
         time.sleep(1.0)
-
-
-# The earlier stages each notebook reads (its "Reads:" line). A stage not listed here is assumed to
-# read every earlier stage, the safe default for a new notebook.
-UPSTREAM = {"00_quickstart": (), "01_profiling": (), "02_energy_estimator": ("01_profiling",),
-            "03_ecc_admm": ("02_energy_estimator",), "04_sparsity_quantization": (), "05_ec2t": (),
-            "06_micronet_scoring": ("03_ecc_admm", "04_sparsity_quantization", "05_ec2t"), "07_dynamic_inference": (),
-            "08_camp_mixed_precision": ()}
-
-
-def upstream_of(stage: str, selected: list[str]) -> list[str]:
-    """The selected stages ``stage`` waits for (stages outside the selection are taken as done)."""
-    ups = UPSTREAM.get(stage)
-    return [s for s in selected if (s in ups if ups is not None else s < stage)]
 
 
 def schedule(stages: list[Path], prepare, finish, kernel: str, timeout: int, jobs: int = 1,
@@ -264,7 +242,7 @@ def _args(argv):
     ap.add_argument("--timeout", type=int, default=3600, help="per-cell execution timeout in seconds (>= 1)")
     ap.add_argument("--stop-on-failure", action="store_true")
     ap.add_argument("--jobs", type=int, default=1,
-                    help="stages run at once, >= 1 (each waits for the stages it reads, see UPSTREAM); with N > 1 "
+                    help="stages run at once, >= 1 (each waits for the stages it reads, see compresslib.stages.UPSTREAM); with N > 1 "
                          "each gets cpu_count/N torch threads unless COMPRESSLIB_THREADS is set")
     ap.add_argument("--dry-run", action="store_true",
                     help="validate parameters, device, data presence, models and cost tables; train nothing")

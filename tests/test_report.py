@@ -78,6 +78,18 @@ def test_broken_links_are_reported(fake_artifacts):
     assert report.main(["--artifacts", str(fake_artifacts), "--no-notebooks", "--check"]) == 0  # rebuilt: whole
 
 
+def test_reads_column_comes_from_the_stage_graph(fake_artifacts):
+    st = fake_artifacts / "06_micronet_scoring"  # a stage of compresslib.stages.UPSTREAM
+    st.mkdir()
+    (st / "metrics.json").write_text("{}")
+    from compresslib.stages import REPO
+
+    text = report.build_report(fake_artifacts, REPO / "notebooks", render_notebooks=False).read_text()
+    row = re.search(r"<tr><td class='l'><a href='#06_micronet_scoring'>.*?</tr>", text).group(0)
+    assert ">03_ecc_admm, 04_sparsity_quantization, 05_ec2t</span>" in row
+    assert "title='`05_ec2t/models/*.pt|json` (required)" in row  # the notebook's prose as the tooltip
+
+
 def test_stage_in_summary_without_folder_is_shown_missing(fake_artifacts):
     summary = json.loads((fake_artifacts / "summary.json").read_text())
     summary.append({"stage": "02_gone", "status": "ok", "seconds": 1.0, "error": "", "headline": ""})

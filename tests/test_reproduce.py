@@ -74,18 +74,43 @@ def test_only_matching_nothing_is_an_error(tree):
 
 
 def test_upstream_map_covers_every_stage_a_notebook_names():
-    """A notebook that reads another stage's folder must wait for it when stages run in parallel."""
+    """A notebook that reads another stage's folder must wait for it when stages run in parallel; the graph is
+    declared once (compresslib.stages) and each notebook's "Reads:" sentence names exactly its stages."""
     import re
 
+    from compresslib import stages as graph
+    from compresslib.report import notebook_intro
+
     stages = [p.stem for p in reproduce.stage_files(reproduce.REPO / "notebooks")]
-    assert set(reproduce.UPSTREAM) <= set(stages)  # no stale names after a rename
+    assert set(graph.UPSTREAM) == set(stages)  # every stage declared, no stale names after a rename
     for st in stages:
         text = (reproduce.REPO / "notebooks" / f"{st}.py").read_text()
-        named = {m for m in re.findall(r"\b\d\d_[a-z_]+[a-z]", text) if m in stages and m != st}
+        named = {m for m in re.findall(r"\b\d\d_[a-z0-9_]*[a-z0-9]", text) if m in stages and m != st}
         assert named <= set(reproduce.upstream_of(st, stages)), st
+        reads = notebook_intro(reproduce.REPO / "artifacts" / st, reproduce.REPO / "notebooks")["reads"]
+        in_reads = {m for m in re.findall(r"\b\d\d_[a-z0-9_]*[a-z0-9]", reads) if m in stages}
+        assert in_reads == set(graph.UPSTREAM[st]), (st, reads)
     assert reproduce.upstream_of("06_micronet_scoring", stages) == ["03_ecc_admm", "04_sparsity_quantization",
                                                                      "05_ec2t"]
-    assert reproduce.upstream_of("09_leaderboard", stages) == stages[:-1]  # not listed: every earlier stage
+    assert reproduce.upstream_of("09_leaderboard", stages) == ["03_ecc_admm", "04_sparsity_quantization", "05_ec2t",
+                                                               "07_dynamic_inference", "08_camp_mixed_precision"]
+
+
+def test_the_library_never_imports_the_runner_or_the_report():
+    """Orchestration (reproduce, report and their helpers) sits on top of the library, never under it."""
+    import ast
+
+    runner = {"reproduce", "report", "provenance", "dryrun", "results_doc"}
+    pkg = reproduce.REPO / "compresslib"
+    for path in pkg.rglob("*.py"):
+        mod = path.relative_to(pkg).with_suffix("").as_posix().replace("/", ".")
+        if mod in runner:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] + [a.name for a in node.names] if isinstance(node, ast.ImportFrom) else [])
+            hit = {n.split(".")[-1] for n in names} & runner
+            assert not hit, f"compresslib/{path.relative_to(pkg)} imports {hit}"
 
 
 SLOW_OK = OK + "import time; time.sleep(3)\n"
@@ -101,7 +126,7 @@ def test_parallel_jobs_overlap_and_skip_what_depends_on_a_failure(tmp_path, monk
     (tmp_path / "nb" / "02_after.py").write_text(OK)  # not in UPSTREAM: waits for every earlier stage
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "tiny.yaml").write_text("common:\n  X: 5\n")
-    monkeypatch.setattr(reproduce, "UPSTREAM", {"00_ok": (), "01_fail": ()})
+    monkeypatch.setattr("compresslib.stages.UPSTREAM", {"00_ok": (), "01_fail": ()})
     monkeypatch.setenv("COMPRESSLIB_THREADS", "")
     monkeypatch.delenv("COMPRESSLIB_THREADS")  # the runner chooses cores // jobs
     assert _main(tmp_path, "--jobs", "2") == 1

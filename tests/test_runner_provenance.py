@@ -73,7 +73,7 @@ def _metric(root: Path, stage: str) -> float:
 
 @pytest.fixture
 def up_down(monkeypatch):
-    monkeypatch.setattr(reproduce, "UPSTREAM", UPSTREAM)
+    monkeypatch.setattr("compresslib.stages.UPSTREAM", UPSTREAM)
 
 
 def test_manifest_upstream_change_relocation_and_merged_summary(tmp_path, up_down, capsys):
