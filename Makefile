@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 PROFILE ?= default
 JOBS    ?= 2
 
-.PHONY: setup reproduce test lab clean-artifacts
+.PHONY: setup reproduce test lint format lab clean-artifacts
 
 setup: $(VENV)/.installed
 
@@ -20,8 +20,16 @@ $(VENV)/.installed: pyproject.toml
 reproduce: setup
 	$(PY) -m compresslib.reproduce --profile $(PROFILE) --jobs $(JOBS); status=$$?; $(PY) -m compresslib.report; exit $$status
 
-test: setup
+test: setup lint
 	$(PY) -m pytest
+
+# ruff (configured in pyproject.toml): lint + formatting check; `make format` rewrites the files
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff format .
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks

@@ -10,6 +10,7 @@ is timed separately; (d) ECC running the teacher on every batch shows what the c
 The ECC budget is set out of reach so no run stops early. Not run in CI.
 Prints ECC's ratio to (a) (the target) and to (b), and the load average during the run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,17 @@ def main(argv=None):
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
         def epoch():
-            train_one_epoch(model, loaders.train, opt, callbacks=callbacks, teacher=teacher_, kd_weight=0.5,
-                            kd_kind="mse", progress=False)
+            train_one_epoch(
+                model,
+                loaders.train,
+                opt,
+                callbacks=callbacks,
+                teacher=teacher_,
+                kd_weight=0.5,
+                kd_kind="mse",
+                progress=False,
+            )
+
         return epoch
 
     load0 = os.getloadavg()
@@ -64,9 +74,12 @@ def main(argv=None):
     m2 = copy.deepcopy(dense)
     cb2 = ecc.ECCCallback(m2, est, 0.1)
     cb2.B = -1.0
-    runs = {"plain": setup(copy.deepcopy(dense)), "plain_kd": setup(copy.deepcopy(dense), teacher_=teacher),
-            "ecc": setup(m, callbacks=[cb], teacher_=cached),
-            "ecc_nocache": setup(m2, callbacks=[cb2], teacher_=teacher)}
+    runs = {
+        "plain": setup(copy.deepcopy(dense)),
+        "plain_kd": setup(copy.deepcopy(dense), teacher_=teacher),
+        "ecc": setup(m, callbacks=[cb], teacher_=cached),
+        "ecc_nocache": setup(m2, callbacks=[cb2], teacher_=teacher),
+    }
     wall = {k: [] for k in runs}
     cpu = {k: [] for k in runs}
     for r in range(a.epochs + 1):  # round-robin, so load drift on a shared machine hits all four alike
@@ -79,21 +92,35 @@ def main(argv=None):
     med = {k: sorted(v)[len(v) // 2] for k, v in wall.items()}
     medc = {k: sorted(v)[len(v) // 2] for k, v in cpu.items()}
     load1 = os.getloadavg()
-    print(f"threads={torch.get_num_threads()}  batches/epoch={len(loaders.train)}  epochs timed={a.epochs} each "
-          f"(median, round-robin after one warm-up epoch)")
-    print(f"load average (1/5/15 min) before {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, "
-          f"after {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}")
-    names = {"plain": "plain CE, no teacher", "plain_kd": "plain + KD (teacher every batch)",
-             "ecc": "ECC (ADMM + KD, cached teacher)", "ecc_nocache": "ECC, teacher every batch (no cache)"}
+    print(
+        f"threads={torch.get_num_threads()}  batches/epoch={len(loaders.train)}  epochs timed={a.epochs} each "
+        f"(median, round-robin after one warm-up epoch)"
+    )
+    print(
+        f"load average (1/5/15 min) before {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, "
+        f"after {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f}"
+    )
+    names = {
+        "plain": "plain CE, no teacher",
+        "plain_kd": "plain + KD (teacher every batch)",
+        "ecc": "ECC (ADMM + KD, cached teacher)",
+        "ecc_nocache": "ECC, teacher every batch (no cache)",
+    }
     for k in runs:
         print(f"{names[k]:34s} {med[k]:7.3f} s/epoch wall  {medc[k]:7.3f} s/epoch CPU")
-    print(f"teacher cache built once per run in {t_cache:.3f} s; {cached.hits} rows answered from the cache, "
-          f"{cached.misses} by the teacher")
-    print(f"ECC / plain CE    = {med['ecc'] / med['plain']:.2f}x wall, {medc['ecc'] / medc['plain']:.2f}x CPU "
-          f"(target <= 1.5x)")
+    print(
+        f"teacher cache built once per run in {t_cache:.3f} s; {cached.hits} rows answered from the cache, "
+        f"{cached.misses} by the teacher"
+    )
+    print(
+        f"ECC / plain CE    = {med['ecc'] / med['plain']:.2f}x wall, {medc['ecc'] / medc['plain']:.2f}x CPU "
+        f"(target <= 1.5x)"
+    )
     print(f"ECC / plain + KD  = {med['ecc'] / med['plain_kd']:.2f}x wall, {medc['ecc'] / medc['plain_kd']:.2f}x CPU")
-    print(f"ECC without the cache / plain CE = {med['ecc_nocache'] / med['plain']:.2f}x wall, "
-          f"{medc['ecc_nocache'] / medc['plain']:.2f}x CPU")
+    print(
+        f"ECC without the cache / plain CE = {med['ecc_nocache'] / med['plain']:.2f}x wall, "
+        f"{medc['ecc_nocache'] / medc['plain']:.2f}x CPU"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 2. ``compresslib.cost.layer_table`` vs ``torch.utils.flop_counter.FlopCounterMode`` on ResNet-50.
 Prints medians over repeats and their ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,10 +27,17 @@ from compresslib import cost, data, models, train  # noqa: E402
 
 
 class NoOp(train.Callback):
-    def on_batch_start(self, s): pass
-    def on_loss(self, s): pass
-    def after_backward(self, s): pass
-    def after_step(self, s): pass
+    def on_batch_start(self, s):
+        pass
+
+    def on_loss(self, s):
+        pass
+
+    def after_backward(self, s):
+        pass
+
+    def after_step(self, s):
+        pass
 
 
 def bare_epoch(model, loader, opt):
@@ -62,8 +70,10 @@ def main():
     bare = timed(lambda: bare_epoch(m, L.train, opt), a.repeats)
     L_noval = L._replace(val=None, test=None)
     ours = timed(lambda: train.fit(m, L_noval, 1, opt, callbacks=[NoOp()], progress=False), a.repeats)
-    print(f"training epoch (lenet5_caffe, mnist5k 3600 imgs, {a.threads} threads): bare {bare:.3f} s, "
-          f"fit+callbacks {ours:.3f} s, ratio {ours / bare:.3f}")
+    print(
+        f"training epoch (lenet5_caffe, mnist5k 3600 imgs, {a.threads} threads): bare {bare:.3f} s, "
+        f"fit+callbacks {ours:.3f} s, ratio {ours / bare:.3f}"
+    )
 
     r50 = torchvision.models.resnet50(weights=None).eval()
 
@@ -73,8 +83,10 @@ def main():
 
     t_fc = timed(flop_counter, a.repeats)
     t_lt = timed(lambda: cost.layer_table(r50, (3, 224, 224)), a.repeats)
-    print(f"ResNet-50 cost count: FlopCounterMode {t_fc * 1e3:.0f} ms, layer_table {t_lt * 1e3:.0f} ms, "
-          f"ratio {t_lt / t_fc:.3f}")
+    print(
+        f"ResNet-50 cost count: FlopCounterMode {t_fc * 1e3:.0f} ms, layer_table {t_lt * 1e3:.0f} ms, "
+        f"ratio {t_lt / t_fc:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ No network is needed, and only torch is required beyond the wheels listed in the
 without papermill/jupytext the stage notebooks (``notebooks/NN_*.py``, percent format) are executed
 cell by cell in a subprocess with the profile's parameters injected after the ``parameters`` cell.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,28 +46,60 @@ if str(REPO) not in sys.path:
 # GPU (from the CPU smoke timings and the models' MAC counts); ``budget`` is the hard cap per step
 # (a step may also use what earlier steps left unused, never past the global deadline).
 STEPS = [
-    {"name": "cuda_tests", "expected_s": 70, "budget_s": 100, "min_s": 30,
-     "what": "pytest -m cuda tests/test_cuda.py (AMP, GradScaler, channels_last, pinned loaders, method device paths)"},
-    {"name": "smoke", "expected_s": 110, "budget_s": 140, "min_s": 40,
-     "what": "python -m compresslib.reproduce --profile smoke --device cuda (all stages) vs the CPU smoke metrics"},
-    {"name": "throughput", "expected_s": 85, "budget_s": 95, "min_s": 20,
-     "what": "train-step images/s, fp32 and AMP, every paper profile's models at their batch and input shape"},
-    {"name": "ecc_energy", "expected_s": 100, "budget_s": 110, "min_s": 30,
-     "what": "stages 01+02 with COST_DEVICE nvml and CUDA latency on narrowed nets: bilinear MRE of measured cost"},
+    {
+        "name": "cuda_tests",
+        "expected_s": 70,
+        "budget_s": 100,
+        "min_s": 30,
+        "what": "pytest -m cuda tests/test_cuda.py (AMP, GradScaler, channels_last, pinned loaders, method device paths)",
+    },
+    {
+        "name": "smoke",
+        "expected_s": 110,
+        "budget_s": 140,
+        "min_s": 40,
+        "what": "python -m compresslib.reproduce --profile smoke --device cuda (all stages) vs the CPU smoke metrics",
+    },
+    {
+        "name": "throughput",
+        "expected_s": 85,
+        "budget_s": 95,
+        "min_s": 20,
+        "what": "train-step images/s, fp32 and AMP, every paper profile's models at their batch and input shape",
+    },
+    {
+        "name": "ecc_energy",
+        "expected_s": 100,
+        "budget_s": 110,
+        "min_s": 30,
+        "what": "stages 01+02 with COST_DEVICE nvml and CUDA latency on narrowed nets: bilinear MRE of measured cost",
+    },
 ]
-RESERVE_S = 15          # kept free at the end for the JSON, the tables and the log
+RESERVE_S = 15  # kept free at the end for the JSON, the tables and the log
 DEFAULT_BUDGET_S = 480  # 8 minutes
 
 # Wheels a torch-only machine needs (bring them as files: `pip download -d wheels <names>` online,
 # then `pip install --no-index --find-links wheels <names>` offline). Module name -> distribution.
 NEEDED = {  # for the stage notebooks and the library
-    "numpy": "numpy", "pandas": "pandas", "matplotlib": "matplotlib", "seaborn": "seaborn", "tqdm": "tqdm",
-    "yaml": "pyyaml", "sklearn": "scikit-learn", "mlxtend": "mlxtend", "torchvision": "torchvision",
-    "ipywidgets": "ipywidgets", "IPython": "ipython",
+    "numpy": "numpy",
+    "pandas": "pandas",
+    "matplotlib": "matplotlib",
+    "seaborn": "seaborn",
+    "tqdm": "tqdm",
+    "yaml": "pyyaml",
+    "sklearn": "scikit-learn",
+    "mlxtend": "mlxtend",
+    "torchvision": "torchvision",
+    "ipywidgets": "ipywidgets",
+    "IPython": "ipython",
 }
 OPTIONAL = {  # runner (else the exec fallback), tests, NVML energy
-    "papermill": "papermill", "jupytext": "jupytext", "nbconvert": "nbconvert", "ipykernel": "ipykernel",
-    "pytest": "pytest", "pynvml": "nvidia-ml-py (module pynvml)",
+    "papermill": "papermill",
+    "jupytext": "jupytext",
+    "nbconvert": "nbconvert",
+    "ipykernel": "ipykernel",
+    "pytest": "pytest",
+    "pynvml": "nvidia-ml-py (module pynvml)",
 }
 
 # ---------------------------------------------------------------------------------- tolerances
@@ -77,11 +110,28 @@ OPTIONAL = {  # runner (else the exec fallback), tests, NVML energy
 # images, so accuracies move by a few test images when the GPU reorders float sums (cuDNN, TF32 convs).
 TOLERANCES = [
     # (stage regex, leaf-key regex, rule, tol, why)
-    (r".", r"seconds|latency|_ms$|threads|^time$|wall|cpu_", "ignore", None, "timings: machine-dependent, reported only"),
+    (
+        r".",
+        r"seconds|latency|_ms$|threads|^time$|wall|cpu_",
+        "ignore",
+        None,
+        "timings: machine-dependent, reported only",
+    ),
     (r"^09", r"^pareto$|pareto", "ignore", None, "which points are non-dominated flips with tiny accuracy changes"),
-    (r"^05", r"^(d|w|phi|fp_params)$", "ignore", None, "the (d, w, phi) picked on 1-epoch validation accuracy may flip"),
-    (r"^07", r"macs_fraction_at_large_accuracy", "ignore", None,
-     "null when the 1-epoch cascade never reaches the large model's accuracy: flips with one test image"),
+    (
+        r"^05",
+        r"^(d|w|phi|fp_params)$",
+        "ignore",
+        None,
+        "the (d, w, phi) picked on 1-epoch validation accuracy may flip",
+    ),
+    (
+        r"^07",
+        r"macs_fraction_at_large_accuracy",
+        "ignore",
+        None,
+        "null when the 1-epoch cascade never reaches the large model's accuracy: flips with one test image",
+    ),
     (r"^08", r"^plans$", "ignore", None, "learned per-block bit plans of a 1-epoch run: reported, not compared"),
     (r"^08", r"accuracy|minus", "abs", 10.0, "CAMP smoke: 128 digits images, 1 epoch per stage; values in %"),
     (r"^08", r"energy|fraction|rho|bitops", "abs", 0.25, "gate decisions of a 1-epoch REINFORCE run"),
@@ -89,16 +139,37 @@ TOLERANCES = [
     (r"^07", r"avg_macs|macs_fraction|escalated", "rel", 0.35, "cascade operating points follow the 1-epoch margins"),
     (r"^05", r"accuracy", "abs", 0.05, "EC2T smoke: 300 images at 14 px, 1 epoch"),
     (r"^0[569]", r"sparsity", "abs", 0.05, "ternary/pruned sparsity after 1 epoch"),
-    (r"^0[69]", r"^(params|mults|adds|ops|score|kbit.*|bitops|size.*|effective_macs|energy.*|micronet_score)$",
-     "rel", 0.15, "cost of trained sparse/ternary models follows their sparsity"),
+    (
+        r"^0[69]",
+        r"^(params|mults|adds|ops|score|kbit.*|bitops|size.*|effective_macs|energy.*|micronet_score)$",
+        "rel",
+        0.15,
+        "cost of trained sparse/ternary models follows their sparsity",
+    ),
     (r".", r"accuracy_std|_std$", "abs", 0.05, "spread over 1 seed is 0; kept loose"),
-    (r".", r"accuracy", "abs", 0.05, "5 points: 1-2 epoch smoke training on <= 1000 images; the GPU orders float "
-                                     "sums differently (stated, not yet checked on a GPU)"),
-    (r".", r"nnz_macs|nnz_params|effective_macs|remaining_macs", "rel", 0.10,
-     "counts of weights kept by magnitude/ECC pruning follow the trained weights"),
-    (r".", r"^(dense_macs|macs|small_macs|large_macs|params|fp_params|dense_cost|empty_cost|floor_fraction|target_cr"
-           r"|threshold|S_bits|n_samples|latency_samples|budget|gamma_or_t)$",
-     "exact", None, "analytic counts, budgets and grids do not depend on the device"),
+    (
+        r".",
+        r"accuracy",
+        "abs",
+        0.05,
+        "5 points: 1-2 epoch smoke training on <= 1000 images; the GPU orders float "
+        "sums differently (stated, not yet checked on a GPU)",
+    ),
+    (
+        r".",
+        r"nnz_macs|nnz_params|effective_macs|remaining_macs",
+        "rel",
+        0.10,
+        "counts of weights kept by magnitude/ECC pruning follow the trained weights",
+    ),
+    (
+        r".",
+        r"^(dense_macs|macs|small_macs|large_macs|params|fp_params|dense_cost|empty_cost|floor_fraction|target_cr"
+        r"|threshold|S_bits|n_samples|latency_samples|budget|gamma_or_t)$",
+        "exact",
+        None,
+        "analytic counts, budgets and grids do not depend on the device",
+    ),
     (r"^02", r"mre", "rel", 1e-3, "stage 02 fits on the CPU in both runs (its DEVICE is unused)"),
     (r"^03", r"energy", "abs", 0.05, "fractions of dense energy; ECC stops at the first batch under the budget"),
     (r"^04", r"measured_cr|cr_with_index", "rel", 0.10, "achieved compression after the tiny ADMM run"),
@@ -106,10 +177,14 @@ TOLERANCES = [
 ]
 
 # Train-split images each dataset holds after the workbook's 10 % validation slice (data.get_loaders).
-TRAIN_IMAGES = {"mnist": 54_000, "fashion-mnist": 54_000, "cifar10": 45_000, "cifar100": 45_000,
-                "imagenet": 1_153_050}
-IMAGE_SHAPE = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32),
-               "cifar100": (3, 32, 32), "imagenet": (3, 224, 224)}
+TRAIN_IMAGES = {"mnist": 54_000, "fashion-mnist": 54_000, "cifar10": 45_000, "cifar100": 45_000, "imagenet": 1_153_050}
+IMAGE_SHAPE = {
+    "mnist": (1, 28, 28),
+    "fashion-mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+    "cifar100": (3, 32, 32),
+    "imagenet": (3, 224, 224),
+}
 NUM_CLASSES = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
 LOADER_IMAGES_PER_S = 1500.0  # README assumption for ImageNet JPEG decoding with 8 workers: NOT measured here
 # The README's "≈ time on 1 GPU (estimate)" column, kept for the side-by-side table.
@@ -131,9 +206,9 @@ ECC_NETS = [
     {"net": "alexnet", "image_size": 224, "num_classes": 1000, "batch": 64},
     {"net": "lenet5", "image_size": 32, "num_classes": 10, "batch": 1024},
 ]
-ECC_SAMPLES = 50      # random width vectors per net and cost device (40 fit / 10 validation)
-WINDOW_S = 0.4        # GPU time per NVML sample of the dense net (the energy counter counts mJ and is
-                      # refreshed every few ms to ~100 ms depending on the GPU: measured and reported)
+ECC_SAMPLES = 50  # random width vectors per net and cost device (40 fit / 10 validation)
+WINDOW_S = 0.4  # GPU time per NVML sample of the dense net (the energy counter counts mJ and is
+# refreshed every few ms to ~100 ms depending on the GPU: measured and reported)
 
 
 # ------------------------------------------------------------------------------------ utilities
@@ -195,8 +270,14 @@ def run_cmd(cmd: list, timeout: float, log: Log, title: str, env=None, cwd=REPO,
     """Run ``cmd`` in its own process group; kill the group at ``timeout``. Returns (rc, output, timed_out)."""
     out_path = (log.path.parent if log.path else Path("/tmp")) / f".{title}.out"
     fh = open(out_path, "w")
-    p = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env or child_env(), stdout=fh,
-                         stderr=subprocess.STDOUT, start_new_session=True)
+    p = subprocess.Popen(
+        [str(c) for c in cmd],
+        cwd=cwd,
+        env=env or child_env(),
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     if background:
         return p, out_path, fh
     return finish_cmd(p, out_path, fh, timeout, log, title)
@@ -255,8 +336,11 @@ def declared_parameters(py_path: Path) -> dict:
     """Names and literal defaults of the ``parameters`` cell (no jupytext needed)."""
     for header, src in percent_cells(Path(py_path).read_text()):
         if "parameters" in header:
-            return {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(src).body
-                    if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)}
+            return {
+                n.targets[0].id: ast.literal_eval(n.value)
+                for n in ast.parse(src).body
+                if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
+            }
     raise ValueError(f"{py_path} has no cell tagged 'parameters'")
 
 
@@ -296,8 +380,9 @@ def exec_notebook(py_path: Path, params: dict) -> None:
             ns.update(params)
 
 
-def run_stages_exec(stages: list[Path], profile: dict, overrides: dict, art: Path, deadline: float,
-                    log: Log, env: dict) -> list[dict]:
+def run_stages_exec(
+    stages: list[Path], profile: dict, overrides: dict, art: Path, deadline: float, log: Log, env: dict
+) -> list[dict]:
     """The runner's job without papermill: every stage in order, one subprocess each; summary rows."""
     rows = []
     for py in stages:
@@ -307,25 +392,63 @@ def run_stages_exec(stages: list[Path], profile: dict, overrides: dict, art: Pat
             continue
         params = {**stage_params(py, profile, overrides), "OUT_DIR": str(art / py.stem)}
         t0 = time.time()
-        rc, text, to = run_cmd([sys.executable, Path(__file__).resolve(), "--exec-stage", py,
-                                "--params", json.dumps(params)], left, log, f"exec-{py.stem}", env=env)
+        rc, text, to = run_cmd(
+            [sys.executable, Path(__file__).resolve(), "--exec-stage", py, "--params", json.dumps(params)],
+            left,
+            log,
+            f"exec-{py.stem}",
+            env=env,
+        )
         err = "" if rc == 0 else ("timeout" if to else (text.strip().splitlines() or ["?"])[-1][:300])
-        rows.append({"stage": py.stem, "status": "ok" if rc == 0 else "failed", "seconds": round(time.time() - t0, 1),
-                     "error": err})
+        rows.append(
+            {
+                "stage": py.stem,
+                "status": "ok" if rc == 0 else "failed",
+                "seconds": round(time.time() - t0, 1),
+                "error": err,
+            }
+        )
         log(f"[{py.stem}] {rows[-1]['status']} in {rows[-1]['seconds']} s {err}")
     (art / "summary.json").write_text(json.dumps(rows, indent=1))
     return rows
 
 
-def run_stages(mode: str, profile_name: str, profiles_dir: Path, art: Path, only: list[str], device: str,
-               deadline: float, log: Log, title: str, env=None, background=False, jobs: int = 1):
+def run_stages(
+    mode: str,
+    profile_name: str,
+    profiles_dir: Path,
+    art: Path,
+    only: list[str],
+    device: str,
+    deadline: float,
+    log: Log,
+    title: str,
+    env=None,
+    background=False,
+    jobs: int = 1,
+):
     """Stages through the public runner CLI (papermill mode) or the exec fallback."""
     art.mkdir(parents=True, exist_ok=True)
     env = env or child_env()
     if mode == "papermill":
-        cmd = [sys.executable, "-m", "compresslib.reproduce", "--profile", profile_name, "--profiles", profiles_dir,
-               "--artifacts", art, "--device", device, "--force", "--jobs", jobs,
-               "--timeout", max(30, int(deadline - time.time()))]
+        cmd = [
+            sys.executable,
+            "-m",
+            "compresslib.reproduce",
+            "--profile",
+            profile_name,
+            "--profiles",
+            profiles_dir,
+            "--artifacts",
+            art,
+            "--device",
+            device,
+            "--force",
+            "--jobs",
+            jobs,
+            "--timeout",
+            max(30, int(deadline - time.time())),
+        ]
         for o in only:
             cmd += ["--only", o]
         if background:
@@ -335,9 +458,20 @@ def run_stages(mode: str, profile_name: str, profiles_dir: Path, art: Path, only
     stages = [p for p in stage_files() if not only or any(p.stem.startswith(o) for o in only)]
     overrides = {"PROFILE": profile_name, "DEVICE": device}
     if background:  # the exec fallback runs itself in a subprocess for the background CPU run
-        cmd = [sys.executable, Path(__file__).resolve(), "--exec-stages", json.dumps(
-            {"stages": [str(p) for p in stages], "profile": str(Path(profiles_dir) / f"{profile_name}.yaml"),
-             "overrides": overrides, "art": str(art), "seconds": int(deadline - time.time())})]
+        cmd = [
+            sys.executable,
+            Path(__file__).resolve(),
+            "--exec-stages",
+            json.dumps(
+                {
+                    "stages": [str(p) for p in stages],
+                    "profile": str(Path(profiles_dir) / f"{profile_name}.yaml"),
+                    "overrides": overrides,
+                    "art": str(art),
+                    "seconds": int(deadline - time.time()),
+                }
+            ),
+        ]
         return run_cmd(cmd, 0, log, title, env=env, background=True)
     return run_stages_exec(stages, profile, overrides, art, deadline, log, env)
 
@@ -352,8 +486,14 @@ def finish_or_rows(result, art: Path, only: list[str]) -> list[dict]:
         if only and not any(py.stem.startswith(o) for o in only):
             continue
         ok = (art / py.stem / "metrics.json").exists()
-        rows.append({"stage": py.stem, "status": "ok" if ok else "skipped", "seconds": None,
-                     "error": "" if ok else ("out of time" if timed_out else f"runner exit {rc}")})
+        rows.append(
+            {
+                "stage": py.stem,
+                "status": "ok" if ok else "skipped",
+                "seconds": None,
+                "error": "" if ok else ("out of time" if timed_out else f"runner exit {rc}"),
+            }
+        )
     return rows
 
 
@@ -432,8 +572,13 @@ def compare_smoke(cpu_art: Path, cuda_art: Path, cuda_rows: list[dict], only=())
         else:
             checks = compare_metrics(st, json.loads(pc.read_text()), json.loads(pg.read_text()))
             bad = [c for c in checks if c["ok"] is False]
-            rec.update(ok=not bad, n_checks=sum(c["ok"] is not None for c in checks), n_failed=len(bad),
-                       failed=bad[:20], checks=checks)
+            rec.update(
+                ok=not bad,
+                n_checks=sum(c["ok"] is not None for c in checks),
+                n_failed=len(bad),
+                failed=bad[:20],
+                checks=checks,
+            )
         out[st] = rec
     return out
 
@@ -465,14 +610,38 @@ def paper_plan(name: str, prof: dict) -> list[dict]:
         runs = len(_floats(p.get("BUDGETS", "0.5"))) * len(_ints(p.get("SEEDS", "0")))
         model = {"name": p["MODEL"], "kwargs": {"num_classes": NUM_CLASSES[ds], "in_channels": shape[0]}}
         kd = 1.0 + (1 / 3 if p.get("DISTILL", 0.5) > 0 else 0.0)  # teacher forward ~ 1/3 of a training step
-        items.append({"label": f"{p['MODEL']} dense pretrain", "model": model, "batch": p["BATCH_SIZE"],
-                      "shape": shape, "images": p["EPOCHS"] * n * len(_ints(p.get("SEEDS", "0")))})
-        items.append({"label": f"{p['MODEL']} ADMM epoch (+teacher), one of {runs} run(s)", "model": model,
-                      "batch": p["BATCH_SIZE"], "shape": shape, "images": n, "factor": kd, "per": "ADMM epoch"})
+        items.append(
+            {
+                "label": f"{p['MODEL']} dense pretrain",
+                "model": model,
+                "batch": p["BATCH_SIZE"],
+                "shape": shape,
+                "images": p["EPOCHS"] * n * len(_ints(p.get("SEEDS", "0"))),
+            }
+        )
+        items.append(
+            {
+                "label": f"{p['MODEL']} ADMM epoch (+teacher), one of {runs} run(s)",
+                "model": model,
+                "batch": p["BATCH_SIZE"],
+                "shape": shape,
+                "images": n,
+                "factor": kd,
+                "per": "ADMM epoch",
+            }
+        )
         ft = p.get("FINETUNE_EPOCHS", 0)
         if ft:
-            items.append({"label": f"{p['MODEL']} fine-tunes (ECC + uniform)", "model": model,
-                          "batch": p["BATCH_SIZE"], "shape": shape, "images": 2 * runs * ft * n, "factor": kd})
+            items.append(
+                {
+                    "label": f"{p['MODEL']} fine-tunes (ECC + uniform)",
+                    "model": model,
+                    "batch": p["BATCH_SIZE"],
+                    "shape": shape,
+                    "images": 2 * runs * ft * n,
+                    "factor": kd,
+                }
+            )
         for it in items:
             it.setdefault("dataset", ds)
     if "04_sparsity_quantization" in prof:
@@ -480,16 +649,38 @@ def paper_plan(name: str, prof: dict) -> list[dict]:
         ds, n, b = p["DATASET"], TRAIN_IMAGES[p["DATASET"]], p["BATCH_SIZE"]
         seeds = p.get("N_SEEDS", 1)
         model = {"name": p["MODEL"], "kwargs": {"num_classes": NUM_CLASSES[ds], "in_channels": IMAGE_SHAPE[ds][0]}}
-        runs = len([r for r in str(p.get("JOINT_BUDGETS", "")).split(",") if r.strip()]) + \
-            len([r for r in str(p.get("ABLATIONS", "")).split(",") if r.strip()])
+        runs = len([r for r in str(p.get("JOINT_BUDGETS", "")).split(",") if r.strip()]) + len(
+            [r for r in str(p.get("ABLATIONS", "")).split(",") if r.strip()]
+        )
         per_interval = p["STEPS_PER_INTERVAL"] * b if p.get("STEPS_PER_INTERVAL") else n
-        items.append({"label": f"{p['MODEL']} dense pretrain", "model": model, "batch": b, "shape": IMAGE_SHAPE[ds],
-                      "images": seeds * p["EPOCHS"] * n})
-        items.append({"label": f"{p['MODEL']} ADMM ({runs} run(s) x {p['INTERVALS']} intervals)", "model": model,
-                      "batch": b, "shape": IMAGE_SHAPE[ds], "images": seeds * runs * p["INTERVALS"] * per_interval})
+        items.append(
+            {
+                "label": f"{p['MODEL']} dense pretrain",
+                "model": model,
+                "batch": b,
+                "shape": IMAGE_SHAPE[ds],
+                "images": seeds * p["EPOCHS"] * n,
+            }
+        )
+        items.append(
+            {
+                "label": f"{p['MODEL']} ADMM ({runs} run(s) x {p['INTERVALS']} intervals)",
+                "model": model,
+                "batch": b,
+                "shape": IMAGE_SHAPE[ds],
+                "images": seeds * runs * p["INTERVALS"] * per_interval,
+            }
+        )
         if p.get("FT_STEPS"):
-            items.append({"label": f"{p['MODEL']} fine-tune ({runs} x {p['FT_STEPS']} steps)", "model": model,
-                          "batch": b, "shape": IMAGE_SHAPE[ds], "images": seeds * runs * p["FT_STEPS"] * b})
+            items.append(
+                {
+                    "label": f"{p['MODEL']} fine-tune ({runs} x {p['FT_STEPS']} steps)",
+                    "model": model,
+                    "batch": b,
+                    "shape": IMAGE_SHAPE[ds],
+                    "images": seeds * runs * p["FT_STEPS"] * b,
+                }
+            )
         for it in items:
             it.setdefault("dataset", ds)
     if "05_ec2t" in prof:
@@ -500,17 +691,38 @@ def paper_plan(name: str, prof: dict) -> list[dict]:
         grid, phis = _pairs(p.get("GRID", "1,1")), _floats(p.get("PHIS", "1"))
         scalable = p["MODEL"].startswith("micronet")
         d, w = grid[0]
-        for (gd, gw) in grid:
+        for gd, gw in grid:
             mk = {"name": p["MODEL"], "kwargs": {**kw, **({"d": gd, "w": gw, "phi": 1.0} if scalable else {})}}
-            items.append({"label": f"{p['MODEL']} grid d{gd} w{gw}", "model": mk, "batch": b, "shape": (c, s, s),
-                          "images": p.get("GRID_EPOCHS", 1) * n})
+            items.append(
+                {
+                    "label": f"{p['MODEL']} grid d{gd} w{gw}",
+                    "model": mk,
+                    "batch": b,
+                    "shape": (c, s, s),
+                    "images": p.get("GRID_EPOCHS", 1) * n,
+                }
+            )
         q_runs = (len(_floats(p.get("GAMMAS", ""))) + len(_floats(p.get("TS", "")))) * p.get("N_SEEDS", 1)
         for phi in phis:
             mk = {"name": p["MODEL"], "kwargs": {**kw, **({"d": d, "w": w, "phi": phi} if scalable else {})}}
-            items.append({"label": f"{p['MODEL']} FP phi {phi}", "model": mk, "batch": b, "shape": (c, s, s),
-                          "images": p["EPOCHS"] * n})
-        items.append({"label": f"{p['MODEL']} EC2T/TTQ ({q_runs} runs, plain-step speed)", "model": mk, "batch": b,
-                      "shape": (c, s, s), "images": q_runs * (p["Q_EPOCHS"] + p.get("RETRAIN_EPOCHS", 0)) * n})
+            items.append(
+                {
+                    "label": f"{p['MODEL']} FP phi {phi}",
+                    "model": mk,
+                    "batch": b,
+                    "shape": (c, s, s),
+                    "images": p["EPOCHS"] * n,
+                }
+            )
+        items.append(
+            {
+                "label": f"{p['MODEL']} EC2T/TTQ ({q_runs} runs, plain-step speed)",
+                "model": mk,
+                "batch": b,
+                "shape": (c, s, s),
+                "images": q_runs * (p["Q_EPOCHS"] + p.get("RETRAIN_EPOCHS", 0)) * n,
+            }
+        )
         for it in items:
             it.setdefault("dataset", ds)
     if "07_dynamic_inference" in prof:
@@ -522,11 +734,22 @@ def paper_plan(name: str, prof: dict) -> list[dict]:
         cfgs = [(1.0, 1.0, r, 2 + (2 * extra if r == min(res) else 0)) for r in res]
         cfgs += [(float(a), float(bb), int(c), 1) for a, bb, c in (x.split(":") for x in p["CS_CONFIGS"].split(","))]
         for d, w, r, count in cfgs:
-            mk = {"name": "shrinkable_resnet", "arch": p.get("ARCH", "cifar"), "dwr": [d, w, r],
-                  "kwargs": {"num_classes": NUM_CLASSES[ds], "in_channels": IMAGE_SHAPE[ds][0]}}
-            items.append({"label": f"shrinkable {p.get('ARCH')} d{d} w{w} r{r} x{count}", "model": mk,
-                          "batch": p["BATCH_SIZE"], "shape": (IMAGE_SHAPE[ds][0], r, r),
-                          "images": count * p["EPOCHS"] * n, "in_memory": True})
+            mk = {
+                "name": "shrinkable_resnet",
+                "arch": p.get("ARCH", "cifar"),
+                "dwr": [d, w, r],
+                "kwargs": {"num_classes": NUM_CLASSES[ds], "in_channels": IMAGE_SHAPE[ds][0]},
+            }
+            items.append(
+                {
+                    "label": f"shrinkable {p.get('ARCH')} d{d} w{w} r{r} x{count}",
+                    "model": mk,
+                    "batch": p["BATCH_SIZE"],
+                    "shape": (IMAGE_SHAPE[ds][0], r, r),
+                    "images": count * p["EPOCHS"] * n,
+                    "in_memory": True,
+                }
+            )
         for it in items:
             it.setdefault("dataset", ds)
     if "08_camp_mixed_precision" in prof:
@@ -534,16 +757,35 @@ def paper_plan(name: str, prof: dict) -> list[dict]:
         ds, n, b = p["DATASET"], TRAIN_IMAGES[p["DATASET"]], p["BATCH_SIZE"]
         s, seeds = p.get("IMAGE_SIZE", 32), p.get("N_SEEDS", 1)
         widths = _ints(p["WIDTHS"])
-        base = {"name": "camp", "depth": p["DEPTH"], "widths": widths, "num_classes": NUM_CLASSES[ds],
-                "in_channels": IMAGE_SHAPE[ds][0]}
+        base = {
+            "name": "camp",
+            "depth": p["DEPTH"],
+            "widths": widths,
+            "num_classes": NUM_CLASSES[ds],
+            "in_channels": IMAGE_SHAPE[ds][0],
+        }
         for bits in (32, 4, 1):
-            items.append({"label": f"CAMP ResNet-{p['DEPTH']} {'fp32' if bits == 32 else f'w{bits}a{bits}'}",
-                          "model": {**base, "bits": bits}, "batch": b, "shape": (IMAGE_SHAPE[ds][0], s, s),
-                          "images": seeds * p["EPOCHS"] * n, "channels_last": True})
+            items.append(
+                {
+                    "label": f"CAMP ResNet-{p['DEPTH']} {'fp32' if bits == 32 else f'w{bits}a{bits}'}",
+                    "model": {**base, "bits": bits},
+                    "batch": b,
+                    "shape": (IMAGE_SHAPE[ds][0], s, s),
+                    "images": seeds * p["EPOCHS"] * n,
+                    "channels_last": True,
+                }
+            )
         rl = len(_floats(p.get("ALPHAS", ""))) + len(_floats(p.get("BUG_ALPHAS", "")))
-        items.append({"label": f"CAMP dual path (SP + {rl} RL)", "model": {**base, "bits": 1, "dual": True},
-                      "batch": b, "shape": (IMAGE_SHAPE[ds][0], s, s), "channels_last": True,
-                      "images": seeds * (p["SP_EPOCHS"] + rl * p["RL_EPOCHS"]) * n})
+        items.append(
+            {
+                "label": f"CAMP dual path (SP + {rl} RL)",
+                "model": {**base, "bits": 1, "dual": True},
+                "batch": b,
+                "shape": (IMAGE_SHAPE[ds][0], s, s),
+                "channels_last": True,
+                "images": seeds * (p["SP_EPOCHS"] + rl * p["RL_EPOCHS"]) * n,
+            }
+        )
         for it in items:
             it.setdefault("dataset", ds)
     for it in items:  # ImageNet read from JPEG folders (not stage 07's in-memory subset) may be loader-bound
@@ -558,8 +800,9 @@ def build_model(spec: dict):
     if spec["name"] == "camp":
         from compresslib.methods import camp
 
-        m = camp.CampResNet(spec["depth"], tuple(spec["widths"]), spec["num_classes"], spec["in_channels"],
-                            bits=spec["bits"])
+        m = camp.CampResNet(
+            spec["depth"], tuple(spec["widths"]), spec["num_classes"], spec["in_channels"], bits=spec["bits"]
+        )
         return camp.make_dual(m) if spec.get("dual") else m
     if spec["name"] == "shrinkable_resnet":
         from compresslib.models.shrinkable import arch_kwargs
@@ -568,9 +811,20 @@ def build_model(spec: dict):
     return create_model(spec["name"], **spec["kwargs"])
 
 
-def measure_step(model, batch: int, shape, num_classes: int, device: str, amp: bool, channels_last: bool,
-                 seconds: float = 1.2, min_steps: int = 3, max_steps: int = 30, warmup: int = 3,
-                 deadline: float = math.inf) -> dict:
+def measure_step(
+    model,
+    batch: int,
+    shape,
+    num_classes: int,
+    device: str,
+    amp: bool,
+    channels_last: bool,
+    seconds: float = 1.2,
+    min_steps: int = 3,
+    max_steps: int = 30,
+    warmup: int = 3,
+    deadline: float = math.inf,
+) -> dict:
     """images/s of ``fit``'s training step (SGD, cross-entropy) on generated data at ``shape``: ``warmup``
     untimed steps, then timed steps for ``seconds`` (at least ``min_steps``, at most ``max_steps``); past
     ``deadline`` (time.time()) it stops after one timed step."""
@@ -608,7 +862,9 @@ def measure_step(model, batch: int, shape, num_classes: int, device: str, amp: b
         step()
     sync()
     t0, n = time.perf_counter(), 0
-    while n < 1 or (time.time() < deadline and (n < min_steps or (n < max_steps and time.perf_counter() - t0 < seconds))):
+    while n < 1 or (
+        time.time() < deadline and (n < min_steps or (n < max_steps and time.perf_counter() - t0 < seconds))
+    ):
         loss = step()
         n += 1
         if n % 5 == 0:
@@ -619,8 +875,11 @@ def measure_step(model, batch: int, shape, num_classes: int, device: str, amp: b
 
 
 class _null:
-    def __enter__(self): return self
-    def __exit__(self, *a): return False
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
 
 
 def hours_for(items: list[dict], speeds: dict, mode: str) -> dict:
@@ -639,8 +898,13 @@ def hours_for(items: list[dict], speeds: dict, mode: str) -> dict:
             per, per_loader = per + h, per_loader + hl
         else:
             fixed, fixed_loader = fixed + h, fixed_loader + hl
-    return {"hours": fixed, "hours_per_admm_epoch": per or None, "hours_loader_bound": fixed_loader,
-            "hours_per_admm_epoch_loader_bound": per_loader or None, "missing": missing}
+    return {
+        "hours": fixed,
+        "hours_per_admm_epoch": per or None,
+        "hours_loader_bound": fixed_loader,
+        "hours_per_admm_epoch_loader_bound": per_loader or None,
+        "missing": missing,
+    }
 
 
 def _fmt_h(h: float | None) -> str:
@@ -651,11 +915,15 @@ def _fmt_h(h: float | None) -> str:
 
 def readme_hours_table(hours: dict, gpu: str, torch_version: str) -> str:
     """Markdown table that replaces the README's "≈ time on 1 GPU (estimate)" column."""
-    lines = [f"Measured by `benchmarks/gpu_check.py` on one {gpu} (torch {torch_version}): compute hours at the "
-             f"measured training-step speed on generated data (fp32 / AMP); ImageNet-folder stages also shown "
-             f"loader-bound at an assumed {LOADER_IMAGES_PER_S:.0f} images/s (not measured); CIFAR/MNIST loading "
-             f"(torchvision transforms, `--workers`) is not measured either, so small nets' hours are lower bounds.", "",
-             "| profile | fp32 | AMP | fp32, loader-bound | README estimate (before) |", "|---|---|---|---|---|"]
+    lines = [
+        f"Measured by `benchmarks/gpu_check.py` on one {gpu} (torch {torch_version}): compute hours at the "
+        f"measured training-step speed on generated data (fp32 / AMP); ImageNet-folder stages also shown "
+        f"loader-bound at an assumed {LOADER_IMAGES_PER_S:.0f} images/s (not measured); CIFAR/MNIST loading "
+        f"(torchvision transforms, `--workers`) is not measured either, so small nets' hours are lower bounds.",
+        "",
+        "| profile | fp32 | AMP | fp32, loader-bound | README estimate (before) |",
+        "|---|---|---|---|---|",
+    ]
     for prof, h in hours.items():
         f, a = h.get("fp32") or {}, h.get("amp") or {}
 
@@ -664,8 +932,11 @@ def readme_hours_table(hours: dict, gpu: str, torch_version: str) -> str:
                 return "not measured"
             s = _fmt_h(d.get(key))
             return s + (f" + {_fmt_h(d.get(per))} per ADMM epoch" if d.get(per) else "")
-        lines.append(f"| {prof} | {cell(f)} | {cell(a)} | {cell(f, 'hours_loader_bound', 'hours_per_admm_epoch_loader_bound')}"
-                     f" | {README_ESTIMATES.get(prof, '')} |")
+
+        lines.append(
+            f"| {prof} | {cell(f)} | {cell(a)} | {cell(f, 'hours_loader_bound', 'hours_per_admm_epoch_loader_bound')}"
+            f" | {README_ESTIMATES.get(prof, '')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -683,8 +954,24 @@ def step_cuda_tests(out: Path, limit: float, log: Log, device: str) -> dict:
     if not has_module("pytest"):
         return {"status": "skipped", "why": "pytest missing: bring the pytest wheel"}
     xml = out / "cuda_tests.xml"
-    rc, text, to = run_cmd([sys.executable, "-m", "pytest", "-m", "cuda", "-v", "-rs", "-p", "no:cacheprovider",
-                            "tests/test_cuda.py", f"--junitxml={xml}"], limit, log, "pytest-cuda")
+    rc, text, to = run_cmd(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "cuda",
+            "-v",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_cuda.py",
+            f"--junitxml={xml}",
+        ],
+        limit,
+        log,
+        "pytest-cuda",
+    )
     tests = []
     if xml.exists():
         import xml.etree.ElementTree as ET
@@ -695,12 +982,19 @@ def step_cuda_tests(out: Path, limit: float, log: Log, device: str) -> dict:
                 el = tc.find(kind)
                 if el is not None:
                     outcome, msg = ("failed" if kind != "skipped" else "skipped"), (el.get("message") or "")[:500]
-            tests.append({"name": tc.get("name"), "outcome": outcome, "seconds": float(tc.get("time") or 0),
-                          "message": msg})
+            tests.append(
+                {"name": tc.get("name"), "outcome": outcome, "seconds": float(tc.get("time") or 0), "message": msg}
+            )
     if not tests:  # killed before pytest wrote the XML: the verbose lines say what finished
         for name, word in re.findall(r"^tests/test_cuda\.py::(\S+) (PASSED|FAILED|SKIPPED|ERROR)", text, re.M):
-            tests.append({"name": name, "outcome": {"PASSED": "passed", "SKIPPED": "skipped"}.get(word, "failed"),
-                          "seconds": None, "message": ""})
+            tests.append(
+                {
+                    "name": name,
+                    "outcome": {"PASSED": "passed", "SKIPPED": "skipped"}.get(word, "failed"),
+                    "seconds": None,
+                    "message": "",
+                }
+            )
     counts = {k: sum(t["outcome"] == k for t in tests) for k in ("passed", "failed", "skipped")}
     status = "partial" if to else ("ok" if rc == 0 and counts["passed"] and not counts["failed"] else "failed")
     why = "every CUDA test skipped (see their messages)" if tests and counts["skipped"] == len(tests) else ""
@@ -710,8 +1004,18 @@ def step_cuda_tests(out: Path, limit: float, log: Log, device: str) -> dict:
 def step_smoke(out: Path, limit: float, log: Log, device: str, mode: str, cpu_job, cpu_art: Path, only) -> dict:
     deadline = time.time() + limit
     cuda_art = out / "smoke_cuda"
-    rows = run_stages(mode, "smoke", REPO / "profiles", cuda_art, only, device, deadline - 10, log, "smoke-cuda",
-                      env=child_env(COMPRESSLIB_CACHE_ROOT=out / ".cache_cuda"))
+    rows = run_stages(
+        mode,
+        "smoke",
+        REPO / "profiles",
+        cuda_art,
+        only,
+        device,
+        deadline - 10,
+        log,
+        "smoke-cuda",
+        env=child_env(COMPRESSLIB_CACHE_ROOT=out / ".cache_cuda"),
+    )
     cpu_note = f"CPU artifacts from {cpu_art}"
     if cpu_job is not None:  # the background CPU smoke run: wait for it until the step's deadline
         p, path, fh = cpu_job
@@ -721,21 +1025,31 @@ def step_smoke(out: Path, limit: float, log: Log, device: str, mode: str, cpu_jo
     bad = [s for s, r in stages.items() if r["ok"] is False]
     unchecked = [s for s, r in stages.items() if r["ok"] is None]
     status = "failed" if bad else ("partial" if unchecked else "ok")
-    return {"status": status, "cpu_source": cpu_note, "failed_stages": bad, "unchecked_stages": unchecked,
-            "stages": stages, "tolerances": [{"stage": a, "key": b, "rule": c, "tol": d, "why": e}
-                                             for a, b, c, d, e in TOLERANCES]}
+    return {
+        "status": status,
+        "cpu_source": cpu_note,
+        "failed_stages": bad,
+        "unchecked_stages": unchecked,
+        "stages": stages,
+        "tolerances": [{"stage": a, "key": b, "rule": c, "tol": d, "why": e} for a, b, c, d, e in TOLERANCES],
+    }
 
 
 def step_throughput(out: Path, limit: float, log: Log, device: str, papers=()) -> dict:
     import torch
 
     deadline = time.time() + limit
-    plans = {p.stem: paper_plan(p.stem, read_yaml(p)) for p in sorted((REPO / "profiles" / "paper").glob("*.yaml"))
-             if not papers or p.stem in papers}
+    plans = {
+        p.stem: paper_plan(p.stem, read_yaml(p))
+        for p in sorted((REPO / "profiles" / "paper").glob("*.yaml"))
+        if not papers or p.stem in papers
+    }
     speeds, rows, seen = {}, [], {}
     for prof, items in plans.items():
         for it in items:
-            key = json.dumps([it["model"], it["batch"], list(it["shape"]), it.get("channels_last", False)], sort_keys=True)
+            key = json.dumps(
+                [it["model"], it["batch"], list(it["shape"]), it.get("channels_last", False)], sort_keys=True
+            )
             if key in seen:  # the same network at the same batch: measured once
                 speeds[it["label"]] = speeds[seen[key]]
                 continue
@@ -753,8 +1067,16 @@ def step_throughput(out: Path, limit: float, log: Log, device: str, papers=()) -
                     if time.time() > deadline - 2 or (amp and not device.startswith("cuda")):
                         continue
                     try:  # an AMP failure (e.g. a fake quantizer under autocast) keeps the fp32 number
-                        r = measure_step(model, it["batch"], it["shape"], ncls, device, amp,
-                                         it.get("channels_last", False), deadline=deadline - 2)
+                        r = measure_step(
+                            model,
+                            it["batch"],
+                            it["shape"],
+                            ncls,
+                            device,
+                            amp,
+                            it.get("channels_last", False),
+                            deadline=deadline - 2,
+                        )
                         rec[mode] = round(r["images_per_s"], 1)
                         rec[f"{mode}_loss_finite"] = r["loss_finite"]
                     except Exception as e:  # recorded per mode
@@ -764,7 +1086,7 @@ def step_throughput(out: Path, limit: float, log: Log, device: str, papers=()) -
                 rec["status"] = "ok" if rec["fp32"] else f"failed: {rec.get('fp32_error', 'fp32 not measured')}"
                 del model
                 if device.startswith("cuda"):
-                    rec["max_memory_GiB"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+                    rec["max_memory_GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
             except Exception as e:  # out of memory, a model that does not build: recorded, next one
@@ -772,8 +1094,10 @@ def step_throughput(out: Path, limit: float, log: Log, device: str, papers=()) -
             seen[key] = it["label"]
             speeds[it["label"]] = {"fp32": rec.get("fp32"), "amp": rec.get("amp")}
             rows.append(rec)
-            log(f"[throughput] {prof:32s} {it['label'][:48]:48s} b{it['batch']:<4} fp32 {rec.get('fp32')} "
-                f"AMP {rec.get('amp')} img/s  {rec['status'][:60]}")
+            log(
+                f"[throughput] {prof:32s} {it['label'][:48]:48s} b{it['batch']:<4} fp32 {rec.get('fp32')} "
+                f"AMP {rec.get('amp')} img/s  {rec['status'][:60]}"
+            )
     hours = {prof: {mode: hours_for(items, speeds, mode) for mode in ("fp32", "amp")} for prof, items in plans.items()}
     for prof in plans:
         for it in plans[prof]:
@@ -781,10 +1105,15 @@ def step_throughput(out: Path, limit: float, log: Log, device: str, papers=()) -
     skipped = [r for r in rows if str(r.get("status", "")).startswith("skipped")]
     failed = [r for r in rows if str(r.get("status", "")).startswith("failed")]
     amp_failed = [r["label"] for r in rows if r.get("amp_error")]
-    return {"status": "failed" if failed else ("partial" if skipped else "ok"), "models": rows, "plans": plans,
-            "amp_failures": amp_failed,
-            "hours": hours, "loader_images_per_s_assumed": LOADER_IMAGES_PER_S,
-            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
+    return {
+        "status": "failed" if failed else ("partial" if skipped else "ok"),
+        "models": rows,
+        "plans": plans,
+        "amp_failures": amp_failed,
+        "hours": hours,
+        "loader_images_per_s_assumed": LOADER_IMAGES_PER_S,
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+    }
 
 
 def _nvml_status() -> str | None:
@@ -867,11 +1196,24 @@ def step_ecc_energy(out: Path, limit: float, log: Log, device: str, mode: str, n
         n = ECC_SAMPLES
         name = f"gpu_ecc_{net}"
         profile = {
-            "common": {"PROFILE": name, "SEED": 0, "DEVICE": device, "NET": net, "COST_DEVICE": main,
-                       "LATENCY_NET": net},
-            "01_profiling": {"N_SAMPLES": n, "NUM_CLASSES": spec["num_classes"], "IMAGE_SIZE": spec["image_size"],
-                             "N_LATENCY": 0 if main == "latency" else n, "LATENCY_BATCH": spec["batch"],
-                             "LATENCY_REPEATS": repeats, "LATENCY_THREADS": 1, "TRY_NVML": False},
+            "common": {
+                "PROFILE": name,
+                "SEED": 0,
+                "DEVICE": device,
+                "NET": net,
+                "COST_DEVICE": main,
+                "LATENCY_NET": net,
+            },
+            "01_profiling": {
+                "N_SAMPLES": n,
+                "NUM_CLASSES": spec["num_classes"],
+                "IMAGE_SIZE": spec["image_size"],
+                "N_LATENCY": 0 if main == "latency" else n,
+                "LATENCY_BATCH": spec["batch"],
+                "LATENCY_REPEATS": repeats,
+                "LATENCY_THREADS": 1,
+                "TRY_NVML": False,
+            },
             "02_energy_estimator": {"SGD_EPOCHS": 1000, "MLP_EPOCHS": 300},
         }
         import yaml
@@ -879,17 +1221,38 @@ def step_ecc_energy(out: Path, limit: float, log: Log, device: str, mode: str, n
         (prof_dir / f"{name}.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
         art = out / "ecc" / net
         t0 = time.time()
-        rows = (run_stages(mode, name, prof_dir, art, ["01", "02"], device, min(deadline, time.time() + share),
-                           log, f"ecc-{net}", env=child_env(COMPRESSLIB_CACHE_ROOT=out / ".cache_ecc")))
-        rec = {"status": "ok" if all(r["status"] == "ok" for r in rows) else "failed", "main_cost_device": main,
-               "nvml": why_no_nvml or "measured", "batch": spec["batch"], "image_size": spec["image_size"],
-               "repeats_per_sample": repeats, "dense_forward_ms": round(t_dense * 1e3, 3), "samples": n,
-               "seconds": round(time.time() - t0, 1), "stages": rows}
+        rows = run_stages(
+            mode,
+            name,
+            prof_dir,
+            art,
+            ["01", "02"],
+            device,
+            min(deadline, time.time() + share),
+            log,
+            f"ecc-{net}",
+            env=child_env(COMPRESSLIB_CACHE_ROOT=out / ".cache_ecc"),
+        )
+        rec = {
+            "status": "ok" if all(r["status"] == "ok" for r in rows) else "failed",
+            "main_cost_device": main,
+            "nvml": why_no_nvml or "measured",
+            "batch": spec["batch"],
+            "image_size": spec["image_size"],
+            "repeats_per_sample": repeats,
+            "dense_forward_ms": round(t_dense * 1e3, 3),
+            "samples": n,
+            "seconds": round(time.time() - t0, 1),
+            "stages": rows,
+        }
         m1, m2 = art / "01_profiling" / "metrics.json", art / "02_energy_estimator" / "metrics.json"
         if m1.exists():
             d = json.loads(m1.read_text())
-            rec.update(dense_cost=d.get("dense_cost"), floor_fraction=d.get("floor_fraction"),
-                       unit="J/image" if main == "nvml" else "ms per batch")
+            rec.update(
+                dense_cost=d.get("dense_cost"),
+                floor_fraction=d.get("floor_fraction"),
+                unit="J/image" if main == "nvml" else "ms per batch",
+            )
         if m2.exists():
             d = json.loads(m2.read_text())
             rec[f"{main}_val_mre_bilinear"] = d.get("val_mre_bilinear")
@@ -903,11 +1266,18 @@ def step_ecc_energy(out: Path, limit: float, log: Log, device: str, mode: str, n
                         tag = "bilinear" if r["model"].startswith("bilinear") else "linear"
                         rec[f"latency_val_mre_{tag}"] = float(r["val_mre"])
         nets[net] = rec
-        log(f"[ecc] {net}: {rec['status']} {main} MRE bilinear {rec.get(main + '_val_mre_bilinear')} "
-            f"linear {rec.get(main + '_val_mre_linear')}; latency MRE bilinear {rec.get('latency_val_mre_bilinear')}")
+        log(
+            f"[ecc] {net}: {rec['status']} {main} MRE bilinear {rec.get(main + '_val_mre_bilinear')} "
+            f"linear {rec.get(main + '_val_mre_linear')}; latency MRE bilinear {rec.get('latency_val_mre_bilinear')}"
+        )
     st = [r["status"] for r in nets.values()]
-    return {"status": "failed" if "failed" in st else ("partial" if any(s.startswith("skipped") for s in st) else "ok"),
-            "nvml": why_no_nvml or "measured", "nvml_counter_update_ms": interval, "window_s": WINDOW_S, "nets": nets}
+    return {
+        "status": "failed" if "failed" in st else ("partial" if any(s.startswith("skipped") for s in st) else "ok"),
+        "nvml": why_no_nvml or "measured",
+        "nvml_counter_update_ms": interval,
+        "window_s": WINDOW_S,
+        "nets": nets,
+    }
 
 
 # --------------------------------------------------------------------------------- main
@@ -916,13 +1286,22 @@ def machine_info(device: str) -> dict:
 
     import torch
 
-    info = {"torch": torch.__version__, "cuda_build": torch.version.cuda, "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "device": device}
+    info = {
+        "torch": torch.__version__,
+        "cuda_build": torch.version.cuda,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "device": device,
+    }
     if device.startswith("cuda") and torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
-        info.update(gpu=torch.cuda.get_device_name(0), gpu_memory_GiB=round(p.total_memory / 2 ** 30, 1),
-                    capability=f"{p.major}.{p.minor}", cudnn=torch.backends.cudnn.version(),
-                    gpu_count=torch.cuda.device_count())
+        info.update(
+            gpu=torch.cuda.get_device_name(0),
+            gpu_memory_GiB=round(p.total_memory / 2**30, 1),
+            capability=f"{p.major}.{p.minor}",
+            cudnn=torch.backends.cudnn.version(),
+            gpu_count=torch.cuda.device_count(),
+        )
         try:
             import pynvml
 
@@ -936,16 +1315,21 @@ def machine_info(device: str) -> dict:
 
 def dry_run(budget: float, mode: str, cpu_art: str | None) -> int:
     print(f"gpu_check dry run: budget {budget:.0f} s ({budget / 60:.1f} min), {RESERVE_S} s reserved for the report")
-    how = "python -m compresslib.reproduce" if mode == "papermill" else "exec of the percent .py cells, parameters injected"
+    how = (
+        "python -m compresslib.reproduce"
+        if mode == "papermill"
+        else "exec of the percent .py cells, parameters injected"
+    )
     print(f"stage runner: {mode} ({how})")
     print(f"\n{'step':<12} {'expected s':>10} {'budget s':>9}  what")
     for s in STEPS:
         print(f"{s['name']:<12} {s['expected_s']:>10} {s['budget_s']:>9}  {s['what']}")
-    print(f"{'total':<12} {sum(s['expected_s'] for s in STEPS):>10} {sum(s['budget_s'] for s in STEPS):>9}  "
-          f"(expected seconds are estimates made without a GPU)")
+    print(
+        f"{'total':<12} {sum(s['expected_s'] for s in STEPS):>10} {sum(s['budget_s'] for s in STEPS):>9}  "
+        f"(expected seconds are estimates made without a GPU)"
+    )
     ref = "from " + cpu_art if cpu_art else "run here in the background (--cpu-artifacts DIR to reuse one)"
-    print(f"\nsmoke: CPU reference {ref}; "
-          f"stages: {', '.join(p.stem for p in stage_files())}")
+    print(f"\nsmoke: CPU reference {ref}; stages: {', '.join(p.stem for p in stage_files())}")
     print("\nthroughput work items (images = training images each sees in the paper profile):")
     papers = sorted((REPO / "profiles" / "paper").glob("*.yaml")) if has_module("yaml") else []
     if not papers:
@@ -953,13 +1337,17 @@ def dry_run(budget: float, mode: str, cpu_art: str | None) -> int:
     for p in papers:
         for it in paper_plan(p.stem, read_yaml(p)):
             per = f" per {it['per']}" if it.get("per") else ""
-            print(f"  {p.stem:32s} {it['label'][:52]:52s} batch {it['batch']:<4} {tuple(it['shape'])} "
-                  f"{it['images']:.3g} images{per}" + (f" x{it['factor']:.2f}" if it.get("factor", 1) != 1 else ""))
+            print(
+                f"  {p.stem:32s} {it['label'][:52]:52s} batch {it['batch']:<4} {tuple(it['shape'])} "
+                f"{it['images']:.3g} images{per}" + (f" x{it['factor']:.2f}" if it.get("factor", 1) != 1 else "")
+            )
     print("\nsmoke tolerances (first matching rule per metrics.json leaf; CUDA vs CPU):")
     for st, key, rule, tol, why in TOLERANCES:
         print(f"  stage /{st}/ key /{key}/: {rule}{'' if tol is None else f' {tol:g}'}  ({why})")
-    print(f"\necc_energy: nets {', '.join(n['net'] for n in ECC_NETS)}; {ECC_SAMPLES} samples each on nvml "
-          f"(+ CUDA latency), ~{WINDOW_S} s of GPU work per NVML sample")
+    print(
+        f"\necc_energy: nets {', '.join(n['net'] for n in ECC_NETS)}; {ECC_SAMPLES} samples each on nvml "
+        f"(+ CUDA latency), ~{WINDOW_S} s of GPU work per NVML sample"
+    )
     pk = packages()
     miss = [f"{v['distribution']}" for m, v in pk.items() if not v["present"] and v["required"]]
     opt = [f"{v['distribution']}" for m, v in pk.items() if not v["present"] and not v["required"]]
@@ -969,22 +1357,35 @@ def dry_run(budget: float, mode: str, cpu_art: str | None) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python benchmarks/gpu_check.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python benchmarks/gpu_check.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("out", nargs="?", help="folder for gpu_check.json, gpu_check.log and the runs' artifacts")
     ap.add_argument("--dry-run", action="store_true", help="list every step with its expected duration; run nothing")
     ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="wall-clock cap in seconds (default 480)")
-    ap.add_argument("--cpu-artifacts", default=None, help="artifacts of a CPU smoke run to compare against "
-                                                          "(default: run the CPU smoke here in the background)")
+    ap.add_argument(
+        "--cpu-artifacts",
+        default=None,
+        help="artifacts of a CPU smoke run to compare against (default: run the CPU smoke here in the background)",
+    )
     ap.add_argument("--steps", default=",".join(s["name"] for s in STEPS), help="comma-separated subset of the steps")
-    ap.add_argument("--only", action="append", default=[],
-                    help="smoke: stage number or name prefix (repeatable; default all)")
-    ap.add_argument("--paper", action="append", default=[],
-                    help="throughput: paper profile name (repeatable; default all)")
-    ap.add_argument("--ecc-nets", default=",".join(n["net"] for n in ECC_NETS),
-                    help="ecc_energy: comma-separated narrowed nets, in order (default %(default)s)")
-    ap.add_argument("--runner", choices=("auto", "papermill", "exec"), default="auto",
-                    help="how stages run: the papermill runner, or the exec fallback (auto: papermill if importable)")
+    ap.add_argument(
+        "--only", action="append", default=[], help="smoke: stage number or name prefix (repeatable; default all)"
+    )
+    ap.add_argument(
+        "--paper", action="append", default=[], help="throughput: paper profile name (repeatable; default all)"
+    )
+    ap.add_argument(
+        "--ecc-nets",
+        default=",".join(n["net"] for n in ECC_NETS),
+        help="ecc_energy: comma-separated narrowed nets, in order (default %(default)s)",
+    )
+    ap.add_argument(
+        "--runner",
+        choices=("auto", "papermill", "exec"),
+        default="auto",
+        help="how stages run: the papermill runner, or the exec fallback (auto: papermill if importable)",
+    )
     ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # "cpu" only to test this script itself
     ap.add_argument("--exec-stage", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--exec-stages", default=None, help=argparse.SUPPRESS)
@@ -996,8 +1397,15 @@ def main(argv=None) -> int:
         return 0
     if args.exec_stages:  # child process: the background CPU smoke under the exec fallback
         job = json.loads(args.exec_stages)
-        run_stages_exec([Path(s) for s in job["stages"]], read_yaml(Path(job["profile"])), job["overrides"],
-                        Path(job["art"]), time.time() + job["seconds"], Log(None), child_env())
+        run_stages_exec(
+            [Path(s) for s in job["stages"]],
+            read_yaml(Path(job["profile"])),
+            job["overrides"],
+            Path(job["art"]),
+            time.time() + job["seconds"],
+            Log(None),
+            child_env(),
+        )
         return 0
 
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
@@ -1006,7 +1414,9 @@ def main(argv=None) -> int:
         ap.error(f"--steps: unknown {unknown}; valid: {', '.join(x['name'] for x in STEPS)}")
     known = {n["net"] for n in ECC_NETS}
     if not set(args.ecc_nets.split(",")) <= known:
-        ap.error(f"--ecc-nets: unknown {sorted(set(args.ecc_nets.split(',')) - known)}; valid: {', '.join(sorted(known))}")
+        ap.error(
+            f"--ecc-nets: unknown {sorted(set(args.ecc_nets.split(',')) - known)}; valid: {', '.join(sorted(known))}"
+        )
     papers = {p.stem for p in (REPO / "profiles" / "paper").glob("*.yaml")}
     if not set(args.paper) <= papers:
         ap.error(f"--paper: unknown {sorted(set(args.paper) - papers)}; valid: {', '.join(sorted(papers))}")
@@ -1021,16 +1431,20 @@ def main(argv=None) -> int:
     import torch
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"gpu_check: no CUDA GPU here (torch {torch.__version__}, built for CUDA {torch.version.cuda}; "
-              f"torch.cuda.is_available() is False). Run it on a GPU machine, or see every step with --dry-run.",
-              file=sys.stderr)
+        print(
+            f"gpu_check: no CUDA GPU here (torch {torch.__version__}, built for CUDA {torch.version.cuda}; "
+            f"torch.cuda.is_available() is False). Run it on a GPU machine, or see every step with --dry-run.",
+            file=sys.stderr,
+        )
         return 2
     if not args.out:
         ap.error("the output folder OUT is required (e.g. python benchmarks/gpu_check.py /tmp/gpu_check)")
     missing = [v["distribution"] for m, v in packages().items() if v["required"] and not v["present"]]
     if missing:
-        print(f"gpu_check: missing wheels: {', '.join(missing)} (see README 'Scaling up': bring them as files)",
-              file=sys.stderr)
+        print(
+            f"gpu_check: missing wheels: {', '.join(missing)} (see README 'Scaling up': bring them as files)",
+            file=sys.stderr,
+        )
         return 2
     if args.cpu_artifacts and not Path(args.cpu_artifacts).is_dir():
         ap.error(f"--cpu-artifacts {args.cpu_artifacts}: not a folder")
@@ -1039,17 +1453,36 @@ def main(argv=None) -> int:
     log = Log(out / "gpu_check.log")
     clock = Clock(args.budget)
     scale = 1.0 if args.budget >= DEFAULT_BUDGET_S else args.budget / DEFAULT_BUDGET_S
-    report = {"version": 1, "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "budget_s": args.budget, "runner": mode, "machine": machine_info(args.device), "packages": packages(),
-              "steps": {}, "skipped": []}
+    report = {
+        "version": 1,
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "budget_s": args.budget,
+        "runner": mode,
+        "machine": machine_info(args.device),
+        "packages": packages(),
+        "steps": {},
+        "skipped": [],
+    }
     log(f"gpu_check: {report['machine']}; runner {mode}; budget {args.budget:.0f} s")
     cpu_job, cpu_art = None, Path(args.cpu_artifacts).resolve() if args.cpu_artifacts else out / "smoke_cpu"
     if "smoke" in steps and not args.cpu_artifacts:  # starts now, on the CPU, while step 1 uses the GPU
         threads = max(1, min(4, (os.cpu_count() or 2) // 4))
-        cpu_job = run_stages(mode, "smoke", REPO / "profiles", cpu_art, args.only, "cpu", clock.deadline, log, "smoke-cpu",
-                             env=child_env(COMPRESSLIB_THREADS=threads, CUDA_VISIBLE_DEVICES="",
-                                           COMPRESSLIB_CACHE_ROOT=out / ".cache_cpu"),
-                             background=True, jobs=2)
+        cpu_job = run_stages(
+            mode,
+            "smoke",
+            REPO / "profiles",
+            cpu_art,
+            args.only,
+            "cpu",
+            clock.deadline,
+            log,
+            "smoke-cpu",
+            env=child_env(
+                COMPRESSLIB_THREADS=threads, CUDA_VISIBLE_DEVICES="", COMPRESSLIB_CACHE_ROOT=out / ".cache_cpu"
+            ),
+            background=True,
+            jobs=2,
+        )
     for s in STEPS:
         if s["name"] not in steps:
             continue
@@ -1092,7 +1525,9 @@ def main(argv=None) -> int:
     tp = report["steps"].get("throughput", {})
     if tp.get("hours"):
         m = report["machine"]
-        (out / "README_hours_table.md").write_text(readme_hours_table(tp["hours"], m.get("gpu", m["device"]), m["torch"]))
+        (out / "README_hours_table.md").write_text(
+            readme_hours_table(tp["hours"], m.get("gpu", m["device"]), m["torch"])
+        )
     from compresslib.results import write_json
 
     write_json(out / "gpu_check.json", report)
@@ -1108,18 +1543,25 @@ def summary_table(report: dict) -> str:
             what = f"{r.get('passed', 0)} passed, {r.get('failed', 0)} failed, {r.get('skipped', 0)} skipped"
         elif name == "smoke":
             st = r.get("stages", {})
-            what = (f"{sum(v.get('ok') is True for v in st.values())}/{len(st)} stages within tolerance; "
-                    f"failed {r.get('failed_stages') or 'none'}; unchecked {r.get('unchecked_stages') or 'none'}")
+            what = (
+                f"{sum(v.get('ok') is True for v in st.values())}/{len(st)} stages within tolerance; "
+                f"failed {r.get('failed_stages') or 'none'}; unchecked {r.get('unchecked_stages') or 'none'}"
+            )
         elif name == "throughput":
             ok = [m for m in r.get("models", []) if m.get("status") == "ok"]
             what = f"{len(ok)} models timed; hours per paper profile in gpu_check.json / README_hours_table.md"
         elif name == "ecc_energy":
-            what = "; ".join(f"{n}: MRE {v.get(v.get('main_cost_device', '') + '_val_mre_bilinear')}"
-                             for n, v in r.get("nets", {}).items() if isinstance(v, dict))
+            what = "; ".join(
+                f"{n}: MRE {v.get(v.get('main_cost_device', '') + '_val_mre_bilinear')}"
+                for n, v in r.get("nets", {}).items()
+                if isinstance(v, dict)
+            )
         else:
             what = ""
-        lines.append(f"{name:<12} {r.get('status', '?'):<8} {r.get('seconds', 0):>8} {r.get('limit_s', 0):>6}  "
-                     f"{what or r.get('why', r.get('error', ''))}")
+        lines.append(
+            f"{name:<12} {r.get('status', '?'):<8} {r.get('seconds', 0):>8} {r.get('limit_s', 0):>6}  "
+            f"{what or r.get('why', r.get('error', ''))}"
+        )
     for s in report.get("skipped", []):
         lines.append(f"skipped: {s['step']}: {s['why']}")
     lines.append(f"total {report.get('wall_s')} s of {report.get('budget_s'):.0f} s; report in gpu_check.json")
@@ -1128,8 +1570,10 @@ def summary_table(report: dict) -> str:
         lines.append(f"{'paper profile':<34} {'fp32 hours':>14} {'AMP hours':>14}  README estimate")
         for p, h in report["steps"]["throughput"]["hours"].items():
             f, a = h.get("fp32") or {}, h.get("amp") or {}
-            lines.append(f"{p:<34} {_fmt_h(f.get('hours')) if not f.get('missing') else 'n/a':>14} "
-                         f"{_fmt_h(a.get('hours')) if not a.get('missing') else 'n/a':>14}  {README_ESTIMATES.get(p, '')}")
+            lines.append(
+                f"{p:<34} {_fmt_h(f.get('hours')) if not f.get('missing') else 'n/a':>14} "
+                f"{_fmt_h(a.get('hours')) if not a.get('missing') else 'n/a':>14}  {README_ESTIMATES.get(p, '')}"
+            )
     return "\n".join(lines)
 
 

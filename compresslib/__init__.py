@@ -3,9 +3,9 @@
 Five published methods (ECC, sparsity-quantization joint learning, EC2T, EdgeCompress, CAMP)
 share this package; the notebooks in ``notebooks/`` tell the story and call into it.
 """
+
 from __future__ import annotations
 
-import os
 
 __version__ = "0.1.0"
 

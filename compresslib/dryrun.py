@@ -1,5 +1,6 @@
 """``python -m compresslib.reproduce --dry-run``: check a profile's names, ranges, device, data and
 models (each built with its cost table) without training anything."""
+
 from __future__ import annotations
 
 import sys
@@ -36,19 +37,26 @@ def _build_model(spec: dict, info: dict | None, image_size: int | None):
     return model, tuple(int(v) for v in size)
 
 
-def dry_run(profile: dict, stages: list[Path], all_stages: list[Path], overrides: dict,
-            problems: list[str] | None = None) -> int:
+def dry_run(
+    profile: dict, stages: list[Path], all_stages: list[Path], overrides: dict, problems: list[str] | None = None
+) -> int:
     """Validate names, ranges, device, data and models of a profile without training; prints a
     report. Returns 0 when everything checks out, 1 otherwise (every problem is listed)."""
     from .cost import layer_table
     from .data import dataset_info, get_dataset
     from .models import list_models
 
-    problems = list(problems) if problems is not None else (
-        check_profile(profile, stages, all_stages, overrides) + check_devices(profile, stages, overrides))
+    problems = (
+        list(problems)
+        if problems is not None
+        else (check_profile(profile, stages, all_stages, overrides) + check_devices(profile, stages, overrides))
+    )
     specs = profile.get("dry_run") or {}
-    problems += [f"dry_run: {k!r} is not a selected stage{close_names(k, [p.stem for p in stages])}"
-                 for k in specs if k not in {p.stem for p in stages}]
+    problems += [
+        f"dry_run: {k!r} is not a selected stage{close_names(k, [p.stem for p in stages])}"
+        for k in specs
+        if k not in {p.stem for p in stages}
+    ]
     for py in stages:
         declared = notebook_parameters(py)
         params = {**declared, **stage_parameters(py.stem, declared, profile, overrides)}
@@ -69,9 +77,11 @@ def dry_run(profile: dict, stages: list[Path], all_stages: list[Path], overrides
             try:
                 model, size = _build_model(m, info, spec.get("image_size", params.get("IMAGE_SIZE")))
                 t = layer_table(model, size)
-                print(f"[{py.stem}] model {m.get('label', m['name'])} at {size}: "
-                      f"{t['macs'].sum() / 1e6:.2f} M MACs, {t['params'].sum() / 1e6:.3f} M weights, "
-                      f"{len(t)} conv/linear layers")
+                print(
+                    f"[{py.stem}] model {m.get('label', m['name'])} at {size}: "
+                    f"{t['macs'].sum() / 1e6:.2f} M MACs, {t['params'].sum() / 1e6:.3f} M weights, "
+                    f"{len(t)} conv/linear layers"
+                )
             except Exception as e:  # bad kwargs, wrong input size, unknown name ...
                 problems.append(f"{py.stem}: model {m.get('name')!r}: {type(e).__name__}: {e}")
         print(f"[{py.stem}] parameters: {stage_parameters(py.stem, declared, profile, overrides)}")

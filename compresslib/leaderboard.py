@@ -23,6 +23,7 @@ b = ⌈log2(#distinct non-zero values)⌉ when that count is ≤ 256 (codebook /
 Stage collectors (``COLLECTORS``, in ``leaderboard_sources``) read what the method stages leave
 in ``artifacts/``; add a method by registering one (see README "How to add a method").
 """
+
 from __future__ import annotations
 
 import math
@@ -34,17 +35,44 @@ import torch
 import torch.nn as nn
 
 from . import cost
+
 # candidates, the collector registry, the stage collectors and the base-model runs (re-exported here)
 from .leaderboard_sources import (  # noqa: F401
-    COLLECTORS, CascadeCost, Candidate, Resized, collect_all, collect_camp, collect_ec2t, collect_ecc,
-    collect_edgecompress, collect_sqjoint, run_cascade_base, run_ec2t_base, run_magnitude, stage_params, train_base,
-    upstream_dense)
+    COLLECTORS,
+    CascadeCost,
+    Candidate,
+    Resized,
+    collect_all,
+    collect_camp,
+    collect_ec2t,
+    collect_ecc,
+    collect_edgecompress,
+    collect_sqjoint,
+    run_cascade_base,
+    run_ec2t_base,
+    run_magnitude,
+    stage_params,
+    train_base,
+    upstream_dense,
+)
 
-COST_COLUMNS = ["dense_macs", "effective_macs", "size_bits_weights", "size_bits_with_index", "bitops",
-                "energy_analytic", "micronet_score", "latency_ms"]
+COST_COLUMNS = [
+    "dense_macs",
+    "effective_macs",
+    "size_bits_weights",
+    "size_bits_with_index",
+    "bitops",
+    "energy_analytic",
+    "micronet_score",
+    "latency_ms",
+]
 KEYS = ["method", "setting"]
-COLUMNS = KEYS + ["base_model", "dataset", "n_seeds", "accuracy", "accuracy_std"] + COST_COLUMNS + [
-    "latency_threads", "latency_batch", "deploy_form", "source"]
+COLUMNS = (
+    KEYS
+    + ["base_model", "dataset", "n_seeds", "accuracy", "accuracy_std"]
+    + COST_COLUMNS
+    + ["latency_threads", "latency_batch", "deploy_form", "source"]
+)
 
 
 def infer_weight_bits(model: nn.Module, max_levels: int = 256) -> dict:
@@ -74,14 +102,23 @@ def index_bits(weight: torch.Tensor, max_gap_bits: int = 16) -> float:
     gaps = torch.diff(pos, prepend=torch.tensor([-1])) - 1
     best = float(flat.numel())  # bitmap
     for p in range(1, max_gap_bits + 1):
-        fillers = int(torch.div(gaps, 2 ** p, rounding_mode="floor").sum())
+        fillers = int(torch.div(gaps, 2**p, rounding_mode="floor").sum())
         best = min(best, float((pos.numel() + fillers) * p))
     return best
 
 
-def model_costs(model: nn.Module, input_size, weight_bits="infer", act_bits=32, exec_weight: dict | None = None,
-                deploy: nn.Module | None = None, latency_threads: int = 1, latency_batch: int = 1,
-                latency_repeats: int = 20, extra_macs: float = 0.0) -> dict:
+def model_costs(
+    model: nn.Module,
+    input_size,
+    weight_bits="infer",
+    act_bits=32,
+    exec_weight: dict | None = None,
+    deploy: nn.Module | None = None,
+    latency_threads: int = 1,
+    latency_batch: int = 1,
+    latency_repeats: int = 20,
+    extra_macs: float = 0.0,
+) -> dict:
     """Every cost column of the board for one model (see the module docstring for definitions)."""
     from .energy.analytic import energy_table
     from .micronet import score_model
@@ -94,7 +131,9 @@ def model_costs(model: nn.Module, input_size, weight_bits="infer", act_bits=32, 
     a_bits = np.array([cost.bits_for(n, act_bits) for n in t.layer], dtype=float)
     modules = dict(model.named_modules())
     idx = sum(index_bits(modules[n].weight) for n in dict.fromkeys(t.layer))
-    nnz_bits = sum(float((modules[n].weight != 0).sum()) * cost.bits_for(n, weight_bits) for n in dict.fromkeys(t.layer))
+    nnz_bits = sum(
+        float((modules[n].weight != 0).sum()) * cost.bits_for(n, weight_bits) for n in dict.fromkeys(t.layer)
+    )
     try:
         e_rows = {r["layer"]: r["total"] for r in energy_table(model, tuple(input_size))}
         energy = float(sum(e_rows.get(n, 0.0) * w for n, w in zip(t.layer, exec_w)))
@@ -106,23 +145,53 @@ def model_costs(model: nn.Module, input_size, weight_bits="infer", act_bits=32, 
     except Exception as e:  # not fx-traceable (data-dependent control flow): NaN, said aloud
         warnings.warn(f"MicroNet score unavailable for {type(model).__name__}: {type(e).__name__}: {e}")
         score = float("nan")
-    lat = cost.measure_latency((deploy or model).eval(), tuple(input_size), threads=latency_threads,
-                               batch=latency_batch, repeats=latency_repeats, warmup=3)
-    return {"dense_macs": float(t.macs.sum()) + extra_macs,
-            "effective_macs": float((exec_w * t.nnz_macs).sum()) + extra_macs,
-            "size_bits_weights": nnz_bits, "size_bits_with_index": nnz_bits + idx,
-            "bitops": float((exec_w * t.nnz_macs * t.weight_bits * a_bits).sum()),
-            "energy_analytic": energy, "micronet_score": score, "latency_ms": float(lat["median_ms"]),
-            "latency_threads": int(lat["threads"]), "latency_batch": int(lat["batch"])}
+    lat = cost.measure_latency(
+        (deploy or model).eval(),
+        tuple(input_size),
+        threads=latency_threads,
+        batch=latency_batch,
+        repeats=latency_repeats,
+        warmup=3,
+    )
+    return {
+        "dense_macs": float(t.macs.sum()) + extra_macs,
+        "effective_macs": float((exec_w * t.nnz_macs).sum()) + extra_macs,
+        "size_bits_weights": nnz_bits,
+        "size_bits_with_index": nnz_bits + idx,
+        "bitops": float((exec_w * t.nnz_macs * t.weight_bits * a_bits).sum()),
+        "energy_analytic": energy,
+        "micronet_score": score,
+        "latency_ms": float(lat["median_ms"]),
+        "latency_threads": int(lat["threads"]),
+        "latency_batch": int(lat["batch"]),
+    }
 
 
 def candidate_row(c: Candidate, latency_threads: int = 1, latency_repeats: int = 20) -> dict:
     """A candidate's per-seed row: identity, accuracy and every cost column."""
-    costs = model_costs(c.model, c.input_size, c.weight_bits, c.act_bits, c.exec_weight, c.deploy,
-                        latency_threads=latency_threads, latency_repeats=latency_repeats, extra_macs=c.extra_macs)
-    return {"method": c.method, "setting": c.setting, "seed": int(c.seed), "accuracy": float(c.accuracy),
-            "base_model": c.base_model, "dataset": c.dataset, **costs, "deploy_form": c.deploy_form,
-            "source": c.source, **c.extra}
+    costs = model_costs(
+        c.model,
+        c.input_size,
+        c.weight_bits,
+        c.act_bits,
+        c.exec_weight,
+        c.deploy,
+        latency_threads=latency_threads,
+        latency_repeats=latency_repeats,
+        extra_macs=c.extra_macs,
+    )
+    return {
+        "method": c.method,
+        "setting": c.setting,
+        "seed": int(c.seed),
+        "accuracy": float(c.accuracy),
+        "base_model": c.base_model,
+        "dataset": c.dataset,
+        **costs,
+        "deploy_form": c.deploy_form,
+        "source": c.source,
+        **c.extra,
+    }
 
 
 def aggregate(rows) -> pd.DataFrame:
@@ -159,17 +228,26 @@ def within_budget(df: pd.DataFrame, axis: str, budget: float) -> pd.DataFrame:
 
 def format_table(df: pd.DataFrame) -> pd.DataFrame:
     """Human-readable copy: accuracy as 'mean ± std' %, MACs in M, sizes in kbit, energy in units of 1e6."""
-    out = pd.DataFrame({"method": df.method, "setting": df.setting, "model": df.base_model, "data": df.dataset,
-                        "seeds": df.n_seeds,
-                        "accuracy (%)": [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(df.accuracy, df.accuracy_std)],
-                        "dense MMACs": (df.dense_macs / 1e6).round(3), "eff. MMACs": (df.effective_macs / 1e6).round(3),
-                        "kbit (weights)": (df.size_bits_weights / 1e3).round(1),
-                        "kbit (+index)": (df.size_bits_with_index / 1e3).round(1),
-                        "Gbit-ops": (df.bitops / 1e9).round(3), "energy (1e6)": (df.energy_analytic / 1e6).round(3),
-                        "MicroNet score": df.micronet_score.map(lambda v: f"{v:.2e}"),
-                        "latency ms": df.latency_ms.round(3),
-                        "threads/batch": [f"{t}/{b}" for t, b in zip(df.latency_threads, df.latency_batch)],
-                        "deploy": df.deploy_form})
+    out = pd.DataFrame(
+        {
+            "method": df.method,
+            "setting": df.setting,
+            "model": df.base_model,
+            "data": df.dataset,
+            "seeds": df.n_seeds,
+            "accuracy (%)": [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(df.accuracy, df.accuracy_std)],
+            "dense MMACs": (df.dense_macs / 1e6).round(3),
+            "eff. MMACs": (df.effective_macs / 1e6).round(3),
+            "kbit (weights)": (df.size_bits_weights / 1e3).round(1),
+            "kbit (+index)": (df.size_bits_with_index / 1e3).round(1),
+            "Gbit-ops": (df.bitops / 1e9).round(3),
+            "energy (1e6)": (df.energy_analytic / 1e6).round(3),
+            "MicroNet score": df.micronet_score.map(lambda v: f"{v:.2e}"),
+            "latency ms": df.latency_ms.round(3),
+            "threads/batch": [f"{t}/{b}" for t, b in zip(df.latency_threads, df.latency_batch)],
+            "deploy": df.deploy_form,
+        }
+    )
     return out
 
 
@@ -197,8 +275,15 @@ def explorer(board: pd.DataFrame, axis: str = "effective_macs"):
 
     axis_w = W.Dropdown(options=COST_COLUMNS, value=axis, description="cost axis")
     lo, hi = bounds(axis)
-    budget = W.FloatLogSlider(value=10 ** hi, base=10, min=lo, max=hi, step=(hi - lo) / 50 or 0.01,
-                              description="budget", continuous_update=False)
+    budget = W.FloatLogSlider(
+        value=10**hi,
+        base=10,
+        min=lo,
+        max=hi,
+        step=(hi - lo) / 50 or 0.01,
+        description="budget",
+        continuous_update=False,
+    )
     readout, plot = W.HTML(), W.Output()
 
     def update(*_):
@@ -208,8 +293,15 @@ def explorer(board: pd.DataFrame, axis: str = "effective_macs"):
         with plot:
             plot.clear_output(wait=True)
             fig, ax = plt.subplots(figsize=(7, 4))
-            plot_tradeoff(ax, board.assign(acc=100 * board.accuracy), axis_w.value, "acc", hue="method", logx=True,
-                          ylabel="test accuracy (%)")
+            plot_tradeoff(
+                ax,
+                board.assign(acc=100 * board.accuracy),
+                axis_w.value,
+                "acc",
+                hue="method",
+                logx=True,
+                ylabel="test accuracy (%)",
+            )
             ax.axvline(budget.value, color="r", ls="--", lw=1)
             plt.show()
             plt.close(fig)
@@ -217,7 +309,7 @@ def explorer(board: pd.DataFrame, axis: str = "effective_macs"):
     def on_axis(*_):
         lo, hi = bounds(axis_w.value)
         budget.min, budget.max = min(lo, budget.min), max(hi, budget.max)
-        budget.min, budget.max, budget.value = lo, hi, 10 ** hi
+        budget.min, budget.max, budget.value = lo, hi, 10**hi
         update()
 
     axis_w.observe(on_axis, names="value")
@@ -240,7 +332,7 @@ def readme_table(readme_text: str) -> str:
 
 
 def run_wall_time(summary_json) -> str:
-    """", all N stages in one run: X min wall" when the last reproduce ran every stage (none cached)."""
+    """ ", all N stages in one run: X min wall" when the last reproduce ran every stage (none cached)."""
     from pathlib import Path
 
     from .results import read_json
@@ -267,9 +359,11 @@ def publish(csv_path, readme, docs_csv) -> None:
         shown = Path(docs_csv).resolve().relative_to(Path(readme).resolve().parent).as_posix()
     except ValueError:
         shown = Path(docs_csv).as_posix()
-    body = (f"{TABLE_BEGIN}\n_From the `default` profile's artifacts (`make reproduce`, stage 09 run of "
-            f"{stamp}{run_wall_time(Path(csv_path).parent.parent / 'summary.json')}); the CSV is `{shown}`._\n\n"
-            f"{markdown_table(board)}\n{TABLE_END}")
+    body = (
+        f"{TABLE_BEGIN}\n_From the `default` profile's artifacts (`make reproduce`, stage 09 run of "
+        f"{stamp}{run_wall_time(Path(csv_path).parent.parent / 'summary.json')}); the CSV is `{shown}`._\n\n"
+        f"{markdown_table(board)}\n{TABLE_END}"
+    )
     head, rest = text.split(TABLE_BEGIN, 1)
     atomic_write_text(readme, head + body + rest.split(TABLE_END, 1)[1])
     Path(docs_csv).parent.mkdir(parents=True, exist_ok=True)
@@ -281,8 +375,10 @@ if __name__ == "__main__":
 
     from .stages import REPO
 
-    ap = argparse.ArgumentParser(prog="python -m compresslib.leaderboard",
-                                 description="publish a default run's leaderboard into README.md and docs/")
+    ap = argparse.ArgumentParser(
+        prog="python -m compresslib.leaderboard",
+        description="publish a default run's leaderboard into README.md and docs/",
+    )
     ap.add_argument("--csv", default=str(REPO / "artifacts" / "09_leaderboard" / "leaderboard.csv"))
     ap.add_argument("--readme", default=str(REPO / "README.md"))
     ap.add_argument("--docs-csv", default=str(REPO / "docs" / "leaderboard_default.csv"))

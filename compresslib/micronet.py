@@ -29,6 +29,7 @@ parameters that cannot be costed raises ``ValueError`` naming it and its type.
 The 16-bit rule (official mode): if any part of a model is quantized below 16 bits, its other values
 count at 32 bits, unless the model's accuracy was measured in real FP16 (``eval_dtype="float16"``).
 """
+
 from __future__ import annotations
 
 import math
@@ -47,11 +48,30 @@ TASKS = {  # reference model: (params, ops) — rules, final version (2019-09-04
     "cifar100": {"model": "WideResNet-28-10", "params": 36.5e6, "ops": 10.49e9},
 }
 MODES = ("official", "repo")
-_ACT_MODULES = {nn.ReLU: (1, 0), nn.ReLU6: (1, 0), nn.Hardtanh: (1, 0), nn.LeakyReLU: (1, 0),
-                nn.SiLU: (3, 1), nn.Sigmoid: (2, 1), nn.Hardswish: (3, 1), nn.Hardsigmoid: (2, 1)}
-_ACT_FUNCS = {F.relu: (1, 0), torch.relu: (1, 0), F.relu6: (1, 0), F.hardtanh: (1, 0),
-              F.leaky_relu: (1, 0), F.silu: (3, 1), torch.sigmoid: (2, 1), F.sigmoid: (2, 1),
-              F.hardswish: (3, 1), "relu": (1, 0), "relu_": (1, 0), "sigmoid": (2, 1)}
+_ACT_MODULES = {
+    nn.ReLU: (1, 0),
+    nn.ReLU6: (1, 0),
+    nn.Hardtanh: (1, 0),
+    nn.LeakyReLU: (1, 0),
+    nn.SiLU: (3, 1),
+    nn.Sigmoid: (2, 1),
+    nn.Hardswish: (3, 1),
+    nn.Hardsigmoid: (2, 1),
+}
+_ACT_FUNCS = {
+    F.relu: (1, 0),
+    torch.relu: (1, 0),
+    F.relu6: (1, 0),
+    F.hardtanh: (1, 0),
+    F.leaky_relu: (1, 0),
+    F.silu: (3, 1),
+    torch.sigmoid: (2, 1),
+    F.sigmoid: (2, 1),
+    F.hardswish: (3, 1),
+    "relu": (1, 0),
+    "relu_": (1, 0),
+    "sigmoid": (2, 1),
+}
 _ADDS = {operator.add, operator.iadd, torch.add, "add", "add_"}
 _MULS = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
 _AVG = {F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean, "mean", nn.AvgPool2d, nn.AdaptiveAvgPool2d}
@@ -93,9 +113,13 @@ def is_ternary(w: torch.Tensor) -> bool:
 def ternary_storage_bits(N: int, nnz: int, c_out: int, b: int) -> dict:
     """Candidate storage costs (bits) of a ternary tensor, spec §5.2 step 2 (repo rounds up to 32-bit words)."""
     words = lambda bits: 32 * math.ceil(bits / 32)  # noqa: E731
-    return {"mask": nnz * b + (N if nnz < N else 0), "ternary1": words(2 * N + 2 * b),
-            "ternary2": words(N + nnz + 2 * b), "csr": words(nnz * (b + 1) + (c_out + 1) * b + 2 * b),
-            "cer": words(nnz * b + 2 * (c_out + 1) * b + 2 * b)}
+    return {
+        "mask": nnz * b + (N if nnz < N else 0),
+        "ternary1": words(2 * N + 2 * b),
+        "ternary2": words(N + nnz + 2 * b),
+        "csr": words(nnz * (b + 1) + (c_out + 1) * b + 2 * b),
+        "cer": words(nnz * b + 2 * (c_out + 1) * b + 2 * b),
+    }
 
 
 # ----------------------------------------------------------------------------- op list
@@ -156,8 +180,9 @@ def op_list(model: nn.Module, input_size) -> list[dict]:
         gm = fx.GraphModule(model, graph)
     except Exception as e:
         model.train(was)
-        raise ValueError(f"cannot trace {type(model).__name__} with torch.fx ({e}); "
-                         "MicroNet scoring needs an fx-traceable model") from e
+        raise ValueError(
+            f"cannot trace {type(model).__name__} with torch.fx ({e}); MicroNet scoring needs an fx-traceable model"
+        ) from e
     try:
         with torch.no_grad():
             ShapeProp(gm).propagate(torch.zeros(1, *input_size))
@@ -176,8 +201,10 @@ def op_list(model: nn.Module, input_size) -> list[dict]:
         return tuple(tm.shape) if hasattr(tm, "shape") else ()
 
     def uncostable(name, m, why):
-        raise ValueError(f"cannot cost module {name!r} of type {type(m).__name__}: {why}; MicroNet scoring "
-                         "costs Conv2d/Linear (and their subclasses or parametrizations) and BatchNorm")
+        raise ValueError(
+            f"cannot cost module {name!r} of type {type(m).__name__}: {why}; MicroNet scoring "
+            "costs Conv2d/Linear (and their subclasses or parametrizations) and BatchNorm"
+        )
 
     for node in gm.graph.nodes:
         if node.op == "get_attr":
@@ -198,13 +225,23 @@ def op_list(model: nn.Module, input_size) -> list[dict]:
             w = _forward_weight(m)
             conv = isinstance(m, nn.Conv2d)
             dw = conv and m.groups > 1 and m.groups == m.in_channels
-            rec.update(kind="dwconv" if dw else ("conv" if conv else "fc"), weight=w,
-                       c_out=w.shape[0], fan_in=w[0].numel(), bias=m.bias is not None,
-                       w_bits=_declared_bits(m, "w_bits"), a_bits=_declared_bits(m, "a_bits"),
-                       weight_id=_weight_id(m), params_numel={id(p): p.numel() for p in m.parameters()},
-                       extra_params=0 if hasattr(m, "parametrizations") else  # a parametrization's own
-                       sum(p.numel() for p in m.parameters()) - m.weight.numel()  # parameters (centroids) are
-                       - (m.bias.numel() if m.bias is not None else 0))  # part of the weight's storage format
+            rec.update(
+                kind="dwconv" if dw else ("conv" if conv else "fc"),
+                weight=w,
+                c_out=w.shape[0],
+                fan_in=w[0].numel(),
+                bias=m.bias is not None,
+                w_bits=_declared_bits(m, "w_bits"),
+                a_bits=_declared_bits(m, "a_bits"),
+                weight_id=_weight_id(m),
+                params_numel={id(p): p.numel() for p in m.parameters()},
+                extra_params=0
+                if hasattr(m, "parametrizations")
+                # a parametrization's own
+                else sum(p.numel() for p in m.parameters())
+                - m.weight.numel()  # parameters (centroids) are
+                - (m.bias.numel() if m.bias is not None else 0),
+            )  # part of the weight's storage format
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             bn_ids = {id(p): p.numel() for p in m.parameters()}
             prev = by_node.get(inp)
@@ -242,20 +279,39 @@ def op_list(model: nn.Module, input_size) -> list[dict]:
     missing = [owner[i] for i in owner if i not in seen]
     if missing:
         mod_name, p_name = missing[0]
-        uncostable(mod_name, mods[mod_name], f"its parameter {p_name!r} is not used by any op the tracer "
-                   f"can cost ({len(missing)} such parameter(s))")
+        uncostable(
+            mod_name,
+            mods[mod_name],
+            f"its parameter {p_name!r} is not used by any op the tracer can cost ({len(missing)} such parameter(s))",
+        )
     return ops
 
 
 # ----------------------------------------------------------------------------- counting
-def count_op(op: dict, mode: str = "official", fp_bits: int = 16, add_bits: int = 32, act_bits=None,
-             w_bits=None, sparse: bool = True, ternary: bool = False, tree: bool = True,
-             cer: bool = True) -> dict:
+def count_op(
+    op: dict,
+    mode: str = "official",
+    fp_bits: int = 16,
+    add_bits: int = 32,
+    act_bits=None,
+    w_bits=None,
+    sparse: bool = True,
+    ternary: bool = False,
+    tree: bool = True,
+    cer: bool = True,
+) -> dict:
     """Params / mults / adds (32-bit units) of one op record (formulas in the module docstring)."""
     a_bits = act_bits or fp_bits
     n, kind = op["out"], op["kind"]
-    r = {"layer": op["name"], "kind": kind, "format": "", "params": 0.0, "mults": 0.0, "adds": 0.0,
-         "model_params": op.get("model_params", 0)}
+    r = {
+        "layer": op["name"],
+        "kind": kind,
+        "format": "",
+        "params": 0.0,
+        "mults": 0.0,
+        "adds": 0.0,
+        "model_params": op.get("model_params", 0),
+    }
     if kind in ("conv", "dwconv", "fc"):
         w = op["weight"]
         N = w.numel()
@@ -285,16 +341,20 @@ def count_op(op: dict, mode: str = "official", fp_bits: int = 16, add_bits: int 
         pbits += op.get("extra_params", 0) * fp_bits  # e.g. a learned activation clip inside the layer
         mults = 2 * n if ternary else nnz * positions
         mul_bits = max(fp_bits, a_bits) if ternary else max(w_bits or fp_bits, a_bits)
-        r.update(params=(pbits + bias_bits) / 32, mults=mults * mul_bits / 32,
-                 adds=add_cost + (n * add_bits / 32 if op.get("bias") else 0), sparsity=1 - nnz / N,
-                 weight_bits=1.0 if ternary else float(w_bits or fp_bits), act_bits=float(a_bits))
+        r.update(
+            params=(pbits + bias_bits) / 32,
+            mults=mults * mul_bits / 32,
+            adds=add_cost + (n * add_bits / 32 if op.get("bias") else 0),
+            sparsity=1 - nnz / N,
+            weight_bits=1.0 if ternary else float(w_bits or fp_bits),
+            act_bits=float(a_bits),
+        )
     elif kind == "bn":
         c = op["channels"]
         if mode == "repo":
             r.update(params=c * fp_bits / 32, adds=n * add_bits / 32, format="shift")
         else:
-            r.update(params=2 * c * fp_bits / 32, mults=n * a_bits / 32, adds=n * add_bits / 32,
-                     format="scale+shift")
+            r.update(params=2 * c * fp_bits / 32, mults=n * a_bits / 32, adds=n * add_bits / 32, format="scale+shift")
     elif kind == "act":
         m, a = op["cost"]
         r.update(mults=m * n * a_bits / 32, adds=a * n * add_bits / 32)
@@ -316,10 +376,22 @@ def _is_quantized(bits) -> bool:
 EVAL_DTYPES = ("float32", "float16")
 
 
-def score_model(model: nn.Module, input_size, weight_bits=None, sparse: bool = True,
-                mode: str = "official", task: str = "imagenet", fp_bits: int = 16, act_bits=None,
-                add_bits: int = 32, ternary="auto", tree: bool = True, cer: bool = True,
-                eval_dtype: str = "float32", verbose: bool = True) -> dict:
+def score_model(
+    model: nn.Module,
+    input_size,
+    weight_bits=None,
+    sparse: bool = True,
+    mode: str = "official",
+    task: str = "imagenet",
+    fp_bits: int = 16,
+    act_bits=None,
+    add_bits: int = 32,
+    ternary="auto",
+    tree: bool = True,
+    cer: bool = True,
+    eval_dtype: str = "float32",
+    verbose: bool = True,
+) -> dict:
     """MicroNet score of any fx-traceable model at batch 1.
 
     ``weight_bits``: int or {layer: bits} for non-ternary weights of plain layers (default
@@ -365,8 +437,11 @@ def score_model(model: nn.Module, input_size, weight_bits=None, sparse: bool = T
         o["wb"] = o["w_bits"] if o["w_bits"] is not None else given(weight_bits, o["name"])
         o["ab"] = o["a_bits"] if o["a_bits"] is not None else given(act_bits, o["name"])
     scalar_act = None if isinstance(act_bits, dict) else act_bits
-    quantized = bool(tern) or _is_quantized(scalar_act) or any(
-        _is_quantized(o["wb"]) or _is_quantized(o["ab"]) for o in weighted)
+    quantized = (
+        bool(tern)
+        or _is_quantized(scalar_act)
+        or any(_is_quantized(o["wb"]) or _is_quantized(o["ab"]) for o in weighted)
+    )
     fp_used = int(fp_bits)
     if mode == "official" and quantized and fp_used < 32 and eval_dtype != "float16":
         fp_used = 32  # rules: no 16-bit freebie once any part is quantized, unless evaluated in FP16
@@ -378,16 +453,41 @@ def score_model(model: nn.Module, input_size, weight_bits=None, sparse: bool = T
             holder[o["weight_id"]] = (b, o["name"])
     for o in weighted:
         o["store_weight"] = holder[o["weight_id"]][1] == o["name"]
-    rows = [count_op(o, mode, fp_used, add_bits, o.get("ab") if o["kind"] in ("conv", "dwconv", "fc") else scalar_act,
-                     o.get("wb"), sparse, o["name"] in tern, tree, cer) for o in ops]
+    rows = [
+        count_op(
+            o,
+            mode,
+            fp_used,
+            add_bits,
+            o.get("ab") if o["kind"] in ("conv", "dwconv", "fc") else scalar_act,
+            o.get("wb"),
+            sparse,
+            o["name"] in tern,
+            tree,
+            cer,
+        )
+        for o in ops
+    ]
     table = pd.DataFrame(rows)
     params, mults, adds = (float(table[c].sum()) for c in ("params", "mults", "adds"))
-    out = {"params": params, "mults": mults, "adds": adds, "ops": mults + adds, "mode": mode,
-           "task": task, "score": params / ref["params"] + (mults + adds) / ref["ops"], "fp_bits": fp_used,
-           "quantized": quantized, "eval_dtype": eval_dtype, "model_params": int(table.model_params.sum()),
-           "table": table}
+    out = {
+        "params": params,
+        "mults": mults,
+        "adds": adds,
+        "ops": mults + adds,
+        "mode": mode,
+        "task": task,
+        "score": params / ref["params"] + (mults + adds) / ref["ops"],
+        "fp_bits": fp_used,
+        "quantized": quantized,
+        "eval_dtype": eval_dtype,
+        "model_params": int(table.model_params.sum()),
+        "table": table,
+    }
     if verbose:
-        print(f"[{mode}] params {params / 1e6:.4f} M | mults {mults / 1e6:.3f} M | adds {adds / 1e6:.3f} M"
-              f" | score {out['score']:.5f} (vs {ref['model']}: {ref['params'] / 1e6:.1f} M, "
-              f"{ref['ops'] / 1e6:.0f} M ops) | non-quantized values at {fp_used} bits")
+        print(
+            f"[{mode}] params {params / 1e6:.4f} M | mults {mults / 1e6:.3f} M | adds {adds / 1e6:.3f} M"
+            f" | score {out['score']:.5f} (vs {ref['model']}: {ref['params'] / 1e6:.1f} M, "
+            f"{ref['ops'] / 1e6:.0f} M ops) | non-quantized values at {fp_used} bits"
+        )
     return out

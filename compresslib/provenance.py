@@ -5,6 +5,7 @@ Used by ``compresslib.reproduce`` (writes) and ``compresslib.report`` (reads). A
 still has the recorded sha256 and size, and every upstream manifest it read still has the recorded
 digest. Every path stored here is relative to the artifacts root, so a copied checkout stays cached.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -79,8 +80,14 @@ def cache_key(source: str, params: dict, upstream: dict) -> str:
     """sha256 of (notebook source, relative parameters, upstream manifests' digests, library code)."""
     from .results import library_digest
 
-    return digest({"source": hashlib.sha256(source.encode()).hexdigest(), "params": params, "upstream": upstream,
-                   "library": library_digest()})
+    return digest(
+        {
+            "source": hashlib.sha256(source.encode()).hexdigest(),
+            "params": params,
+            "upstream": upstream,
+            "library": library_digest(),
+        }
+    )
 
 
 # ----------------------------------------------------------------------------------------- manifests
@@ -145,8 +152,9 @@ def code_version() -> dict:
     return _VERSION
 
 
-def write_manifest(stage_dir, stage: str, *, params: dict, source: str, key: str, upstream: dict,
-                   seconds: float) -> dict:
+def write_manifest(
+    stage_dir, stage: str, *, params: dict, source: str, key: str, upstream: dict, seconds: float
+) -> dict:
     """Write ``stage_dir/manifest.json`` (after the notebook finished) and return it."""
     stage_dir = Path(stage_dir)
     models = {}
@@ -155,10 +163,18 @@ def write_manifest(stage_dir, stage: str, *, params: dict, source: str, key: str
             models = read_json(stage_dir / "models.json")
         except (OSError, ValueError) as e:
             models = {"error": f"models.json unreadable: {e}"}
-    man = {"stage": stage, "key": key, "params": params,
-           "source_sha256": hashlib.sha256(source.encode()).hexdigest(), "code": code_version(),
-           "upstream": upstream, "outputs": output_digests(stage_dir), "models": models,
-           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": seconds}
+    man = {
+        "stage": stage,
+        "key": key,
+        "params": params,
+        "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
+        "code": code_version(),
+        "upstream": upstream,
+        "outputs": output_digests(stage_dir),
+        "models": models,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": seconds,
+    }
     man["digest"] = manifest_digest(man)
     write_json(stage_dir / MANIFEST, man)
     return man
@@ -332,8 +348,12 @@ class ArtifactsLock:
         self.path, self.command, self.held = Path(art) / ".lock", command, False
 
     def __enter__(self):
-        info = {"pid": os.getpid(), "host": HOST, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "command": self.command}
+        info = {
+            "pid": os.getpid(),
+            "host": HOST,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": self.command,
+        }
         tmp = self.path.with_name(f".lock.tmp{os.getpid()}")
         for _ in range(3):
             tmp.write_text(json.dumps(info) + "\n")
@@ -344,15 +364,19 @@ class ArtifactsLock:
             except FileExistsError:
                 other = self._read()
                 if other.get("host") == HOST and not pid_alive(other.get("pid")):
-                    print(f"notice: taking over the lock {self.path} of process {other.get('pid')} "
-                          f"(started {other.get('started')}), which is no longer running", file=sys.stderr)
+                    print(
+                        f"notice: taking over the lock {self.path} of process {other.get('pid')} "
+                        f"(started {other.get('started')}), which is no longer running",
+                        file=sys.stderr,
+                    )
                     self.path.unlink(missing_ok=True)
                     continue
                 raise SystemExit(
                     f"error: {self.path.parent} is in use by another compresslib.reproduce: pid {other.get('pid')} "
                     f"on {other.get('host')}, started {other.get('started')}, command: {other.get('command')}. "
                     f"Wait for it, or use another --artifacts folder (delete {self.path} only if that process "
-                    f"is gone)")
+                    f"is gone)"
+                )
             finally:
                 tmp.unlink(missing_ok=True)
         if not self.held:

@@ -1,4 +1,5 @@
 """Magnitude pruning and weight masks (the simplest baseline every method is compared with)."""
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@ Fake quantization rounds values in the forward pass and lets the gradient throug
 (Bengio et al. 2013); the arithmetic stays fp32, so *accuracy* is that of the low-bit model
 while *speed* is not (energy/bit-ops come from the cost model, never from timing these).
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,7 +43,7 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
 def quantize_uniform(x: torch.Tensor, bits: int, lo: float, hi: float) -> torch.Tensor:
     """Uniform k-bit quantization of clamp(x, lo, hi) onto 2^k levels, STE gradient inside [lo, hi]."""
     bits = check_bits(bits)
-    n = 2 ** bits - 1
+    n = 2**bits - 1
     scale = (hi - lo) / n
     return round_ste((x.clamp(lo, hi) - lo) / scale) * scale + lo
 
@@ -54,7 +55,7 @@ def dorefa_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
         return binary_weight(w)
     t = torch.tanh(w)
     t = t / (2 * t.abs().max().clamp_min(1e-12)) + 0.5  # gradient also flows through the max
-    n = 2 ** bits - 1
+    n = 2**bits - 1
     return 2 * round_ste(t * n) / n - 1
 
 
@@ -110,7 +111,7 @@ class PACT(nn.Module):
     def forward(self, x):
         y = torch.relu(x)
         y = torch.where(y < self.alpha, y, self.alpha)  # d/dα = 1 where clipped
-        scale = self.alpha.detach() / (2 ** self.bits - 1)
+        scale = self.alpha.detach() / (2**self.bits - 1)
         return y + (torch.round(y / scale) * scale - y).detach()  # STE: dq/dy = 1, dq/dα = 1 if clipped
 
     def extra_repr(self):
@@ -145,7 +146,7 @@ class _ActQuantFused(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, bits, lo, hi):
-        n = 2 ** bits - 1
+        n = 2**bits - 1
         scale = (hi - lo) / n
         c = x.clamp(lo, hi)
         ctx.save_for_backward((x > lo).logical_and_(x < hi))  # clamp's backward passes lo < x < hi only
@@ -224,14 +225,17 @@ def _plan_entry(name: str, spec) -> tuple[int, int]:
     if isinstance(spec, (tuple, list)):
         if len(spec) != 2:
             raise ValueError(f"bit plan entry {name!r} must be bits or (w_bits, a_bits), got {spec!r}")
-        return (check_plan_bits(spec[0], f"weight bits of {name!r}"),
-                check_plan_bits(spec[1], f"activation bits of {name!r}"))
+        return (
+            check_plan_bits(spec[0], f"weight bits of {name!r}"),
+            check_plan_bits(spec[1], f"activation bits of {name!r}"),
+        )
     b = check_plan_bits(spec, f"bits of {name!r}")
     return b, b
 
 
-def apply_bit_plan(model: nn.Module, plan: dict, act_mode: str = "fixed", act_clip: float = 1.0,
-                   pact_init: float = 8.0) -> nn.Module:
+def apply_bit_plan(
+    model: nn.Module, plan: dict, act_mode: str = "fixed", act_clip: float = 1.0, pact_init: float = 8.0
+) -> nn.Module:
     """Quantize ``model`` in place by a per-layer plan ``{layer_name: bits | (w_bits, a_bits)}``.
 
     Layers not named keep their current precision (the stem and the classifier stay FP32 unless
@@ -251,12 +255,12 @@ def apply_bit_plan(model: nn.Module, plan: dict, act_mode: str = "fixed", act_cl
     layers = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))]
     unknown = [n for n in plan if n not in modules]
     if unknown:
-        raise ValueError(f"bit plan names layers that do not exist: {unknown}; "
-                         f"quantizable layers: {layers}")
+        raise ValueError(f"bit plan names layers that do not exist: {unknown}; quantizable layers: {layers}")
     wrong = [n for n in plan if not isinstance(modules[n], (nn.Conv2d, nn.Linear))]
     if wrong:
-        raise ValueError(f"bit plan may only name Conv2d/Linear layers; {wrong} are "
-                         f"{[type(modules[n]).__name__ for n in wrong]}")
+        raise ValueError(
+            f"bit plan may only name Conv2d/Linear layers; {wrong} are {[type(modules[n]).__name__ for n in wrong]}"
+        )
     entries = {n: _plan_entry(n, s) for n, s in plan.items()}
     for name, (wb, ab) in entries.items():
         m = modules[name]
@@ -290,5 +294,8 @@ def uniform_bit_plan(model: nn.Module, bits: int, fp_first_input: bool = True) -
 
 def bit_plan_of(model: nn.Module) -> dict:
     """``{layer_name: (w_bits, a_bits)}`` of every Conv2d/Linear (32 for plain layers)."""
-    return {n: (getattr(m, "w_bits", 32), getattr(m, "a_bits", 32))
-            for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    return {
+        n: (getattr(m, "w_bits", 32), getattr(m, "a_bits", 32))
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    }

@@ -1,4 +1,5 @@
 """A tiny name -> constructor registry (timm-style), shared by models, datasets and methods."""
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -26,9 +27,7 @@ class Registry:
 
     def check(self, name: str) -> str:
         if name not in self._fns:
-            raise ValueError(
-                f"unknown {self.kind} {name!r}; valid {self.kind} names: {', '.join(self.names())}"
-            )
+            raise ValueError(f"unknown {self.kind} {name!r}; valid {self.kind} names: {', '.join(self.names())}")
         return name
 
     def get(self, name: str) -> Callable[..., Any]:

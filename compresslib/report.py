@@ -20,6 +20,7 @@ stage folder whose real path (symlinks resolved) lies outside it is never read, 
 pages are sanitized (no ``<script>``, ``on*=`` handlers, ``<iframe>``/``<object>``/``<embed>``,
 ``javascript:`` or ``file:`` URLs, nothing loaded from outside the root).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,7 @@ from .results import atomic_write_text, read_json
 
 REPO = Path(__file__).resolve().parent.parent
 STAGE_RE = re.compile(r"^\d\d_\w+$")
-MAX_ROWS = 25          # CSV rows shown inline before truncation
+MAX_ROWS = 25  # CSV rows shown inline before truncation
 MAX_CSV_BYTES = 2_000_000  # larger CSVs are linked, not rendered
 
 # JupyterLab look, no network: the blocks that load scripts from a CDN are emptied.
@@ -102,8 +103,9 @@ def _files(sd: Path, pattern: str, root: Path) -> list[Path]:
 
 def stage_dirs(artifacts: Path) -> list[Path]:
     """``artifacts/NN_name`` folders in stage order (a folder that resolves outside the root is left out)."""
-    return sorted(p for p in Path(artifacts).iterdir() if p.is_dir() and STAGE_RE.match(p.name)
-                  and inside(p, artifacts))
+    return sorted(
+        p for p in Path(artifacts).iterdir() if p.is_dir() and STAGE_RE.match(p.name) and inside(p, artifacts)
+    )
 
 
 def notebook_intro(stage_dir: Path, notebooks_dir: Path | None = None) -> dict:
@@ -162,13 +164,25 @@ def render_notebook(ipynb: Path, out_html: Path | None = None, force: bool = Fal
 
     out_html = out_html or ipynb.with_suffix(".html")
     root = Path(ipynb).resolve().parent.parent  # the artifacts root: nothing outside it is linked
-    if (not force and out_html.is_file() and not out_html.is_symlink()
-            and out_html.stat().st_mtime >= ipynb.stat().st_mtime and _SANITIZED in out_html.read_text()):
+    if (
+        not force
+        and out_html.is_file()
+        and not out_html.is_symlink()
+        and out_html.stat().st_mtime >= ipynb.stat().st_mtime
+        and _SANITIZED in out_html.read_text()
+    ):
         return out_html
-    exporter = HTMLExporter(extra_loaders=[DictLoader({"compresslib_offline.html.j2": _OFFLINE_TEMPLATE})],
-                            template_file="compresslib_offline.html.j2", embed_images=False,
-                            mathjax_url="", require_js_url="", jquery_url="", jupyter_widgets_base_url="",
-                            mermaid_js_url="", mermaid_layout_elk_js_url="")
+    exporter = HTMLExporter(
+        extra_loaders=[DictLoader({"compresslib_offline.html.j2": _OFFLINE_TEMPLATE})],
+        template_file="compresslib_offline.html.j2",
+        embed_images=False,
+        mathjax_url="",
+        require_js_url="",
+        jquery_url="",
+        jupyter_widgets_base_url="",
+        mermaid_js_url="",
+        mermaid_layout_elk_js_url="",
+    )
     body, _ = exporter.from_notebook_node(nbformat.read(ipynb, as_version=4))
     atomic_write_text(out_html, sanitize_html(body, Path(out_html).resolve().parent, root) + _SANITIZED + "\n")
     return out_html
@@ -177,8 +191,26 @@ def render_notebook(ipynb: Path, out_html: Path | None = None, force: bool = Fal
 _SANITIZED = "<!-- compresslib: sanitized v1 -->"
 _DROP_WITH_CONTENT = {"script", "iframe", "object", "applet", "frameset", "frame", "noscript", "template", "noembed"}
 _DROP_TAGS = {"embed", "base", "portal", "param"}
-_URL_ATTRS = {"href", "src", "action", "formaction", "xlink:href", "data", "poster", "background", "lowsrc",
-              "dynsrc", "codebase", "cite", "longdesc", "usemap", "ping", "manifest", "srcset", "imagesrcset"}
+_URL_ATTRS = {
+    "href",
+    "src",
+    "action",
+    "formaction",
+    "xlink:href",
+    "data",
+    "poster",
+    "background",
+    "lowsrc",
+    "dynsrc",
+    "codebase",
+    "cite",
+    "longdesc",
+    "usemap",
+    "ping",
+    "manifest",
+    "srcset",
+    "imagesrcset",
+}
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track", "wbr"}
 
 
@@ -293,8 +325,9 @@ def _metrics_table(metrics: dict) -> str:
     scalars = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None]
     lists = [(k, v) for k, v in metrics.items() if isinstance(v, (list, dict))]
     rows = "".join(f"<tr><th class='l'>{_esc(k)}</th><td>{_esc(_fmt(v))}</td></tr>" for k, v in scalars)
-    extra = ", ".join(f"<code>{_esc(k)}</code> ({len(v)} {'rows' if isinstance(v, list) else 'keys'})"
-                      for k, v in lists)
+    extra = ", ".join(
+        f"<code>{_esc(k)}</code> ({len(v)} {'rows' if isinstance(v, list) else 'keys'})" for k, v in lists
+    )
     out = f"<table class='metrics'>{rows}</table>" if rows else ""
     if extra:
         out += f"<p class='note'>Also in metrics.json: {extra}.</p>"
@@ -315,8 +348,14 @@ def _csv_table(path: Path, root: Path, max_rows: int) -> str:
     n = len(df)
     shown = df.head(max_rows)
     table = shown.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="", escape=True)
-    note = (f"<p class='note'>showing {max_rows} of {n} rows: the full table is "
-            f"<a href='{href}'>{_esc(path.name)}</a>.</p>") if n > max_rows else ""
+    note = (
+        (
+            f"<p class='note'>showing {max_rows} of {n} rows: the full table is "
+            f"<a href='{href}'>{_esc(path.name)}</a>.</p>"
+        )
+        if n > max_rows
+        else ""
+    )
     return head + f"<div class='scroll'>{table}</div>{note}"
 
 
@@ -324,8 +363,11 @@ def _status(stage: str, stage_dir: Path, summary: dict, root: Path) -> tuple[str
     """(css class, status text, seconds, reason) from the last reproduce summary checked against the
     stage's manifest: green only for a successful run whose files and upstream are unchanged."""
     if not stage_dir.is_dir() or not inside(stage_dir, root):
-        why = ("is missing" if not (stage_dir.is_dir() or stage_dir.is_symlink())
-               else "is a link out of the artifacts root (not read)")
+        why = (
+            "is missing"
+            if not (stage_dir.is_dir() or stage_dir.is_symlink())
+            else "is a link out of the artifacts root (not read)"
+        )
         return "missing", f"artifacts folder {stage} {why}", "", ""
     row = summary.get(stage)
     status, err = pv.row_status(row) if row else ("", "")
@@ -342,13 +384,16 @@ def _status(stage: str, stage_dir: Path, summary: dict, root: Path) -> tuple[str
     return "ok", status or "ok", secs, ""
 
 
-def build_report(artifacts, notebooks_dir=None, render_notebooks: bool = True, max_rows: int = MAX_ROWS,
-                 out_name: str = "index.html") -> Path:
+def build_report(
+    artifacts, notebooks_dir=None, render_notebooks: bool = True, max_rows: int = MAX_ROWS, out_name: str = "index.html"
+) -> Path:
     """Write ``<artifacts>/index.html`` and return its path."""
     root = Path(artifacts).resolve()
     if not root.is_dir():
-        raise FileNotFoundError(f"artifacts folder {root} does not exist: run "
-                                f"`python -m compresslib.reproduce --profile smoke` (or default) first")
+        raise FileNotFoundError(
+            f"artifacts folder {root} does not exist: run "
+            f"`python -m compresslib.reproduce --profile smoke` (or default) first"
+        )
     if max_rows < 1:
         raise ValueError(f"max_rows must be >= 1, got {max_rows}")
     summary = pv.read_summary(root) if inside(root / "summary.json", root) else {}
@@ -396,32 +441,52 @@ def build_report(artifacts, notebooks_dir=None, render_notebooks: bool = True, m
             f"<td class='l {cls}'>{_esc(status)}</td><td>{_esc(secs)}</td>"
             f"<td class='l'>{_esc(headline(metrics) if cls == 'ok' else err)}</td>"
             f"<td class='l rw'>{_reads_cell(st, intro['reads'])}</td>"
-            f"<td class='l rw'>{_md_inline(intro['writes'])}</td></tr>")
+            f"<td class='l rw'>{_md_inline(intro['writes'])}</td></tr>"
+        )
         heading = intro["title"] if intro["title"].startswith(st[:2]) else f"{st} · {intro['title']}"
-        parts = [f"<h2 id='{st}'>{_esc(heading)}</h2>",
-                 f"<p><span class='{cls}'>{_esc(status)}</span> {nb_link}"
-                 + (f" · <a href='{_link(sd / 'metrics.json', root)}'>metrics.json</a>" if metrics else "") + "</p>"]
+        parts = [
+            f"<h2 id='{st}'>{_esc(heading)}</h2>",
+            f"<p><span class='{cls}'>{_esc(status)}</span> {nb_link}"
+            + (f" · <a href='{_link(sd / 'metrics.json', root)}'>metrics.json</a>" if metrics else "")
+            + "</p>",
+        ]
         if err:
             parts.append(f"<p class='failed'>{_esc(err)}</p>")
         if cls != "ok" and readable and any(sd.iterdir()):
-            parts.append(f"<p class='notcurrent'>NOT CURRENT: the files below are from an earlier run of this stage, "
-                         f"not the result of its last run or of its current inputs ({_esc(status)}).</p>")
+            parts.append(
+                f"<p class='notcurrent'>NOT CURRENT: the files below are from an earlier run of this stage, "
+                f"not the result of its last run or of its current inputs ({_esc(status)}).</p>"
+            )
         if metrics:
             parts.append("<h3>Headline metrics</h3>" + _metrics_table(metrics))
         pngs = _files(sd, "*.png", root) if readable else []
         if pngs:
-            parts.append("<h3>Figures</h3>" + "".join(
-                f"<figure><img src='{_link(p, root)}' alt='{_esc(p.stem)}' loading='eager'>"
-                f"<figcaption>{_esc(p.name)}</figcaption></figure>" for p in pngs))
+            parts.append(
+                "<h3>Figures</h3>"
+                + "".join(
+                    f"<figure><img src='{_link(p, root)}' alt='{_esc(p.stem)}' loading='eager'>"
+                    f"<figcaption>{_esc(p.name)}</figcaption></figure>"
+                    for p in pngs
+                )
+            )
         csvs = _files(sd, "*.csv", root) if readable else []
         if csvs:
             parts.append("<h3>Tables</h3>" + "".join(_csv_table(p, root, max_rows) for p in csvs))
         sections.append("\n".join(parts))
 
-    board = [s for s in stages if s.name.startswith("09_") and (s / "leaderboard.csv").is_file()
-             and inside(s / "leaderboard.csv", root)]
-    lead = (f"<p>Every method on one accuracy-vs-cost frontier: <a href='#{board[0].name}'>leaderboard</a> "
-            f"(<a href='{_link(board[0] / 'leaderboard.csv', root)}'>leaderboard.csv</a>).</p>") if board else ""
+    board = [
+        s
+        for s in stages
+        if s.name.startswith("09_") and (s / "leaderboard.csv").is_file() and inside(s / "leaderboard.csv", root)
+    ]
+    lead = (
+        (
+            f"<p>Every method on one accuracy-vs-cost frontier: <a href='#{board[0].name}'>leaderboard</a> "
+            f"(<a href='{_link(board[0] / 'leaderboard.csv', root)}'>leaderboard.csv</a>).</p>"
+        )
+        if board
+        else ""
+    )
     stamp_txt = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     prof = ", ".join(sorted(profiles)) or "unknown"
     page = f"""<!DOCTYPE html>
@@ -431,14 +496,14 @@ def build_report(artifacts, notebooks_dir=None, render_notebooks: bool = True, m
 <h1>compresslib — reproduction report</h1>
 <p class="note">Built {_esc(stamp_txt)} from <code>{_esc(root.name)}/</code>; profile: {_esc(prof)}.
 Regenerate with <code>make reproduce</code> or <code>python -m compresslib.report</code>.</p>
-<nav>{''.join(f"<a href='#{_esc(s.name)}'>{_esc(s.name[:2])}</a>" for s in stages)}</nav>
+<nav>{"".join(f"<a href='#{_esc(s.name)}'>{_esc(s.name[:2])}</a>" for s in stages)}</nav>
 {lead}
 <h2 id="stage-map">Stage map</h2>
 <p class="note">Stages run in order; each reads the artifacts of the stages named under "reads".</p>
 <div class="scroll"><table><tr><th class='l'>stage</th><th class='l'>notebook</th><th class='l'>title</th>
 <th class='l'>status</th><th>seconds</th><th class='l'>headline</th><th class='l'>reads</th><th class='l'>writes</th></tr>
-{''.join(map_rows)}</table></div>
-{''.join(f'<section>{s}</section>' for s in sections)}
+{"".join(map_rows)}</table></div>
+{"".join(f"<section>{s}</section>" for s in sections)}
 </body></html>
 """
     return atomic_write_text(root / out_name, page)
@@ -481,8 +546,9 @@ def broken_links(page) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m compresslib.report", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m compresslib.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--artifacts", default=str(REPO / "artifacts"), help="output root of compresslib.reproduce")
     ap.add_argument("--notebooks", default=str(REPO / "notebooks"), help="stage sources (titles if not executed)")
     ap.add_argument("--no-notebooks", action="store_true", help="do not render executed notebooks to HTML")

@@ -32,6 +32,7 @@ Under ``torchrun`` every rank executes the notebook (``fit`` joins the process g
 writes ``artifacts/``, the other ranks write to ``artifacts/.rank<r>/`` (upstream stages are
 linked from rank 0's folders) and the ranks wait for each other after every stage.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,14 @@ from . import provenance as pv
 from .dryrun import dry_run  # noqa: F401  (re-exported)
 from .results import read_json, write_json
 from .stages import REPO, UPSTREAM, headline, upstream_of  # noqa: F401  (the stage graph lives in stages)
-from .stage_params import (check_devices, check_profile, check_profile_names, match_stages,  # noqa: F401
-                           notebook_parameters, stage_parameters)
+from .stage_params import (
+    check_devices,
+    check_profile,
+    check_profile_names,  # noqa: F401  (re-exported)
+    match_stages,  # noqa: F401
+    notebook_parameters,
+    stage_parameters,
+)
 
 KERNEL = "compresslib"
 
@@ -100,9 +107,16 @@ def run_stage(py_path: Path, out_dir: Path, params: dict, kernel: str, timeout: 
     jupytext.write(nb, src_nb, fmt="ipynb")
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(src_nb), str(out_dir / f"{py_path.stem}.ipynb"), parameters=params,
-                            kernel_name=kernel, execution_timeout=timeout, cwd=str(py_path.parent),
-                            progress_bar=False, log_output=False)
+        pm.execute_notebook(
+            str(src_nb),
+            str(out_dir / f"{py_path.stem}.ipynb"),
+            parameters=params,
+            kernel_name=kernel,
+            execution_timeout=timeout,
+            cwd=str(py_path.parent),
+            progress_bar=False,
+            log_output=False,
+        )
         status, error = "ok", ""
     except pm.PapermillExecutionError as e:
         status, error = "failed", f"cell {e.exec_count}: {e.ename}: {e.evalue}"
@@ -144,8 +158,16 @@ def _stage_barrier(art: Path, stage: str, rank: int, world: int, timeout: float 
         time.sleep(1.0)
 
 
-def schedule(stages: list[Path], prepare, finish, kernel: str, timeout: int, jobs: int = 1,
-             stop_on_failure: bool = False, barrier=None) -> dict:
+def schedule(
+    stages: list[Path],
+    prepare,
+    finish,
+    kernel: str,
+    timeout: int,
+    jobs: int = 1,
+    stop_on_failure: bool = False,
+    barrier=None,
+) -> dict:
     """Run the stages, at most ``jobs`` at once, each after the stages it reads.
 
     ``prepare(py, upstream_ran)`` returns the job (``cached``, ``key``, ``params``);
@@ -173,8 +195,9 @@ def schedule(stages: list[Path], prepare, finish, kernel: str, timeout: int, job
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) if jobs > 1 else None
 
     def complete(n, job, res):
-        res.update(start_s=round(res.pop("_start", time.perf_counter() - t0), 1),
-                   end_s=round(time.perf_counter() - t0, 1))
+        res.update(
+            start_s=round(res.pop("_start", time.perf_counter() - t0), 1), end_s=round(time.perf_counter() - t0, 1)
+        )
         finish(by_name[n], job, res)
         done[n] = res
         if barrier is not None:
@@ -190,7 +213,9 @@ def schedule(stages: list[Path], prepare, finish, kernel: str, timeout: int, job
                     continue
                 bad = [u for u in ups[n] if done[u]["status"] in ("failed", "skipped")]
                 if bad:
-                    complete(n, None, {"status": "skipped", "seconds": 0.0, "error": f"upstream {', '.join(bad)} failed"})
+                    complete(
+                        n, None, {"status": "skipped", "seconds": 0.0, "error": f"upstream {', '.join(bad)} failed"}
+                    )
                     continue
                 job = prepare(by_name[n], any(done[u]["status"] == "ok" for u in ups[n]))
                 if job["cached"]:
@@ -202,8 +227,9 @@ def schedule(stages: list[Path], prepare, finish, kernel: str, timeout: int, job
                     res = run_stage(by_name[n], Path(job["params"]["OUT_DIR"]), job["params"], kernel, timeout)
                     complete(n, job, {**res, "_start": start})
                 else:
-                    fut = pool.submit(run_stage, by_name[n], Path(job["params"]["OUT_DIR"]), job["params"],
-                                      kernel, timeout)
+                    fut = pool.submit(
+                        run_stage, by_name[n], Path(job["params"]["OUT_DIR"]), job["params"], kernel, timeout
+                    )
                     running[fut] = n
                     fut.job, fut.start = job, start
             if halted and not running:
@@ -215,11 +241,17 @@ def schedule(stages: list[Path], prepare, finish, kernel: str, timeout: int, job
                     try:
                         res = fut.result()
                     except Exception as e:  # the worker process itself died
-                        res = {"status": "failed", "seconds": round(time.perf_counter() - t0 - fut.start, 1),
-                               "error": f"{type(e).__name__}: {e}"}
+                        res = {
+                            "status": "failed",
+                            "seconds": round(time.perf_counter() - t0 - fut.start, 1),
+                            "error": f"{type(e).__name__}: {e}",
+                        }
                     complete(n, fut.job, {**res, "_start": fut.start})
-            elif not halted and len(done) < len(names) and not any(
-                    n not in done and all(u in done for u in ups[n]) for n in names):
+            elif (
+                not halted
+                and len(done) < len(names)
+                and not any(n not in done and all(u in done for u in ups[n]) for n in names)
+            ):
                 raise RuntimeError("stage dependencies form a cycle")  # cannot happen with 'earlier' links
     finally:
         if pool is not None:
@@ -228,11 +260,18 @@ def schedule(stages: list[Path], prepare, finish, kernel: str, timeout: int, job
 
 
 def _args(argv):
-    ap = argparse.ArgumentParser(prog="python -m compresslib.reproduce", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m compresslib.reproduce",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--profile", default="default", help="profiles/<name>.yaml (default, smoke, paper/<name>)")
-    ap.add_argument("--only", action="append", default=[],
-                    help="stage number (03), name (03_ecc_admm, ecc_admm) or unique name prefix (03_ecc, ecc); repeatable")
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="stage number (03), name (03_ecc_admm, ecc_admm) or unique name prefix (03_ecc, ecc); repeatable",
+    )
     ap.add_argument("--force", action="store_true", help="re-run stages even when cached")
     ap.add_argument("--artifacts", default=str(REPO / "artifacts"), help="output root (default: artifacts/)")
     ap.add_argument("--notebooks", default=str(REPO / "notebooks"))
@@ -241,16 +280,30 @@ def _args(argv):
     ap.add_argument("--device", default=None, help="DEVICE override (cpu, cuda, cuda:N)")
     ap.add_argument("--timeout", type=int, default=3600, help="per-cell execution timeout in seconds (>= 1)")
     ap.add_argument("--stop-on-failure", action="store_true")
-    ap.add_argument("--jobs", type=int, default=1,
-                    help="stages run at once, >= 1 (each waits for the stages it reads, see compresslib.stages.UPSTREAM); with N > 1 "
-                         "each gets cpu_count/N torch threads unless COMPRESSLIB_THREADS is set")
-    ap.add_argument("--dry-run", action="store_true",
-                    help="validate parameters, device, data presence, models and cost tables; train nothing")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="stages run at once, >= 1 (each waits for the stages it reads, see compresslib.stages.UPSTREAM); with N > 1 "
+        "each gets cpu_count/N torch threads unless COMPRESSLIB_THREADS is set",
+    )
+    ap.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate parameters, device, data presence, models and cost tables; train nothing",
+    )
     ap.add_argument("--amp", action="store_true", help="CUDA mixed precision in fit (COMPRESSLIB_AMP=1)")
-    ap.add_argument("--workers", type=int, default=None,
-                    help="data-loading worker processes for fit's loaders, >= 0 (COMPRESSLIB_NUM_WORKERS)")
-    ap.add_argument("--channels-last", action="store_true",
-                    help="CUDA channels_last memory format in fit (COMPRESSLIB_CHANNELS_LAST=1)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="data-loading worker processes for fit's loaders, >= 0 (COMPRESSLIB_NUM_WORKERS)",
+    )
+    ap.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="CUDA channels_last memory format in fit (COMPRESSLIB_CHANNELS_LAST=1)",
+    )
     args = ap.parse_args(argv)
     for flag, value, lo in (("--jobs", args.jobs, 1), ("--timeout", args.timeout, 1), ("--workers", args.workers, 0)):
         if value is not None and value < lo:
@@ -274,8 +327,10 @@ def _writable_root(art: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise SystemExit(f"error: the artifacts folder {art} is not writable ({e.strerror or e}): "
-                         f"choose another with --artifacts DIR or fix its permissions") from None
+        raise SystemExit(
+            f"error: the artifacts folder {art} is not writable ({e.strerror or e}): "
+            f"choose another with --artifacts DIR or fix its permissions"
+        ) from None
 
 
 def main(argv=None) -> int:
@@ -289,8 +344,10 @@ def main(argv=None) -> int:
     if args.only:
         only = match_stages(args.only, all_stages, "--only")
         if any(p not in stages for p in only):
-            raise SystemExit(f"--only {', '.join(p.stem for p in only if p not in stages)}: not among the stages "
-                             f"profile {args.profile!r} runs ({', '.join(p.stem for p in stages)})")
+            raise SystemExit(
+                f"--only {', '.join(p.stem for p in only if p not in stages)}: not among the stages "
+                f"profile {args.profile!r} runs ({', '.join(p.stem for p in stages)})"
+            )
         stages = only
     overrides = {"PROFILE": args.profile}
     if args.data_root:
@@ -299,17 +356,20 @@ def main(argv=None) -> int:
         overrides["DEVICE"] = args.device
     problems, devices = check_profile(profile, stages, all_stages, overrides), check_devices(profile, stages, overrides)
     if args.dry_run:  # a profile's own DEVICE may name the GPU machine it is meant for: a note, not a problem
-        for d in ([] if args.device else devices):
+        for d in [] if args.device else devices:
             print(f"NOTE: {d} (a real run here would stop; pass --device to check one)")
         return dry_run(profile, stages, all_stages, overrides, problems + (devices if args.device else []))
     problems += devices
     if problems:
-        raise SystemExit("error: profile " + repr(args.profile) + " has problems, nothing was run:\n  "
-                         + "\n  ".join(problems))
+        raise SystemExit(
+            "error: profile " + repr(args.profile) + " has problems, nothing was run:\n  " + "\n  ".join(problems)
+        )
     main_art = Path(args.artifacts).resolve()
     _writable_root(main_art)
-    saved_env = {k: os.environ.get(k) for k in ("COMPRESSLIB_CACHE_ROOT", "COMPRESSLIB_AMP",
-                                                  "COMPRESSLIB_CHANNELS_LAST", "COMPRESSLIB_NUM_WORKERS")}
+    saved_env = {
+        k: os.environ.get(k)
+        for k in ("COMPRESSLIB_CACHE_ROOT", "COMPRESSLIB_AMP", "COMPRESSLIB_CHANNELS_LAST", "COMPRESSLIB_NUM_WORKERS")
+    }
     if args.amp:
         os.environ["COMPRESSLIB_AMP"] = "1"
     if args.channels_last:
@@ -355,23 +415,50 @@ def _run(args, profile, stages, all_stages, overrides, main_art, art, rank, worl
         key = pv.cache_key(source, rel, upstream)
         man, why = pv.read_manifest(main_dir)
         if man is not None:
-            why = pv.verify_outputs(main_dir, man) or ("" if man.get("key") == key else next(
-                (f"upstream {u} changed" for u, d in upstream.items() if (man.get("upstream") or {}).get(u) != d),
-                "source, parameters or library code changed"))
+            why = pv.verify_outputs(main_dir, man) or (
+                ""
+                if man.get("key") == key
+                else next(
+                    (f"upstream {u} changed" for u, d in upstream.items() if (man.get("upstream") or {}).get(u) != d),
+                    "source, parameters or library code changed",
+                )
+            )
         if not why and not args.force:
             return {"cached": True, "key": key}
         print(f"[{stage}] {'--force' if not why else 'not cached: ' + why}", flush=True)
         for u, d in upstream.items():
             if d == pv.NOT_CURRENT:
-                print(f"[{stage}] warning: upstream {u} is not current "
-                      f"({pv.stage_state(main_art, u)[1] or 'no manifest'}); its files are read as they are", flush=True)
+                print(
+                    f"[{stage}] warning: upstream {u} is not current "
+                    f"({pv.stage_state(main_art, u)[1] or 'no manifest'}); its files are read as they are",
+                    flush=True,
+                )
         out_dir = pv.fresh_staging(art, stage)
         running[stage] = True
-        pv.update_summary(art, {stage: {"stage": stage, "status": "running", "pid": os.getpid(), "host": pv.HOST,
-                                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                        "seconds": 0.0, "error": "", "headline": ""}})
-        return {"cached": False, "params": {**params, "OUT_DIR": str(out_dir)}, "key": key, "rel": rel,
-                "upstream": upstream, "source": source, "main_dir": main_dir}
+        pv.update_summary(
+            art,
+            {
+                stage: {
+                    "stage": stage,
+                    "status": "running",
+                    "pid": os.getpid(),
+                    "host": pv.HOST,
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "seconds": 0.0,
+                    "error": "",
+                    "headline": "",
+                }
+            },
+        )
+        return {
+            "cached": False,
+            "params": {**params, "OUT_DIR": str(out_dir)},
+            "key": key,
+            "rel": rel,
+            "upstream": upstream,
+            "source": source,
+            "main_dir": main_dir,
+        }
 
     def finish(py: Path, job: dict | None, res: dict) -> None:
         stage = py.stem
@@ -380,10 +467,19 @@ def _run(args, profile, stages, all_stages, overrides, main_art, art, rank, worl
             if res["status"] == "ok":
                 try:
                     staging = pv.staging_dir(art, stage)
-                    pv.write_manifest(staging, stage, params=job["rel"], source=job["source"], key=job["key"],
-                                      upstream=job["upstream"], seconds=res["seconds"])
-                    write_json(staging / pv.STAMP, {"key": job["key"],
-                                                    "params": {**job["params"], "OUT_DIR": str(job["main_dir"])}})
+                    pv.write_manifest(
+                        staging,
+                        stage,
+                        params=job["rel"],
+                        source=job["source"],
+                        key=job["key"],
+                        upstream=job["upstream"],
+                        seconds=res["seconds"],
+                    )
+                    write_json(
+                        staging / pv.STAMP,
+                        {"key": job["key"], "params": {**job["params"], "OUT_DIR": str(job["main_dir"])}},
+                    )
                     pv.promote(art, stage)
                 except OSError as e:
                     res.update(status="failed", error=f"could not store the result: {type(e).__name__}: {e}")
@@ -404,13 +500,31 @@ def _run(args, profile, stages, all_stages, overrides, main_art, art, rank, worl
 
     t_start = time.perf_counter()
     try:
-        results = schedule(stages, prepare, finish, kernel, args.timeout, jobs, args.stop_on_failure,
-                           barrier=lambda st, key: _stage_barrier(main_art, f"{st}.{key[:12]}", rank, world))
+        results = schedule(
+            stages,
+            prepare,
+            finish,
+            kernel,
+            args.timeout,
+            jobs,
+            args.stop_on_failure,
+            barrier=lambda st, key: _stage_barrier(main_art, f"{st}.{key[:12]}", rank, world),
+        )
     except BaseException as e:  # Ctrl-C or a runner bug: what was running is not current
         for st in list(running):
             pv.discard(art, st)
-            pv.update_summary(art, {st: {"stage": st, "status": "killed", "seconds": 0.0, "headline": "",
-                                         "error": f"run interrupted ({type(e).__name__})"}})
+            pv.update_summary(
+                art,
+                {
+                    st: {
+                        "stage": st,
+                        "status": "killed",
+                        "seconds": 0.0,
+                        "headline": "",
+                        "error": f"run interrupted ({type(e).__name__})",
+                    }
+                },
+            )
         raise
     rows = [results[p.stem] for p in stages if p.stem in results]
     wall = time.perf_counter() - t_start
@@ -418,8 +532,10 @@ def _run(args, profile, stages, all_stages, overrides, main_art, art, rank, worl
     print(f"\n{'stage':<{w}}  {'status':<7} {'seconds':>8}  headline / error")
     for r in rows:
         print(f"{r['stage']:<{w}}  {r['status']:<7} {r['seconds']:>8.1f}  {r['error'] or r['headline']}")
-    print(f"total wall time {wall / 60:.1f} min with {jobs} job(s) in parallel, "
-          f"{os.environ.get('COMPRESSLIB_THREADS', 'default')} torch thread(s) each")
+    print(
+        f"total wall time {wall / 60:.1f} min with {jobs} job(s) in parallel, "
+        f"{os.environ.get('COMPRESSLIB_THREADS', 'default')} torch thread(s) each"
+    )
     failed = [r["stage"] for r in rows if r["status"] in ("failed", "skipped")]
     if failed:
         print(f"\nFAILED stages: {', '.join(failed)} (the failed runs' notebooks are in {art}/<stage>.failed/)")

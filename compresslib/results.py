@@ -3,6 +3,7 @@
 Everything is written to a temporary file first and renamed into place, so an interrupted run
 never leaves a half-written metrics.json, table or figure behind.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -112,7 +113,8 @@ def require_artifact(path, stage: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(
             f"{path} is missing: run stage {stage} first, e.g. "
-            f"`python -m compresslib.reproduce --profile default --only {stage[:2]}`")
+            f"`python -m compresslib.reproduce --profile default --only {stage[:2]}`"
+        )
     return path
 
 
@@ -157,8 +159,9 @@ def cache_dir(out_dir) -> Path:
     return path
 
 
-def record_model(out_dir, key: str, *, model: str, kwargs: dict, checkpoint, accuracy: float | None,
-                 split: str, **extra) -> Path:
+def record_model(
+    out_dir, key: str, *, model: str, kwargs: dict, checkpoint, accuracy: float | None, split: str, **extra
+) -> Path:
     """Add (or replace) one saved model's row in ``OUT_DIR/models.json``.
 
     The runner copies these rows into the stage's ``manifest.json``: registry ``model`` name +
@@ -180,6 +183,12 @@ def record_model(out_dir, key: str, *, model: str, kwargs: dict, checkpoint, acc
             pass
     path = out_dir / "models.json"
     rows = read_json(path) if path.exists() else {}
-    rows[str(key)] = {"model": model, "kwargs": _jsonable(kwargs), "checkpoint": str(ck),
-                      "accuracy": accuracy, "split": split, **_jsonable(extra)}
+    rows[str(key)] = {
+        "model": model,
+        "kwargs": _jsonable(kwargs),
+        "checkpoint": str(ck),
+        "accuracy": accuracy,
+        "split": split,
+        **_jsonable(extra),
+    }
     return write_json(path, rows)

@@ -5,6 +5,7 @@ Each numeric parameter declares its accepted range once, in its trailing comment
 ``EPOCHS = 15  # dense pretraining epochs; range [1, 1000]``. The runner checks every value a
 profile or the command line sets against the declared names, types and ranges before any stage runs.
 """
+
 from __future__ import annotations
 
 import ast
@@ -37,6 +38,7 @@ def format_range(r) -> str:
 
     def f(v):
         return "inf" if v == math.inf else "-inf" if v == -math.inf else f"{v:g}"
+
     return f"{'[' if lc else '('}{f(lo)}, {f(hi)}{']' if hc else ')'}"
 
 
@@ -105,8 +107,10 @@ def _numbers(value):
 def value_problems(where: str, name: str, value, default, rng) -> list[str]:
     """Type and range problems of one value (empty list = fine)."""
     if not type_ok(value, default):
-        return [f"{where}: {name}={value!r} is a {type(value).__name__}, the notebook's default "
-                f"{default!r} is a {type(default).__name__}"]
+        return [
+            f"{where}: {name}={value!r} is a {type(value).__name__}, the notebook's default "
+            f"{default!r} is a {type(default).__name__}"
+        ]
     if rng is not None:
         bad = [v for v in _numbers(value) if not in_range(v, rng)]
         if bad:
@@ -145,8 +149,10 @@ def check_profile(profile: dict, stages: list[Path], all_stages: list[Path], ove
         for k, v in src.items():
             users = [st for st in selected if k in declared[st][0]]
             if label == "common" and not any(k in d for d, _ in declared.values()):
-                problems.append(f"common: {k!r} is a parameter of no stage notebook"
-                                f"{close_names(k, {n for d, _ in declared.values() for n in d})}")
+                problems.append(
+                    f"common: {k!r} is a parameter of no stage notebook"
+                    f"{close_names(k, {n for d, _ in declared.values() for n in d})}"
+                )
             for st in sorted(users):
                 defaults, ranges = declared[st]
                 problems += value_problems(f"{label} ({st})", k, v, defaults[k], ranges.get(k))
@@ -160,14 +166,20 @@ def match_stages(wanted, stages: list[Path], what: str) -> list[Path]:
     chosen, names = [], [p.stem for p in stages]
     for w in wanted:
         w = str(w).strip()
-        hits = [p for p in stages if w and (
-            w == p.stem or (re.fullmatch(r"\d\d", w) and p.stem[:2] == w)
-            or (len(w) > 3 and re.match(r"\d\d_", w) and p.stem.startswith(w))
-            or (len(w) >= 2 and not w[:1].isdigit() and p.stem[3:].startswith(w)))]
+        hits = [
+            p
+            for p in stages
+            if w
+            and (
+                w == p.stem
+                or (re.fullmatch(r"\d\d", w) and p.stem[:2] == w)
+                or (len(w) > 3 and re.match(r"\d\d_", w) and p.stem.startswith(w))
+                or (len(w) >= 2 and not w[:1].isdigit() and p.stem[3:].startswith(w))
+            )
+        ]
         if len(hits) != 1:
             why = "matches no stage" if not hits else f"is ambiguous ({', '.join(p.stem for p in hits)})"
-            raise SystemExit(f"{what} {w!r} {why}: give a stage number (00 .. 99) or name; stages: "
-                             f"{', '.join(names)}")
+            raise SystemExit(f"{what} {w!r} {why}: give a stage number (00 .. 99) or name; stages: {', '.join(names)}")
         chosen += [h for h in hits if h not in chosen]
     return [p for p in stages if p in chosen]
 

@@ -5,6 +5,7 @@ column) and the tests read this table; each notebook's "**Reads:**" sentence nam
 test checks that). This module imports nothing from the runner or the report, so library modules (the
 leaderboard) may use it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,13 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "06_micronet_scoring": ("03_ecc_admm", "04_sparsity_quantization", "05_ec2t"),
     "07_dynamic_inference": (),
     "08_camp_mixed_precision": (),
-    "09_leaderboard": ("03_ecc_admm", "04_sparsity_quantization", "05_ec2t", "07_dynamic_inference",
-                       "08_camp_mixed_precision"),
+    "09_leaderboard": (
+        "03_ecc_admm",
+        "04_sparsity_quantization",
+        "05_ec2t",
+        "07_dynamic_inference",
+        "08_camp_mixed_precision",
+    ),
 }
 
 

@@ -19,6 +19,7 @@ and all-reduced, and only rank 0 shows progress and writes checkpoints. On CUDA,
 ``channels_last`` (or $COMPRESSLIB_AMP / $COMPRESSLIB_CHANNELS_LAST = 1) turn on
 ``torch.autocast`` with a GradScaler and the channels-last memory format; both are off on CPU.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -103,8 +104,11 @@ def kd_loss(student_logits, teacher_logits, T: float = 1.0, kind: str = "kl"):
     """Knowledge distillation: ``kl`` = T²·KL(softmax(t/T) || softmax(s/T)) (Hinton et al. 2015);
     ``mse`` = mean squared error between logits (the ECC code's distillation loss)."""
     if kind == "kl":
-        return F.kl_div(F.log_softmax(student_logits / T, 1), F.softmax(teacher_logits / T, 1),
-                        reduction="batchmean") * T * T
+        return (
+            F.kl_div(F.log_softmax(student_logits / T, 1), F.softmax(teacher_logits / T, 1), reduction="batchmean")
+            * T
+            * T
+        )
     if kind == "mse":
         return F.mse_loss(student_logits, teacher_logits)
     raise ValueError(f"kd kind must be 'kl' or 'mse', got {kind!r}")
@@ -144,8 +148,12 @@ def evaluate(model: nn.Module, loader, device="cpu", dtype=None) -> dict:
     tag = EVAL_DTYPES.get(dtype, "float32")
     if not D.is_dist():
         logits, y = predict_logits(model, loader, device, dtype)
-        return {"loss": F.cross_entropy(logits, y).item(),
-                "accuracy": (logits.argmax(1) == y).float().mean().item(), "n": len(y), "eval_dtype": tag}
+        return {
+            "loss": F.cross_entropy(logits, y).item(),
+            "accuracy": (logits.argmax(1) == y).float().mean().item(),
+            "n": len(y),
+            "eval_dtype": tag,
+        }
     shard = D.shard_loader(loader)
     loss_sum = correct = n = 0.0
     if len(shard.dataset):
@@ -166,8 +174,10 @@ def check_device(device: str) -> str:
     if not torch.cuda.is_available():
         raise ValueError(f"DEVICE {dev!r} requested but torch.cuda.is_available() is False on this machine: use 'cpu'")
     if dev != "cuda" and int(dev[5:]) >= torch.cuda.device_count():
-        raise ValueError(f"DEVICE {dev!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                         f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+        raise ValueError(
+            f"DEVICE {dev!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+        )
     return dev
 
 
@@ -190,9 +200,13 @@ def reseed_loader(loader, seed: int) -> None:
 
 def _rng_state(loader) -> dict:
     np_state = np.random.get_state()
-    st = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-          "python_pos": random.getstate()[2], "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
-          "numpy_pos": int(np_state[2])}
+    st = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "python_pos": random.getstate()[2],
+        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+    }
     gen = getattr(getattr(loader, "sampler", None), "generator", None)
     if gen is not None:
         st["sampler"] = gen.get_state()
@@ -226,8 +240,10 @@ def load_checkpoint(path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, pickle with arbitrary objects, truncated write ...
-        raise ValueError(f"{path} is not a readable weights-only checkpoint "
-                         f"(torch.load(weights_only=True) failed: {type(e).__name__}: {e})") from e
+        raise ValueError(
+            f"{path} is not a readable weights-only checkpoint "
+            f"(torch.load(weights_only=True) failed: {type(e).__name__}: {e})"
+        ) from e
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, expected a checkpoint dict")
     return obj
@@ -311,18 +327,22 @@ def canonical(o: Any, depth: int = 3) -> Any:
     if isinstance(o, (set, frozenset)):
         return sorted((canonical(v, depth) for v in o), key=_canon_json)
     if dataclasses.is_dataclass(o) and not isinstance(o, type):
-        return {"dataclass": _qualname(type(o)),
-                **{f.name: canonical(getattr(o, f.name), depth) for f in dataclasses.fields(o)}}
+        return {
+            "dataclass": _qualname(type(o)),
+            **{f.name: canonical(getattr(o, f.name), depth) for f in dataclasses.fields(o)},
+        }
     if isinstance(o, functools.partial):
-        return {"partial": canonical(o.func, depth), "args": canonical(o.args, depth),
-                "keywords": canonical(o.keywords, depth)}
+        return {
+            "partial": canonical(o.func, depth),
+            "args": canonical(o.args, depth),
+            "keywords": canonical(o.keywords, depth),
+        }
     if isinstance(o, type) or inspect.isbuiltin(o) or inspect.ismethoddescriptor(o):
         return _qualname(o)
     if inspect.isfunction(o) or inspect.ismethod(o):
         fn = getattr(o, "__func__", o)
         cells = [c.cell_contents for c in (fn.__closure__ or ()) if _cell_ok(c)]
-        return {"function": _qualname(fn),
-                "closure": canonical(cells, depth - 1) if depth > 0 else len(cells)}
+        return {"function": _qualname(fn), "closure": canonical(cells, depth - 1) if depth > 0 else len(cells)}
     if isinstance(o, (torch.utils.data.DataLoader, torch.utils.data.Dataset, torch.optim.Optimizer)):
         return _qualname(type(o))
     if depth > 0 and hasattr(o, "__dict__"):
@@ -340,8 +360,7 @@ def _cell_ok(cell) -> bool:
 
 def public_attrs(o, depth: int = 2) -> dict:
     """``canonical`` of an object's public attributes (no leading ``_``, no ``device``)."""
-    return {k: canonical(v, depth) for k, v in sorted(vars(o).items())
-            if not k.startswith("_") and k != "device"}
+    return {k: canonical(v, depth) for k, v in sorted(vars(o).items()) if not k.startswith("_") and k != "device"}
 
 
 def _canon_json(o) -> str:
@@ -352,7 +371,10 @@ def _dataset_fp(ds, depth: int = 4):
     from torch.utils.data import Subset, TensorDataset
 
     if isinstance(ds, Subset) and depth > 0:
-        return {"subset": tensor_digest(np.asarray(ds.indices, dtype=np.int64)), "of": _dataset_fp(ds.dataset, depth - 1)}
+        return {
+            "subset": tensor_digest(np.asarray(ds.indices, dtype=np.int64)),
+            "of": _dataset_fp(ds.dataset, depth - 1),
+        }
     if isinstance(ds, TensorDataset):
         return {"tensors": [tensor_digest(t) for t in ds.tensors]}
     fp = {"type": _qualname(type(ds))}
@@ -376,9 +398,12 @@ def loader_fingerprint(loader):
     ds = getattr(loader, "dataset", None)
     if ds is None:
         return {"type": _qualname(type(loader))}
-    return {"dataset": _dataset_fp(ds), "batch_size": getattr(loader, "batch_size", None),
-            "drop_last": getattr(loader, "drop_last", None),
-            "sampler": _qualname(type(getattr(loader, "sampler", None)))}
+    return {
+        "dataset": _dataset_fp(ds),
+        "batch_size": getattr(loader, "batch_size", None),
+        "drop_last": getattr(loader, "drop_last", None),
+        "sampler": _qualname(type(getattr(loader, "sampler", None))),
+    }
 
 
 def _optimizer_fp(optimizer, model):
@@ -390,8 +415,7 @@ def _optimizer_fp(optimizer, model):
         params = [names.get(id(p), f"<extra {tuple(p.shape)}>") for p in g["params"]]
         groups.append({"params": params, **{k: canonical(v) for k, v in sorted(g.items()) if k != "params"}})
     st = optimizer.state_dict().get("state") or {}
-    return {"class": _qualname(type(optimizer)), "groups": groups,
-            "state": canonical(st) if st else None}
+    return {"class": _qualname(type(optimizer)), "groups": groups, "state": canonical(st) if st else None}
 
 
 def _scheduler_fp(scheduler):
@@ -400,15 +424,29 @@ def _scheduler_fp(scheduler):
     fp = {"class": _qualname(type(scheduler)), "state": canonical(scheduler.state_dict())}
     for attr in ("lr_lambdas", "_schedulers"):
         if hasattr(scheduler, attr):
-            fp[attr.strip("_")] = [canonical(f) if not hasattr(f, "state_dict") else _scheduler_fp(f)
-                                   for f in getattr(scheduler, attr)]
+            fp[attr.strip("_")] = [
+                canonical(f) if not hasattr(f, "state_dict") else _scheduler_fp(f) for f in getattr(scheduler, attr)
+            ]
     return fp
 
 
-def fit_fingerprint(model: nn.Module, loaders, epochs: int, optimizer, scheduler=None,
-                    callbacks: Iterable[Callback] = (), loss_fn=None, seed: int = 0, teacher=None,
-                    kd_weight: float = 0.0, kd_T: float = 1.0, kd_kind: str = "kl", amp: bool = False,
-                    channels_last: bool = False, fingerprint: dict | None = None) -> tuple[str, dict]:
+def fit_fingerprint(
+    model: nn.Module,
+    loaders,
+    epochs: int,
+    optimizer,
+    scheduler=None,
+    callbacks: Iterable[Callback] = (),
+    loss_fn=None,
+    seed: int = 0,
+    teacher=None,
+    kd_weight: float = 0.0,
+    kd_T: float = 1.0,
+    kd_kind: str = "kl",
+    amp: bool = False,
+    channels_last: bool = False,
+    fingerprint: dict | None = None,
+) -> tuple[str, dict]:
     """(sha256 hex, {component: sha256}) of everything that determines ``fit``'s trained weights.
 
     Components: ``model`` (class + module tree repr), ``init_weights`` (digest of the current =
@@ -431,11 +469,18 @@ def fit_fingerprint(model: nn.Module, loaders, epochs: int, optimizer, scheduler
         "data": {k: loader_fingerprint(getattr(loaders, k, None)) for k in ("train", "val", "test")},
         "seed": int(seed),
         "epochs": int(epochs),
-        "loss": "default:CrossEntropyLoss" if loss_fn is None else
-                (_ADDR.sub("", repr(loss_fn)) if isinstance(loss_fn, nn.Module) else canonical(loss_fn)),
-        "teacher": None if teacher is None else {
-            "class": _qualname(type(teacher)), "weights": state_digest(teacher.state_dict()),
-            "kd_weight": float(kd_weight), "kd_T": float(kd_T), "kd_kind": str(kd_kind)},
+        "loss": "default:CrossEntropyLoss"
+        if loss_fn is None
+        else (_ADDR.sub("", repr(loss_fn)) if isinstance(loss_fn, nn.Module) else canonical(loss_fn)),
+        "teacher": None
+        if teacher is None
+        else {
+            "class": _qualname(type(teacher)),
+            "weights": state_digest(teacher.state_dict()),
+            "kd_weight": float(kd_weight),
+            "kd_T": float(kd_T),
+            "kd_kind": str(kd_kind),
+        },
         "callbacks": [canonical(cb.fingerprint()) for cb in callbacks],
         "precision": {"amp": bool(amp), "channels_last": bool(channels_last)},
         "user": canonical(fingerprint or {}),
@@ -461,9 +506,22 @@ def _progress(iterable, enabled: bool, **kw):
     return tqdm(iterable, disable=not enabled, **kw)
 
 
-def train_one_epoch(model, loader, optimizer, loss_fn=None, callbacks: Iterable[Callback] = (),
-                    state: TrainState | None = None, device="cpu", teacher=None, kd_weight=0.0,
-                    kd_T=1.0, kd_kind="kl", progress=True, scaler=None, channels_last=False) -> dict:
+def train_one_epoch(
+    model,
+    loader,
+    optimizer,
+    loss_fn=None,
+    callbacks: Iterable[Callback] = (),
+    state: TrainState | None = None,
+    device="cpu",
+    teacher=None,
+    kd_weight=0.0,
+    kd_T=1.0,
+    kd_kind="kl",
+    progress=True,
+    scaler=None,
+    channels_last=False,
+) -> dict:
     """One pass over ``loader``; returns ``{"train_loss", "train_accuracy"}`` (running averages).
 
     ``model`` may be a DDP wrapper (``state.model`` is then the bare module the callbacks see);
@@ -528,11 +586,27 @@ def train_one_epoch(model, loader, optimizer, loss_fn=None, callbacks: Iterable[
     return {"train_loss": tot_loss / max(n, 1), "train_accuracy": correct / max(n, 1)}
 
 
-def fit(model: nn.Module, loaders, epochs: int, optimizer, scheduler=None,
-        callbacks: Iterable[Callback] = (), loss_fn: Callable | None = None, device="cpu",
-        ckpt_path=None, resume: bool = False, seed: int = 0, progress: bool = True, teacher=None,
-        kd_weight: float = 0.0, kd_T: float = 1.0, kd_kind: str = "kl", amp: bool | None = None,
-        channels_last: bool | None = None, fingerprint: dict | None = None) -> dict:
+def fit(
+    model: nn.Module,
+    loaders,
+    epochs: int,
+    optimizer,
+    scheduler=None,
+    callbacks: Iterable[Callback] = (),
+    loss_fn: Callable | None = None,
+    device="cpu",
+    ckpt_path=None,
+    resume: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    teacher=None,
+    kd_weight: float = 0.0,
+    kd_T: float = 1.0,
+    kd_kind: str = "kl",
+    amp: bool | None = None,
+    channels_last: bool | None = None,
+    fingerprint: dict | None = None,
+) -> dict:
     """Train for ``epochs`` epochs, evaluating on val after each and on test at the end.
 
     ``ckpt_path``: checkpoint written atomically after every epoch, holding the run's fingerprint
@@ -551,9 +625,27 @@ def fit(model: nn.Module, loaders, epochs: int, optimizer, scheduler=None,
     size is the global batch, and checkpoints/progress come from rank 0 only. ``amp`` /
     ``channels_last``: CUDA only (None = $COMPRESSLIB_AMP / $COMPRESSLIB_CHANNELS_LAST == "1").
     """
-    return _fit(model, loaders, epochs, optimizer, scheduler, callbacks, loss_fn, device, ckpt_path,
-                resume, seed, progress, teacher, kd_weight, kd_T, kd_kind, amp, channels_last,
-                fingerprint)[0]
+    return _fit(
+        model,
+        loaders,
+        epochs,
+        optimizer,
+        scheduler,
+        callbacks,
+        loss_fn,
+        device,
+        ckpt_path,
+        resume,
+        seed,
+        progress,
+        teacher,
+        kd_weight,
+        kd_T,
+        kd_kind,
+        amp,
+        channels_last,
+        fingerprint,
+    )[0]
 
 
 def _result(history, model, loaders, device) -> dict:
@@ -574,9 +666,28 @@ def _say(msg: str) -> None:
         print(msg, flush=True)
 
 
-def _fit(model, loaders, epochs, optimizer, scheduler=None, callbacks=(), loss_fn=None, device="cpu",
-         ckpt_path=None, resume=False, seed=0, progress=True, teacher=None, kd_weight=0.0, kd_T=1.0,
-         kd_kind="kl", amp=None, channels_last=None, fingerprint=None, fp=None):
+def _fit(
+    model,
+    loaders,
+    epochs,
+    optimizer,
+    scheduler=None,
+    callbacks=(),
+    loss_fn=None,
+    device="cpu",
+    ckpt_path=None,
+    resume=False,
+    seed=0,
+    progress=True,
+    teacher=None,
+    kd_weight=0.0,
+    kd_T=1.0,
+    kd_kind="kl",
+    amp=None,
+    channels_last=None,
+    fingerprint=None,
+    fp=None,
+):
     """``fit``; returns (result, status) with status "trained", "resumed" or "reused"."""
     check_fit_args(epochs, kd_weight, kd_T, device, seed)
     if fingerprint is not None and not isinstance(fingerprint, dict):
@@ -586,11 +697,27 @@ def _fit(model, loaders, epochs, optimizer, scheduler=None, callbacks=(), loss_f
     device = D.device_for(device)
     cuda = torch.device(device).type == "cuda"
     amp = cuda and (os.environ.get("COMPRESSLIB_AMP") == "1" if amp is None else amp)
-    channels_last = cuda and (os.environ.get("COMPRESSLIB_CHANNELS_LAST") == "1"
-                              if channels_last is None else channels_last)
+    channels_last = cuda and (
+        os.environ.get("COMPRESSLIB_CHANNELS_LAST") == "1" if channels_last is None else channels_last
+    )
     if fp is None:  # before the model moves or trains: the initial weights are part of it
-        fp = fit_fingerprint(model, loaders, epochs, optimizer, scheduler, callbacks, loss_fn, seed, teacher,
-                             kd_weight, kd_T, kd_kind, amp, channels_last, fingerprint)
+        fp = fit_fingerprint(
+            model,
+            loaders,
+            epochs,
+            optimizer,
+            scheduler,
+            callbacks,
+            loss_fn,
+            seed,
+            teacher,
+            kd_weight,
+            kd_T,
+            kd_kind,
+            amp,
+            channels_last,
+            fingerprint,
+        )
     fp_hash, fp_parts = fp
     model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     if teacher is not None:
@@ -608,9 +735,11 @@ def _fit(model, loaders, epochs, optimizer, scheduler=None, callbacks=(), loss_f
         ck = load_checkpoint(ckpt_path)
         missing = [k for k in ("model", "history", "epoch", "step") if k not in ck]
         if missing:
-            raise ValueError(f"{ckpt_path} was not written by train.fit (it lacks {missing}; keys: "
-                             f"{sorted(ck)}): a weights-only checkpoint cannot be resumed. Load it with "
-                             f"train.load_weights(model, path), or give fit another ckpt_path")
+            raise ValueError(
+                f"{ckpt_path} was not written by train.fit (it lacks {missing}; keys: "
+                f"{sorted(ck)}): a weights-only checkpoint cannot be resumed. Load it with "
+                f"train.load_weights(model, path), or give fit another ckpt_path"
+            )
         why = _fp_mismatch(ck, fp_hash, fp_parts)
         if why is not None:
             _say(f"[fit] not resuming {Path(ckpt_path).name}: {why}; training from scratch")
@@ -633,16 +762,35 @@ def _fit(model, loaders, epochs, optimizer, scheduler=None, callbacks=(), loss_f
             else:
                 status = "resumed"
     if start < epochs and os.environ.get("COMPRESSLIB_FORBID_TRAINING") == "1":
-        raise RuntimeError(f"COMPRESSLIB_FORBID_TRAINING=1 but fit would train {type(model).__name__} for "
-                           f"epochs {start + 1}..{epochs} (checkpoint {Path(ckpt_path).name if ckpt_path else 'none'}, "
-                           f"fingerprint {fp_hash[:12]})")
-    for epoch in _progress(range(start, epochs), progress and epochs - start > 1, desc="fit",
-                           initial=start, total=epochs):
+        raise RuntimeError(
+            f"COMPRESSLIB_FORBID_TRAINING=1 but fit would train {type(model).__name__} for "
+            f"epochs {start + 1}..{epochs} (checkpoint {Path(ckpt_path).name if ckpt_path else 'none'}, "
+            f"fingerprint {fp_hash[:12]})"
+        )
+    for epoch in _progress(
+        range(start, epochs), progress and epochs - start > 1, desc="fit", initial=start, total=epochs
+    ):
         s.epoch = epoch
         t0 = time.perf_counter()
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"] if optimizer else None}
-        row.update(train_one_epoch(net, train_loader, optimizer, loss_fn, callbacks, s, device,
-                                   teacher, kd_weight, kd_T, kd_kind, progress, scaler, channels_last))
+        row.update(
+            train_one_epoch(
+                net,
+                train_loader,
+                optimizer,
+                loss_fn,
+                callbacks,
+                s,
+                device,
+                teacher,
+                kd_weight,
+                kd_T,
+                kd_kind,
+                progress,
+                scaler,
+                channels_last,
+            )
+        )
         if scheduler is not None:
             scheduler.step()
         for cb in callbacks:
@@ -659,14 +807,23 @@ def _fit(model, loaders, epochs, optimizer, scheduler=None, callbacks=(), loss_f
             rng = _rng_state(loaders.train)
             rng_ranks = D.all_gather_object(rng) if D.is_dist() else None
             if D.is_main():
-                save_checkpoint(ckpt_path, model=model.state_dict(),
-                                optimizer=optimizer.state_dict() if optimizer else None,
-                                scheduler=scheduler.state_dict() if scheduler else None,
-                                callbacks=[cb.state_dict() for cb in callbacks], history=s.history,
-                                step=s.step, epoch=epoch + 1, rng=rng, rng_ranks=rng_ranks,
-                                scaler=scaler.state_dict() if scaler is not None else None,
-                                fingerprint=fp_hash, fingerprint_parts=fp_parts, done=done,
-                                result=out if done else None)
+                save_checkpoint(
+                    ckpt_path,
+                    model=model.state_dict(),
+                    optimizer=optimizer.state_dict() if optimizer else None,
+                    scheduler=scheduler.state_dict() if scheduler else None,
+                    callbacks=[cb.state_dict() for cb in callbacks],
+                    history=s.history,
+                    step=s.step,
+                    epoch=epoch + 1,
+                    rng=rng,
+                    rng_ranks=rng_ranks,
+                    scaler=scaler.state_dict() if scaler is not None else None,
+                    fingerprint=fp_hash,
+                    fingerprint_parts=fp_parts,
+                    done=done,
+                    result=out if done else None,
+                )
             D.barrier()
         if s.stop:
             break
@@ -677,8 +834,10 @@ def _fit(model, loaders, epochs, optimizer, scheduler=None, callbacks=(), loss_f
         if status == "reused":
             _say(f"[fit] reused {name}: {len(s.history)} epochs, fingerprint {fp_hash[:12]}")
         else:
-            _say(f"[fit] {status} {name}: epochs {start + 1 if status == 'resumed' else 1}..{len(s.history)} "
-                 f"of {epochs}, fingerprint {fp_hash[:12]}")
+            _say(
+                f"[fit] {status} {name}: epochs {start + 1 if status == 'resumed' else 1}..{len(s.history)} "
+                f"of {epochs}, fingerprint {fp_hash[:12]}"
+            )
     return out, status
 
 
@@ -696,12 +855,17 @@ def load_weights(model: nn.Module, checkpoint, source=None) -> nn.Module:
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     extra = [k for k in state if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own
-              if k in state and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or extra or shapes:
-        raise ValueError(f"{src} holds weights of another model than {type(model).__name__}: "
-                         f"{len(missing)} missing keys {missing[:3]}, {len(extra)} unexpected keys {extra[:3]}, "
-                         f"{len(shapes)} shape mismatches {shapes[:3]}")
+        raise ValueError(
+            f"{src} holds weights of another model than {type(model).__name__}: "
+            f"{len(missing)} missing keys {missing[:3]}, {len(extra)} unexpected keys {extra[:3]}, "
+            f"{len(shapes)} shape mismatches {shapes[:3]}"
+        )
     model.load_state_dict(state)
     return model
 
@@ -717,8 +881,13 @@ def cached_fit(model: nn.Module, loaders, epochs: int, optimizer, *, cache_dir, 
         raise ValueError(f"cached_fit: name must be a non-empty file-name stem without '/', got {name!r}")
     if cache_dir is None:
         raise ValueError("cached_fit: cache_dir is required (e.g. results.cache_dir(OUT_DIR))")
-    check_fit_args(epochs, fit_kwargs.get("kd_weight", 0.0), fit_kwargs.get("kd_T", 1.0),
-                   fit_kwargs.get("device", "cpu"), fit_kwargs.get("seed", 0))
+    check_fit_args(
+        epochs,
+        fit_kwargs.get("kd_weight", 0.0),
+        fit_kwargs.get("kd_T", 1.0),
+        fit_kwargs.get("device", "cpu"),
+        fit_kwargs.get("seed", 0),
+    )
     for k in ("ckpt_path", "resume"):
         if k in fit_kwargs:
             raise TypeError(f"cached_fit sets {k} itself; do not pass it")
@@ -730,11 +899,23 @@ def cached_fit(model: nn.Module, loaders, epochs: int, optimizer, *, cache_dir, 
     amp, cl = fit_kwargs.get("amp"), fit_kwargs.get("channels_last")
     amp = cuda and (os.environ.get("COMPRESSLIB_AMP") == "1" if amp is None else amp)
     cl = cuda and (os.environ.get("COMPRESSLIB_CHANNELS_LAST") == "1" if cl is None else cl)
-    fp = fit_fingerprint(model, loaders, epochs, optimizer, fit_kwargs.get("scheduler"),
-                         list(fit_kwargs.get("callbacks", ())), fit_kwargs.get("loss_fn"),
-                         fit_kwargs.get("seed", 0), fit_kwargs.get("teacher"), fit_kwargs.get("kd_weight", 0.0),
-                         fit_kwargs.get("kd_T", 1.0), fit_kwargs.get("kd_kind", "kl"), amp, cl,
-                         fit_kwargs.get("fingerprint"))
+    fp = fit_fingerprint(
+        model,
+        loaders,
+        epochs,
+        optimizer,
+        fit_kwargs.get("scheduler"),
+        list(fit_kwargs.get("callbacks", ())),
+        fit_kwargs.get("loss_fn"),
+        fit_kwargs.get("seed", 0),
+        fit_kwargs.get("teacher"),
+        fit_kwargs.get("kd_weight", 0.0),
+        fit_kwargs.get("kd_T", 1.0),
+        fit_kwargs.get("kd_kind", "kl"),
+        amp,
+        cl,
+        fit_kwargs.get("fingerprint"),
+    )
     path = Path(cache_dir) / f"{name}-{fp[0][:12]}.ckpt"
     kw = dict(fit_kwargs)
     kw["callbacks"] = list(kw.get("callbacks", ()))
@@ -742,13 +923,23 @@ def cached_fit(model: nn.Module, loaders, epochs: int, optimizer, *, cache_dir, 
     return {**out, "reused": status == "reused", "checkpoint": str(path), "fingerprint": fp[0]}
 
 
-_PRETRAIN_OPTS = {"optimizer": "adam", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0,
-                  "scheduler": "cosine", "name": None, "progress": False, "fingerprint": None,
-                  "amp": None, "channels_last": None}
+_PRETRAIN_OPTS = {
+    "optimizer": "adam",
+    "momentum": 0.9,
+    "nesterov": False,
+    "weight_decay": 0.0,
+    "scheduler": "cosine",
+    "name": None,
+    "progress": False,
+    "fingerprint": None,
+    "amp": None,
+    "channels_last": None,
+}
 
 
-def pretrain_dense(model_name: str, model_kwargs: dict, loaders, *, epochs: int, seed: int, lr: float,
-                   cache_dir, device="cpu", **opts) -> tuple[nn.Module, dict]:
+def pretrain_dense(
+    model_name: str, model_kwargs: dict, loaders, *, epochs: int, seed: int, lr: float, cache_dir, device="cpu", **opts
+) -> tuple[nn.Module, dict]:
     """The dense pretraining of every stage, once per seed, cached by fingerprint (``cached_fit``).
 
     ``set_seed(seed)``, ``create_model(model_name, **model_kwargs)``, then ``epochs`` epochs of
@@ -779,11 +970,29 @@ def pretrain_dense(model_name: str, model_kwargs: dict, loaders, *, epochs: int,
     if o["optimizer"] == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=o["weight_decay"])
     else:
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=o["momentum"], nesterov=o["nesterov"],
-                              weight_decay=o["weight_decay"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs)) if o["scheduler"] == "cosine" else None
-    user = {"pretrain_dense": {"model": model_name, "kwargs": canonical(dict(model_kwargs))}, **(o["fingerprint"] or {})}
-    res = cached_fit(model, loaders, epochs, opt, scheduler=sched, seed=seed, device=device,
-                     cache_dir=cache_dir, name=o["name"] or f"dense-{model_name}-seed{seed}",
-                     progress=o["progress"], fingerprint=user, amp=o["amp"], channels_last=o["channels_last"])
+        opt = torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=o["momentum"], nesterov=o["nesterov"], weight_decay=o["weight_decay"]
+        )
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs)) if o["scheduler"] == "cosine" else None
+    )
+    user = {
+        "pretrain_dense": {"model": model_name, "kwargs": canonical(dict(model_kwargs))},
+        **(o["fingerprint"] or {}),
+    }
+    res = cached_fit(
+        model,
+        loaders,
+        epochs,
+        opt,
+        scheduler=sched,
+        seed=seed,
+        device=device,
+        cache_dir=cache_dir,
+        name=o["name"] or f"dense-{model_name}-seed{seed}",
+        progress=o["progress"],
+        fingerprint=user,
+        amp=o["amp"],
+        channels_last=o["channels_last"],
+    )
     return model.eval(), res

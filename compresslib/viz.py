@@ -2,6 +2,7 @@
 
 Notebooks call these with a DataFrame and an Axes; nothing here reads globals or files.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,9 +20,19 @@ def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return d.loc[keep]
 
 
-def plot_tradeoff(ax, df: pd.DataFrame, x: str, y: str, label: str | None = None, hue: str | None = None,
-                  front: bool = True, logx: bool = False, xlabel: str | None = None,
-                  ylabel: str | None = None, **kw):
+def plot_tradeoff(
+    ax,
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    label: str | None = None,
+    hue: str | None = None,
+    front: bool = True,
+    logx: bool = False,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    **kw,
+):
     """Scatter ``y`` against ``x`` (per ``hue`` group) and draw the Pareto front as a step line."""
     groups = df.groupby(hue) if hue else [(label, df)]
     for name, g in groups:
@@ -43,6 +54,7 @@ def plot_tradeoff(ax, df: pd.DataFrame, x: str, y: str, label: str | None = None
 # Precompute, then explore: everything below reads the saved sweep tables (threshold, accuracy,
 # avg_macs, escalated) and the small model's per-image confidence; nothing retrains or re-runs models.
 
+
 def operating_point(table: pd.DataFrame, threshold: float) -> dict:
     """The sweep row whose threshold is nearest to ``threshold`` (ties -> the smaller threshold)."""
     need = {"threshold", "accuracy", "avg_macs", "escalated"}
@@ -61,8 +73,10 @@ def format_operating_point(point: dict, ref_macs: float | None = None, rule: str
     if ref_macs:
         macs += f" ({100 * point['avg_macs'] / ref_macs:.1f} % of large)"
     head = f"rule {rule} · " if rule else ""
-    return (f"<b>{head}threshold {point['threshold']:.3f}</b> · {macs} · "
-            f"accuracy {100 * point['accuracy']:.2f} % · escalated {100 * point['escalated']:.1f} %")
+    return (
+        f"<b>{head}threshold {point['threshold']:.3f}</b> · {macs} · "
+        f"accuracy {100 * point['accuracy']:.2f} % · escalated {100 * point['escalated']:.1f} %"
+    )
 
 
 def escalated_examples(scores, threshold: float, lo: float = 0.0, k: int = 6) -> np.ndarray:
@@ -74,21 +88,41 @@ def escalated_examples(scores, threshold: float, lo: float = 0.0, k: int = 6) ->
     return idx[np.argsort(-s[idx], kind="stable")][:k]
 
 
-def plot_threshold_curve(ax, tables: dict, threshold: float | None = None, rule: str | None = None,
-                         static: pd.DataFrame | None = None, oracle: dict | None = None):
+def plot_threshold_curve(
+    ax,
+    tables: dict,
+    threshold: float | None = None,
+    rule: str | None = None,
+    static: pd.DataFrame | None = None,
+    oracle: dict | None = None,
+):
     """Accuracy vs average MACs of every sweep table (one line per accumulation rule), the static
     models (``static``: columns name, macs, accuracy), the oracle point and the operating point."""
     for name, t in tables.items():
-        ax.plot(t["avg_macs"] / 1e6, 100 * t["accuracy"], "-", lw=2 if name == rule else 1,
-                alpha=1.0 if name == rule or rule is None else 0.5, label=f"cascade ({name})")
+        ax.plot(
+            t["avg_macs"] / 1e6,
+            100 * t["accuracy"],
+            "-",
+            lw=2 if name == rule else 1,
+            alpha=1.0 if name == rule or rule is None else 0.5,
+            label=f"cascade ({name})",
+        )
     if static is not None and len(static):
         ax.scatter(static["macs"] / 1e6, 100 * static["accuracy"], marker="s", c="gray", s=25, label="static models")
     if oracle is not None:
         ax.scatter([oracle["avg_macs"] / 1e6], [100 * oracle["accuracy"]], marker="*", c="k", s=80, label="oracle gate")
     if threshold is not None:
         p = operating_point(tables[rule or next(iter(tables))], threshold)
-        ax.scatter([p["avg_macs"] / 1e6], [100 * p["accuracy"]], s=90, facecolors="none", edgecolors="r", lw=2,
-                   label=f"threshold {p['threshold']:.2f}", zorder=5)
+        ax.scatter(
+            [p["avg_macs"] / 1e6],
+            [100 * p["accuracy"]],
+            s=90,
+            facecolors="none",
+            edgecolors="r",
+            lw=2,
+            label=f"threshold {p['threshold']:.2f}",
+            zorder=5,
+        )
     ax.set_xlabel("average MACs per image (M, cropper included)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(alpha=0.3)
@@ -107,8 +141,13 @@ def explorer_figure(tables: dict, thresholds=(0.05, 0.2, 0.5), rule: str | None 
     t = tables[rule]
     for th in thresholds:
         p = operating_point(t, th)
-        a1.annotate(f"hi={p['threshold']:.2f}", (p["avg_macs"] / 1e6, 100 * p["accuracy"]), fontsize=7,
-                    xytext=(5, -12), textcoords="offset points")
+        a1.annotate(
+            f"hi={p['threshold']:.2f}",
+            (p["avg_macs"] / 1e6, 100 * p["accuracy"]),
+            fontsize=7,
+            xytext=(5, -12),
+            textcoords="offset points",
+        )
         a1.scatter([p["avg_macs"] / 1e6], [100 * p["accuracy"]], s=60, facecolors="none", edgecolors="r")
     a2.plot(t["threshold"], 100 * t["escalated"], "-o", ms=2)
     a2.set_xlabel("threshold hi (softmax margin)")
@@ -118,8 +157,17 @@ def explorer_figure(tables: dict, thresholds=(0.05, 0.2, 0.5), rule: str | None 
     return fig
 
 
-def explorer_snapshot(tables: dict, threshold: float, rule: str | None = None, scores=None, images=None,
-                      lo: float = 0.0, static=None, oracle=None, n_examples: int = 6):
+def explorer_snapshot(
+    tables: dict,
+    threshold: float,
+    rule: str | None = None,
+    scores=None,
+    images=None,
+    lo: float = 0.0,
+    static=None,
+    oracle=None,
+    n_examples: int = 6,
+):
     """One frame of the explorer: the curve with the operating point and, if ``scores``/``images``
     are given, the escalated examples nearest the threshold."""
     import matplotlib.pyplot as plt
@@ -143,8 +191,17 @@ def explorer_snapshot(tables: dict, threshold: float, rule: str | None = None, s
     return fig
 
 
-def threshold_explorer(tables: dict, scores=None, images=None, lo: float = 0.0, ref_macs: float | None = None,
-                       static=None, oracle=None, n_examples: int = 6, plot: bool = True):
+def threshold_explorer(
+    tables: dict,
+    scores=None,
+    images=None,
+    lo: float = 0.0,
+    ref_macs: float | None = None,
+    static=None,
+    oracle=None,
+    n_examples: int = 6,
+    plot: bool = True,
+):
     """ipywidgets explorer: FloatSlider "threshold" + Dropdown "accumulation" -> HTML read-out
     (MACs, accuracy, escalated) + curve + the escalated examples. Returns a VBox with attributes
     ``slider``, ``rule``, ``readout``, ``output`` and ``update()`` (called on every change)."""
@@ -157,8 +214,15 @@ def threshold_explorer(tables: dict, scores=None, images=None, lo: float = 0.0, 
     first = tables[next(iter(tables))]
     ths = np.sort(first["threshold"].to_numpy(dtype=float))
     step = float(np.round(np.min(np.diff(ths)), 6)) if len(ths) > 1 else 0.01
-    slider = W.FloatSlider(value=float(ths[len(ths) // 2]), min=float(ths[0]), max=float(ths[-1]), step=step,
-                           description="threshold", continuous_update=False, readout_format=".3f")
+    slider = W.FloatSlider(
+        value=float(ths[len(ths) // 2]),
+        min=float(ths[0]),
+        max=float(ths[-1]),
+        step=step,
+        description="threshold",
+        continuous_update=False,
+        readout_format=".3f",
+    )
     rule = W.Dropdown(options=list(tables), value=next(iter(tables)), description="accumulation")
     readout = W.HTML()
     output = W.Output()
@@ -173,8 +237,7 @@ def threshold_explorer(tables: dict, scores=None, images=None, lo: float = 0.0, 
 
         with output:
             output.clear_output(wait=True)
-            fig = explorer_snapshot(tables, p["threshold"], rule.value, scores, images, lo, static, oracle,
-                                    n_examples)
+            fig = explorer_snapshot(tables, p["threshold"], rule.value, scores, images, lo, static, oracle, n_examples)
             plt.show()
             plt.close(fig)
 

@@ -18,6 +18,7 @@ Paper profiles that need it: ecc_mobilenet_imagenet, ecc_alexnet_imagenet, sqjoi
 (the EdgeCompress profile uses ImageNet only for its dry-run cost tables). Check a profile with
     python -m compresslib.reproduce --profile paper/NAME --data-root DATA_ROOT --dry-run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,13 +81,19 @@ def check_root(path: Path) -> list[str]:
             continue
         c, n = check(folder)
         wnids[split] = {d.name for d in folder.iterdir() if d.is_dir()}
-        note = "" if (c, n) == FULL[split] else f"  (full ILSVRC-2012: {FULL[split][0]} classes, {FULL[split][1]:,} images)"
+        note = (
+            ""
+            if (c, n) == FULL[split]
+            else f"  (full ILSVRC-2012: {FULL[split][0]} classes, {FULL[split][1]:,} images)"
+        )
         print(f"{folder}: {c} classes, {n:,} images{note}")
         if not c:
             problems.append(f"{folder} has no class folders")
     if len(wnids) == 2 and wnids["train"] != wnids["val"]:
         diff = sorted(wnids["train"] ^ wnids["val"])
-        problems.append(f"train and val class folders differ ({len(diff)} wnids, e.g. {diff[:3]}): labels would not match")
+        problems.append(
+            f"train and val class folders differ ({len(diff)} wnids, e.g. {diff[:3]}): labels would not match"
+        )
     return problems
 
 
@@ -115,8 +122,12 @@ def main(argv=None) -> int:
     g.add_argument("--copy", action="store_true")
     g.add_argument("--symlink", action="store_true")
     ap.add_argument("--train-tar", type=Path, help="ILSVRC2012_img_train.tar to unpack into --out")
-    ap.add_argument("--check", type=Path, metavar="DIR",
-                    help="DATA_ROOT (checks imagenet/train and imagenet/val) or one split folder")
+    ap.add_argument(
+        "--check",
+        type=Path,
+        metavar="DIR",
+        help="DATA_ROOT (checks imagenet/train and imagenet/val) or one split folder",
+    )
     args = ap.parse_args(argv)
     if args.check:
         base = args.check / "imagenet" if (args.check / "imagenet").is_dir() else args.check

@@ -21,6 +21,7 @@ camp_resnet44_cifar10 (cifar10); ec2t_micronet_cifar100, camp_resnet44_cifar100 
 ImageNet: see data_prep/imagenet_val_folders.py. Then check a whole profile with
     python -m compresslib.reproduce --profile paper/NAME --data-root DATA_ROOT --dry-run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,12 @@ from pathlib import Path
 
 CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 PAPER_SETS = ("mnist", "cifar10", "cifar100")  # what profiles/paper/*.yaml read
-SIZES = {"mnist": (60000, 10000), "fashion-mnist": (60000, 10000), "cifar10": (50000, 10000),
-         "cifar100": (50000, 10000)}
+SIZES = {
+    "mnist": (60000, 10000),
+    "fashion-mnist": (60000, 10000),
+    "cifar10": (50000, 10000),
+    "cifar100": (50000, 10000),
+}
 
 
 def check(dataset: str, root: str) -> list[str]:
@@ -46,8 +51,10 @@ def check(dataset: str, root: str) -> list[str]:
         try:
             n = len(getattr(tvd, CLASSES[dataset])(root, train=train, download=False))
         except RuntimeError as e:
-            problems.append(f"{dataset} {split} split missing under {root}: {e}\n"
-                            f"    prepare it: python data_prep/prepare_torchvision.py --dataset {dataset} --root {root}")
+            problems.append(
+                f"{dataset} {split} split missing under {root}: {e}\n"
+                f"    prepare it: python data_prep/prepare_torchvision.py --dataset {dataset} --root {root}"
+            )
             continue
         note = "" if n == full else f"  (the full set has {full:,}: a subset?)"
         print(f"{dataset} {split}: {n:,} images{note}")
@@ -78,13 +85,25 @@ def unpack(dataset: str, root: Path, archives: list[Path]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=sorted(CLASSES),
-                    help="one dataset (--check DIR alone checks mnist, cifar10 and cifar100)")
+    ap.add_argument(
+        "--dataset", choices=sorted(CLASSES), help="one dataset (--check DIR alone checks mnist, cifar10 and cifar100)"
+    )
     ap.add_argument("--root", help="DATA_ROOT folder")
-    ap.add_argument("--check", nargs="?", const=True, default=None, metavar="DIR",
-                    help="only verify the layout under DIR (or --root), never download")
-    ap.add_argument("--from-archive", nargs="+", type=Path, metavar="FILE",
-                    help="unpack already-downloaded archives instead of downloading")
+    ap.add_argument(
+        "--check",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="DIR",
+        help="only verify the layout under DIR (or --root), never download",
+    )
+    ap.add_argument(
+        "--from-archive",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="unpack already-downloaded archives instead of downloading",
+    )
     args = ap.parse_args(argv)
     root = args.check if isinstance(args.check, str) else args.root
     if root is None:
@@ -101,9 +120,11 @@ def main(argv=None) -> int:
                 try:
                     getattr(tvd, CLASSES[args.dataset])(root, train=train, download=True)
                 except Exception as e:  # offline machines end here
-                    print(f"download failed ({type(e).__name__}: {e}); download the archives elsewhere and "
-                          "use --from-archive, or copy the files into the layout above, then --check",
-                          file=sys.stderr)
+                    print(
+                        f"download failed ({type(e).__name__}: {e}); download the archives elsewhere and "
+                        "use --from-archive, or copy the files into the layout above, then --check",
+                        file=sys.stderr,
+                    )
                     return 2
     problems = []
     for name in [args.dataset] if args.dataset else PAPER_SETS:

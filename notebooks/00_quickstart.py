@@ -30,23 +30,23 @@
 # curve and one short masked fine-tune.
 
 # %% tags=["parameters"]
-PROFILE = "default"       # profile name (set by compresslib.reproduce)
-SEED = 0                  # seed for splits' shuffling, init and training; range [0, 2147483647]
-DATASET = "mnist5k"       # registered dataset (digits, mnist5k, mnist, cifar10, ...)
-DATA_ROOT = ""            # folder of real datasets (empty: embedded data only)
+PROFILE = "default"  # profile name (set by compresslib.reproduce)
+SEED = 0  # seed for splits' shuffling, init and training; range [0, 2147483647]
+DATASET = "mnist5k"  # registered dataset (digits, mnist5k, mnist, cifar10, ...)
+DATA_ROOT = ""  # folder of real datasets (empty: embedded data only)
 OUT_DIR = "../artifacts/00_quickstart"  # where figures, tables and metrics.json go
-DEVICE = "cpu"            # cpu or cuda
-EPOCHS = 8                # dense training epochs; range [1, 10000]
-MODEL = "lenet5_caffe"    # registered model (20-50-500 LeNet-5 at 28x28)
-IMAGE_SIZE = 28           # input side in pixels (images are resized); range [4, 1024]
-BATCH_SIZE = 64           # training batch size; range [1, 65536]
-LR = 0.001                # Adam learning rate; range (0, 10]
-SUBSET = 0                # cap on training images, 0 means all (smoke runs use a subset); range [0, inf)
+DEVICE = "cpu"  # cpu or cuda
+EPOCHS = 8  # dense training epochs; range [1, 10000]
+MODEL = "lenet5_caffe"  # registered model (20-50-500 LeNet-5 at 28x28)
+IMAGE_SIZE = 28  # input side in pixels (images are resized); range [4, 1024]
+BATCH_SIZE = 64  # training batch size; range [1, 65536]
+LR = 0.001  # Adam learning rate; range (0, 10]
+SUBSET = 0  # cap on training images, 0 means all (smoke runs use a subset); range [0, inf)
 SPARSITIES = "0.5,0.8,0.9,0.95,0.98"  # one-shot magnitude pruning levels
-PRUNE_SCOPE = "global"    # global: one threshold over all layers; layer: same sparsity per layer
+PRUNE_SCOPE = "global"  # global: one threshold over all layers; layer: same sparsity per layer
 FINETUNE_SPARSITY = 0.95  # sparsity of the masked fine-tune run; range [0, 1)
-FINETUNE_EPOCHS = 2       # masked fine-tune epochs, 0 skips it; range [0, 10000]
-LATENCY_THREADS = 1       # threads used for the latency measurement; range [1, 256]
+FINETUNE_EPOCHS = 2  # masked fine-tune epochs, 0 skips it; range [0, 10000]
+LATENCY_THREADS = 1  # threads used for the latency measurement; range [1, 256]
 
 # %%
 from pathlib import Path
@@ -57,7 +57,7 @@ import pandas as pd
 import torch
 
 import compresslib
-from compresslib import cost, data, models, prune, results, train
+from compresslib import cost, data, prune, results, train
 
 threads = compresslib.set_threads()
 sparsities = [float(s) for s in SPARSITIES.split(",") if s.strip()]
@@ -66,11 +66,14 @@ if not all(0 <= s < 1 for s in sparsities):
 out = Path(OUT_DIR)
 out.mkdir(parents=True, exist_ok=True)
 train.set_seed(SEED)
-loaders = data.get_loaders(DATASET, batch_size=BATCH_SIZE, seed=SEED, root=DATA_ROOT or None,
-                           image_size=IMAGE_SIZE, subset=SUBSET or None)
+loaders = data.get_loaders(
+    DATASET, batch_size=BATCH_SIZE, seed=SEED, root=DATA_ROOT or None, image_size=IMAGE_SIZE, subset=SUBSET or None
+)
 input_size = (loaders.in_channels, IMAGE_SIZE, IMAGE_SIZE)
-print(f"{DATASET}: {len(loaders.train.dataset)} train / {len(loaders.val.dataset)} val / "
-      f"{len(loaders.test.dataset)} test images, input {input_size}, torch threads {threads}")
+print(
+    f"{DATASET}: {len(loaders.train.dataset)} train / {len(loaders.val.dataset)} val / "
+    f"{len(loaders.test.dataset)} test images, input {input_size}, torch threads {threads}"
+)
 
 # %% [markdown]
 # ## Dense training
@@ -83,16 +86,26 @@ print(f"{DATASET}: {len(loaders.train.dataset)} train / {len(loaders.val.dataset
 # %%
 cache = results.cache_dir(out)
 model_kwargs = dict(num_classes=loaders.num_classes, in_channels=loaders.in_channels, image_size=IMAGE_SIZE)
-model, res = train.pretrain_dense(MODEL, model_kwargs, loaders, epochs=EPOCHS, seed=SEED, lr=LR,
-                                  cache_dir=cache, device=DEVICE, progress=True)
-results.record_model(out, "dense", model=MODEL, kwargs=model_kwargs, checkpoint=res["checkpoint"],
-                     accuracy=res["test_accuracy"], split="test")
+model, res = train.pretrain_dense(
+    MODEL, model_kwargs, loaders, epochs=EPOCHS, seed=SEED, lr=LR, cache_dir=cache, device=DEVICE, progress=True
+)
+results.record_model(
+    out,
+    "dense",
+    model=MODEL,
+    kwargs=model_kwargs,
+    checkpoint=res["checkpoint"],
+    accuracy=res["test_accuracy"],
+    split="test",
+)
 hist = pd.DataFrame(res["history"])
 hist
 
 # %%
-print(f"dense test accuracy {res['test_accuracy']:.4f} (val {res.get('val_accuracy', float('nan')):.4f}), "
-      f"{res['seconds_per_epoch']:.1f} s/epoch")
+print(
+    f"dense test accuracy {res['test_accuracy']:.4f} (val {res.get('val_accuracy', float('nan')):.4f}), "
+    f"{res['seconds_per_epoch']:.1f} s/epoch"
+)
 
 # %% [markdown]
 # ## What does the dense model cost?
@@ -112,31 +125,59 @@ dense_table
 # of stage 03 escape).
 
 # %%
-rows = [{"sparsity": 0.0, "test_accuracy": res["test_accuracy"], "nnz_macs": float(dense_table.nnz_macs.sum()),
-         "dense_macs": int(dense_table.macs.sum()), "nnz_params": int(dense_table.nnz.sum()),
-         "latency_ms": dense_lat["median_ms"], "finetuned": False}]
+rows = [
+    {
+        "sparsity": 0.0,
+        "test_accuracy": res["test_accuracy"],
+        "nnz_macs": float(dense_table.nnz_macs.sum()),
+        "dense_macs": int(dense_table.macs.sum()),
+        "nnz_params": int(dense_table.nnz.sum()),
+        "latency_ms": dense_lat["median_ms"],
+        "finetuned": False,
+    }
+]
 for s in sparsities:
     m = copy.deepcopy(model)
     masks = prune.magnitude_prune_(m, s, scope=PRUNE_SCOPE)
     t = cost.layer_table(m, input_size)
-    rows.append({"sparsity": round(prune.sparsity_of(m), 4),
-                 "test_accuracy": train.evaluate(m, loaders.test, DEVICE)["accuracy"],
-                 "nnz_macs": float(t.nnz_macs.sum()), "dense_macs": int(t.macs.sum()),
-                 "nnz_params": int(t.nnz.sum()),
-                 "latency_ms": cost.measure_latency(m, input_size, threads=LATENCY_THREADS)["median_ms"],
-                 "finetuned": False})
+    rows.append(
+        {
+            "sparsity": round(prune.sparsity_of(m), 4),
+            "test_accuracy": train.evaluate(m, loaders.test, DEVICE)["accuracy"],
+            "nnz_macs": float(t.nnz_macs.sum()),
+            "dense_macs": int(t.macs.sum()),
+            "nnz_params": int(t.nnz.sum()),
+            "latency_ms": cost.measure_latency(m, input_size, threads=LATENCY_THREADS)["median_ms"],
+            "finetuned": False,
+        }
+    )
 if FINETUNE_EPOCHS > 0:
     m = copy.deepcopy(model)
     masks = prune.magnitude_prune_(m, FINETUNE_SPARSITY, scope=PRUNE_SCOPE)
     ft_opt = torch.optim.Adam(m.parameters(), lr=LR / 3)
-    ft = train.cached_fit(m, loaders, FINETUNE_EPOCHS, ft_opt, callbacks=[prune.MaskCallback(masks)],
-                          device=DEVICE, seed=SEED, cache_dir=cache, name=f"finetune{FINETUNE_SPARSITY:g}")
+    ft = train.cached_fit(
+        m,
+        loaders,
+        FINETUNE_EPOCHS,
+        ft_opt,
+        callbacks=[prune.MaskCallback(masks)],
+        device=DEVICE,
+        seed=SEED,
+        cache_dir=cache,
+        name=f"finetune{FINETUNE_SPARSITY:g}",
+    )
     t = cost.layer_table(m, input_size)
-    rows.append({"sparsity": round(prune.sparsity_of(m), 4), "test_accuracy": ft["test_accuracy"],
-                 "nnz_macs": float(t.nnz_macs.sum()), "dense_macs": int(t.macs.sum()),
-                 "nnz_params": int(t.nnz.sum()),
-                 "latency_ms": cost.measure_latency(m, input_size, threads=LATENCY_THREADS)["median_ms"],
-                 "finetuned": True})
+    rows.append(
+        {
+            "sparsity": round(prune.sparsity_of(m), 4),
+            "test_accuracy": ft["test_accuracy"],
+            "nnz_macs": float(t.nnz_macs.sum()),
+            "dense_macs": int(t.macs.sum()),
+            "nnz_params": int(t.nnz.sum()),
+            "latency_ms": cost.measure_latency(m, input_size, threads=LATENCY_THREADS)["median_ms"],
+            "finetuned": True,
+        }
+    )
 sweep = pd.DataFrame(rows)
 sweep
 
@@ -144,7 +185,9 @@ sweep
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
 one_shot, tuned = sweep[~sweep.finetuned], sweep[sweep.finetuned]
 axes[0].plot(one_shot.sparsity * 100, one_shot.test_accuracy * 100, "o-", label="one-shot")
-axes[0].plot(tuned.sparsity * 100, tuned.test_accuracy * 100, "s", ms=9, label=f"+{FINETUNE_EPOCHS} ep masked fine-tune")
+axes[0].plot(
+    tuned.sparsity * 100, tuned.test_accuracy * 100, "s", ms=9, label=f"+{FINETUNE_EPOCHS} ep masked fine-tune"
+)
 axes[0].set(xlabel="weight sparsity (%)", ylabel="test accuracy (%)", title=f"{MODEL} on {DATASET}")
 axes[0].legend()
 axes[0].grid(alpha=0.3)
@@ -160,10 +203,17 @@ results.save_figure(fig, out / "accuracy_vs_sparsity.png")
 results.save_table(dense_table.assign(out_shape=dense_table.out_shape.astype(str)), out / "cost_table.csv")
 results.save_table(sweep, out / "sparsity_sweep.csv")
 metrics = {
-    "model": MODEL, "dataset": DATASET, "seed": SEED, "epochs": EPOCHS,
-    "test_accuracy": res["test_accuracy"], "val_accuracy": res.get("val_accuracy"),
-    "dense_macs": int(dense_table.macs.sum()), "params": int(dense_table.params.sum()),
-    "dense_latency_ms": dense_lat["median_ms"], "latency_threads": LATENCY_THREADS, "latency_batch": 1,
+    "model": MODEL,
+    "dataset": DATASET,
+    "seed": SEED,
+    "epochs": EPOCHS,
+    "test_accuracy": res["test_accuracy"],
+    "val_accuracy": res.get("val_accuracy"),
+    "dense_macs": int(dense_table.macs.sum()),
+    "params": int(dense_table.params.sum()),
+    "dense_latency_ms": dense_lat["median_ms"],
+    "latency_threads": LATENCY_THREADS,
+    "latency_batch": 1,
     "seconds_per_epoch": res["seconds_per_epoch"],
     "sparsity_sweep": sweep[["sparsity", "test_accuracy", "nnz_macs", "finetuned"]].to_dict("records"),
 }

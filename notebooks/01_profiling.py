@@ -30,26 +30,26 @@
 # The CSV is appended row by row: an interrupted run resumes and skips measured rows.
 
 # %% tags=["parameters"]
-PROFILE = "default"       # profile name (set by compresslib.reproduce)
-SEED = 0                  # global seed (torch init of the latency nets); range [0, 2147483647]
-DATASET = "mnist5k"       # not used here: profiling needs no data
-DATA_ROOT = ""            # not used here
+PROFILE = "default"  # profile name (set by compresslib.reproduce)
+SEED = 0  # global seed (torch init of the latency nets); range [0, 2147483647]
+DATASET = "mnist5k"  # not used here: profiling needs no data
+DATA_ROOT = ""  # not used here
 OUT_DIR = "../artifacts/01_profiling"  # where the profiles, figure and metrics.json go
-DEVICE = "cpu"            # cpu or cuda (latency measurements)
-EPOCHS = 0                # not used here: nothing is trained; range [0, 10000]
-NET = "lenet5"            # narrowable net for the main profile (lenet5, alexnet, mobilenet_v1, small_convnet)
+DEVICE = "cpu"  # cpu or cuda (latency measurements)
+EPOCHS = 0  # not used here: nothing is trained; range [0, 10000]
+NET = "lenet5"  # narrowable net for the main profile (lenet5, alexnet, mobilenet_v1, small_convnet)
 COST_DEVICE = "analytic"  # main cost device: analytic, latency or nvml
-N_SAMPLES = 2000          # random width vectors measured on the main device; range [1, 1000000]
-SAMPLE_SEED = 1           # seed of the width sampler (the ECC code uses random.seed(1)); range [0, 2147483647]
-NUM_CLASSES = 10          # s_L; range [2, 100000]
-IMAGE_SIZE = 32           # input side in pixels; range [8, 1024]
+N_SAMPLES = 2000  # random width vectors measured on the main device; range [1, 1000000]
+SAMPLE_SEED = 1  # seed of the width sampler (the ECC code uses random.seed(1)); range [0, 2147483647]
+NUM_CLASSES = 10  # s_L; range [2, 100000]
+IMAGE_SIZE = 32  # input side in pixels; range [8, 1024]
 LATENCY_NET = "small_convnet"  # conv-heavy net for the black-box latency profile
-N_LATENCY = 150           # latency samples, 0 skips the latency profile; range [0, 1000000]
-LATENCY_BATCH = 16        # batch size of the latency measurement; range [1, 65536]
-LATENCY_REPEATS = 10      # timed forward passes per sample (median and IQR reported); range [3, 100000]
-LATENCY_THREADS = 1       # torch threads during latency measurement; range [1, 256]
-TRY_NVML = True           # also try NVML GPU energy (skipped cleanly without GPU/pynvml)
-N_NVML = 100              # NVML samples when available; range [0, 1000000]
+N_LATENCY = 150  # latency samples, 0 skips the latency profile; range [0, 1000000]
+LATENCY_BATCH = 16  # batch size of the latency measurement; range [1, 65536]
+LATENCY_REPEATS = 10  # timed forward passes per sample (median and IQR reported); range [3, 100000]
+LATENCY_THREADS = 1  # torch threads during latency measurement; range [1, 256]
+TRY_NVML = True  # also try NVML GPU energy (skipped cleanly without GPU/pynvml)
+N_NVML = 100  # NVML samples when available; range [0, 1000000]
 
 # %%
 import time
@@ -65,8 +65,12 @@ from compresslib.energy.profile import get_device, load_profile, run_profile
 from compresslib.models.narrow import NARROW_NETS
 
 threads = compresslib.set_threads()
-for name, value in {"N_SAMPLES": N_SAMPLES, "N_LATENCY": N_LATENCY, "LATENCY_BATCH": LATENCY_BATCH,
-                    "LATENCY_REPEATS": LATENCY_REPEATS}.items():
+for name, value in {
+    "N_SAMPLES": N_SAMPLES,
+    "N_LATENCY": N_LATENCY,
+    "LATENCY_BATCH": LATENCY_BATCH,
+    "LATENCY_REPEATS": LATENCY_REPEATS,
+}.items():
     lo = {"N_SAMPLES": 1, "LATENCY_BATCH": 1, "LATENCY_REPEATS": 3}.get(name, 0)
     if value < lo:
         raise ValueError(f"{name} must be >= {lo}, got {value}")
@@ -88,8 +92,7 @@ def make_device(name, net, **kw):
 
 
 main_device = make_device(COST_DEVICE, NET)
-print(f"{NET}: dense widths S = {main_device.S}; device {COST_DEVICE} ({main_device.unit}); "
-      f"torch threads {threads}")
+print(f"{NET}: dense widths S = {main_device.S}; device {COST_DEVICE} ({main_device.unit}); torch threads {threads}")
 
 # %% [markdown]
 # ## Main profile
@@ -106,9 +109,11 @@ df = pd.DataFrame(prof["widths"], columns=[f"w{j}" for j in range(len(S))])
 df["cost"], df["time"] = prof["cost"], prof["time"]
 ref = prof["meta"]["reference"]
 df["relative_cost"] = df.cost / ref["dense"]
-print(f"{len(df)} samples in {csv_path.name} ({seconds:.1f} s this run); "
-      f"empty model {ref['empty']:.4g}, dense {ref['dense']:.4g} {prof['meta']['unit']} "
-      f"(floor = {ref['empty'] / ref['dense']:.3f} of dense)")
+print(
+    f"{len(df)} samples in {csv_path.name} ({seconds:.1f} s this run); "
+    f"empty model {ref['empty']:.4g}, dense {ref['dense']:.4g} {prof['meta']['unit']} "
+    f"(floor = {ref['empty'] / ref['dense']:.3f} of dense)"
+)
 df.describe().T[["mean", "min", "max"]]
 
 # %% [markdown]
@@ -134,8 +139,10 @@ if N_LATENCY > 0:
     t0 = time.perf_counter()
     lat_csv = run_profile(lat_device, N_LATENCY, out, seed=SAMPLE_SEED)
     extra["latency"] = load_profile(lat_csv, net=LATENCY_NET)
-    print(f"latency profile of {LATENCY_NET}: {len(extra['latency']['cost'])} samples, batch {LATENCY_BATCH}, "
-          f"{LATENCY_THREADS} thread(s), {time.perf_counter() - t0:.1f} s this run -> {lat_csv.name}")
+    print(
+        f"latency profile of {LATENCY_NET}: {len(extra['latency']['cost'])} samples, batch {LATENCY_BATCH}, "
+        f"{LATENCY_THREADS} thread(s), {time.perf_counter() - t0:.1f} s this run -> {lat_csv.name}"
+    )
 if TRY_NVML:
     try:
         nvml_device = make_device("nvml", NET)
@@ -162,10 +169,16 @@ fig.tight_layout()
 results.save_figure(fig, out / "cost_distribution.png")
 
 # %%
-metrics = {"net": NET, "device": COST_DEVICE, "n_samples": len(df), "dense_cost": ref["dense"],
-           "empty_cost": ref["empty"], "floor_fraction": ref["empty"] / ref["dense"],
-           "seconds_per_sample": float(df.time.mean()),
-           "latency_samples": len(extra["latency"]["cost"]) if "latency" in extra else 0}
+metrics = {
+    "net": NET,
+    "device": COST_DEVICE,
+    "n_samples": len(df),
+    "dense_cost": ref["dense"],
+    "empty_cost": ref["empty"],
+    "floor_fraction": ref["empty"] / ref["dense"],
+    "seconds_per_sample": float(df.time.mean()),
+    "latency_samples": len(extra["latency"]["cost"]) if "latency" in extra else 0,
+}
 results.write_metrics(out, metrics)
 print(metrics)
 

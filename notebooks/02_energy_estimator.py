@@ -28,22 +28,22 @@
 # `coefficients.png`, `metrics.json` (`val_mre_bilinear`, `val_mre_linear`, `val_mre_mlp`).
 
 # %% tags=["parameters"]
-PROFILE = "default"       # profile name (set by compresslib.reproduce)
-SEED = 0                  # seed of the MLP ablation's initialisation; range [0, 2147483647]
-DATASET = "mnist5k"       # not used here
-DATA_ROOT = ""            # not used here
+PROFILE = "default"  # profile name (set by compresslib.reproduce)
+SEED = 0  # seed of the MLP ablation's initialisation; range [0, 2147483647]
+DATASET = "mnist5k"  # not used here
+DATA_ROOT = ""  # not used here
 OUT_DIR = "../artifacts/02_energy_estimator"  # where the estimator, figures and metrics.json go
-DEVICE = "cpu"            # not used here (fits run on the CPU)
-EPOCHS = 0                # not used here (see SGD_EPOCHS / MLP_EPOCHS); range [0, 10000]
-NET = "lenet5"            # net whose profile is fitted (must match stage 01)
+DEVICE = "cpu"  # not used here (fits run on the CPU)
+EPOCHS = 0  # not used here (see SGD_EPOCHS / MLP_EPOCHS); range [0, 10000]
+NET = "lenet5"  # net whose profile is fitted (must match stage 01)
 COST_DEVICE = "analytic"  # which stage-01 profile to fit
-WD = 0.001                # ridge / weight-decay strength (the code's --wd); range [0, 100]
-TRAIN_FRACTION = 0.8      # train share of the shuffled samples; range (0, 1)
-SPLIT_SEED = 117          # shuffle seed (the code uses 117); range [0, 2147483647]
-SGD_EPOCHS = 10000        # full-batch Adam epochs for the SGD fit; range [1, 10000000]
-SGD_LR = 0.001            # Adam learning rate of the SGD fit; range (0, 10]
-MLP_EPOCHS = 2000         # full-batch Adam epochs for the MLP ablation; range [1, 10000000]
-MLP_HIDDEN = 64           # hidden units of the MLP ablation; range [1, 100000]
+WD = 0.001  # ridge / weight-decay strength (the code's --wd); range [0, 100]
+TRAIN_FRACTION = 0.8  # train share of the shuffled samples; range (0, 1)
+SPLIT_SEED = 117  # shuffle seed (the code uses 117); range [0, 2147483647]
+SGD_EPOCHS = 10000  # full-batch Adam epochs for the SGD fit; range [1, 10000000]
+SGD_LR = 0.001  # Adam learning rate of the SGD fit; range (0, 10]
+MLP_EPOCHS = 2000  # full-batch Adam epochs for the MLP ablation; range [1, 10000000]
+MLP_HIDDEN = 64  # hidden units of the MLP ablation; range [1, 100000]
 LATENCY_NET = "small_convnet"  # also fit stage 01's latency profile of this net if it exists
 
 # %%
@@ -72,39 +72,57 @@ S, ref = prof["meta"]["S"], prof["meta"]["reference"]
 widths = torch.tensor(prof["widths"], dtype=torch.float64)
 cost = torch.tensor(prof["cost"], dtype=torch.float64)
 tr, va = bilinear.split_indices(len(cost), TRAIN_FRACTION, SPLIT_SEED)
-print(f"{csv_path.name}: {len(cost)} samples ({len(tr)} train / {len(va)} val), S = {S}, "
-      f"unit {prof['meta']['unit']}, threads {threads}")
+print(
+    f"{csv_path.name}: {len(cost)} samples ({len(tr)} train / {len(va)} val), S = {S}, "
+    f"unit {prof['meta']['unit']}, threads {threads}"
+)
 
 # %% [markdown]
 # ## Fits and ablations
 # Costs are divided by the dense cost before fitting (so Ê(dense) ≈ 1 and budgets are fractions);
 # the ridge system is (XᵀX + 0.5·wd·I) w = XᵀY with the bias column regularised too, as in the code.
 
+
 # %%
 def fit_all(widths, cost, S, dense, tag):
     meta = dict(net=prof["meta"]["net"] if tag == "main" else tag, device=COST_DEVICE, unit=prof["meta"]["unit"])
     fits = {
         "bilinear (ridge)": bilinear.fit(widths[tr_], cost[tr_], S, "bilinear", "ridge", WD, scale=dense, **meta),
-        "bilinear (Adam)": bilinear.fit(widths[tr_], cost[tr_], S, "bilinear", "sgd", WD, SGD_EPOCHS, SGD_LR,
-                                        scale=dense, **meta),
+        "bilinear (Adam)": bilinear.fit(
+            widths[tr_], cost[tr_], S, "bilinear", "sgd", WD, SGD_EPOCHS, SGD_LR, scale=dense, **meta
+        ),
         "linear in widths": bilinear.fit(widths[tr_], cost[tr_], S, "linear", "ridge", WD, scale=dense, **meta),
-        "bilinear + linear": bilinear.fit(widths[tr_], cost[tr_], S, "bilinear+linear", "ridge", WD, scale=dense,
-                                          **meta),
+        "bilinear + linear": bilinear.fit(
+            widths[tr_], cost[tr_], S, "bilinear+linear", "ridge", WD, scale=dense, **meta
+        ),
     }
     preds = {k: bilinear.predict(m, widths[va_]) for k, m in fits.items()}
     train.set_seed(SEED)
     mlp = bilinear.fit_mlp(widths[tr_], cost[tr_], S, MLP_HIDDEN, MLP_EPOCHS, seed=SEED)
     preds[f"MLP ({MLP_HIDDEN} SELU)"] = mlp(widths[va_])
-    rows = [{"profile": tag, "model": k, "val_mre": bilinear.mre(cost[va_], p),
-             "val_max_rel_error": float(((cost[va_] - p).abs() / cost[va_]).max())} for k, p in preds.items()]
+    rows = [
+        {
+            "profile": tag,
+            "model": k,
+            "val_mre": bilinear.mre(cost[va_], p),
+            "val_max_rel_error": float(((cost[va_] - p).abs() / cost[va_]).max()),
+        }
+        for k, p in preds.items()
+    ]
     return fits, preds, rows
 
 
 tr_, va_ = tr, va
 fits, preds, rows = fit_all(widths, cost, S, ref["dense"], "main")
 est = fits["bilinear (ridge)"]
-est.info = {"val_mre": rows[0]["val_mre"], "n_train": len(tr), "n_val": len(va), "profile": csv_path.name,
-            "dense_cost": ref["dense"], "empty_cost": ref["empty"]}
+est.info = {
+    "val_mre": rows[0]["val_mre"],
+    "n_train": len(tr),
+    "n_val": len(va),
+    "profile": csv_path.name,
+    "dense_cost": ref["dense"],
+    "empty_cost": ref["empty"],
+}
 est_path = bilinear.save(est, out / f"{NET}_{COST_DEVICE}_bilinear.json")
 errors = pd.DataFrame(rows)
 errors
@@ -147,8 +165,11 @@ results.save_figure(fig2, out / "coefficients.png")
 
 # %%
 main = errors[errors.profile == "main"].set_index("model").val_mre
-metrics = {"val_mre_bilinear": float(main["bilinear (ridge)"]), "val_mre_linear": float(main["linear in widths"]),
-           "val_mre_mlp": float(main[f"MLP ({MLP_HIDDEN} SELU)"])}
+metrics = {
+    "val_mre_bilinear": float(main["bilinear (ridge)"]),
+    "val_mre_linear": float(main["linear in widths"]),
+    "val_mre_mlp": float(main[f"MLP ({MLP_HIDDEN} SELU)"]),
+}
 results.write_metrics(out, metrics)
 print(metrics, "->", est_path.name)
 

@@ -38,37 +38,37 @@
 # `results.cache_dir(OUT_DIR)`, so a re-run recomputes only what changed.
 
 # %% tags=["parameters"]
-PROFILE = "default"       # profile name (set by compresslib.reproduce)
-SEED = 0                  # base seed (added to every entry of SEEDS); range [0, 2147483647]
-DATASET = "mnist5k"       # registered dataset
-DATA_ROOT = ""            # folder of real datasets (empty: embedded data only)
+PROFILE = "default"  # profile name (set by compresslib.reproduce)
+SEED = 0  # base seed (added to every entry of SEEDS); range [0, 2147483647]
+DATASET = "mnist5k"  # registered dataset
+DATA_ROOT = ""  # folder of real datasets (empty: embedded data only)
 OUT_DIR = "../artifacts/03_ecc_admm"  # where tables, figures and metrics.json go
-DEVICE = "cpu"            # cpu or cuda
-EPOCHS = 15               # dense pretraining epochs (Adam); range [1, 10000]
-NET = "lenet5"            # narrowable net the estimator was fitted for
-MODEL = "lenet5"          # registered chain model trained here (same layers as NET)
+DEVICE = "cpu"  # cpu or cuda
+EPOCHS = 15  # dense pretraining epochs (Adam); range [1, 10000]
+NET = "lenet5"  # narrowable net the estimator was fitted for
+MODEL = "lenet5"  # registered chain model trained here (same layers as NET)
 COST_DEVICE = "analytic"  # which stage-02 estimator to use
-IMAGE_SIZE = 32           # input side in pixels (mnist5k is resized to 32x32 as in ICLR'19); range [8, 1024]
-BATCH_SIZE = 64           # mini-batch size (one ADMM iteration per batch); range [1, 65536]
-LR = 0.001                # dense pretraining learning rate; range (0, 10]
-SUBSET = 0                # cap on training images, 0 means all (smoke runs use a subset); range [0, inf)
-SEEDS = "0,1,2"           # seeds: each gets its own dense net, ECC and uniform runs
+IMAGE_SIZE = 32  # input side in pixels (mnist5k is resized to 32x32 as in ICLR'19); range [8, 1024]
+BATCH_SIZE = 64  # mini-batch size (one ADMM iteration per batch); range [1, 65536]
+LR = 0.001  # dense pretraining learning rate; range (0, 10]
+SUBSET = 0  # cap on training images, 0 means all (smoke runs use a subset); range [0, inf)
+SEEDS = "0,1,2"  # seeds: each gets its own dense net, ECC and uniform runs
 BUDGETS = "0.5,0.3,0.2,0.1"  # energy budgets B as fractions of the dense estimate
-ABSOLUTE_BUDGET = False   # True: BUDGETS are absolute estimator units instead of fractions
-MAX_EPOCHS = 80           # cap on ADMM epochs (a run normally stops at the budget much earlier); range [1, 100000]
-PLR = 0.001               # Adam learning rate of the ADMM W-step (alpha in the prox); range (0, 10]
-RHO_Z = 10.0              # penalty and dual step for the energy constraint; range (0, 1000000]
-RHO_Y = 10.0              # penalty and dual step for the width coupling phi_j(W) below s_j; range (0, 1000000]
-PSLR = 1.0                # step size of the s-step (channels); range (0, 1000000]
-PSGRAD_CLIP = 1.0         # L2 clip of the s-gradient; range (0, 1000000]
-PSGRAD_MASK = True        # s may only shrink
+ABSOLUTE_BUDGET = False  # True: BUDGETS are absolute estimator units instead of fractions
+MAX_EPOCHS = 80  # cap on ADMM epochs (a run normally stops at the budget much earlier); range [1, 100000]
+PLR = 0.001  # Adam learning rate of the ADMM W-step (alpha in the prox); range (0, 10]
+RHO_Z = 10.0  # penalty and dual step for the energy constraint; range (0, 1000000]
+RHO_Y = 10.0  # penalty and dual step for the width coupling phi_j(W) below s_j; range (0, 1000000]
+PSLR = 1.0  # step size of the s-step (channels); range (0, 1000000]
+PSGRAD_CLIP = 1.0  # L2 clip of the s-gradient; range (0, 1000000]
+PSGRAD_MASK = True  # s may only shrink
 REPO_SQUARE_OF_SUM = False  # True: the released code's (sum_j [phi_j - s_j]_+)^2 in the s-step
-DISTILL = 0.5             # weight of the logit-MSE teacher loss (1 - DISTILL on cross-entropy); range [0, 1]
-FINETUNE_EPOCHS = 10      # masked fine-tune epochs after ECC and for the baseline (our addition); range [0, 10000]
-FINETUNE_LR = 0.0005      # fine-tune Adam learning rate; range (0, 10]
-LATENCY_BATCH = 64        # batch size of the latency measurement; range [1, 65536]
-LATENCY_THREADS = 1       # torch threads of the latency measurement; range [1, 256]
-LATENCY_REPEATS = 30      # timed forward passes (median and IQR reported); range [3, 100000]
+DISTILL = 0.5  # weight of the logit-MSE teacher loss (1 - DISTILL on cross-entropy); range [0, 1]
+FINETUNE_EPOCHS = 10  # masked fine-tune epochs after ECC and for the baseline (our addition); range [0, 10000]
+FINETUNE_LR = 0.0005  # fine-tune Adam learning rate; range (0, 10]
+LATENCY_BATCH = 64  # batch size of the latency measurement; range [1, 65536]
+LATENCY_THREADS = 1  # torch threads of the latency measurement; range [1, 256]
+LATENCY_REPEATS = 30  # timed forward passes (median and IQR reported); range [3, 100000]
 
 # %%
 import inspect
@@ -98,23 +98,33 @@ if not seeds or not budgets:
 if min(EPOCHS, MAX_EPOCHS) < 1 or LATENCY_REPEATS < 3 or FINETUNE_EPOCHS < 0 or not 0 <= DISTILL <= 1:
     raise ValueError("EPOCHS, MAX_EPOCHS must be >= 1, LATENCY_REPEATS >= 3, FINETUNE_EPOCHS >= 0, DISTILL in [0, 1]")
 LATENCY = dict(batch=LATENCY_BATCH, threads=LATENCY_THREADS, repeats=LATENCY_REPEATS)  # cost.measure_latency
-cfg = ecc.ECCConfig(rho_z=RHO_Z, rho_y=RHO_Y, pslr=PSLR, psgrad_clip=PSGRAD_CLIP or None, psgrad_mask=PSGRAD_MASK,
-                    repo_square_of_sum=REPO_SQUARE_OF_SUM)
+cfg = ecc.ECCConfig(
+    rho_z=RHO_Z,
+    rho_y=RHO_Y,
+    pslr=PSLR,
+    psgrad_clip=PSGRAD_CLIP or None,
+    psgrad_mask=PSGRAD_MASK,
+    repo_square_of_sum=REPO_SQUARE_OF_SUM,
+)
 cfg.validate()
 out = Path(OUT_DIR)
 out.mkdir(parents=True, exist_ok=True)
-loaders0 = data.get_loaders(DATASET, batch_size=BATCH_SIZE, seed=seeds[0], root=DATA_ROOT or None,
-                            image_size=IMAGE_SIZE, subset=SUBSET or None)
+loaders0 = data.get_loaders(
+    DATASET, batch_size=BATCH_SIZE, seed=seeds[0], root=DATA_ROOT or None, image_size=IMAGE_SIZE, subset=SUBSET or None
+)
 S = dense_widths(NET, loaders0.num_classes, loaders0.in_channels)
-est_path = results.require_artifact(Path(OUT_DIR).parent / "02_energy_estimator" / f"{NET}_{COST_DEVICE}_bilinear.json",
-                                    "02_energy_estimator")
+est_path = results.require_artifact(
+    Path(OUT_DIR).parent / "02_energy_estimator" / f"{NET}_{COST_DEVICE}_bilinear.json", "02_energy_estimator"
+)
 est = bilinear.load(est_path, net=NET, S=S)
 fractions = [ecc.relative_budget(est, b, ABSOLUTE_BUDGET) for b in budgets]  # clear errors before any training
 oracle = AnalyticDevice(NET, loaders0.num_classes, loaders0.in_channels, IMAGE_SIZE)
 input_size = (loaders0.in_channels, IMAGE_SIZE, IMAGE_SIZE)
-print(f"{DATASET}: {len(loaders0.train.dataset)} train / {len(loaders0.test.dataset)} test; {MODEL} S = {S}; "
-      f"estimator val MRE {est.info.get('val_mre', float('nan')):.4f}; budgets {fractions}; seeds {seeds}; "
-      f"threads {threads}")
+print(
+    f"{DATASET}: {len(loaders0.train.dataset)} train / {len(loaders0.test.dataset)} test; {MODEL} S = {S}; "
+    f"estimator val MRE {est.info.get('val_mre', float('nan')):.4f}; budgets {fractions}; seeds {seeds}; "
+    f"threads {threads}"
+)
 
 
 # %% [markdown]
@@ -130,15 +140,26 @@ model_kw = dict(num_classes=loaders0.num_classes, in_channels=loaders0.in_channe
 if "image_size" in inspect.signature(models.MODELS.get(MODEL)).parameters:
     model_kw["image_size"] = IMAGE_SIZE
 for seed in seeds:
-    loaders = data.get_loaders(DATASET, batch_size=BATCH_SIZE, seed=seed, root=DATA_ROOT or None,
-                               image_size=IMAGE_SIZE, subset=SUBSET or None)
-    model, fit_res = train.pretrain_dense(MODEL, model_kw, loaders, epochs=EPOCHS, seed=seed, lr=LR,
-                                          cache_dir=cache_root, device=DEVICE)
+    loaders = data.get_loaders(
+        DATASET, batch_size=BATCH_SIZE, seed=seed, root=DATA_ROOT or None, image_size=IMAGE_SIZE, subset=SUBSET or None
+    )
+    model, fit_res = train.pretrain_dense(
+        MODEL, model_kw, loaders, epochs=EPOCHS, seed=seed, lr=LR, cache_dir=cache_root, device=DEVICE
+    )
     model = model.cpu().eval()  # dense parents live on the CPU: exports and latencies are CPU; run_ecc copies to DEVICE
     dense_fp[seed] = fit_res["fingerprint"]
     acc = train.evaluate(model, loaders.test)["accuracy"]
-    results.record_model(OUT_DIR, f"dense_seed{seed}", model=MODEL, kwargs=model_kw, checkpoint=fit_res["checkpoint"],
-                         accuracy=acc, split="test", seed=seed, eval_dtype="float32")
+    results.record_model(
+        OUT_DIR,
+        f"dense_seed{seed}",
+        model=MODEL,
+        kwargs=model_kw,
+        checkpoint=fit_res["checkpoint"],
+        accuracy=acc,
+        split="test",
+        seed=seed,
+        eval_dtype="float32",
+    )
     lat = measure_latency(model, input_size, **LATENCY)
     dense_nets[seed], loaders_by_seed[seed] = model, loaders
     dense_rows.append({"seed": seed, "accuracy": acc, "latency_ms": lat["median_ms"], "latency_iqr_ms": lat["iqr_ms"]})
@@ -154,6 +175,7 @@ dense_df
 # Latency of the exported net and of its dense parent are measured back to back (paired), because
 # this shared machine's load drifts.
 
+
 # %%
 def summarize(method, res, seed, budget):
     model = res["model"].cpu().eval()  # the deployable export is measured on the CPU
@@ -163,27 +185,52 @@ def summarize(method, res, seed, budget):
         diff = float((model(x) - small(x)).abs().max())
     lat = measure_latency(small, input_size, **LATENCY)
     lat_dense = measure_latency(dense_nets[seed], input_size, **LATENCY)
-    return {"seed": seed, "budget": budget, "method": method, "accuracy": res["accuracy"],
-            "accuracy_before_ft": res["accuracy_before_ft"], "widths": res["widths"],
-            "estimated_energy": res["estimated_energy"], "analytic_energy": oracle.cost(res["widths"]) / dense_energy,
-            "dense_macs": dense_macs, "remaining_macs": cost.total_macs(small, input_size),
-            "latency_ms": lat["median_ms"], "latency_iqr_ms": lat["iqr_ms"], "dense_latency_ms": lat_dense["median_ms"],
-            "export_max_abs_diff": diff,
-            "reached": res.get("reached", True), "iterations": res.get("iterations", 0), "epochs": res.get("epochs", 0)}
+    return {
+        "seed": seed,
+        "budget": budget,
+        "method": method,
+        "accuracy": res["accuracy"],
+        "accuracy_before_ft": res["accuracy_before_ft"],
+        "widths": res["widths"],
+        "estimated_energy": res["estimated_energy"],
+        "analytic_energy": oracle.cost(res["widths"]) / dense_energy,
+        "dense_macs": dense_macs,
+        "remaining_macs": cost.total_macs(small, input_size),
+        "latency_ms": lat["median_ms"],
+        "latency_iqr_ms": lat["iqr_ms"],
+        "dense_latency_ms": lat_dense["median_ms"],
+        "export_max_abs_diff": diff,
+        "reached": res.get("reached", True),
+        "iterations": res.get("iterations", 0),
+        "epochs": res.get("epochs", 0),
+    }
 
 
 def run_point(seed, budget, frac):
-    common_kw = dict(distill=DISTILL, finetune_epochs=FINETUNE_EPOCHS, finetune_lr=FINETUNE_LR, seed=seed,
-                     absolute=ABSOLUTE_BUDGET, device=DEVICE)
+    common_kw = dict(
+        distill=DISTILL,
+        finetune_epochs=FINETUNE_EPOCHS,
+        finetune_lr=FINETUNE_LR,
+        seed=seed,
+        absolute=ABSOLUTE_BUDGET,
+        device=DEVICE,
+    )
     r = ecc.run_ecc(dense_nets[seed], loaders_by_seed[seed], est, budget, cfg, MAX_EPOCHS, PLR, **common_kw)
     u = ecc.run_uniform(dense_nets[seed], loaders_by_seed[seed], est, budget, **common_kw)
     # equal training: as many epochs as ECC's ADMM phase took here (its last, partial epoch counted whole),
     # Adam at the ADMM learning rate, the same distillation, then the same fine-tune
-    ue = ecc.run_uniform(dense_nets[seed], loaders_by_seed[seed], est, budget, train_epochs=int(r["epochs"]),
-                         train_lr=PLR, **common_kw)
+    ue = ecc.run_uniform(
+        dense_nets[seed], loaders_by_seed[seed], est, budget, train_epochs=int(r["epochs"]), train_lr=PLR, **common_kw
+    )
     traj = [{k: h[k] for k in ("iteration", "E_real", "E_s", "z")} for h in r["history"]]
-    return {"rows": [summarize("ECC", r, seed, frac), summarize("uniform", u, seed, frac),
-                     summarize("uniform_equal_training", ue, seed, frac)], "trajectory": traj}
+    return {
+        "rows": [
+            summarize("ECC", r, seed, frac),
+            summarize("uniform", u, seed, frac),
+            summarize("uniform_equal_training", ue, seed, frac),
+        ],
+        "trajectory": traj,
+    }
 
 
 cache = cache_root / "sweep_cache.json"
@@ -191,42 +238,84 @@ est_digest = sha256_file(est_path)
 sweep = {}
 points = [(seed, b, f) for seed in seeds for b, f in zip(budgets, fractions)]
 for seed, b, f in tqdm(points, desc="ECC sweep"):
-    params = {**common, "seed": seed, "budget": b, "absolute": ABSOLUTE_BUDGET, "dense": dense_fp[seed],
-              "cfg": vars(cfg), "max_epochs": MAX_EPOCHS, "plr": PLR, "distill": DISTILL, "ft": FINETUNE_EPOCHS,
-              "ft_lr": FINETUNE_LR, "lat": [LATENCY_BATCH, LATENCY_THREADS, LATENCY_REPEATS], "device": DEVICE,
-              "estimator_file": est_digest, "net": NET, "cost_device": COST_DEVICE, "methods": 3}
+    params = {
+        **common,
+        "seed": seed,
+        "budget": b,
+        "absolute": ABSOLUTE_BUDGET,
+        "dense": dense_fp[seed],
+        "cfg": vars(cfg),
+        "max_epochs": MAX_EPOCHS,
+        "plr": PLR,
+        "distill": DISTILL,
+        "ft": FINETUNE_EPOCHS,
+        "ft_lr": FINETUNE_LR,
+        "lat": [LATENCY_BATCH, LATENCY_THREADS, LATENCY_REPEATS],
+        "device": DEVICE,
+        "estimator_file": est_digest,
+        "net": NET,
+        "cost_device": COST_DEVICE,
+        "methods": 3,
+    }
     sweep[(seed, f)] = results.with_cache(cache, params, lambda: run_point(seed, b, f))
 table = pd.DataFrame([row for v in sweep.values() for row in v["rows"]])
 results.save_table(table, out / "results.csv")
 table.drop(columns=["dense_macs"]).round(4)
 
 # %%
-agg = (table.groupby(["budget", "method"])
-       .agg(accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"), before_ft=("accuracy_before_ft", "mean"),
-            estimated_energy=("estimated_energy", "mean"), max_estimated_energy=("estimated_energy", "max"),
-            analytic_energy=("analytic_energy", "mean"), remaining_macs=("remaining_macs", "mean"),
-            latency_ms=("latency_ms", "mean"), dense_latency_ms=("dense_latency_ms", "mean"),
-            iterations=("iterations", "mean"), epochs=("epochs", "mean"), reached=("reached", "all"))
-       .reset_index())
+agg = (
+    table.groupby(["budget", "method"])
+    .agg(
+        accuracy=("accuracy", "mean"),
+        accuracy_std=("accuracy", "std"),
+        before_ft=("accuracy_before_ft", "mean"),
+        estimated_energy=("estimated_energy", "mean"),
+        max_estimated_energy=("estimated_energy", "max"),
+        analytic_energy=("analytic_energy", "mean"),
+        remaining_macs=("remaining_macs", "mean"),
+        latency_ms=("latency_ms", "mean"),
+        dense_latency_ms=("dense_latency_ms", "mean"),
+        iterations=("iterations", "mean"),
+        epochs=("epochs", "mean"),
+        reached=("reached", "all"),
+    )
+    .reset_index()
+)
 agg.insert(2, "dense_macs", dense_macs)
 results.save_table(agg, out / "summary.csv")
-print(f"dense: accuracy {dense_df.accuracy.mean():.4f} ± {dense_df.accuracy.std() if len(dense_df) > 1 else 0:.4f}, "
-      f"{dense_macs} MACs, latency {dense_df.latency_ms.mean():.3f} ms (batch {LATENCY_BATCH}, "
-      f"{LATENCY_THREADS} thread)")
+print(
+    f"dense: accuracy {dense_df.accuracy.mean():.4f} ± {dense_df.accuracy.std() if len(dense_df) > 1 else 0:.4f}, "
+    f"{dense_macs} MACs, latency {dense_df.latency_ms.mean():.3f} ms (batch {LATENCY_BATCH}, "
+    f"{LATENCY_THREADS} thread)"
+)
 agg.round(4)
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 4))
 METHOD_COLORS = (("ECC", "tab:red"), ("uniform_equal_training", "tab:green"), ("uniform", "tab:blue"))
-labels = {"ECC": "ECC (ADMM + fine-tune)", "uniform_equal_training": "uniform, equal training (as many KD epochs "
-          "as ECC's ADMM + fine-tune)", "uniform": "uniform, fine-tune only"}
+labels = {
+    "ECC": "ECC (ADMM + fine-tune)",
+    "uniform_equal_training": "uniform, equal training (as many KD epochs as ECC's ADMM + fine-tune)",
+    "uniform": "uniform, fine-tune only",
+}
 for method, color in METHOD_COLORS:
     d = agg[agg.method == method].sort_values("analytic_energy")
-    ax.errorbar(d.analytic_energy, d.accuracy, yerr=d.accuracy_std.fillna(0), marker="o", color=color,
-                capsize=3, label=labels[method], ls=":" if method == "uniform" else "-")
+    ax.errorbar(
+        d.analytic_energy,
+        d.accuracy,
+        yerr=d.accuracy_std.fillna(0),
+        marker="o",
+        color=color,
+        capsize=3,
+        label=labels[method],
+        ls=":" if method == "uniform" else "-",
+    )
 ax.axhline(dense_df.accuracy.mean(), color="k", ls="--", lw=1, label="dense")
-ax.set(xlabel="analytic energy of the exported net / dense", ylabel="test accuracy",
-       title=f"{MODEL} on {DATASET}: mean over {len(seeds)} seed(s)")
+ax.set(
+    xlabel="analytic energy of the exported net / dense",
+    ylabel="test accuracy",
+    title=f"{MODEL} on {DATASET}: mean over {len(seeds)} seed(s)",
+)
 ax.legend(fontsize=7)
 fig.tight_layout()
 results.save_figure(fig, out / "accuracy_vs_energy.png")
@@ -235,12 +324,23 @@ results.save_figure(fig, out / "accuracy_vs_energy.png")
 fig, ax = plt.subplots(figsize=(6, 4.2))
 for k, (method, color) in enumerate(METHOD_COLORS):
     d = agg[agg.method == method].sort_values("budget")
-    ax.bar(np.arange(len(d)) + 0.27 * (k - 1), d.accuracy, width=0.27, yerr=d.accuracy_std.fillna(0), capsize=2,
-           color=color, alpha=1.0 if method != "uniform" else 0.35, label=labels[method])
+    ax.bar(
+        np.arange(len(d)) + 0.27 * (k - 1),
+        d.accuracy,
+        width=0.27,
+        yerr=d.accuracy_std.fillna(0),
+        capsize=2,
+        color=color,
+        alpha=1.0 if method != "uniform" else 0.35,
+        label=labels[method],
+    )
 ax.set_xticks(np.arange(len(fractions)), [f"B = {f:g}" for f in sorted(fractions)])
 lo = float((agg.accuracy - agg.accuracy_std.fillna(0)).min())
-ax.set(ylabel="test accuracy", ylim=(max(0.0, lo - 0.05), 1.0),
-       title=f"ECC vs uniform width at equal training ({len(seeds)} seed(s))")
+ax.set(
+    ylabel="test accuracy",
+    ylim=(max(0.0, lo - 0.05), 1.0),
+    title=f"ECC vs uniform width at equal training ({len(seeds)} seed(s))",
+)
 ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
 fig.tight_layout()
 results.save_figure(fig, out / "accuracy_bars.png")
@@ -263,11 +363,15 @@ traj = pd.DataFrame(sweep[(seeds[0], min(fractions))]["trajectory"])
 ax.plot(traj.iteration, traj.E_real, label="Ê(ϕ(W)) (real channel counts)")
 ax.plot(traj.iteration, traj.E_s, label="Ê(s) (continuous widths)")
 ax.axhline(min(fractions), color="k", ls="--", lw=1, label="budget")
-ax.set(xlabel="ADMM iteration (mini-batch)", ylabel="estimated energy / dense",
-       title=f"ECC trajectory, B = {min(fractions):g}, seed {seeds[0]}")
+ax.set(
+    xlabel="ADMM iteration (mini-batch)",
+    ylabel="estimated energy / dense",
+    title=f"ECC trajectory, B = {min(fractions):g}, seed {seeds[0]}",
+)
 ax.legend(fontsize=8)
 fig.tight_layout()
 results.save_figure(fig, out / "ecc_trajectory.png")
+
 
 # %%
 def std(x):
@@ -280,29 +384,53 @@ for f in fractions:
     u = agg[(agg.budget == f) & (agg.method == "uniform")].iloc[0]
     ue = agg[(agg.budget == f) & (agg.method == "uniform_equal_training")].iloc[0]
     per_seed = table[(table.budget == f) & (table.method == "uniform_equal_training")]
-    res_list.append({"budget": f, "estimated_energy": float(e.max_estimated_energy),
-                     "analytic_energy": float(e.analytic_energy), "accuracy": float(e.accuracy),
-                     "accuracy_std": std(table[(table.budget == f) & (table.method == "ECC")].accuracy),
-                     "uniform_accuracy": float(u.accuracy), "uniform_equal_training_accuracy": float(ue.accuracy),
-                     "admm_epochs": float(e.epochs), "latency_ms": float(e.latency_ms),
-                     "dense_latency_ms": float(e.dense_latency_ms)})
-    equal_rows.append({"budget": f, "accuracy": float(ue.accuracy), "accuracy_std": std(per_seed.accuracy),
-                       "accuracy_before_ft": float(ue.before_ft), "epochs": [int(v) for v in per_seed.epochs],
-                       "finetune_epochs": FINETUNE_EPOCHS, "estimated_energy": float(ue.max_estimated_energy),
-                       "analytic_energy": float(ue.analytic_energy), "seeds": int(len(per_seed))})
+    res_list.append(
+        {
+            "budget": f,
+            "estimated_energy": float(e.max_estimated_energy),
+            "analytic_energy": float(e.analytic_energy),
+            "accuracy": float(e.accuracy),
+            "accuracy_std": std(table[(table.budget == f) & (table.method == "ECC")].accuracy),
+            "uniform_accuracy": float(u.accuracy),
+            "uniform_equal_training_accuracy": float(ue.accuracy),
+            "admm_epochs": float(e.epochs),
+            "latency_ms": float(e.latency_ms),
+            "dense_latency_ms": float(e.dense_latency_ms),
+        }
+    )
+    equal_rows.append(
+        {
+            "budget": f,
+            "accuracy": float(ue.accuracy),
+            "accuracy_std": std(per_seed.accuracy),
+            "accuracy_before_ft": float(ue.before_ft),
+            "epochs": [int(v) for v in per_seed.epochs],
+            "finetune_epochs": FINETUNE_EPOCHS,
+            "estimated_energy": float(ue.max_estimated_energy),
+            "analytic_energy": float(ue.analytic_energy),
+            "seeds": int(len(per_seed)),
+        }
+    )
 tight = min(fractions)
 gain = {r["budget"]: r["accuracy"] - r["uniform_equal_training_accuracy"] for r in res_list}
-metrics = {"ecc_minus_uniform_equal_training_accuracy_at_tightest_budget": float(gain[tight]),
-           "dense_accuracy": float(dense_df.accuracy.mean()), "results": res_list,
-           "uniform_equal_training": equal_rows}
+metrics = {
+    "ecc_minus_uniform_equal_training_accuracy_at_tightest_budget": float(gain[tight]),
+    "dense_accuracy": float(dense_df.accuracy.mean()),
+    "results": res_list,
+    "uniform_equal_training": equal_rows,
+}
 results.write_metrics(out, metrics)
 for r in res_list:
-    print(f"B={r['budget']:.2f}: ECC {r['accuracy']:.4f} (Ê max {r['estimated_energy']:.4f}, analytic "
-          f"{r['analytic_energy']:.4f}, {r['admm_epochs']:.1f} ADMM epochs) vs uniform at equal training "
-          f"{r['uniform_equal_training_accuracy']:.4f} / fine-tune only {r['uniform_accuracy']:.4f}; dense "
-          f"{metrics['dense_accuracy']:.4f}; latency {r['latency_ms']:.3f} ms vs dense {r['dense_latency_ms']:.3f} ms")
-print("all ECC runs within budget:", bool((table[table.method == "ECC"].estimated_energy
-                                            <= table[table.method == "ECC"].budget + 1e-12).all()))
+    print(
+        f"B={r['budget']:.2f}: ECC {r['accuracy']:.4f} (Ê max {r['estimated_energy']:.4f}, analytic "
+        f"{r['analytic_energy']:.4f}, {r['admm_epochs']:.1f} ADMM epochs) vs uniform at equal training "
+        f"{r['uniform_equal_training_accuracy']:.4f} / fine-tune only {r['uniform_accuracy']:.4f}; dense "
+        f"{metrics['dense_accuracy']:.4f}; latency {r['latency_ms']:.3f} ms vs dense {r['dense_latency_ms']:.3f} ms"
+    )
+print(
+    "all ECC runs within budget:",
+    bool((table[table.method == "ECC"].estimated_energy <= table[table.method == "ECC"].budget + 1e-12).all()),
+)
 
 # %% [markdown]
 # ## The comparison at equal training
@@ -317,13 +445,17 @@ for r, q in zip(res_list, equal_rows):
     side = "within noise" if abs(d) <= noise else ("ECC ahead" if d > 0 else "uniform ahead")
     extra = r["accuracy"] - r["uniform_accuracy"]
     verdict.append(side)
-    print(f"B = {r['budget']:g}: ECC {100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f} % vs uniform at equal "
-          f"training {100 * q['accuracy']:.2f} ± {100 * q['accuracy_std']:.2f} % ({q['epochs']} KD epochs + "
-          f"{FINETUNE_EPOCHS} fine-tune): {100 * d:+.2f} points, {side}; against the fine-tune-only baseline "
-          f"{100 * extra:+.2f} points (equal training moves the baseline by {100 * (extra - d):+.2f} points)")
-print(f"over {len(res_list)} budget(s) and {len(seeds)} seed(s): {verdict.count('ECC ahead')} ECC ahead, "
-      f"{verdict.count('uniform ahead')} uniform ahead, {verdict.count('within noise')} within noise"
-      + ("" if len(seeds) >= 3 else " — fewer than 3 seeds: no claim either way"))
+    print(
+        f"B = {r['budget']:g}: ECC {100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f} % vs uniform at equal "
+        f"training {100 * q['accuracy']:.2f} ± {100 * q['accuracy_std']:.2f} % ({q['epochs']} KD epochs + "
+        f"{FINETUNE_EPOCHS} fine-tune): {100 * d:+.2f} points, {side}; against the fine-tune-only baseline "
+        f"{100 * extra:+.2f} points (equal training moves the baseline by {100 * (extra - d):+.2f} points)"
+    )
+print(
+    f"over {len(res_list)} budget(s) and {len(seeds)} seed(s): {verdict.count('ECC ahead')} ECC ahead, "
+    f"{verdict.count('uniform ahead')} uniform ahead, {verdict.count('within noise')} within noise"
+    + ("" if len(seeds) >= 3 else " — fewer than 3 seeds: no claim either way")
+)
 
 # %% [markdown]
 # ## What this shows

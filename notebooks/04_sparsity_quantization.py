@@ -40,32 +40,32 @@
 # `models.json`). Trained models and runs are cached in `results.cache_dir(OUT_DIR)`.
 
 # %% tags=["parameters"]
-PROFILE = "default"       # profile name (set by compresslib.reproduce)
-SEED = 0                  # first seed; runs use SEED .. SEED+N_SEEDS-1; range [0, 2147483647]
-N_SEEDS = 3               # seeds per configuration (mean ± std are reported); range [1, 100]
-DATASET = "mnist5k"       # registered dataset (mnist5k embedded; mnist needs DATA_ROOT)
-DATA_ROOT = ""            # folder of real datasets (empty: embedded data only)
+PROFILE = "default"  # profile name (set by compresslib.reproduce)
+SEED = 0  # first seed; runs use SEED .. SEED+N_SEEDS-1; range [0, 2147483647]
+N_SEEDS = 3  # seeds per configuration (mean ± std are reported); range [1, 100]
+DATASET = "mnist5k"  # registered dataset (mnist5k embedded; mnist needs DATA_ROOT)
+DATA_ROOT = ""  # folder of real datasets (empty: embedded data only)
 OUT_DIR = "../artifacts/04_sparsity_quantization"  # figures, tables, metrics.json, models
-DEVICE = "cpu"            # cpu or cuda (k-means codebooks are always fitted on the CPU)
-EPOCHS = 15               # dense pretrain epochs (train.pretrain_dense: SGD lr PRETRAIN_LR, momentum 0.9, wd 5e-4, cosine); range [1, 10000]
-MODEL = "lenet5_caffe"    # registered model (Caffe LeNet-5 20-50-500 at 28x28)
-BATCH_SIZE = 64           # batch size of pretrain, ADMM and finetune; range [1, 65536]
-SUBSET = 0                # cap on training images, 0 means all (smoke uses a subset); range [0, inf)
-PRETRAIN_LR = 0.01        # dense pretrain (SGD) learning rate (0.05 diverges without conv ReLUs, spec §9.1); range (0, 10]
+DEVICE = "cpu"  # cpu or cuda (k-means codebooks are always fitted on the CPU)
+EPOCHS = 15  # dense pretrain epochs (train.pretrain_dense: SGD lr PRETRAIN_LR, momentum 0.9, wd 5e-4, cosine); range [1, 10000]
+MODEL = "lenet5_caffe"  # registered model (Caffe LeNet-5 20-50-500 at 28x28)
+BATCH_SIZE = 64  # batch size of pretrain, ADMM and finetune; range [1, 65536]
+SUBSET = 0  # cap on training images, 0 means all (smoke uses a subset); range [0, inf)
+PRETRAIN_LR = 0.01  # dense pretrain (SGD) learning rate (0.05 diverges without conv ReLUs, spec §9.1); range (0, 10]
 JOINT_BUDGETS = "0.0054:3,0.01:3,0.05:4"  # joint runs, nnz_budget:bit_budget (1975x, 1067x, 160x)
-PROGRESSIVE = False       # True chains JOINT_BUDGETS mildest first, each stage warm-started from the previous
-FIXED_BITS = True         # also run bits fixed at floor(bit_budget) at every JOINT_BUDGETS budget (same size, same training)
+PROGRESSIVE = False  # True chains JOINT_BUDGETS mildest first, each stage warm-started from the previous
+FIXED_BITS = True  # also run bits fixed at floor(bit_budget) at every JOINT_BUDGETS budget (same size, same training)
 ABLATIONS = "prune:0.0054:3,prune:0.05:4,quantize:1:1,joint:0.25:4"  # mode:nnz:bits, compared at equal size
-INTERVALS = 13            # ADMM outer iterations (projections + dual update after each); range [1, 100000]
-STEPS_PER_INTERVAL = 80   # SGD steps between projections (0 means one epoch, as in the repo); range [0, 10000000]
-WARMUP_INTERVALS = 3      # linear LR warm-up length, in intervals; cosine decay afterwards; range [0, 100000]
-LR = 0.02                 # peak SGD learning rate of the ADMM phase; range (0, 10]
-MOMENTUM = 0.93           # SGD momentum (README LeNet recipe); range [0, 1)
-WEIGHT_DECAY = 0.0005     # weight decay on every *weight tensor; range [0, 1]
-RHO = 0.5                 # ADMM penalty (README 0.05 with 235-step epochs; see spec §9.1); range (0, 1000000]
-BWLB = 1                  # lowest candidate bitwidth (bits chosen from BWLB..8); range [1, 8]
-FT_STEPS = 300            # masked, bit-fixed straight-through finetune steps (0 skips); range [0, 10000000]
-FT_LR = 0.002             # finetune peak learning rate (cosine); range (0, 10]
+INTERVALS = 13  # ADMM outer iterations (projections + dual update after each); range [1, 100000]
+STEPS_PER_INTERVAL = 80  # SGD steps between projections (0 means one epoch, as in the repo); range [0, 10000000]
+WARMUP_INTERVALS = 3  # linear LR warm-up length, in intervals; cosine decay afterwards; range [0, 100000]
+LR = 0.02  # peak SGD learning rate of the ADMM phase; range (0, 10]
+MOMENTUM = 0.93  # SGD momentum (README LeNet recipe); range [0, 1)
+WEIGHT_DECAY = 0.0005  # weight decay on every *weight tensor; range [0, 1]
+RHO = 0.5  # ADMM penalty (README 0.05 with 235-step epochs; see spec §9.1); range (0, 1000000]
+BWLB = 1  # lowest candidate bitwidth (bits chosen from BWLB..8); range [1, 8]
+FT_STEPS = 300  # masked, bit-fixed straight-through finetune steps (0 skips); range [0, 10000000]
+FT_LR = 0.002  # finetune peak learning rate (cosine); range (0, 10]
 
 # %%
 import copy
@@ -75,7 +75,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 from IPython.display import display
 from tqdm.auto import tqdm
 
@@ -108,8 +107,15 @@ RUNS += [("fixed", p, b) for _, p, b in RUNS] if FIXED_BITS else []
 RUNS = list(dict.fromkeys(RUNS + parse_runs(ABLATIONS, True)))  # each (mode, nnz, bits) once
 if not RUNS:
     raise ValueError("JOINT_BUDGETS and ABLATIONS are both empty: nothing to run")
-for name, v, lo in [("N_SEEDS", N_SEEDS, 1), ("EPOCHS", EPOCHS, 1), ("INTERVALS", INTERVALS, 1), ("BATCH_SIZE", BATCH_SIZE, 1),
-                    ("STEPS_PER_INTERVAL", STEPS_PER_INTERVAL, 0), ("FT_STEPS", FT_STEPS, 0), ("SUBSET", SUBSET, 0)]:
+for name, v, lo in [
+    ("N_SEEDS", N_SEEDS, 1),
+    ("EPOCHS", EPOCHS, 1),
+    ("INTERVALS", INTERVALS, 1),
+    ("BATCH_SIZE", BATCH_SIZE, 1),
+    ("STEPS_PER_INTERVAL", STEPS_PER_INTERVAL, 0),
+    ("FT_STEPS", FT_STEPS, 0),
+    ("SUBSET", SUBSET, 0),
+]:
     if not isinstance(v, int) or isinstance(v, bool) or v < lo:
         raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
 if not isinstance(PROGRESSIVE, bool):
@@ -136,10 +142,22 @@ for mode, p, b in RUNS:  # budget errors (e.g. quantize-only beyond 32x) surface
 CHAIN = [(p, b) for _, p, b in parse_runs(JOINT_BUDGETS, False)]
 if PROGRESSIVE:  # stages must tighten the budget: clear error before any training
     sq.check_chain([(sq.size_budget(probe, p, b)[0], b) for p, b in CHAIN])
-print(f"{MODEL}: {N_WEIGHTS:,} compressed weights in {len(sq.compressible_layers(probe))} layers; "
-      f"torch threads {threads}; seeds {SEEDS}")
-pd.DataFrame([{"mode": m, "nnz_budget": p, "bit_budget": b, "S_bits": sq.size_budget(probe, p, b)[0],
-               "target_cr": round(sq.target_compression(probe, p, b), 2)} for m, p, b in RUNS])
+print(
+    f"{MODEL}: {N_WEIGHTS:,} compressed weights in {len(sq.compressible_layers(probe))} layers; "
+    f"torch threads {threads}; seeds {SEEDS}"
+)
+pd.DataFrame(
+    [
+        {
+            "mode": m,
+            "nnz_budget": p,
+            "bit_budget": b,
+            "S_bits": sq.size_budget(probe, p, b)[0],
+            "target_cr": round(sq.target_compression(probe, p, b), 2),
+        }
+        for m, p, b in RUNS
+    ]
+)
 
 # %% [markdown]
 # ## Dense pretrain
@@ -150,9 +168,17 @@ pd.DataFrame([{"mode": m, "nnz_budget": p, "bit_budget": b, "S_bits": sq.size_bu
 
 # %%
 t0 = time.perf_counter()
-loaders = {s: data.get_loaders(DATASET, batch_size=BATCH_SIZE, seed=s, root=DATA_ROOT or None, subset=SUBSET or None,
-                               image_size=models.model_input_size(MODEL)[-1])  # e.g. digits 8x8 -> 28x28
-           for s in SEEDS}
+loaders = {
+    s: data.get_loaders(
+        DATASET,
+        batch_size=BATCH_SIZE,
+        seed=s,
+        root=DATA_ROOT or None,
+        subset=SUBSET or None,
+        image_size=models.model_input_size(MODEL)[-1],
+    )  # e.g. digits 8x8 -> 28x28
+    for s in SEEDS
+}
 
 
 def model_kwargs(L):
@@ -166,20 +192,41 @@ def new_model(L):
 dense = {}
 for s in SEEDS:
     L = loaders[s]
-    net, _ = train.pretrain_dense(MODEL, model_kwargs(L), L, epochs=EPOCHS, seed=s, lr=PRETRAIN_LR, cache_dir=CACHE,
-                                  device=DEVICE, optimizer="sgd", momentum=0.9, weight_decay=5e-4)
+    net, _ = train.pretrain_dense(
+        MODEL,
+        model_kwargs(L),
+        L,
+        epochs=EPOCHS,
+        seed=s,
+        lr=PRETRAIN_LR,
+        cache_dir=CACHE,
+        device=DEVICE,
+        optimizer="sgd",
+        momentum=0.9,
+        weight_decay=5e-4,
+    )
     acc = train.evaluate(net, L.test, DEVICE)["accuracy"]
     ck = out / "models" / f"dense_seed{s}.pt"
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     train.save_checkpoint(ck, model=state, model_name=MODEL)
-    results.record_model(OUT_DIR, f"dense_seed{s}", model=MODEL, kwargs=model_kwargs(L), checkpoint=ck,
-                         accuracy=acc, split="test", role="dense base of every compression run")
+    results.record_model(
+        OUT_DIR,
+        f"dense_seed{s}",
+        model=MODEL,
+        kwargs=model_kwargs(L),
+        checkpoint=ck,
+        accuracy=acc,
+        split="test",
+        role="dense base of every compression run",
+    )
     dense[s] = {"state": state, "accuracy": acc, "digest": train.state_digest(state)}
 dense_acc = [dense[s]["accuracy"] for s in SEEDS]
 dense_mean, dense_std = results.mean_std(dense_acc)
 L0 = loaders[SEEDS[0]]
-print(f"{len(L0.train.dataset)} train / {len(L0.val.dataset)} val / {len(L0.test.dataset)} test images; "
-      f"dense test accuracy {100 * dense_mean:.2f} ± {100 * dense_std:.2f} % ({time.perf_counter() - t0:.0f} s)")
+print(
+    f"{len(L0.train.dataset)} train / {len(L0.val.dataset)} val / {len(L0.test.dataset)} test images; "
+    f"dense test accuracy {100 * dense_mean:.2f} ± {100 * dense_std:.2f} % ({time.perf_counter() - t0:.0f} s)"
+)
 
 # %% [markdown]
 # ## Compression runs
@@ -193,8 +240,15 @@ print(f"{len(L0.train.dataset)} train / {len(L0.val.dataset)} val / {len(L0.test
 # dense model; each stage's reported model is a finetuned copy, the chain goes on from the raw W.
 
 # %%
-ADMM_KW = dict(rho=RHO, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, intervals=INTERVALS,
-               warmup_intervals=WARMUP_INTERVALS, bit_range=BIT_RANGE)
+ADMM_KW = dict(
+    rho=RHO,
+    lr=LR,
+    momentum=MOMENTUM,
+    weight_decay=WEIGHT_DECAY,
+    intervals=INTERVALS,
+    warmup_intervals=WARMUP_INTERVALS,
+    bit_range=BIT_RANGE,
+)
 
 
 def dense_net(s):
@@ -212,31 +266,72 @@ def finish(net, state, hist, mode, p, b, s, ckpt, t1, chain=""):
     sq.quantize_weights_(net, state.bits, mode)
     fp = [32] * len(state.bits) if mode == "prune" else None
     rep = sq.layer_report(net, state.bits, mode)
-    cr = {f"cr_{a.replace('-', '_')}": sq.compression_rate(net, a, fp) for a in ("weights-only", "with-biases", "with-index")}
-    run = {"mode": mode, "nnz_budget": p, "bit_budget": b, "seed": s, "S_bits": S, "chain": chain,
-           "target_cr": round(sq.target_compression(net, p, b), 2), "size_bits": sum(r["size_bits"] for r in rep),
-           "measured_cr": cr["cr_weights_only"], **cr, "bits": state.bits,
-           "accuracy_admm": acc_admm, "accuracy": train.evaluate(net, L.test, DEVICE)["accuracy"],
-           "dense_accuracy": dense[s]["accuracy"], "seconds": time.perf_counter() - t1}
+    cr = {
+        f"cr_{a.replace('-', '_')}": sq.compression_rate(net, a, fp)
+        for a in ("weights-only", "with-biases", "with-index")
+    }
+    run = {
+        "mode": mode,
+        "nnz_budget": p,
+        "bit_budget": b,
+        "seed": s,
+        "S_bits": S,
+        "chain": chain,
+        "target_cr": round(sq.target_compression(net, p, b), 2),
+        "size_bits": sum(r["size_bits"] for r in rep),
+        "measured_cr": cr["cr_weights_only"],
+        **cr,
+        "bits": state.bits,
+        "accuracy_admm": acc_admm,
+        "accuracy": train.evaluate(net, L.test, DEVICE)["accuracy"],
+        "dense_accuracy": dense[s]["accuracy"],
+        "seconds": time.perf_counter() - t1,
+    }
     train.save_checkpoint(ckpt, model=net.state_dict(), model_name=MODEL)
-    meta = {"model": MODEL, "kwargs": model_kwargs(L), "dataset": DATASET, "mode": mode, "seed": s,
-            "nnz_budget": p, "bit_budget": b, "S_bits": S, "target_cr": run["target_cr"],
-            "measured_cr": run["measured_cr"], **cr, "accuracy": run["accuracy"], "accuracy_split": "test",
-            "layers": rep, "progressive_chain": chain, "quantized": mode != "prune", "zero_in_codebook": mode != "quantize",
-            "note": "state_dict holds the final weights: exact zeros = pruned, non-zeros = codebook "
-                    "values (fp32 for mode=prune); 'bits' per layer is the allocated index width; "
-                    "cr_weights_only is the paper's accounting, cr_with_biases adds the fp32 biases, "
-                    "cr_with_index also the sparse positions and codebooks (sqjoint_solvers.index_storage)"}
-    return {"run": run, "layers": rep, "meta": meta,
-            "history": [{k: v for k, v in h.items() if k not in ("bits", "nnz")} for h in hist]}
+    meta = {
+        "model": MODEL,
+        "kwargs": model_kwargs(L),
+        "dataset": DATASET,
+        "mode": mode,
+        "seed": s,
+        "nnz_budget": p,
+        "bit_budget": b,
+        "S_bits": S,
+        "target_cr": run["target_cr"],
+        "measured_cr": run["measured_cr"],
+        **cr,
+        "accuracy": run["accuracy"],
+        "accuracy_split": "test",
+        "layers": rep,
+        "progressive_chain": chain,
+        "quantized": mode != "prune",
+        "zero_in_codebook": mode != "quantize",
+        "note": "state_dict holds the final weights: exact zeros = pruned, non-zeros = codebook "
+        "values (fp32 for mode=prune); 'bits' per layer is the allocated index width; "
+        "cr_weights_only is the paper's accounting, cr_with_biases adds the fp32 biases, "
+        "cr_with_index also the sparse positions and codebooks (sqjoint_solvers.index_storage)",
+    }
+    return {
+        "run": run,
+        "layers": rep,
+        "meta": meta,
+        "history": [{k: v for k, v in h.items() if k not in ("bits", "nnz")} for h in hist],
+    }
 
 
 def admm(net, mode, p, b, s):
     L = loaders[s]
     train.set_seed(s)
-    return sq.sqjoint_compress(net, L.train, sq.size_budget(net, p, b)[0], b, mode=mode,
-                               steps_per_interval=STEPS_PER_INTERVAL or len(L.train),
-                               eval_fn=lambda m: train.evaluate(m, L.val, DEVICE)["accuracy"], **ADMM_KW)
+    return sq.sqjoint_compress(
+        net,
+        L.train,
+        sq.size_budget(net, p, b)[0],
+        b,
+        mode=mode,
+        steps_per_interval=STEPS_PER_INTERVAL or len(L.train),
+        eval_fn=lambda m: train.evaluate(m, L.val, DEVICE)["accuracy"],
+        **ADMM_KW,
+    )
 
 
 def compress(mode, p, b, s, ckpt):
@@ -260,19 +355,43 @@ def chain_compress(s, ckpts):
 
     net = dense_net(s)
     train.set_seed(s)
-    sq.progressive_compress(net, L.train, [(sq.size_budget(net, p, b)[0], b) for p, b in CHAIN], mode="joint",
-                            on_stage=on_stage, steps_per_interval=STEPS_PER_INTERVAL or len(L.train),
-                            eval_fn=lambda m: train.evaluate(m, L.val, DEVICE)["accuracy"], **ADMM_KW)
+    sq.progressive_compress(
+        net,
+        L.train,
+        [(sq.size_budget(net, p, b)[0], b) for p, b in CHAIN],
+        mode="joint",
+        on_stage=on_stage,
+        steps_per_interval=STEPS_PER_INTERVAL or len(L.train),
+        eval_fn=lambda m: train.evaluate(m, L.val, DEVICE)["accuracy"],
+        **ADMM_KW,
+    )
     return outs
 
 
 def run_key(mode, p, b, s):
     """Everything that determines one run's result (the dense start by its weights' digest)."""
-    return dict(mode=mode, p=p, b=b, seed=s, model=MODEL, dataset=DATASET, subset=SUBSET,
-                dense_weights=dense[s]["digest"], BATCH_SIZE=BATCH_SIZE, INTERVALS=INTERVALS,
-                STEPS_PER_INTERVAL=STEPS_PER_INTERVAL, WARMUP_INTERVALS=WARMUP_INTERVALS, LR=LR,
-                MOMENTUM=MOMENTUM, WEIGHT_DECAY=WEIGHT_DECAY, RHO=RHO, BWLB=BWLB, FT_STEPS=FT_STEPS, FT_LR=FT_LR,
-                version="sqjoint-run/2")
+    return dict(
+        mode=mode,
+        p=p,
+        b=b,
+        seed=s,
+        model=MODEL,
+        dataset=DATASET,
+        subset=SUBSET,
+        dense_weights=dense[s]["digest"],
+        BATCH_SIZE=BATCH_SIZE,
+        INTERVALS=INTERVALS,
+        STEPS_PER_INTERVAL=STEPS_PER_INTERVAL,
+        WARMUP_INTERVALS=WARMUP_INTERVALS,
+        LR=LR,
+        MOMENTUM=MOMENTUM,
+        WEIGHT_DECAY=WEIGHT_DECAY,
+        RHO=RHO,
+        BWLB=BWLB,
+        FT_STEPS=FT_STEPS,
+        FT_LR=FT_LR,
+        version="sqjoint-run/2",
+    )
 
 
 def tag_of(mode, p, b, s):
@@ -285,10 +404,21 @@ def publish(tag, ckpt, res):
     train.save_checkpoint(dst, **train.load_checkpoint(ckpt))
     results.write_json(out / "models" / f"{tag}.json", res["meta"])
     meta = res["meta"]
-    results.record_model(OUT_DIR, tag, model=MODEL, kwargs=meta["kwargs"], checkpoint=dst, accuracy=meta["accuracy"],
-                         split="test", mode=meta["mode"], bits=res["run"]["bits"], target_cr=meta["target_cr"],
-                         cr_weights_only=meta["cr_weights_only"], cr_with_biases=meta["cr_with_biases"],
-                         cr_with_index=meta["cr_with_index"])
+    results.record_model(
+        OUT_DIR,
+        tag,
+        model=MODEL,
+        kwargs=meta["kwargs"],
+        checkpoint=dst,
+        accuracy=meta["accuracy"],
+        split="test",
+        mode=meta["mode"],
+        bits=res["run"]["bits"],
+        target_cr=meta["target_cr"],
+        cr_weights_only=meta["cr_weights_only"],
+        cr_with_biases=meta["cr_with_biases"],
+        cr_with_index=meta["cr_with_index"],
+    )
 
 
 def cached(name, key, n_models, fn):
@@ -306,7 +436,7 @@ def cached(name, key, n_models, fn):
 done = {}  # (mode, p, b, seed) -> (result, checkpoint)
 if PROGRESSIVE:
     for s in tqdm(SEEDS, desc="progressive chains"):
-        keys = [dict(run_key("joint", p, b, s), chain=CHAIN[:k + 1]) for k, (p, b) in enumerate(CHAIN)]
+        keys = [dict(run_key("joint", p, b, s), chain=CHAIN[: k + 1]) for k, (p, b) in enumerate(CHAIN)]
         res, ckpts = cached(f"chain_seed{s}", dict(stages=keys), len(CHAIN), lambda c: chain_compress(s, c))
         done.update({("joint", p, b, s): (r, c) for (p, b), r, c in zip(CHAIN, res, ckpts)})
 
@@ -323,10 +453,12 @@ for mode, p, b in tqdm(RUNS, desc="configurations"):
         rows.append(run)
         layer_rows += [dict(r, mode=mode, target_cr=run["target_cr"], seed=s) for r in res["layers"]]
         hist_rows += [dict(h, mode=mode, target_cr=run["target_cr"], seed=s) for h in res["history"]]
-        print(f"{mode:8s} target {run['target_cr']:7.1f}x  seed {s}: weights only {run['cr_weights_only']:7.1f}x, "
-              f"with biases {run['cr_with_biases']:6.1f}x, with index {run['cr_with_index']:6.1f}x;  acc ADMM "
-              f"{100 * run['accuracy_admm']:.2f}% -> finetuned {100 * run['accuracy']:.2f}%  bits {run['bits']}  "
-              f"[{run['seconds']:.0f} s]" + (f"  chain {run['chain']}" if run.get("chain") else ""))
+        print(
+            f"{mode:8s} target {run['target_cr']:7.1f}x  seed {s}: weights only {run['cr_weights_only']:7.1f}x, "
+            f"with biases {run['cr_with_biases']:6.1f}x, with index {run['cr_with_index']:6.1f}x;  acc ADMM "
+            f"{100 * run['accuracy_admm']:.2f}% -> finetuned {100 * run['accuracy']:.2f}%  bits {run['bits']}  "
+            f"[{run['seconds']:.0f} s]" + (f"  chain {run['chain']}" if run.get("chain") else "")
+        )
 runs_df = pd.DataFrame(rows)
 results.save_table(runs_df, out / "runs.csv")
 results.save_table(pd.DataFrame(layer_rows), out / "layers.csv")
@@ -347,12 +479,20 @@ results.save_table(pd.DataFrame(hist_rows), out / "history.csv")
 #   dense codes (`sqjoint_solvers.index_storage`; the scheme used per layer is in `layers.csv`).
 
 # %%
-summary = (runs_df.groupby(["mode", "nnz_budget", "bit_budget", "target_cr"], sort=False)
-           .agg(measured_cr=("measured_cr", "mean"), cr_weights_only=("cr_weights_only", "mean"),
-                cr_with_biases=("cr_with_biases", "mean"), cr_with_index=("cr_with_index", "mean"),
-                accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
-                accuracy_admm=("accuracy_admm", "mean"), seconds=("seconds", "mean"))
-           .reset_index())
+summary = (
+    runs_df.groupby(["mode", "nnz_budget", "bit_budget", "target_cr"], sort=False)
+    .agg(
+        measured_cr=("measured_cr", "mean"),
+        cr_weights_only=("cr_weights_only", "mean"),
+        cr_with_biases=("cr_with_biases", "mean"),
+        cr_with_index=("cr_with_index", "mean"),
+        accuracy=("accuracy", "mean"),
+        accuracy_std=("accuracy", "std"),
+        accuracy_admm=("accuracy_admm", "mean"),
+        seconds=("seconds", "mean"),
+    )
+    .reset_index()
+)
 summary["accuracy_std"] = summary["accuracy_std"].fillna(0.0)
 summary["drop_pts"] = 100 * (dense_mean - summary["accuracy"])
 results.save_table(summary, out / "summary.csv")
@@ -409,8 +549,15 @@ results.save_figure(fig, out / "admm_trace.png")
 fig, ax = plt.subplots(figsize=(6.5, 4))
 for mode, g in summary.groupby("mode"):
     g = g.sort_values("measured_cr")
-    ax.errorbar(g["measured_cr"], 100 * g["accuracy"], yerr=100 * g["accuracy_std"], marker="o",
-                capsize=3, label=mode, linestyle="-" if mode == "joint" else "none")
+    ax.errorbar(
+        g["measured_cr"],
+        100 * g["accuracy"],
+        yerr=100 * g["accuracy_std"],
+        marker="o",
+        capsize=3,
+        label=mode,
+        linestyle="-" if mode == "joint" else "none",
+    )
 ax.axhline(100 * dense_mean, color="k", lw=0.8, ls=":", label="dense")
 ax.set(xscale="log", xlabel="measured compression (weights only, x)", ylabel="quantized test accuracy (%)")
 ax.legend()
@@ -426,26 +573,55 @@ results.save_figure(fig, out / "cr_vs_accuracy.png")
 # %%
 jf_rows = []
 for _, p, b in parse_runs(JOINT_BUDGETS, False) if FIXED_BITS else []:
-    sel = {m: runs_df[(runs_df["mode"] == m) & (runs_df["nnz_budget"] == p) & (runs_df["bit_budget"] == b)]
-           .set_index("seed").loc[SEEDS] for m in ("joint", "fixed")}
+    sel = {
+        m: runs_df[(runs_df["mode"] == m) & (runs_df["nnz_budget"] == p) & (runs_df["bit_budget"] == b)]
+        .set_index("seed")
+        .loc[SEEDS]
+        for m in ("joint", "fixed")
+    }
     J, F = sel["joint"], sel["fixed"]
     (jm, js), (fm, fs) = results.mean_std(J["accuracy"]), results.mean_std(F["accuracy"])
-    jf_rows.append({"nnz_budget": p, "bit_budget": b, "target_cr": float(J["target_cr"].iloc[0]),
-                    "S_bits": float(J["S_bits"].iloc[0]), "fixed_bits": int(b), "seeds": SEEDS,
-                    "joint_accuracy": jm, "joint_accuracy_std": js, "fixed_accuracy": fm, "fixed_accuracy_std": fs,
-                    "diff_pts": 100 * (jm - fm), "joint_better_seeds": int((J["accuracy"] > F["accuracy"]).sum()),
-                    "fixed_better_seeds": int((J["accuracy"] < F["accuracy"]).sum()),
-                    "joint_cr_weights_only": float(J["cr_weights_only"].mean()),
-                    "fixed_cr_weights_only": float(F["cr_weights_only"].mean()),
-                    "joint_cr_with_index": float(J["cr_with_index"].mean()),
-                    "fixed_cr_with_index": float(F["cr_with_index"].mean()),
-                    "joint_bits": [list(x) for x in J["bits"]], "joint_progressive": bool(PROGRESSIVE)})
+    jf_rows.append(
+        {
+            "nnz_budget": p,
+            "bit_budget": b,
+            "target_cr": float(J["target_cr"].iloc[0]),
+            "S_bits": float(J["S_bits"].iloc[0]),
+            "fixed_bits": int(b),
+            "seeds": SEEDS,
+            "joint_accuracy": jm,
+            "joint_accuracy_std": js,
+            "fixed_accuracy": fm,
+            "fixed_accuracy_std": fs,
+            "diff_pts": 100 * (jm - fm),
+            "joint_better_seeds": int((J["accuracy"] > F["accuracy"]).sum()),
+            "fixed_better_seeds": int((J["accuracy"] < F["accuracy"]).sum()),
+            "joint_cr_weights_only": float(J["cr_weights_only"].mean()),
+            "fixed_cr_weights_only": float(F["cr_weights_only"].mean()),
+            "joint_cr_with_index": float(J["cr_with_index"].mean()),
+            "fixed_cr_with_index": float(F["cr_with_index"].mean()),
+            "joint_bits": [list(x) for x in J["bits"]],
+            "joint_progressive": bool(PROGRESSIVE),
+        }
+    )
 jf = pd.DataFrame(jf_rows)
 if len(jf):
     results.save_table(jf, out / "joint_vs_fixed.csv")
-    show = jf[["target_cr", "fixed_bits", "joint_accuracy", "joint_accuracy_std", "fixed_accuracy",
-               "fixed_accuracy_std", "diff_pts", "joint_better_seeds", "fixed_better_seeds",
-               "joint_cr_weights_only", "fixed_cr_weights_only"]].copy()
+    show = jf[
+        [
+            "target_cr",
+            "fixed_bits",
+            "joint_accuracy",
+            "joint_accuracy_std",
+            "fixed_accuracy",
+            "fixed_accuracy_std",
+            "diff_pts",
+            "joint_better_seeds",
+            "fixed_better_seeds",
+            "joint_cr_weights_only",
+            "fixed_cr_weights_only",
+        ]
+    ].copy()
     show[["joint_accuracy", "joint_accuracy_std", "fixed_accuracy", "fixed_accuracy_std"]] *= 100
     display(show.round(2))
 
@@ -467,30 +643,45 @@ CR_KEYS = ("cr_weights_only", "cr_with_biases", "cr_with_index")
 metrics = {
     "dense_accuracy": dense_mean,
     "dense_accuracy_std": dense_std,
-    "cr_accounting": {"cr_weights_only": "headline, the paper's: conv/linear weights, nnz x log2(#levels) "
-                                         "(a one-value layer: its 32-bit codebook entry); no index, codebook, bias",
-                      "cr_with_biases": "all parameters, biases at fp32",
-                      "cr_with_index": "all parameters, biases at fp32, per layer 32-bit codebook + positions "
-                                       "(cheapest of bitmask / relative index with filler zeros / dense codes)"},
-    "results": [{"mode": r["mode"], "nnz_budget": float(r["nnz_budget"]), "bit_budget": float(r["bit_budget"]),
-                 "target_cr": float(r["target_cr"]), "measured_cr": float(r["measured_cr"]),
-                 **{k: float(r[k]) for k in CR_KEYS},
-                 "accuracy": float(r["accuracy"]), "accuracy_std": float(r["accuracy_std"]), "seeds": SEEDS}
-                for r in summary.to_dict("records")],
+    "cr_accounting": {
+        "cr_weights_only": "headline, the paper's: conv/linear weights, nnz x log2(#levels) "
+        "(a one-value layer: its 32-bit codebook entry); no index, codebook, bias",
+        "cr_with_biases": "all parameters, biases at fp32",
+        "cr_with_index": "all parameters, biases at fp32, per layer 32-bit codebook + positions "
+        "(cheapest of bitmask / relative index with filler zeros / dense codes)",
+    },
+    "results": [
+        {
+            "mode": r["mode"],
+            "nnz_budget": float(r["nnz_budget"]),
+            "bit_budget": float(r["bit_budget"]),
+            "target_cr": float(r["target_cr"]),
+            "measured_cr": float(r["measured_cr"]),
+            **{k: float(r[k]) for k in CR_KEYS},
+            "accuracy": float(r["accuracy"]),
+            "accuracy_std": float(r["accuracy_std"]),
+            "seeds": SEEDS,
+        }
+        for r in summary.to_dict("records")
+    ],
     "fixed_bits": jf_rows,
 }
 results.write_metrics(out, metrics)
 joint = summary[summary["mode"] == "joint"].sort_values("target_cr")
 for r in joint.to_dict("records"):
-    print(f"joint {r['target_cr']:7.1f}x target -> {r['cr_weights_only']:7.1f}x weights only (paper), "
-          f"{r['cr_with_biases']:.1f}x with biases, {r['cr_with_index']:.1f}x with index + codebooks: "
-          f"{100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f} % vs dense {100 * dense_mean:.2f} % "
-          f"(drop {r['drop_pts']:.2f} pts)")
+    print(
+        f"joint {r['target_cr']:7.1f}x target -> {r['cr_weights_only']:7.1f}x weights only (paper), "
+        f"{r['cr_with_biases']:.1f}x with biases, {r['cr_with_index']:.1f}x with index + codebooks: "
+        f"{100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f} % vs dense {100 * dense_mean:.2f} % "
+        f"(drop {r['drop_pts']:.2f} pts)"
+    )
 for cr, r in abl.iterrows():
     others = {m: r[m] for m in sq.MODES if m in r and m != "joint" and pd.notna(r[m])}
     if "joint" in r and pd.notna(r["joint"]) and others:
-        print(f"S = {cr:.0f} bits ({r['target_cr']}x): joint {r['joint']:.2f} % vs "
-              + ", ".join(f"{m} {v:.2f} %" for m, v in others.items()))
+        print(
+            f"S = {cr:.0f} bits ({r['target_cr']}x): joint {r['joint']:.2f} % vs "
+            + ", ".join(f"{m} {v:.2f} %" for m, v in others.items())
+        )
 
 # %% [markdown]
 # ## What the numbers say
@@ -515,21 +706,36 @@ for cr, r in abl.iterrows():
 
 # %%
 for r in jf_rows:
-    verdict = (f"learned bits better by {r['diff_pts']:.2f} pts" if r["diff_pts"] > 0 else
-               f"fixed bits better by {-r['diff_pts']:.2f} pts" if r["diff_pts"] < 0 else "tie")
+    verdict = (
+        f"learned bits better by {r['diff_pts']:.2f} pts"
+        if r["diff_pts"] > 0
+        else f"fixed bits better by {-r['diff_pts']:.2f} pts"
+        if r["diff_pts"] < 0
+        else "tie"
+    )
     n = len(r["seeds"])
-    print(f"{r['target_cr']:7.1f}x: learned bits {100 * r['joint_accuracy']:.2f} ± {100 * r['joint_accuracy_std']:.2f} % "
-          f"vs fixed {r['fixed_bits']} bits {100 * r['fixed_accuracy']:.2f} ± {100 * r['fixed_accuracy_std']:.2f} % "
-          f"-> {verdict}; learned better on {r['joint_better_seeds']}/{n} seeds, fixed better on "
-          f"{r['fixed_better_seeds']}/{n}")
+    print(
+        f"{r['target_cr']:7.1f}x: learned bits {100 * r['joint_accuracy']:.2f} ± {100 * r['joint_accuracy_std']:.2f} % "
+        f"vs fixed {r['fixed_bits']} bits {100 * r['fixed_accuracy']:.2f} ± {100 * r['fixed_accuracy_std']:.2f} % "
+        f"-> {verdict}; learned better on {r['joint_better_seeds']}/{n} seeds, fixed better on "
+        f"{r['fixed_better_seeds']}/{n}"
+    )
 if jf_rows:
     wins = sum(r["diff_pts"] > 0 for r in jf_rows)
-    print(f"Learned bit allocation beats fixed bits (mean over {len(SEEDS)} seeds) at {wins} of {len(jf_rows)} "
-          "budgets on this proxy: " + ("the paper's claim that learned bits help holds at every budget here."
-                                       if wins == len(jf_rows) else
-                                       "the paper's claim that learned bits help is NOT reproduced here." if wins == 0
-                                       else "the paper's claim holds only at some budgets here."))
+    print(
+        f"Learned bit allocation beats fixed bits (mean over {len(SEEDS)} seeds) at {wins} of {len(jf_rows)} "
+        "budgets on this proxy: "
+        + (
+            "the paper's claim that learned bits help holds at every budget here."
+            if wins == len(jf_rows)
+            else "the paper's claim that learned bits help is NOT reproduced here."
+            if wins == 0
+            else "the paper's claim holds only at some budgets here."
+        )
+    )
 for r in metrics["results"]:
     if r["mode"] == "joint":
-        print(f"joint {r['target_cr']:.0f}x: {r['cr_weights_only']:.0f}x in the paper's accounting is "
-              f"{r['cr_with_biases']:.0f}x with the fp32 biases and {r['cr_with_index']:.0f}x with positions and codebooks")
+        print(
+            f"joint {r['target_cr']:.0f}x: {r['cr_weights_only']:.0f}x in the paper's accounting is "
+            f"{r['cr_with_biases']:.0f}x with the fp32 biases and {r['cr_with_index']:.0f}x with positions and codebooks"
+        )

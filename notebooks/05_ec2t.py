@@ -36,32 +36,32 @@
 # keyed by fingerprint: a re-run with unchanged parameters trains nothing.
 
 # %% tags=["parameters"]
-PROFILE = "default"       # profile name (set by compresslib.reproduce)
-SEED = 0                  # first seed; quantization runs use SEED .. SEED+N_SEEDS-1; range [0, 2147483647]
-N_SEEDS = 3               # seeds per EC2T/TTQ configuration (mean ± std); range [1, 100]
-DATASET = "mnist5k"       # registered dataset
-DATA_ROOT = ""            # folder of real datasets (empty: embedded data only)
+PROFILE = "default"  # profile name (set by compresslib.reproduce)
+SEED = 0  # first seed; quantization runs use SEED .. SEED+N_SEEDS-1; range [0, 2147483647]
+N_SEEDS = 3  # seeds per EC2T/TTQ configuration (mean ± std); range [1, 100]
+DATASET = "mnist5k"  # registered dataset
+DATA_ROOT = ""  # folder of real datasets (empty: embedded data only)
 OUT_DIR = "../artifacts/05_ec2t"  # figures, tables, metrics.json, ternary models
-DEVICE = "cpu"            # cpu or cuda
-MODEL = "micronet"        # registered model; GRID and PHIS need a compound-scalable one (micronet, micronet_cifar)
-EPOCHS = 8                # FP training epochs of each φ-sweep model (SGD-Nesterov, cosine); range [1, 10000]
-IMAGE_SIZE = 14           # input side in pixels (mnist5k resized; a compute proxy for 28x28); range [4, 1024]
-SUBSET = 0                # cap on training images, 0 for all (smoke uses a subset); range [0, inf)
-THREADS = 1               # torch threads (1 is fastest on a loaded 2-core machine), 0 for the default; range [0, 256]
-BATCH_SIZE = 64           # batch size everywhere; range [1, 65536]
+DEVICE = "cpu"  # cpu or cuda
+MODEL = "micronet"  # registered model; GRID and PHIS need a compound-scalable one (micronet, micronet_cifar)
+EPOCHS = 8  # FP training epochs of each φ-sweep model (SGD-Nesterov, cosine); range [1, 10000]
+IMAGE_SIZE = 14  # input side in pixels (mnist5k resized; a compute proxy for 28x28); range [4, 1024]
+SUBSET = 0  # cap on training images, 0 for all (smoke uses a subset); range [0, inf)
+THREADS = 1  # torch threads (1 is fastest on a loaded 2-core machine), 0 for the default; range [0, 256]
+BATCH_SIZE = 64  # batch size everywhere; range [1, 65536]
 GRID = "1,1;1.9,1;1.7,1.1;1.6,1.1;1.4,1.2;1.2,1.3;1,1.4"  # (d, w) pairs at phi 1 (the paper's grid)
-GRID_EPOCHS = 3           # FP epochs per grid point (short: the grid only ranks the pairs); range [1, 10000]
-PHIS = "1,1.5,2"          # φ values tried for the chosen pair; the best-val one is ternarized
-FP_LR = 0.05              # SGD learning rate of FP training (Nesterov 0.9, wd 5e-4, cosine); range (0, 10]
-GAMMAS = "0,0.15,0.3,0.5" # EC2T gains gamma (lambda is gamma·delta·lambda_max); 0 is nearest-centroid
-TS = "0.2,0.4"            # TTQ thresholds t (threshold t·max|W|)
-INIT_SCALE = 0.45         # EC2T centroid init s (w_p is s·max W, w_n is s·|min W|); range (0, 1]
-Q_EPOCHS = 6              # quantization epochs with re-assignment (best-val state kept); range [1, 10000]
-RETRAIN_EPOCHS = 2        # frozen-assignment epochs afterwards; range [0, 10000]
-Q_LR = 0.001              # Adam lr of shadow weights and FP layers; range (0, 10]
-Q_LR2 = 0.0001            # Adam lr of the centroids w_p, w_n; range (0, 10]
+GRID_EPOCHS = 3  # FP epochs per grid point (short: the grid only ranks the pairs); range [1, 10000]
+PHIS = "1,1.5,2"  # φ values tried for the chosen pair; the best-val one is ternarized
+FP_LR = 0.05  # SGD learning rate of FP training (Nesterov 0.9, wd 5e-4, cosine); range (0, 10]
+GAMMAS = "0,0.15,0.3,0.5"  # EC2T gains gamma (lambda is gamma·delta·lambda_max); 0 is nearest-centroid
+TS = "0.2,0.4"  # TTQ thresholds t (threshold t·max|W|)
+INIT_SCALE = 0.45  # EC2T centroid init s (w_p is s·max W, w_n is s·|min W|); range (0, 1]
+Q_EPOCHS = 6  # quantization epochs with re-assignment (best-val state kept); range [1, 10000]
+RETRAIN_EPOCHS = 2  # frozen-assignment epochs afterwards; range [0, 10000]
+Q_LR = 0.001  # Adam lr of shadow weights and FP layers; range (0, 10]
+Q_LR2 = 0.0001  # Adam lr of the centroids w_p, w_n; range (0, 10]
 CENTROID_GRAD_SIGN = "exact"  # "exact" (−Σ g for w_n) or "ttq" (the repo's/TTQ's + sign)
-PMF_RENORM = "fixed"      # "fixed" (P sums to 1) or "repo" (original renormalisation quirk)
+PMF_RENORM = "fixed"  # "fixed" (P sums to 1) or "repo" (original renormalisation quirk)
 
 # %%
 from pathlib import Path
@@ -77,7 +77,10 @@ from compresslib import data, models, results, train
 from compresslib.methods import ec2t
 
 threads = compresslib.set_threads(THREADS or None)
-cpu0, wall0 = time.process_time(), time.perf_counter()  # this kernel's CPU time ≈ wall time on a quiet machine at 1 thread
+cpu0, wall0 = (
+    time.process_time(),
+    time.perf_counter(),
+)  # this kernel's CPU time ≈ wall time on a quiet machine at 1 thread
 grid = [tuple(float(v) for v in p.split(",")) for p in GRID.split(";") if p.strip()]
 phis = [float(v) for v in PHIS.split(",") if v.strip()]
 gammas = [float(v) for v in GAMMAS.split(",") if v.strip()]
@@ -95,22 +98,32 @@ if N_SEEDS < 1 or EPOCHS < 1 or GRID_EPOCHS < 1 or Q_EPOCHS < 1 or RETRAIN_EPOCH
     raise ValueError("N_SEEDS, EPOCHS, GRID_EPOCHS, Q_EPOCHS must be >= 1 and RETRAIN_EPOCHS >= 0")
 compound = bool(models.model_meta(MODEL).get("compound"))  # unknown name -> ValueError listing the models
 if not compound and (grid != [(1.0, 1.0)] or phis != [1.0]):
-    raise ValueError(f"MODEL {MODEL!r} cannot be compound-scaled (its constructor has no d/w/phi; compound-"
-                     f"scalable: {[n for n in models.list_models() if models.model_meta(n).get('compound')]}); "
-                     f"set GRID '1,1' and PHIS '1' to train and ternarize it unscaled (got GRID {GRID!r}, PHIS {PHIS!r})")
+    raise ValueError(
+        f"MODEL {MODEL!r} cannot be compound-scaled (its constructor has no d/w/phi; compound-"
+        f"scalable: {[n for n in models.list_models() if models.model_meta(n).get('compound')]}); "
+        f"set GRID '1,1' and PHIS '1' to train and ternarize it unscaled (got GRID {GRID!r}, PHIS {PHIS!r})"
+    )
 if str(DEVICE).startswith("cuda") and not torch.cuda.is_available():
-    raise RuntimeError(f"DEVICE {DEVICE!r} requested but torch.cuda.is_available() is False "
-                       f"(torch {torch.__version__}); use DEVICE 'cpu' or a CUDA build of torch on a GPU machine")
+    raise RuntimeError(
+        f"DEVICE {DEVICE!r} requested but torch.cuda.is_available() is False "
+        f"(torch {torch.__version__}); use DEVICE 'cpu' or a CUDA build of torch on a GPU machine"
+    )
 torch.device(DEVICE)  # malformed device strings fail here, before any work
 ec2t.EC2T(models.create_model(MODEL))  # a model without ternarizable (".conv") layers fails here, before training
 out = Path(OUT_DIR)
 (out / "models").mkdir(parents=True, exist_ok=True)
-loaders = {s: data.get_loaders(DATASET, batch_size=BATCH_SIZE, seed=s, root=DATA_ROOT or None,
-                               image_size=IMAGE_SIZE, subset=SUBSET or None) for s in seeds}
+loaders = {
+    s: data.get_loaders(
+        DATASET, batch_size=BATCH_SIZE, seed=s, root=DATA_ROOT or None, image_size=IMAGE_SIZE, subset=SUBSET or None
+    )
+    for s in seeds
+}
 L0 = loaders[SEED]
 input_size = (L0.in_channels, IMAGE_SIZE, IMAGE_SIZE)
-print(f"{DATASET}: {len(L0.train.dataset)} train / {len(L0.val.dataset)} val / {len(L0.test.dataset)} test, "
-      f"input {input_size}, torch threads {threads}")
+print(
+    f"{DATASET}: {len(L0.train.dataset)} train / {len(L0.val.dataset)} val / {len(L0.test.dataset)} test, "
+    f"input {input_size}, torch threads {threads}"
+)
 
 # %% [markdown]
 # ## 1 · Compound scaling: the (d, w) grid at φ = 1, then φ
@@ -119,6 +132,7 @@ print(f"{DATASET}: {len(L0.train.dataset)} train / {len(L0.val.dataset)} val / {
 # best validation accuracy is then scaled over `PHIS` with the full FP recipe (`EPOCHS`). Pairs that
 # round to the same network (column `same_network_as`) are the same run and are trained once; a
 # single pair is taken as given (nothing to rank).
+
 
 # %%
 def build(d, w, phi):
@@ -143,20 +157,37 @@ def fp_train(d, w, phi, epochs, tag):
     m, cfg = build(d, w, phi)
     opt = torch.optim.SGD(m.parameters(), lr=FP_LR, momentum=0.9, nesterov=True, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    r = train.cached_fit(m, L0, epochs, opt, scheduler=sched, device=DEVICE, seed=SEED, progress=False,
-                         cache_dir=cache, name=f"{tag}-{MODEL}")  # fit reseeds the data order
+    r = train.cached_fit(
+        m,
+        L0,
+        epochs,
+        opt,
+        scheduler=sched,
+        device=DEVICE,
+        seed=SEED,
+        progress=False,
+        cache_dir=cache,
+        name=f"{tag}-{MODEL}",
+    )  # fit reseeds the data order
     same = first_pair.setdefault(r["fingerprint"], (d, w, phi))
-    row = {"d": d, "w": w, "phi": phi, "blocks": getattr(m, "blocks_per_stage", None),
-           "widths": "/".join(map(str, getattr(m, "widths", []))),
-           "params": sum(p.numel() for p in m.parameters()), "val_accuracy": r["val_accuracy"],
-           "test_accuracy": r["test_accuracy"], "s_per_epoch": r["seconds_per_epoch"],
-           "same_network_as": "" if same == (d, w, phi) else f"d={same[0]:g} w={same[1]:g} phi={same[2]:g}"}
+    row = {
+        "d": d,
+        "w": w,
+        "phi": phi,
+        "blocks": getattr(m, "blocks_per_stage", None),
+        "widths": "/".join(map(str, getattr(m, "widths", []))),
+        "params": sum(p.numel() for p in m.parameters()),
+        "val_accuracy": r["val_accuracy"],
+        "test_accuracy": r["test_accuracy"],
+        "s_per_epoch": r["seconds_per_epoch"],
+        "same_network_as": "" if same == (d, w, phi) else f"d={same[0]:g} w={same[1]:g} phi={same[2]:g}",
+    }
     return m.to(DEVICE), row
 
 
 if len(grid) > 1:
     grid_rows = [fp_train(d, w, 1.0, GRID_EPOCHS, "grid")[1] for d, w in tqdm(grid, desc="(d, w) grid")]
-    grid_df = pd.DataFrame(grid_rows).assign(d_w2=lambda t: t.d * t.w ** 2)
+    grid_df = pd.DataFrame(grid_rows).assign(d_w2=lambda t: t.d * t.w**2)
     best = grid_df.sort_values(["val_accuracy", "params"], ascending=[False, True]).iloc[0]
 else:  # one pair (a paper's chosen grid point, or an unscaled MODEL): nothing to rank, nothing trained
     grid_df = pd.DataFrame([{"d": grid[0][0], "w": grid[0][1], "phi": 1.0, "d_w2": grid[0][0] * grid[0][1] ** 2}])
@@ -176,13 +207,33 @@ fp_config = build(d_best, w_best, phi_best)[1]  # kwargs that rebuild it: create
 fp_accuracy = fp_row["test_accuracy"]  # fit's test pass of this very model (no second evaluation)
 results.save_table(phi_df, out / "phi_sweep.csv")
 train.save_checkpoint(out / "models" / "fp.pt", model=fp_model.state_dict(), config=fp_config)
-results.record_model(out, "fp", model=MODEL, kwargs=fp_config, checkpoint=out / "models" / "fp.pt",
-                     accuracy=fp_accuracy, split="test", method="fp")
-results.write_json(out / "models" / "fp.json", {"method": "fp", "gamma_or_t": None, "seed": SEED, "model": MODEL,
-                   "config": fp_config, "input_size": list(input_size), "accuracy": fp_accuracy,
-                   "sparsity": 0.0, "ternary_layers": []})
-print(f"FP {MODEL}: d={d_best}, w={w_best}, φ={phi_best} → {fp_row['params']:,} params, "
-      f"test accuracy {fp_accuracy:.4f}")
+results.record_model(
+    out,
+    "fp",
+    model=MODEL,
+    kwargs=fp_config,
+    checkpoint=out / "models" / "fp.pt",
+    accuracy=fp_accuracy,
+    split="test",
+    method="fp",
+)
+results.write_json(
+    out / "models" / "fp.json",
+    {
+        "method": "fp",
+        "gamma_or_t": None,
+        "seed": SEED,
+        "model": MODEL,
+        "config": fp_config,
+        "input_size": list(input_size),
+        "accuracy": fp_accuracy,
+        "sparsity": 0.0,
+        "ternary_layers": [],
+    },
+)
+print(
+    f"FP {MODEL}: d={d_best}, w={w_best}, φ={phi_best} → {fp_row['params']:,} params, test accuracy {fp_accuracy:.4f}"
+)
 phi_df
 
 # %% [markdown]
@@ -208,48 +259,110 @@ def model_path(key):
 
 def run(method, value, seed, key):
     t0 = time.perf_counter()
-    r = ec2t.train_ec2t(fp_model, loaders[seed], method=method, gamma=value if method != "ttq" else 0.0,
-                        t=value if method == "ttq" else 0.05, init_scale=INIT_SCALE, epochs=Q_EPOCHS,
-                        retrain_epochs=RETRAIN_EPOCHS, lr=Q_LR, lr2=Q_LR2, seed=seed, device=DEVICE,
-                        progress=False, **flags)
+    r = ec2t.train_ec2t(
+        fp_model,
+        loaders[seed],
+        method=method,
+        gamma=value if method != "ttq" else 0.0,
+        t=value if method == "ttq" else 0.05,
+        init_scale=INIT_SCALE,
+        epochs=Q_EPOCHS,
+        retrain_epochs=RETRAIN_EPOCHS,
+        lr=Q_LR,
+        lr2=Q_LR2,
+        seed=seed,
+        device=DEVICE,
+        progress=False,
+        **flags,
+    )
     if seed == SEED:  # one model per configuration for notebook 06 (copied to OUT_DIR/models below)
         train.save_checkpoint(model_path(key), model=r["model"].state_dict(), config=fp_config)
-    return {"method": method, "gamma_or_t": value, "seed": seed, "sparsity": r["sparsity"],
-            "accuracy": r["test_accuracy"], "val_accuracy": r["val_accuracy"],
-            "seconds": time.perf_counter() - t0, "ternary_layers": r["layers"],
-            "layers": r["layer_table"][["layer", "weights", "sparsity", "w_p", "w_n", "delta"]].to_dict("records")}
+    return {
+        "method": method,
+        "gamma_or_t": value,
+        "seed": seed,
+        "sparsity": r["sparsity"],
+        "accuracy": r["test_accuracy"],
+        "val_accuracy": r["val_accuracy"],
+        "seconds": time.perf_counter() - t0,
+        "ternary_layers": r["layers"],
+        "layers": r["layer_table"][["layer", "weights", "sparsity", "w_p", "w_n", "delta"]].to_dict("records"),
+    }
 
 
 runs_cache = cache / "runs_cache.json"
 rows = []
 for method, value in tqdm(configs, desc="configurations"):
     for seed in seeds:
-        key = {"method": method, "value": value, "seed": seed, "fp": fp_hash, "s": INIT_SCALE, "q": Q_EPOCHS,
-               "re": RETRAIN_EPOCHS, "lr": Q_LR, "lr2": Q_LR2, "img": IMAGE_SIZE, "subset": SUBSET,
-               "data": results.param_hash(loaders[seed].fingerprint), **flags}
-        r = results.with_cache(runs_cache, key, lambda: run(method, value, seed, key),
-                               force=seed == SEED and not model_path(key).exists())
+        key = {
+            "method": method,
+            "value": value,
+            "seed": seed,
+            "fp": fp_hash,
+            "s": INIT_SCALE,
+            "q": Q_EPOCHS,
+            "re": RETRAIN_EPOCHS,
+            "lr": Q_LR,
+            "lr2": Q_LR2,
+            "img": IMAGE_SIZE,
+            "subset": SUBSET,
+            "data": results.param_hash(loaders[seed].fingerprint),
+            **flags,
+        }
+        r = results.with_cache(
+            runs_cache, key, lambda: run(method, value, seed, key), force=seed == SEED and not model_path(key).exists()
+        )
         rows.append({k: v for k, v in r.items() if k != "ternary_layers"})
         if seed == SEED:  # the ternary model of this configuration, for notebook 06
             tag = f"{method}_{value:g}_seed{seed}"
             train.save_checkpoint(out / "models" / f"{tag}.pt", **train.load_checkpoint(model_path(key)))
-            results.write_json(out / "models" / f"{tag}.json", {
-                "method": method, "gamma_or_t": value, "seed": seed, "model": MODEL, "config": fp_config,
-                "input_size": list(input_size), "accuracy": r["accuracy"], "sparsity": r["sparsity"],
-                "ternary_layers": r["ternary_layers"]})
-            results.record_model(out, tag, model=MODEL, kwargs=fp_config, checkpoint=out / "models" / f"{tag}.pt",
-                                 accuracy=r["accuracy"], split="test", method=method, gamma_or_t=value,
-                                 sparsity=r["sparsity"])
+            results.write_json(
+                out / "models" / f"{tag}.json",
+                {
+                    "method": method,
+                    "gamma_or_t": value,
+                    "seed": seed,
+                    "model": MODEL,
+                    "config": fp_config,
+                    "input_size": list(input_size),
+                    "accuracy": r["accuracy"],
+                    "sparsity": r["sparsity"],
+                    "ternary_layers": r["ternary_layers"],
+                },
+            )
+            results.record_model(
+                out,
+                tag,
+                model=MODEL,
+                kwargs=fp_config,
+                checkpoint=out / "models" / f"{tag}.pt",
+                accuracy=r["accuracy"],
+                split="test",
+                method=method,
+                gamma_or_t=value,
+                sparsity=r["sparsity"],
+            )
         r = rows[-1]
-        print(f"{method:4s} {value:5.3f} seed {seed}: sparsity {r['sparsity']:.4f}, test accuracy "
-              f"{r['accuracy']:.4f} [{r['seconds']:.0f} s]")
+        print(
+            f"{method:4s} {value:5.3f} seed {seed}: sparsity {r['sparsity']:.4f}, test accuracy "
+            f"{r['accuracy']:.4f} [{r['seconds']:.0f} s]"
+        )
 runs_df = pd.DataFrame([{k: v for k, v in r.items() if k != "layers"} for r in rows])
 results.save_table(runs_df, out / "runs.csv")
 
 # %%
-summary = (runs_df.groupby(["method", "gamma_or_t"], sort=False)
-           .agg(sparsity=("sparsity", "mean"), sparsity_std=("sparsity", "std"), accuracy=("accuracy", "mean"),
-                accuracy_std=("accuracy", "std"), seeds=("seed", "count")).reset_index().fillna(0.0))
+summary = (
+    runs_df.groupby(["method", "gamma_or_t"], sort=False)
+    .agg(
+        sparsity=("sparsity", "mean"),
+        sparsity_std=("sparsity", "std"),
+        accuracy=("accuracy", "mean"),
+        accuracy_std=("accuracy", "std"),
+        seeds=("seed", "count"),
+    )
+    .reset_index()
+    .fillna(0.0)
+)
 summary["drop_vs_fp_points"] = 100 * (fp_accuracy - summary.accuracy)
 results.save_table(summary, out / "summary.csv")
 summary
@@ -262,14 +375,29 @@ summary
 fig, ax = plt.subplots(figsize=(6.5, 4))
 for method, marker in (("ec2t", "o"), ("ttq", "s")):
     s = summary[summary.method == method]
-    ax.errorbar(100 * s.sparsity, 100 * s.accuracy, xerr=100 * s.sparsity_std, yerr=100 * s.accuracy_std,
-                marker=marker, capsize=3, label=method.upper())
+    ax.errorbar(
+        100 * s.sparsity,
+        100 * s.accuracy,
+        xerr=100 * s.sparsity_std,
+        yerr=100 * s.accuracy_std,
+        marker=marker,
+        capsize=3,
+        label=method.upper(),
+    )
     for _, r in s.iterrows():
-        ax.annotate(f"{'γ' if method == 'ec2t' else 't'}={r.gamma_or_t:g}", (100 * r.sparsity, 100 * r.accuracy),
-                    textcoords="offset points", xytext=(4, -12), fontsize=7)
+        ax.annotate(
+            f"{'γ' if method == 'ec2t' else 't'}={r.gamma_or_t:g}",
+            (100 * r.sparsity, 100 * r.accuracy),
+            textcoords="offset points",
+            xytext=(4, -12),
+            fontsize=7,
+        )
 ax.axhline(100 * fp_accuracy, ls="--", c="gray", label=f"FP ({fp_row['params']:,} params)")
-ax.set(xlabel="sparsity of the ternarized layers (%)", ylabel="test accuracy (%)",
-       title=f"MicroNet d={d_best:g} w={w_best:g} φ={phi_best:g} on {DATASET} ({len(seeds)} seeds)")
+ax.set(
+    xlabel="sparsity of the ternarized layers (%)",
+    ylabel="test accuracy (%)",
+    title=f"MicroNet d={d_best:g} w={w_best:g} φ={phi_best:g} on {DATASET} ({len(seeds)} seeds)",
+)
 ax.grid(alpha=0.3)
 ax.legend()
 fig.tight_layout()
@@ -280,8 +408,9 @@ results.save_figure(fig, out / "sparsity_vs_accuracy.png")
 # δ(l) scales λ by layer size, so large layers are pushed harder into the zero cluster than small ones.
 
 # %%
-layer_rows = [dict(l, method=r["method"], gamma_or_t=r["gamma_or_t"]) for r in rows if r["seed"] == SEED
-              for l in r["layers"]]
+layer_rows = [
+    dict(l, method=r["method"], gamma_or_t=r["gamma_or_t"]) for r in rows if r["seed"] == SEED for l in r["layers"]
+]
 layer_df = pd.DataFrame(layer_rows)
 results.save_table(layer_df, out / "layer_sparsity.csv")
 layer_df.pivot_table(index=["layer", "weights", "delta"], columns=["method", "gamma_or_t"], values="sparsity").round(3)
@@ -289,20 +418,38 @@ layer_df.pivot_table(index=["layer", "weights", "delta"], columns=["method", "ga
 # %%
 metrics = {
     "fp_accuracy": fp_accuracy,
-    "results": [{"method": r.method, "gamma_or_t": float(r.gamma_or_t), "sparsity": float(r.sparsity),
-                 "sparsity_std": float(r.sparsity_std), "accuracy": float(r.accuracy),
-                 "accuracy_std": float(r.accuracy_std), "seeds": int(r.seeds)} for r in summary.itertuples()],
-    "dataset": DATASET, "image_size": IMAGE_SIZE, "model": MODEL, "chosen": {"d": d_best, "w": w_best, "phi": phi_best},
-    "fp_params": int(fp_row["params"]), "seeds": seeds, "profile": PROFILE,
-    "cpu_seconds": time.process_time() - cpu0, "wall_seconds": time.perf_counter() - wall0, "torch_threads": threads,
+    "results": [
+        {
+            "method": r.method,
+            "gamma_or_t": float(r.gamma_or_t),
+            "sparsity": float(r.sparsity),
+            "sparsity_std": float(r.sparsity_std),
+            "accuracy": float(r.accuracy),
+            "accuracy_std": float(r.accuracy_std),
+            "seeds": int(r.seeds),
+        }
+        for r in summary.itertuples()
+    ],
+    "dataset": DATASET,
+    "image_size": IMAGE_SIZE,
+    "model": MODEL,
+    "chosen": {"d": d_best, "w": w_best, "phi": phi_best},
+    "fp_params": int(fp_row["params"]),
+    "seeds": seeds,
+    "profile": PROFILE,
+    "cpu_seconds": time.process_time() - cpu0,
+    "wall_seconds": time.perf_counter() - wall0,
+    "torch_threads": threads,
 }
 results.write_metrics(out, metrics)
 ec = summary[summary.method == "ec2t"].sort_values("gamma_or_t")
 monotone = bool((ec.sparsity.diff().dropna() >= 0).all())
 top = ec.iloc[-1]
-print(f"sparsity monotone in γ: {monotone}; largest γ={top.gamma_or_t:g}: sparsity {top.sparsity:.4f}, "
-      f"accuracy {top.accuracy:.4f} ± {top.accuracy_std:.4f} vs FP {fp_accuracy:.4f} "
-      f"(drop {100 * (fp_accuracy - top.accuracy):.2f} points)")
+print(
+    f"sparsity monotone in γ: {monotone}; largest γ={top.gamma_or_t:g}: sparsity {top.sparsity:.4f}, "
+    f"accuracy {top.accuracy:.4f} ± {top.accuracy_std:.4f} vs FP {fp_accuracy:.4f} "
+    f"(drop {100 * (fp_accuracy - top.accuracy):.2f} points)"
+)
 
 # %% [markdown]
 # ## What the numbers say

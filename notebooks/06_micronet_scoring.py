@@ -39,19 +39,19 @@
 # `score_vs_accuracy.png`.
 
 # %% tags=["parameters"]
-PROFILE = "default"       # profile name (set by compresslib.reproduce)
-SEED = 0                  # unused (scoring is deterministic); kept for the common interface; range [0, 2147483647]
-DATASET = "mnist5k"       # dataset the upstream models were trained on (for the labels only)
-DATA_ROOT = ""            # unused here
+PROFILE = "default"  # profile name (set by compresslib.reproduce)
+SEED = 0  # unused (scoring is deterministic); kept for the common interface; range [0, 2147483647]
+DATASET = "mnist5k"  # dataset the upstream models were trained on (for the labels only)
+DATA_ROOT = ""  # unused here
 OUT_DIR = "../artifacts/06_micronet_scoring"  # tables, figures, metrics.json
-DEVICE = "cpu"            # counting runs one batch-1 forward pass on the cpu
-EPOCHS = 0                # no training in this stage; range [0, 10000]
-THREADS = 1               # torch threads, 0 for the default; range [0, 256]
-TASK = "cifar100"         # reference for normalisation (cifar100 or imagenet)
-FP_BITS = 16              # bits of non-quantized values (official: 32 if quantized, unless FP16-evaluated); range [1, 32]; range [1, 32]
-MODES = "official,repo"   # counting modes to report
-REFERENCE_CHECK = True    # also score torchvision MobileNetV2-1.4 (dense FP32, 224x224) as a sanity check
-EVAL_FP16 = True          # re-evaluate the quantized stage-05 models in real FP16 (adds rows with eval_dtype float16)
+DEVICE = "cpu"  # counting runs one batch-1 forward pass on the cpu
+EPOCHS = 0  # no training in this stage; range [0, 10000]
+THREADS = 1  # torch threads, 0 for the default; range [0, 256]
+TASK = "cifar100"  # reference for normalisation (cifar100 or imagenet)
+FP_BITS = 16  # bits of non-quantized values (official: 32 if quantized, unless FP16-evaluated); range [1, 32]
+MODES = "official,repo"  # counting modes to report
+REFERENCE_CHECK = True  # also score torchvision MobileNetV2-1.4 (dense FP32, 224x224) as a sanity check
+EVAL_FP16 = True  # re-evaluate the quantized stage-05 models in real FP16 (adds rows with eval_dtype float16)
 
 # %%
 import ast
@@ -93,9 +93,19 @@ for js in sorted((ec2t_dir / "models").glob("*.json")):
     net = rebuild_model(meta)  # create_model(meta["model"], **meta["config"]): MicroNet or stage 05's MODEL
     net.load_state_dict(train.load_checkpoint(js.with_suffix(".pt"))["model"])
     name = "ec2t/fp" if meta["method"] == "fp" else f"ec2t/{meta['method']}_{meta['gamma_or_t']:g}_seed{meta['seed']}"
-    entries.append(dict(model=name, source="05_ec2t", net=net.eval(), input_size=tuple(meta["input_size"]),
-                        accuracy=meta["accuracy"], eval_dtype=meta.get("eval_dtype", "float32"), weight_bits=None,
-                        ternary="auto", seed=meta.get("seed", 0)))
+    entries.append(
+        dict(
+            model=name,
+            source="05_ec2t",
+            net=net.eval(),
+            input_size=tuple(meta["input_size"]),
+            accuracy=meta["accuracy"],
+            eval_dtype=meta.get("eval_dtype", "float32"),
+            weight_bits=None,
+            ternary="auto",
+            seed=meta.get("seed", 0),
+        )
+    )
 print(f"05_ec2t: {len(entries)} models")
 
 ecc_csv = art / "03_ecc_admm" / "results.csv"
@@ -106,13 +116,28 @@ if ecc_csv.exists():
     for budget, grp in ecc.groupby("budget"):
         r = grp.iloc[0]
         widths = ast.literal_eval(str(r.widths))  # (image channels, hidden widths..., classes)
-        net = models.create_model("lenet5", num_classes=int(widths[-1]), in_channels=int(widths[0]),
-                                  widths=tuple(int(v) for v in widths[1:-1]))
-        entries.append(dict(model=f"ecc/budget{budget:g}", source="03_ecc_admm", net=net.eval(),
-                            input_size=(int(widths[0]), 32, 32), accuracy=float(grp.accuracy.mean()),
-                            eval_dtype="float32", weight_bits=None, ternary=None))
-    print(f"03_ecc_admm: {len(entries) - n0} slimmed dense LeNet-5 models (widths from results.csv; "
-          "dense counting depends only on the widths)")
+        net = models.create_model(
+            "lenet5",
+            num_classes=int(widths[-1]),
+            in_channels=int(widths[0]),
+            widths=tuple(int(v) for v in widths[1:-1]),
+        )
+        entries.append(
+            dict(
+                model=f"ecc/budget{budget:g}",
+                source="03_ecc_admm",
+                net=net.eval(),
+                input_size=(int(widths[0]), 32, 32),
+                accuracy=float(grp.accuracy.mean()),
+                eval_dtype="float32",
+                weight_bits=None,
+                ternary=None,
+            )
+        )
+    print(
+        f"03_ecc_admm: {len(entries) - n0} slimmed dense LeNet-5 models (widths from results.csv; "
+        "dense counting depends only on the widths)"
+    )
 else:
     print(f"03_ecc_admm: {ecc_csv} not found — run notebook 03 to include the ECC models; skipped")
 
@@ -128,9 +153,18 @@ if sq_files:
         net = models.create_model(meta["model"])
         net.load_state_dict(train.load_checkpoint(ck)["model"])
         bits = {l["layer"]: (FP_BITS if not meta.get("quantized", True) else int(l["bits"])) for l in meta["layers"]}
-        entries.append(dict(model=f"sq/{js.stem}", source="04_sparsity_quantization", net=net.eval(),
-                            input_size=tuple(models.model_input_size(meta["model"])), accuracy=meta["accuracy"],
-                            eval_dtype=meta.get("eval_dtype", "float32"), weight_bits=bits, ternary=None))
+        entries.append(
+            dict(
+                model=f"sq/{js.stem}",
+                source="04_sparsity_quantization",
+                net=net.eval(),
+                input_size=tuple(models.model_input_size(meta["model"])),
+                accuracy=meta["accuracy"],
+                eval_dtype=meta.get("eval_dtype", "float32"),
+                weight_bits=bits,
+                ternary=None,
+            )
+        )
     print(f"04_sparsity_quantization: {len(sq_files)} models (masks + per-layer bits)")
 else:
     print(f"04_sparsity_quantization: no models under {sq_dir} — run notebook 04 to include them; skipped")
@@ -148,15 +182,21 @@ if EVAL_FP16:
     for e in [e for e in entries if e["source"] == "05_ec2t" and e["model"] != "ec2t/fp"]:
         if e["seed"] not in test_loaders:  # stage 05's split of that seed
             test_loaders[e["seed"]] = data.get_loaders(
-                p05.get("DATASET", DATASET), batch_size=int(p05.get("BATCH_SIZE", 64)), seed=int(e["seed"]),
-                root=p05.get("DATA_ROOT") or None, image_size=int(p05.get("IMAGE_SIZE", e["input_size"][-1])),
-                subset=p05.get("SUBSET") or None)
+                p05.get("DATASET", DATASET),
+                batch_size=int(p05.get("BATCH_SIZE", 64)),
+                seed=int(e["seed"]),
+                root=p05.get("DATA_ROOT") or None,
+                image_size=int(p05.get("IMAGE_SIZE", e["input_size"][-1])),
+                subset=p05.get("SUBSET") or None,
+            )
         ld = test_loaders[e["seed"]]
         r32 = train.evaluate(e["net"], ld.test)
         r16 = train.evaluate(e["net"], ld.test, dtype=torch.float16)
         if abs(r32["accuracy"] - e["accuracy"]) > 1e-6:
-            raise RuntimeError(f"{e['model']}: fp32 test accuracy {r32['accuracy']:.4f} differs from stage 05's "
-                               f"{e['accuracy']:.4f}: the test split was not rebuilt as stage 05 built it")
+            raise RuntimeError(
+                f"{e['model']}: fp32 test accuracy {r32['accuracy']:.4f} differs from stage 05's "
+                f"{e['accuracy']:.4f}: the test split was not rebuilt as stage 05 built it"
+            )
         entries.append(dict(e, accuracy=r16["accuracy"], eval_dtype="float16"))
         fp16_rows.append({"model": e["model"], "accuracy_fp32": r32["accuracy"], "accuracy_fp16": r16["accuracy"]})
     fp16_table = pd.DataFrame(fp16_rows)
@@ -178,14 +218,40 @@ for e in entries:
     for mode in modes:
         if mode == "repo" and e["eval_dtype"] == "float16":
             continue  # the repo counter ignores how the model was evaluated: its row would repeat the fp32 one
-        r = score_model(e["net"], e["input_size"], weight_bits=e["weight_bits"], sparse=True, mode=mode,
-                        task=TASK, fp_bits=FP_BITS, ternary=e["ternary"], eval_dtype=e["eval_dtype"], verbose=False)
-        rows.append({"model": e["model"], "source": e["source"], "mode": mode, "eval_dtype": e["eval_dtype"],
-                     "accuracy": e["accuracy"], "fp_bits": r["fp_bits"], "quantized": r["quantized"],
-                     "params": r["params"], "mults": r["mults"], "adds": r["adds"], "ops": r["ops"],
-                     "score": r["score"],
-                     "ternary_layers": int((r["table"].format.astype(str).str.startswith("ternary")
-                                            | r["table"].format.isin(["mask", "csr", "cer"])).sum())})
+        r = score_model(
+            e["net"],
+            e["input_size"],
+            weight_bits=e["weight_bits"],
+            sparse=True,
+            mode=mode,
+            task=TASK,
+            fp_bits=FP_BITS,
+            ternary=e["ternary"],
+            eval_dtype=e["eval_dtype"],
+            verbose=False,
+        )
+        rows.append(
+            {
+                "model": e["model"],
+                "source": e["source"],
+                "mode": mode,
+                "eval_dtype": e["eval_dtype"],
+                "accuracy": e["accuracy"],
+                "fp_bits": r["fp_bits"],
+                "quantized": r["quantized"],
+                "params": r["params"],
+                "mults": r["mults"],
+                "adds": r["adds"],
+                "ops": r["ops"],
+                "score": r["score"],
+                "ternary_layers": int(
+                    (
+                        r["table"].format.astype(str).str.startswith("ternary")
+                        | r["table"].format.isin(["mask", "csr", "cer"])
+                    ).sum()
+                ),
+            }
+        )
         if e["eval_dtype"] == "float32":
             layer_tables[(e["model"], mode)] = r["table"]
 scores = pd.DataFrame(rows)
@@ -207,18 +273,28 @@ if len(ec):
     for mode in modes:
         t = layer_tables[(name, mode)]
         results.save_table(t, out / f"layers_{name.replace('/', '_')}_{mode}.csv")
-    show = layer_tables[(name, modes[0])].merge(layer_tables[(name, modes[-1])], on=["layer", "kind"],
-                                                suffixes=(f"_{modes[0]}", f"_{modes[-1]}"))
+    show = layer_tables[(name, modes[0])].merge(
+        layer_tables[(name, modes[-1])], on=["layer", "kind"], suffixes=(f"_{modes[0]}", f"_{modes[-1]}")
+    )
     print(name)
     display(show.round(1))  # noqa: F821 (IPython)
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 4))
 for (mode, dt, src), g in scores.groupby(["mode", "eval_dtype", "source"]):
-    ax.scatter(g.score, 100 * g.accuracy, label=f"{src} ({mode}, {dt} eval)",
-               marker={"official": "o", "repo": "x"}[mode], facecolors="none" if dt == "float16" else None)
-ax.set(xscale="log", xlabel=f"MicroNet score (normalised to {TASKS[TASK]['model']}), log", ylabel="test accuracy (%)",
-       title="score vs accuracy (lower score is better)")
+    ax.scatter(
+        g.score,
+        100 * g.accuracy,
+        label=f"{src} ({mode}, {dt} eval)",
+        marker={"official": "o", "repo": "x"}[mode],
+        facecolors="none" if dt == "float16" else None,
+    )
+ax.set(
+    xscale="log",
+    xlabel=f"MicroNet score (normalised to {TASKS[TASK]['model']}), log",
+    ylabel="test accuracy (%)",
+    title="score vs accuracy (lower score is better)",
+)
 ax.grid(alpha=0.3, which="both")
 ax.legend(fontsize=7)
 fig.tight_layout()
@@ -234,27 +310,52 @@ results.save_figure(fig, out / "score_vs_accuracy.png")
 # %%
 if REFERENCE_CHECK:
     import torchvision
-    ref = score_model(torchvision.models.mobilenet_v2(width_mult=1.4), (3, 224, 224), mode="official",
-                      task="imagenet", fp_bits=32, sparse=False)
+
+    ref = score_model(
+        torchvision.models.mobilenet_v2(width_mult=1.4),
+        (3, 224, 224),
+        mode="official",
+        task="imagenet",
+        fp_bits=32,
+        sparse=False,
+    )
     print(f"ops / 1170 M = {ref['ops'] / 1170e6:.4f}, params {ref['params']:,.0f}")
 
 # %%
-metrics = {"scores": [{"model": r.model, "mode": r.mode, "eval_dtype": r.eval_dtype, "accuracy": float(r.accuracy),
-                       "fp_bits": int(r.fp_bits), "params": float(r.params), "mults": float(r.mults),
-                       "adds": float(r.adds), "score": float(r.score)} for r in scores.itertuples()],
-           "task": TASK, "fp_bits": FP_BITS}
+metrics = {
+    "scores": [
+        {
+            "model": r.model,
+            "mode": r.mode,
+            "eval_dtype": r.eval_dtype,
+            "accuracy": float(r.accuracy),
+            "fp_bits": int(r.fp_bits),
+            "params": float(r.params),
+            "mults": float(r.mults),
+            "adds": float(r.adds),
+            "score": float(r.score),
+        }
+        for r in scores.itertuples()
+    ],
+    "task": TASK,
+    "fp_bits": FP_BITS,
+}
 results.write_metrics(out, metrics)
 first = scores[(scores["mode"] == modes[0]) & (scores.eval_dtype == "float32")]
 best = first.sort_values("score").iloc[0]
-print(f"lowest {modes[0]} score overall: {best.model} = {best.score:.3e} ({best.params:,.0f} params, "
-      f"{best.ops:,.0f} ops, accuracy {best.accuracy:.4f})")
+print(
+    f"lowest {modes[0]} score overall: {best.model} = {best.score:.3e} ({best.params:,.0f} params, "
+    f"{best.ops:,.0f} ops, accuracy {best.accuracy:.4f})"
+)
 fp = first[first.model == "ec2t/fp"]
 tern = first[(first.source == "05_ec2t") & (first.model != "ec2t/fp")].sort_values("score")
 if len(fp) and len(tern):
     t = tern.iloc[0]
-    print(f"05: dense FP16 MicroNet {fp.score.iloc[0]:.3e} ({fp.params.iloc[0]:,.0f} params, {fp.ops.iloc[0]:,.0f} ops) "
-          f"vs best ternary {t.model} {t.score:.3e} ({t.params:,.0f} params, {t.ops:,.0f} ops): "
-          f"{fp.score.iloc[0] / t.score:.1f}x lower score")
+    print(
+        f"05: dense FP16 MicroNet {fp.score.iloc[0]:.3e} ({fp.params.iloc[0]:,.0f} params, {fp.ops.iloc[0]:,.0f} ops) "
+        f"vs best ternary {t.model} {t.score:.3e} ({t.params:,.0f} params, {t.ops:,.0f} ops): "
+        f"{fp.score.iloc[0] / t.score:.1f}x lower score"
+    )
 off = scores[(scores["mode"] == "official") & (scores.source == "05_ec2t") & (scores.model != "ec2t/fp")]
 if len(off):  # the 16-bit rule: a quantized model counts at 32 bits unless its accuracy was measured in FP16
     both = off.pivot_table(index="model", columns="eval_dtype", values=["score", "accuracy", "fp_bits"])
@@ -262,8 +363,10 @@ if len(off):  # the 16-bit rule: a quantized model counts at 32 bits unless its 
     for name, r in both.iterrows():
         line = f"  {name}: fp32 eval {r[('score', 'float32')]:.3e} at accuracy {r[('accuracy', 'float32')]:.4f}"
         if ("score", "float16") in r.index and pd.notna(r[("score", "float16")]):
-            line += (f" | FP16 eval {r[('score', 'float16')]:.3e} at accuracy {r[('accuracy', 'float16')]:.4f}"
-                     f" (32-bit counting costs +{100 * (r[('score', 'float32')] / r[('score', 'float16')] - 1):.0f} %)")
+            line += (
+                f" | FP16 eval {r[('score', 'float16')]:.3e} at accuracy {r[('accuracy', 'float16')]:.4f}"
+                f" (32-bit counting costs +{100 * (r[('score', 'float32')] / r[('score', 'float16')] - 1):.0f} %)"
+            )
         print(line)
 
 # %% [markdown]

@@ -54,39 +54,39 @@
 # `static_front.png`, `cascade_curve.png`, `explorer.png`.
 
 # %% tags=["parameters"]
-PROFILE = "default"       # profile name (set by compresslib.reproduce)
-SEED = 0                  # seed for splits' shuffling, init and training; range [0, 2147483647]
-DATASET = "cluttered_digits"  # registered dataset: cluttered_digits has true boxes; any other set runs without box metrics
-DATA_ROOT = ""            # folder of non-embedded datasets such as imagenet; unused for cluttered_digits
-IMAGE_SIZE = 0            # full-resolution image side of a non-cluttered dataset, 0: its native size; range [0, 4096]
-ARCH = "cifar"            # classifier family: cifar - 3 stages 16/32/64, or resnet50 - the paper's ResNet-50 shape
+PROFILE = "default"  # profile name (set by compresslib.reproduce)
+SEED = 0  # seed for splits' shuffling, init and training; range [0, 2147483647]
+DATASET = "cluttered_digits"  # registered dataset; only cluttered_digits has true boxes (box metrics)
+DATA_ROOT = ""  # folder of non-embedded datasets such as imagenet; unused for cluttered_digits
+IMAGE_SIZE = 0  # full-resolution image side of a non-cluttered dataset, 0: its native size; range [0, 4096]
+ARCH = "cifar"  # classifier family: cifar - 3 stages 16/32/64, or resnet50 - the paper's ResNet-50 shape
 OUT_DIR = "../artifacts/07_dynamic_inference"  # where figures, tables and metrics.json go
-DEVICE = "cpu"            # cpu or cuda - models, Grad-CAM, box predictor and cascade logits run there
-EPOCHS = 12               # epochs of every classifier (SGD-Nesterov, cosine LR, label smoothing 0.1); range [1, 10000]
-SOURCE = "mnist5k"        # digits pasted on the canvases: mnist5k (28x28) or digits (8x8)
-SUBSET = 0                # cap on training images, 0: all; non-cluttered sets draw it class-balanced; range [0, inf)
-TEST_SUBSET = 0           # cap on test images of a non-cluttered dataset, 0: all; range [0, inf)
-BATCH_SIZE = 64           # classifier batch size; range [1, 65536]
-LR = 0.1                  # classifier peak learning rate; range (0, 10]
-BOX_EPOCHS = 20           # epochs of the box predictor (AdamW, cosine LR); range [1, 10000]
-BOX_POOL = "grid"         # box predictor pooling: grid (4x4 map, keeps position) or avg (global, as the repo)
+DEVICE = "cpu"  # cpu or cuda - models, Grad-CAM, box predictor and cascade logits run there
+EPOCHS = 12  # epochs of every classifier (SGD-Nesterov, cosine LR, label smoothing 0.1); range [1, 10000]
+SOURCE = "mnist5k"  # digits pasted on the canvases: mnist5k (28x28) or digits (8x8)
+SUBSET = 0  # cap on training images, 0: all; non-cluttered sets draw it class-balanced; range [0, inf)
+TEST_SUBSET = 0  # cap on test images of a non-cluttered dataset, 0: all; range [0, inf)
+BATCH_SIZE = 64  # classifier batch size; range [1, 65536]
+LR = 0.1  # classifier peak learning rate; range (0, 10]
+BOX_EPOCHS = 20  # epochs of the box predictor (AdamW, cosine LR); range [1, 10000]
+BOX_POOL = "grid"  # box predictor pooling: grid (4x4 map, keeps position) or avg (global, as the repo)
 CAM_LAYERS = "last,penultimate"  # Grad-CAM target candidates: last stage (repo layer4) and/or penultimate (finer map)
-CAM_SPLITS = "0.3,0.5"    # candidate Grad-CAM thresholds, fractions of the map's range in [0, 1) (CROP.CAM_SPLIT)
-CAM_GROWS = "1.0,1.1"     # candidate pseudo-box growth factors in [1, 4] about the centre before square + snap
-PROBE = "0.5:0.5:12"      # d:w:r of the probe classifier whose val accuracy on each candidate's crops picks the Grad-CAM setting
-PROBE_EPOCHS = 4          # epochs of each probe; range [1, 10000]
-BOX_SHIFT = 4             # box predictor training: random translation of canvas and box, pixels; range [0, 64]
+CAM_SPLITS = "0.3,0.5"  # candidate Grad-CAM thresholds, fractions of the map's range in [0, 1) (CROP.CAM_SPLIT)
+CAM_GROWS = "1.0,1.1"  # candidate pseudo-box growth factors in [1, 4] about the centre before square + snap
+PROBE = "0.5:0.5:12"  # d:w:r of the probe classifier whose val accuracy on each candidate's crops picks the Grad-CAM setting
+PROBE_EPOCHS = 4  # epochs of each probe; range [1, 10000]
+BOX_SHIFT = 4  # box predictor training: random translation of canvas and box, pixels; range [0, 64]
 BOX_SIZES = "16,32,48,64"  # crop sides in pixels of the full-resolution image the square boxes snap up to
-RESOLUTIONS = "24,12"     # resolutions of the resolution-only and crop-only baselines (full model)
+RESOLUTIONS = "24,12"  # resolutions of the resolution-only and crop-only baselines (full model)
 CS_CONFIGS = "0.5:0.5:16,0.5:0.5:12,0.5:1:12"  # compound-shrunk models d:w:r on crops (the small-model candidates)
-SMALL = "auto"            # cascade stage 1: auto - chosen among CS_CONFIGS on val, or one d:w:r of CS_CONFIGS
-ALPHA = 1.6               # accumulation weight a of the large model's logits (z_small + a * z_large); range (0, 100]
-LO = 0.0                  # lower threshold: margins not above LO are never escalated; range [0, 1)
-SCORE = "margin"          # confidence score: margin (paper), maxprob or entropy
-N_THRESHOLDS = 51         # points of the threshold sweep hi in [0, 1]; range [3, 100000]
-TOL = 0.005               # operating point: cheapest val threshold within TOL of the large model's val accuracy; range [0, 1]
-COMPARE_SEEDS = "0,1,2"   # seeds of the per-seed cascade and of crop-only vs resolution-only at the lowest resolution
-ORACLE_BOXES = False      # ablation: also train the box predictor on the true boxes - cluttered_digits only
+SMALL = "auto"  # cascade stage 1: auto - chosen among CS_CONFIGS on val, or one d:w:r of CS_CONFIGS
+ALPHA = 1.6  # accumulation weight a of the large model's logits (z_small + a * z_large); range (0, 100]
+LO = 0.0  # lower threshold: margins not above LO are never escalated; range [0, 1)
+SCORE = "margin"  # confidence score: margin (paper), maxprob or entropy
+N_THRESHOLDS = 51  # points of the threshold sweep hi in [0, 1]; range [3, 100000]
+TOL = 0.005  # operating point: cheapest val threshold within TOL of the large model's val accuracy; range [0, 1]
+COMPARE_SEEDS = "0,1,2"  # seeds of the per-seed cascade and of crop-only vs resolution-only at the lowest resolution
+ORACLE_BOXES = False  # ablation: also train the box predictor on the true boxes - cluttered_digits only
 
 # %%
 import time
@@ -124,7 +124,9 @@ def _floats(s, name, lo, hi, hi_open=False):
     except ValueError as e:
         raise ValueError(f"{name} must be comma-separated numbers, got {s!r}") from e
     if not v or any(not (lo <= x < hi if hi_open else lo <= x <= hi) for x in v):
-        raise ValueError(f"{name} must be a non-empty list of numbers in [{lo}, {hi}{')' if hi_open else ']'}, got {s!r}")
+        raise ValueError(
+            f"{name} must be a non-empty list of numbers in [{lo}, {hi}{')' if hi_open else ']'}, got {s!r}"
+        )
     return v
 
 
@@ -165,9 +167,15 @@ if SMALL != "auto" and _config(SMALL, "SMALL") not in cs_configs:
 if SEED not in compare_seeds:
     compare_seeds = [SEED] + compare_seeds
 if min(box_sizes) < 1 or max(box_sizes) > CANVAS:
-    raise ValueError(f"BOX_SIZES must lie in [1, {CANVAS}] - pixels of the {CANVAS}-px {DATASET} images, got {BOX_SIZES!r}"
-                     + ("" if TRUE_BOXES else f" (IMAGE_SIZE {IMAGE_SIZE}: set IMAGE_SIZE >= {max(box_sizes)}, e.g. 64, "
-                                              f"to resize {DATASET} up, or give smaller BOX_SIZES)"))
+    raise ValueError(
+        f"BOX_SIZES must lie in [1, {CANVAS}] - pixels of the {CANVAS}-px {DATASET} images, got {BOX_SIZES!r}"
+        + (
+            ""
+            if TRUE_BOXES
+            else f" (IMAGE_SIZE {IMAGE_SIZE}: set IMAGE_SIZE >= {max(box_sizes)}, e.g. 64, "
+            f"to resize {DATASET} up, or give smaller BOX_SIZES)"
+        )
+    )
 cascade.check_thresholds(LO, 1.0)
 if BOX_POOL not in ("avg", "grid"):
     raise ValueError(f"BOX_POOL must be avg or grid, got {BOX_POOL!r}")
@@ -175,7 +183,9 @@ if min(EPOCHS, BOX_EPOCHS, PROBE_EPOCHS) < 1 or N_THRESHOLDS < 3 or not 0 <= TOL
     raise ValueError("EPOCHS, BOX_EPOCHS, PROBE_EPOCHS >= 1, N_THRESHOLDS >= 3 and TOL in [0, 1] required")
 out = Path(OUT_DIR)
 out.mkdir(parents=True, exist_ok=True)
-CACHE = results.cache_dir(out)  # every trained model, keyed by fingerprint: a re-run with the same inputs trains nothing
+CACHE = results.cache_dir(
+    out
+)  # every trained model, keyed by fingerprint: a re-run with the same inputs trains nothing
 train.set_seed(SEED)
 
 # %% [markdown]
@@ -191,8 +201,8 @@ if TRUE_BOXES:
     tr_all, te = (cluttered.load_cluttered(k, SOURCE, cache_dir=CACHE) for k in ("train", "test"))
 else:
     root = DATA_ROOT or None
-    tr_all = cluttered.load_images(DATASET, "train", root, CANVAS, limit=SUBSET, seed=SEED)
-    te = cluttered.load_images(DATASET, "test", root, CANVAS, limit=TEST_SUBSET, seed=SEED)
+    tr_all = data.load_images(DATASET, "train", root, CANVAS, limit=SUBSET, seed=SEED)
+    te = data.load_images(DATASET, "test", root, CANVAS, limit=TEST_SUBSET, seed=SEED)
 tr_idx, va_idx = data.stratified_split(tr_all.y.numpy(), 0.1, seed=1235)
 if SUBSET and SUBSET < len(tr_idx):
     tr_idx = tr_idx[np.sort(np.random.default_rng(SEED).permutation(len(tr_idx))[:SUBSET])]
@@ -201,16 +211,21 @@ tr, va = sel(tr_all, torch.as_tensor(tr_idx)), sel(tr_all, torch.as_tensor(va_id
 if tr.x.shape[-1] != CANVAS or tr.x.shape[1] != IN_CH:
     raise ValueError(f"{DATASET}: expected {IN_CH}x{CANVAS}x{CANVAS} images, got {tuple(tr.x.shape[1:])}")
 splits = {"train": tr, "val": va, "test": te}
-print(f"{DATASET}: {len(tr.y)} train / {len(va.y)} val / {len(te.y)} test images of {IN_CH}x{CANVAS}x{CANVAS}, "
-      f"{NUM_CLASSES} classes; threads {threads}; "
-      + (f"true box side: median {float((te.boxes[:, 2] - te.boxes[:, 0]).median()):.0f} px" if te.boxes is not None else
-         "no true boxes: box-quality metrics and the true-box ablation are skipped"))
+print(
+    f"{DATASET}: {len(tr.y)} train / {len(va.y)} val / {len(te.y)} test images of {IN_CH}x{CANVAS}x{CANVAS}, "
+    f"{NUM_CLASSES} classes; threads {threads}; "
+    + (
+        f"true box side: median {float((te.boxes[:, 2] - te.boxes[:, 0]).median()):.0f} px"
+        if te.boxes is not None
+        else "no true boxes: box-quality metrics and the true-box ablation are skipped"
+    )
+)
 fig, axs = plt.subplots(1, 8, figsize=(12, 1.8))
 for a, i in zip(axs, range(min(8, len(te.y)))):
     a.imshow(te.x[i, 0] if IN_CH == 1 else viz_rgb(te.x[i]), cmap="gray")
     if te.boxes is not None:
         x0, y0, x1, y1 = te.boxes[i].tolist()
-        a.add_patch(plt.Rectangle((x0 - .5, y0 - .5), x1 - x0, y1 - y0, fill=False, ec="r"))
+        a.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="r"))
     a.set_title(int(te.y[i]), fontsize=8)
     a.axis("off")
 _ = results.save_figure(fig, out / "examples.png")
@@ -220,6 +235,7 @@ _ = results.save_figure(fig, out / "examples.png")
 # The full model on the whole canvas, plainly down-scaled to each resolution. The largest one is
 # also the classifier whose Grad-CAM provides the pseudo-boxes. `train_eval` trains (or loads, when
 # its fingerprint matches a cached run) one classifier and returns its val and test logits.
+
 
 # %%
 def resize(x, r):
@@ -236,15 +252,40 @@ def train_eval(cfg, xs, seed=SEED, name="classifier", epochs=EPOCHS, record=True
     kwargs = dict(num_classes=NUM_CLASSES, in_channels=IN_CH, **arch_kwargs(ARCH, d, w, r))
     train.set_seed(seed)  # the initial weights depend on the seed only, not on what ran before
     m = create_model("shrinkable_resnet", **kwargs).to(dev)
-    hist = crop.train_classifier(m, xs[0], tr.y, xs[1], va.y, epochs=epochs, lr=LR, batch_size=BATCH_SIZE, seed=seed,
-                                 device=DEVICE, cache_dir=CACHE, name=name)
+    hist = crop.train_classifier(
+        m,
+        xs[0],
+        tr.y,
+        xs[1],
+        va.y,
+        epochs=epochs,
+        lr=LR,
+        batch_size=BATCH_SIZE,
+        seed=seed,
+        device=DEVICE,
+        cache_dir=CACHE,
+        name=name,
+    )
     z_val = cascade.model_logits(m, xs[1], res=r)
     z_test = None if xs[2] is None else cascade.model_logits(m, xs[2], res=r)  # None: never looks at test
-    res = {"val_accuracy": acc(z_val, va.y), "test_accuracy": None if z_test is None else acc(z_test, te.y),
-           "macs": cost.total_macs(m, (IN_CH, r, r)), "params": sum(p.numel() for p in m.parameters())}
+    res = {
+        "val_accuracy": acc(z_val, va.y),
+        "test_accuracy": None if z_test is None else acc(z_test, te.y),
+        "macs": cost.total_macs(m, (IN_CH, r, r)),
+        "params": sum(p.numel() for p in m.parameters()),
+    }
     if record:
-        results.record_model(out, name, model="shrinkable_resnet", kwargs=kwargs, checkpoint=hist["checkpoint"],
-                             accuracy=res["val_accuracy"], split="val", test_accuracy=res["test_accuracy"], seed=seed)
+        results.record_model(
+            out,
+            name,
+            model="shrinkable_resnet",
+            kwargs=kwargs,
+            checkpoint=hist["checkpoint"],
+            accuracy=res["val_accuracy"],
+            split="val",
+            test_accuracy=res["test_accuracy"],
+            seed=seed,
+        )
     return m, z_val, z_test, {**res, "reused": bool(hist.get("reused"))}
 
 
@@ -267,8 +308,15 @@ display(pd.DataFrame(rows))
 
 # %%
 cam_net, cam_r = nets[("resolution-only", resolutions[0])], resolutions[0]
-cam_maps = {layer: {k: crop.gradcam(cam_net, s.x, s.y, layer=cam_net.features if layer == "last" else cam_net.stages[-1],
-                                    input_size=cam_r) for k, s in splits.items()} for layer in cam_layers}
+cam_maps = {
+    layer: {
+        k: crop.gradcam(
+            cam_net, s.x, s.y, layer=cam_net.features if layer == "last" else cam_net.stages[-1], input_size=cam_r
+        )
+        for k, s in splits.items()
+    }
+    for layer in cam_layers
+}
 
 
 def pseudo_boxes(layer, split, grow, k):
@@ -288,16 +336,23 @@ for la, sp, g in candidates:
         bx = {k: snapped(pseudo_boxes(la, sp, g, k)) for k in ("train", "val")}
         xs = [crop.crop_resize(splits[k].x, bx[k], probe_cfg[2]) for k in ("train", "val")] + [None]
         res = train_eval(probe_cfg, xs, name=f"probe-{la}-s{sp:g}-g{g:g}", epochs=PROBE_EPOCHS, record=False)[3]
-        row.update(probe_val_accuracy=res["val_accuracy"], mean_val_box_side=float((bx["val"][:, 2] - bx["val"][:, 0]).double().mean()))
+        row.update(
+            probe_val_accuracy=res["val_accuracy"],
+            mean_val_box_side=float((bx["val"][:, 2] - bx["val"][:, 0]).double().mean()),
+        )
     cam_rows.append(row)
 cam_table = pd.DataFrame(cam_rows)
-best_cam = 0 if len(candidates) == 1 else int(cam_table["probe_val_accuracy"].to_numpy().argmax())  # ties -> first listed
+best_cam = (
+    0 if len(candidates) == 1 else int(cam_table["probe_val_accuracy"].to_numpy().argmax())
+)  # ties -> first listed
 CAM_LAYER, CAM_SPLIT, CAM_GROW = candidates[best_cam]
 cam_table["chosen"] = [i == best_cam for i in range(len(cam_table))]
 results.save_table(cam_table, out / "cam_selection.csv")
 display(cam_table)
-print(f"Grad-CAM setting chosen on val: layer {CAM_LAYER}, split {CAM_SPLIT:g}, grow {CAM_GROW:g}"
-      + ("" if len(candidates) > 1 else " (the only candidate)"))
+print(
+    f"Grad-CAM setting chosen on val: layer {CAM_LAYER}, split {CAM_SPLIT:g}, grow {CAM_GROW:g}"
+    + ("" if len(candidates) > 1 else " (the only candidate)")
+)
 pseudo = {k: pseudo_boxes(CAM_LAYER, CAM_SPLIT, CAM_GROW, k) for k in splits}
 
 # %% [markdown]
@@ -307,29 +362,53 @@ pseudo = {k: pseudo_boxes(CAM_LAYER, CAM_SPLIT, CAM_GROW, k) for k in splits}
 # up to BOX_SIZES. Its validation mIoU is measured against the validation *pseudo*-boxes (a fit
 # diagnostic); box quality against true boxes is in the ablation cell.
 
+
 # %%
 def fit_cropper(target_train, label):
     train.set_seed(SEED)
     kwargs = dict(in_channels=IN_CH, pool=BOX_POOL)
     pred = create_model("box_predictor", **kwargs).to(dev)
-    hist = crop.train_box_predictor(pred, tr.x, target_train, CANVAS, epochs=BOX_EPOCHS, seed=SEED, x_val=va.x,
-                                    boxes_val=pseudo["val"], shift=BOX_SHIFT, device=DEVICE, cache_dir=CACHE,
-                                    name=f"box-{label}-s{SEED}")
-    results.record_model(out, f"box_predictor_{label}", model="box_predictor", kwargs=kwargs, checkpoint=pred.cache_path,
-                         accuracy=None, split="val", val_miou_vs_pseudo=hist[-1]["val_miou"], box_labels=label)
+    hist = crop.train_box_predictor(
+        pred,
+        tr.x,
+        target_train,
+        CANVAS,
+        epochs=BOX_EPOCHS,
+        seed=SEED,
+        x_val=va.x,
+        boxes_val=pseudo["val"],
+        shift=BOX_SHIFT,
+        device=DEVICE,
+        cache_dir=CACHE,
+        name=f"box-{label}-s{SEED}",
+    )
+    results.record_model(
+        out,
+        f"box_predictor_{label}",
+        model="box_predictor",
+        kwargs=kwargs,
+        checkpoint=pred.cache_path,
+        accuracy=None,
+        split="val",
+        val_miou_vs_pseudo=hist[-1]["val_miou"],
+        box_labels=label,
+    )
     return crop.ForegroundCropper(pred, CANVAS, box_sizes, in_channels=IN_CH), hist
 
 
 cropper, box_hist = fit_cropper(pseudo["train"], "pseudo")
 boxes = {k: cropper.boxes(s.x) for k, s in splits.items()}
-print(f"box predictor: {cropper.macs / 1e6:.3f} M MACs; val mIoU vs val pseudo-boxes {box_hist[-1]['val_miou']:.3f}; "
-      f"test crop sides {crop.box_size_histogram(boxes['test'], box_sizes)}")
+print(
+    f"box predictor: {cropper.macs / 1e6:.3f} M MACs; val mIoU vs val pseudo-boxes {box_hist[-1]['val_miou']:.3f}; "
+    f"test crop sides {crop.box_size_histogram(boxes['test'], box_sizes)}"
+)
 
 # %% [markdown]
 # ## Crop-only (Smart Scissor DIC) and compound-shrunk models on the crops
 # Crop-only = the full model on the predicted crop at each resolution. Compound-shrunk = fewer
 # blocks (d), thinner bottlenecks (w) and a smaller crop resolution (r), trained on crops.
 # Every cropped pipeline pays the cropper's MACs.
+
 
 # %%
 def crops_at(r):
@@ -343,7 +422,16 @@ for r in resolutions:
 for cfg in cs_configs:
     m, zv, zt, res = train_eval(cfg, crops_at(cfg[2]), name=f"cs-d{cfg[0]:g}-w{cfg[1]:g}-r{cfg[2]}-s{SEED}")
     nets[("shrunk", cfg)], logits[("shrunk", cfg)] = m, (zv, zt)
-    rows.append({"kind": "crop+shrink", "name": f"CS d{cfg[0]:g} w{cfg[1]:g} r{cfg[2]}", "d": cfg[0], "w": cfg[1], "r": cfg[2], **res})
+    rows.append(
+        {
+            "kind": "crop+shrink",
+            "name": f"CS d{cfg[0]:g} w{cfg[1]:g} r{cfg[2]}",
+            "d": cfg[0],
+            "w": cfg[1],
+            "r": cfg[2],
+            **res,
+        }
+    )
 static = pd.DataFrame(rows)
 static["cropper_macs"] = np.where(static["kind"] == "resolution-only", 0, cropper.macs)
 static["macs"] = static["macs"] + static["cropper_macs"]
@@ -353,10 +441,20 @@ display(static[["name", "kind", "d", "w", "r", "params", "macs", "val_accuracy",
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 4.5))
-viz.plot_tradeoff(ax, static.assign(MMACs=static["macs"] / 1e6, top1=100 * static["accuracy"]), "MMACs", "top1",
-                  hue="kind", logx=True, xlabel="MACs per image (M, cropper included)", ylabel="top-1 accuracy (%)")
+viz.plot_tradeoff(
+    ax,
+    static.assign(MMACs=static["macs"] / 1e6, top1=100 * static["accuracy"]),
+    "MMACs",
+    "top1",
+    hue="kind",
+    logx=True,
+    xlabel="MACs per image (M, cropper included)",
+    ylabel="top-1 accuracy (%)",
+)
 for _, row in static.iterrows():
-    ax.annotate(row["name"], (row["macs"] / 1e6, 100 * row["accuracy"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.annotate(
+        row["name"], (row["macs"] / 1e6, 100 * row["accuracy"]), fontsize=6, xytext=(3, 3), textcoords="offset points"
+    )
 _ = results.save_figure(fig, out / "static_front.png")
 
 # %% [markdown]
@@ -377,8 +475,17 @@ large_stage_macs = cost.total_macs(large, (IN_CH, resolutions[0], resolutions[0]
 
 def val_sweep(cfg, zs_val, zl_val_):
     macs = [cost.total_macs(nets[("shrunk", cfg)], (IN_CH, cfg[2], cfg[2])), large_stage_macs]
-    return cascade.sweep([zs_val, zl_val_], macs, thresholds, va.y, lo=LO, alpha=ALPHA, score=SCORE,
-                         accumulate="sum", crop_macs=cropper.macs)
+    return cascade.sweep(
+        [zs_val, zl_val_],
+        macs,
+        thresholds,
+        va.y,
+        lo=LO,
+        alpha=ALPHA,
+        score=SCORE,
+        accumulate="sum",
+        crop_macs=cropper.macs,
+    )
 
 
 cands = cs_configs if SMALL == "auto" else [_config(SMALL, "SMALL")]
@@ -389,34 +496,68 @@ threshold = val_point["threshold"]
 sel_rows = []
 for cfg, t in val_tables.items():
     p, ok = cascade.choose_threshold(t, large_val_acc, TOL)
-    sel_rows.append({"small": f"{cfg[0]:g}:{cfg[1]:g}:{cfg[2]}", "small_val_accuracy": acc(logits[("shrunk", cfg)][0], va.y),
-                     "threshold": p["threshold"], "val_accuracy": p["accuracy"], "val_avg_macs": p["avg_macs"],
-                     "val_macs_fraction": p["avg_macs"] / (cropper.macs + large_stage_macs), "reaches_large_val": ok,
-                     "chosen": cfg == small_cfg})
+    sel_rows.append(
+        {
+            "small": f"{cfg[0]:g}:{cfg[1]:g}:{cfg[2]}",
+            "small_val_accuracy": acc(logits[("shrunk", cfg)][0], va.y),
+            "threshold": p["threshold"],
+            "val_accuracy": p["accuracy"],
+            "val_avg_macs": p["avg_macs"],
+            "val_macs_fraction": p["avg_macs"] / (cropper.macs + large_stage_macs),
+            "reaches_large_val": ok,
+            "chosen": cfg == small_cfg,
+        }
+    )
 small_table = pd.DataFrame(sel_rows)
 results.save_table(small_table, out / "small_selection.csv")
 results.save_table(val_tables[small_cfg], out / "val_sweep.csv")
 display(small_table)
 SMALL_NAME = f"{small_cfg[0]:g}:{small_cfg[1]:g}:{small_cfg[2]}"
-print(f"chosen on val: small model {SMALL_NAME}" + (" (given by SMALL)" if SMALL != "auto" else "")
-      + f", threshold hi={threshold:.3f}: val accuracy {val_point['accuracy']:.4f} vs large {large_val_acc:.4f} "
-      f"({'within' if val_reached else 'NOT within'} {100 * TOL:g} pt) at {val_point['avg_macs'] / 1e6:.3f} M MACs")
+print(
+    f"chosen on val: small model {SMALL_NAME}"
+    + (" (given by SMALL)" if SMALL != "auto" else "")
+    + f", threshold hi={threshold:.3f}: val accuracy {val_point['accuracy']:.4f} vs large {large_val_acc:.4f} "
+    f"({'within' if val_reached else 'NOT within'} {100 * TOL:g} pt) at {val_point['avg_macs'] / 1e6:.3f} M MACs"
+)
 
 # %%
 small = nets[("shrunk", small_cfg)]
 zs_val, zs_test = logits[("shrunk", small_cfg)]
-casc = cascade.Cascade([small, large], [small_cfg[2], resolutions[0]], lo=LO, hi=threshold, alpha=ALPHA, score=SCORE,
-                       crop_macs=cropper.macs, in_channels=IN_CH)
+casc = cascade.Cascade(
+    [small, large],
+    [small_cfg[2], resolutions[0]],
+    lo=LO,
+    hi=threshold,
+    alpha=ALPHA,
+    score=SCORE,
+    crop_macs=cropper.macs,
+    in_channels=IN_CH,
+)
 rules = {f"sum a={ALPHA:g}": ("sum", ALPHA), "sum a=1": ("sum", 1.0), "replace": ("replace", 1.0)}
-tables = {name: cascade.sweep([zs_test, zl_test], casc.macs_per_stage, thresholds, te.y, lo=LO, alpha=a,
-                              score=SCORE, accumulate=rule, crop_macs=cropper.macs) for name, (rule, a) in rules.items()}
+tables = {
+    name: cascade.sweep(
+        [zs_test, zl_test],
+        casc.macs_per_stage,
+        thresholds,
+        te.y,
+        lo=LO,
+        alpha=a,
+        score=SCORE,
+        accumulate=rule,
+        crop_macs=cropper.macs,
+    )
+    for name, (rule, a) in rules.items()
+}
 main_rule = f"sum a={ALPHA:g}"
 sw = tables[main_rule]
 for name, t in tables.items():
     results.save_table(t, out / f"sweep_{name.replace(' ', '_').replace('=', '')}.csv")
 test_point = viz.operating_point(sw, threshold)  # the one test number: at the val-chosen threshold
 check = casc.run(te.x, boxes["test"], te.y)
-assert abs(check.accuracy - test_point["accuracy"]) < 1e-12 and abs(check.avg_macs - test_point["avg_macs"]) < 1e-6, (check, test_point)
+assert abs(check.accuracy - test_point["accuracy"]) < 1e-12 and abs(check.avg_macs - test_point["avg_macs"]) < 1e-6, (
+    check,
+    test_point,
+)
 orc = cascade.oracle([zs_test, zl_test], casc.macs_per_stage, te.y, alpha=ALPHA, crop_macs=cropper.macs)
 small_acc, large_acc = acc(zs_test, te.y), acc(zl_test, te.y)
 small_macs, large_macs = cropper.macs + casc.macs_per_stage[0], cropper.macs + casc.macs_per_stage[1]
@@ -424,15 +565,26 @@ frac = test_point["avg_macs"] / large_macs
 hindsight = cascade.cheapest_at_accuracy(sw, large_acc, tol=TOL)  # chosen ON TEST: optimistic, for comparison only
 scores = cascade.confidence(zs_test, SCORE).numpy()
 np.save(out / "small_scores.npy", scores)
-print(f"test, small {small_acc:.4f} @ {small_macs / 1e6:.3f} M MACs; large {large_acc:.4f} @ {large_macs / 1e6:.3f} M "
-      f"(cropper {cropper.macs / 1e6:.3f} M included); Cascade.run at the chosen threshold == sweep row: ok")
-print(f"test at the val-chosen hi={threshold:.3f}: accuracy {test_point['accuracy']:.4f} "
-      f"({100 * (test_point['accuracy'] - large_acc):+.2f} pt vs large), {test_point['avg_macs'] / 1e6:.3f} M MACs = "
-      f"{100 * frac:.1f} % of the large pipeline, escalated {100 * test_point['escalated']:.1f} %")
-print(f"oracle gate (upper bound): {orc['accuracy']:.4f} @ {orc['avg_macs'] / 1e6:.3f} M, escalated {orc['escalated']:.3f}")
-print("for comparison only, the threshold picked on the TEST sweep (optimistic): "
-      + ("none within tolerance" if hindsight is None else
-         f"hi={hindsight['threshold']:.3f}, {100 * hindsight['avg_macs'] / large_macs:.1f} % of the large MACs"))
+print(
+    f"test, small {small_acc:.4f} @ {small_macs / 1e6:.3f} M MACs; large {large_acc:.4f} @ {large_macs / 1e6:.3f} M "
+    f"(cropper {cropper.macs / 1e6:.3f} M included); Cascade.run at the chosen threshold == sweep row: ok"
+)
+print(
+    f"test at the val-chosen hi={threshold:.3f}: accuracy {test_point['accuracy']:.4f} "
+    f"({100 * (test_point['accuracy'] - large_acc):+.2f} pt vs large), {test_point['avg_macs'] / 1e6:.3f} M MACs = "
+    f"{100 * frac:.1f} % of the large pipeline, escalated {100 * test_point['escalated']:.1f} %"
+)
+print(
+    f"oracle gate (upper bound): {orc['accuracy']:.4f} @ {orc['avg_macs'] / 1e6:.3f} M, escalated {orc['escalated']:.3f}"
+)
+print(
+    "for comparison only, the threshold picked on the TEST sweep (optimistic): "
+    + (
+        "none within tolerance"
+        if hindsight is None
+        else f"hi={hindsight['threshold']:.3f}, {100 * hindsight['avg_macs'] / large_macs:.1f} % of the large MACs"
+    )
+)
 display(sw.iloc[:: max(1, N_THRESHOLDS // 10)])
 
 # %%
@@ -464,23 +616,45 @@ for s in compare_seeds:
     if s == SEED:
         zsv, zst, zlv, zlt = zs_val, zs_test, zl_val, zl_test
     else:
-        _, zsv, zst, _ = train_eval(small_cfg, crops_at(small_cfg[2]), seed=s, name=f"cs-d{small_cfg[0]:g}-w{small_cfg[1]:g}-r{small_cfg[2]}-s{s}")
-        _, zlv, zlt, _ = train_eval((1.0, 1.0, resolutions[0]), crops_at(resolutions[0]), seed=s, name=f"crop-r{resolutions[0]}-s{s}")
-    vs = cascade.sweep([zsv, zlv], casc.macs_per_stage, thresholds, va.y, lo=LO, alpha=ALPHA, score=SCORE, crop_macs=cropper.macs)
+        _, zsv, zst, _ = train_eval(
+            small_cfg,
+            crops_at(small_cfg[2]),
+            seed=s,
+            name=f"cs-d{small_cfg[0]:g}-w{small_cfg[1]:g}-r{small_cfg[2]}-s{s}",
+        )
+        _, zlv, zlt, _ = train_eval(
+            (1.0, 1.0, resolutions[0]), crops_at(resolutions[0]), seed=s, name=f"crop-r{resolutions[0]}-s{s}"
+        )
+    vs = cascade.sweep(
+        [zsv, zlv], casc.macs_per_stage, thresholds, va.y, lo=LO, alpha=ALPHA, score=SCORE, crop_macs=cropper.macs
+    )
     p, ok = cascade.choose_threshold(vs, acc(zlv, va.y), TOL)
-    tp = cascade.sweep([zst, zlt], casc.macs_per_stage, [p["threshold"]], te.y, lo=LO, alpha=ALPHA, score=SCORE,
-                       crop_macs=cropper.macs).iloc[0]
-    seed_rows.append({"seed": s, "small_accuracy": acc(zst, te.y), "large_accuracy": acc(zlt, te.y),
-                      "cascade_accuracy": float(tp["accuracy"]), "macs_fraction": float(tp["avg_macs"] / large_macs),
-                      "threshold": p["threshold"], "escalated": float(tp["escalated"]), "val_reached": ok,
-                      "val_cascade_accuracy": p["accuracy"], "val_large_accuracy": acc(zlv, va.y)})
+    tp = cascade.sweep(
+        [zst, zlt], casc.macs_per_stage, [p["threshold"]], te.y, lo=LO, alpha=ALPHA, score=SCORE, crop_macs=cropper.macs
+    ).iloc[0]
+    seed_rows.append(
+        {
+            "seed": s,
+            "small_accuracy": acc(zst, te.y),
+            "large_accuracy": acc(zlt, te.y),
+            "cascade_accuracy": float(tp["accuracy"]),
+            "macs_fraction": float(tp["avg_macs"] / large_macs),
+            "threshold": p["threshold"],
+            "escalated": float(tp["escalated"]),
+            "val_reached": ok,
+            "val_cascade_accuracy": p["accuracy"],
+            "val_large_accuracy": acc(zlv, va.y),
+        }
+    )
 casc_seeds = pd.DataFrame(seed_rows)
 casc_seeds["cascade_minus_large"] = casc_seeds["cascade_accuracy"] - casc_seeds["large_accuracy"]
 casc_seeds["holds"] = (casc_seeds["cascade_minus_large"] >= -TOL - 1e-12) & (casc_seeds["macs_fraction"] <= 0.5)
 results.save_table(casc_seeds, out / "cascade_seeds.csv")
 display(casc_seeds)
-summary = {c: results.mean_std(casc_seeds[c]) for c in ("small_accuracy", "large_accuracy", "cascade_accuracy",
-                                                         "macs_fraction", "cascade_minus_large")}
+summary = {
+    c: results.mean_std(casc_seeds[c])
+    for c in ("small_accuracy", "large_accuracy", "cascade_accuracy", "macs_fraction", "cascade_minus_large")
+}
 for c, (mu, sd) in summary.items():
     print(f"{c:>20}: {mu:.4f} ± {sd:.4f}  ({len(casc_seeds)} seeds)")
 
@@ -491,12 +665,20 @@ for c, (mu, sd) in summary.items():
 # whose margin lies just under the threshold. The same cell saves a static figure for headless runs.
 
 # %%
-explorer = viz.threshold_explorer(tables, scores=scores, images=crop.crop_resize(te.x, boxes["test"], resolutions[0]),
-                                  lo=LO, ref_macs=large_macs, static=static, oracle=orc)
+explorer = viz.threshold_explorer(
+    tables,
+    scores=scores,
+    images=crop.crop_resize(te.x, boxes["test"], resolutions[0]),
+    lo=LO,
+    ref_macs=large_macs,
+    static=static,
+    oracle=orc,
+)
 explorer.slider.value = float(threshold)
 display(explorer)
-_ = results.save_figure(viz.explorer_figure(tables, sorted({0.05, round(threshold, 3), 0.5}), main_rule, static, orc),
-                        out / "explorer.png")
+_ = results.save_figure(
+    viz.explorer_figure(tables, sorted({0.05, round(threshold, 3), 0.5}), main_rule, static, orc), out / "explorer.png"
+)
 
 # %% [markdown]
 # ## Crop-only vs resolution-only at the lowest resolution, over seeds
@@ -516,8 +698,10 @@ results.save_table(seeds_df, out / "baseline_seeds.csv")
 piv = seeds_df.pivot(index="seed", columns="kind", values="test_accuracy")
 gap = piv["crop-only"] - piv["resolution-only"]
 display(piv.assign(gap=gap))
-print(f"r={r_low}: crop-only {piv['crop-only'].mean():.4f} ± {piv['crop-only'].std(ddof=1) if len(piv) > 1 else 0:.4f}, "
-      f"resolution-only {piv['resolution-only'].mean():.4f}; gap {gap.mean():+.4f} (wins {int((gap > 0).sum())}/{len(gap)} seeds)")
+print(
+    f"r={r_low}: crop-only {piv['crop-only'].mean():.4f} ± {piv['crop-only'].std(ddof=1) if len(piv) > 1 else 0:.4f}, "
+    f"resolution-only {piv['resolution-only'].mean():.4f}; gap {gap.mean():+.4f} (wins {int((gap > 0).sum())}/{len(gap)} seeds)"
+)
 
 # %% [markdown]
 # ## Ablation with the true boxes (cluttered digits only)
@@ -526,62 +710,111 @@ print(f"r={r_low}: crop-only {piv['crop-only'].mean():.4f} ± {piv['crop-only'].
 # boxes, and (ORACLE_BOXES) a box predictor trained on the true boxes. Nothing here feeds back into
 # any choice above.
 
+
 # %%
 def true_box_ablation():
     """Box-quality metrics and the true-box crop ablation; None values on datasets without true boxes."""
     none = {"pseudo_box_test_miou": None, "predicted_crop_test_miou": None, "digit_inside_predicted_crop": None}
     if te.boxes is None:
-        print(f"true-box ablation skipped: {DATASET} has no true boxes"
-              + ("; ORACLE_BOXES ignored (no true boxes to train on)" if ORACLE_BOXES else ""))
+        print(
+            f"true-box ablation skipped: {DATASET} has no true boxes"
+            + ("; ORACLE_BOXES ignored (no true boxes to train on)" if ORACLE_BOXES else "")
+        )
         return none
     box_sets = {"pseudo-box predictor": boxes["test"]}
     if ORACLE_BOXES:
         box_sets["true-box predictor"] = fit_cropper(tr.boxes, "true")[0].boxes(te.x)
-    box_rows = [{"labels": k, "final_test_miou": float(crop.box_iou(b, te.boxes).mean()),
-                 "digit_inside_crop": float(crop.box_coverage(b, te.boxes).mean())} for k, b in box_sets.items()]
+    box_rows = [
+        {
+            "labels": k,
+            "final_test_miou": float(crop.box_iou(b, te.boxes).mean()),
+            "digit_inside_crop": float(crop.box_coverage(b, te.boxes).mean()),
+        }
+        for k, b in box_sets.items()
+    ]
     display(pd.DataFrame(box_rows))
     box_sets["true boxes (squared+snapped)"] = snapped(te.boxes)
-    abl = [{"boxes": k, "r": r, "test_accuracy": acc(cascade.model_logits(nets[("crop-only", r)], te.x, b, r), te.y)}
-           for k, b in box_sets.items() for r in resolutions]
+    abl = [
+        {"boxes": k, "r": r, "test_accuracy": acc(cascade.model_logits(nets[("crop-only", r)], te.x, b, r), te.y)}
+        for k, b in box_sets.items()
+        for r in resolutions
+    ]
     display(pd.DataFrame(abl).pivot(index="boxes", columns="r", values="test_accuracy"))
     fin = snapped(pseudo["test"])
-    print(f"chosen pseudo-boxes (test): mIoU vs true {float(crop.box_iou(pseudo['test'], te.boxes).mean()):.3f}; after "
-          f"square+snap mIoU {float(crop.box_iou(fin, te.boxes).mean()):.3f}, digit inside {float(crop.box_coverage(fin, te.boxes).mean()):.3f}")
-    cand = [{"layer": la, "split": sp, "grow": g, "test_miou_vs_true": float(crop.box_iou(snapped(pseudo_boxes(la, sp, g, "test")), te.boxes).mean())}
-            for la, sp, g in candidates]
-    display(pd.DataFrame(cand).assign(chosen_on_val=cam_table["chosen"].to_numpy()))  # hindsight view, not used for any choice
-    return {"pseudo_box_test_miou": float(crop.box_iou(pseudo["test"], te.boxes).mean()),
-            "predicted_crop_test_miou": box_rows[0]["final_test_miou"],
-            "digit_inside_predicted_crop": box_rows[0]["digit_inside_crop"]}
+    print(
+        f"chosen pseudo-boxes (test): mIoU vs true {float(crop.box_iou(pseudo['test'], te.boxes).mean()):.3f}; after "
+        f"square+snap mIoU {float(crop.box_iou(fin, te.boxes).mean()):.3f}, digit inside {float(crop.box_coverage(fin, te.boxes).mean()):.3f}"
+    )
+    cand = [
+        {
+            "layer": la,
+            "split": sp,
+            "grow": g,
+            "test_miou_vs_true": float(crop.box_iou(snapped(pseudo_boxes(la, sp, g, "test")), te.boxes).mean()),
+        }
+        for la, sp, g in candidates
+    ]
+    display(
+        pd.DataFrame(cand).assign(chosen_on_val=cam_table["chosen"].to_numpy())
+    )  # hindsight view, not used for any choice
+    return {
+        "pseudo_box_test_miou": float(crop.box_iou(pseudo["test"], te.boxes).mean()),
+        "predicted_crop_test_miou": box_rows[0]["final_test_miou"],
+        "digit_inside_predicted_crop": box_rows[0]["digit_inside_crop"],
+    }
 
 
 box_quality = true_box_ablation()
 
 # %%
 metrics = {
-    "small_accuracy": small_acc, "small_macs": small_macs,
-    "large_accuracy": large_acc, "large_macs": large_macs,
-    "sweep": [{"threshold": float(r.threshold), "accuracy": float(r.accuracy), "avg_macs": float(r.avg_macs),
-               "escalated": float(r.escalated)} for r in sw.itertuples()],
+    "small_accuracy": small_acc,
+    "small_macs": small_macs,
+    "large_accuracy": large_acc,
+    "large_macs": large_macs,
+    "sweep": [
+        {
+            "threshold": float(r.threshold),
+            "accuracy": float(r.accuracy),
+            "avg_macs": float(r.avg_macs),
+            "escalated": float(r.escalated),
+        }
+        for r in sw.itertuples()
+    ],
     # every choice below was made on the validation split (pseudo-boxes only); test reported at that point
-    "selection_split": "val", "tolerance": TOL,
-    "small_config": SMALL_NAME, "threshold": float(threshold),
-    "val_point": {"accuracy": val_point["accuracy"], "avg_macs": val_point["avg_macs"], "escalated": val_point["escalated"],
-                  "large_val_accuracy": large_val_acc, "reached": bool(val_reached)},
-    "cascade_accuracy": test_point["accuracy"], "cascade_avg_macs": test_point["avg_macs"],
+    "selection_split": "val",
+    "tolerance": TOL,
+    "small_config": SMALL_NAME,
+    "threshold": float(threshold),
+    "val_point": {
+        "accuracy": val_point["accuracy"],
+        "avg_macs": val_point["avg_macs"],
+        "escalated": val_point["escalated"],
+        "large_val_accuracy": large_val_acc,
+        "reached": bool(val_reached),
+    },
+    "cascade_accuracy": test_point["accuracy"],
+    "cascade_avg_macs": test_point["avg_macs"],
     "cascade_escalated": test_point["escalated"],
     "macs_fraction_at_large_accuracy": frac,  # test MACs at the val-chosen threshold / large pipeline MACs
     "test_hindsight_macs_fraction": None if hindsight is None else float(hindsight["avg_macs"] / large_macs),
-    "cam_layer": CAM_LAYER, "cam_split": CAM_SPLIT, "cam_grow": CAM_GROW,
-    "cam_selection": cam_table.to_dict("records"), "small_selection": small_table.to_dict("records"),
-    "per_seed": [{k: (bool(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in r.items()}
-                 for r in casc_seeds.to_dict("records")],
+    "cam_layer": CAM_LAYER,
+    "cam_split": CAM_SPLIT,
+    "cam_grow": CAM_GROW,
+    "cam_selection": cam_table.to_dict("records"),
+    "small_selection": small_table.to_dict("records"),
+    "per_seed": [
+        {k: (bool(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in r.items()}
+        for r in casc_seeds.to_dict("records")
+    ],
     "per_seed_summary": {c: {"mean": mu, "std": sd} for c, (mu, sd) in summary.items()},
-    "low_resolution": int(r_low), "compare_seeds": [int(s) for s in piv.index],
+    "low_resolution": int(r_low),
+    "compare_seeds": [int(s) for s in piv.index],
     "crop_only_accuracy_per_seed": [float(v) for v in piv["crop-only"]],
     "resolution_only_accuracy_per_seed": [float(v) for v in piv["resolution-only"]],
     **box_quality,  # null on datasets without true boxes
-    "oracle_gate_accuracy": float(orc["accuracy"]), "oracle_gate_avg_macs": float(orc["avg_macs"]),
+    "oracle_gate_accuracy": float(orc["accuracy"]),
+    "oracle_gate_avg_macs": float(orc["avg_macs"]),
 }
 results.write_metrics(out, metrics)
 print({k: v for k, v in metrics.items() if k not in ("sweep", "cam_selection", "small_selection", "per_seed")})
@@ -599,22 +832,34 @@ print({k: v for k, v in metrics.items() if k not in ("sweep", "cam_selection", "
 n_seeds, n_hold = len(casc_seeds), int(casc_seeds["holds"].sum())
 mu_d, sd_d = summary["cascade_minus_large"]
 mu_f, sd_f = summary["macs_fraction"]
-verdict = ("holds up" if n_hold == n_seeds else "does not hold up" if n_hold == 0 else "holds up only partly")
-print(f"Selection on validation: Grad-CAM {CAM_LAYER}/{CAM_SPLIT:g}/x{CAM_GROW:g}, small model {SMALL_NAME}, "
-      f"threshold hi={threshold:.3f} (val: {100 * val_point['accuracy']:.2f} % vs large {100 * large_val_acc:.2f} %, "
-      f"{'reached' if val_reached else 'not reached'} within {100 * TOL:g} pt).")
-print(f"Test, seed {SEED}, at that point: cascade {100 * test_point['accuracy']:.2f} % vs large {100 * large_acc:.2f} % "
-      f"({100 * (test_point['accuracy'] - large_acc):+.2f} pt) and small {100 * small_acc:.2f} %, at {100 * frac:.1f} % "
-      f"of the large pipeline's MACs ({test_point['avg_macs'] / 1e6:.3f} of {large_macs / 1e6:.3f} M).")
-print(f"Over {n_seeds} seeds (threshold chosen on each seed's val): cascade - large = {100 * mu_d:+.2f} ± {100 * sd_d:.2f} pt "
-      f"at {100 * mu_f:.1f} ± {100 * sd_f:.1f} % of the large MACs.")
-print(f"Verdict: the cascade {verdict} at the val-chosen operating point ({n_hold}/{n_seeds} seeds within "
-      f"{100 * TOL:g} pt of the large model at <= 50 % of its MACs).")
+verdict = "holds up" if n_hold == n_seeds else "does not hold up" if n_hold == 0 else "holds up only partly"
+print(
+    f"Selection on validation: Grad-CAM {CAM_LAYER}/{CAM_SPLIT:g}/x{CAM_GROW:g}, small model {SMALL_NAME}, "
+    f"threshold hi={threshold:.3f} (val: {100 * val_point['accuracy']:.2f} % vs large {100 * large_val_acc:.2f} %, "
+    f"{'reached' if val_reached else 'not reached'} within {100 * TOL:g} pt)."
+)
+print(
+    f"Test, seed {SEED}, at that point: cascade {100 * test_point['accuracy']:.2f} % vs large {100 * large_acc:.2f} % "
+    f"({100 * (test_point['accuracy'] - large_acc):+.2f} pt) and small {100 * small_acc:.2f} %, at {100 * frac:.1f} % "
+    f"of the large pipeline's MACs ({test_point['avg_macs'] / 1e6:.3f} of {large_macs / 1e6:.3f} M)."
+)
+print(
+    f"Over {n_seeds} seeds (threshold chosen on each seed's val): cascade - large = {100 * mu_d:+.2f} ± {100 * sd_d:.2f} pt "
+    f"at {100 * mu_f:.1f} ± {100 * sd_f:.1f} % of the large MACs."
+)
+print(
+    f"Verdict: the cascade {verdict} at the val-chosen operating point ({n_hold}/{n_seeds} seeds within "
+    f"{100 * TOL:g} pt of the large model at <= 50 % of its MACs)."
+)
 if hindsight is not None:
-    print(f"(Choosing the threshold on the test sweep instead - what earlier versions did - would report "
-          f"{100 * hindsight['avg_macs'] / large_macs:.1f} % of the large MACs for seed {SEED}: optimistic by construction.)")
-print(f"Crop-only vs resolution-only at r={r_low}: crop-only wins on {int((gap > 0).sum())}/{len(gap)} seeds, "
-      f"mean gap {100 * gap.mean():+.1f} pt.")
+    print(
+        f"(Choosing the threshold on the test sweep instead - what earlier versions did - would report "
+        f"{100 * hindsight['avg_macs'] / large_macs:.1f} % of the large MACs for seed {SEED}: optimistic by construction.)"
+    )
+print(
+    f"Crop-only vs resolution-only at r={r_low}: crop-only wins on {int((gap > 0).sum())}/{len(gap)} seeds, "
+    f"mean gap {100 * gap.mean():+.1f} pt."
+)
 print(f"notebook wall time {time.perf_counter() - t_start:.1f} s (threads {threads})")
 
 # %% [markdown]

@@ -42,28 +42,28 @@
 # by every parameter) and the trained weights `camp-seed<N>-<model>-<fingerprint>.ckpt` (`train.cached_fit`).
 
 # %% tags=["parameters"]
-PROFILE = "default"       # profile name (set by compresslib.reproduce)
-SEED = 0                  # first seed; seeds SEED .. SEED+N_SEEDS-1 are run; range [0, 2147483647]
-N_SEEDS = 3               # number of seeds (mean ± std over them); range [1, 100]
-DATASET = "mnist5k"       # registered dataset (embedded: mnist5k, digits)
-DATA_ROOT = ""            # folder of real datasets (empty: embedded data only)
+PROFILE = "default"  # profile name (set by compresslib.reproduce)
+SEED = 0  # first seed; seeds SEED .. SEED+N_SEEDS-1 are run; range [0, 2147483647]
+N_SEEDS = 3  # number of seeds (mean ± std over them); range [1, 100]
+DATASET = "mnist5k"  # registered dataset (embedded: mnist5k, digits)
+DATA_ROOT = ""  # folder of real datasets (empty: embedded data only)
 OUT_DIR = "../artifacts/08_camp_mixed_precision"  # where figures, tables and metrics.json go
-DEVICE = "cpu"            # cpu or cuda
-EPOCHS = 15               # epochs of each baseline (FP32, W4A4, W1A1); range [1, 10000]
-SP_EPOCHS = 15            # epochs of the supervised dual-path stage; range [1, 10000]
-RL_EPOCHS = 15            # epochs of each REINFORCE run (one per alpha); range [1, 10000]
-IMAGE_SIZE = 16           # input side in pixels (bilinear resize); range [4, 1024]
-DEPTH = 14                # pre-activation ResNet depth 6n+2; range [8, 1000]
-WIDTHS = "8,16,32"        # channel widths of the three stages
-BATCH_SIZE = 128          # training batch size (the repo's 128); range [1, 65536]
-LR = 0.1                  # SGD learning rate of baselines and SP (milestones 40/60/80 %, x0.1/0.1/0.2); range (0, 10]
-RL_LR = 0.01              # SGD learning rate of the RL stage; range (0, 10]
-RL_WEIGHT = 0.1           # lambda, weight of the REINFORCE term (repo --rl-weight); range [0, 100]
-GAMMA = 1.0               # discount of the per-gate rewards (repo --gamma); range [0, 1]
-ALPHAS = "0,1,2,4,8"      # reward per 1-bit decision (repo --alpha), one RL run each
-BUG_ALPHAS = "2"          # alphas also run with the original (B,B) broadcasting behaviour, empty for none
-SP_INIT = "w1a1"          # dual path initialised from the 'w1a1' (repo code) or 'w4a4' (README) model
-SUBSET = 0                # cap on training images, 0 means all (smoke runs use a subset); range [0, inf)
+DEVICE = "cpu"  # cpu or cuda
+EPOCHS = 15  # epochs of each baseline (FP32, W4A4, W1A1); range [1, 10000]
+SP_EPOCHS = 15  # epochs of the supervised dual-path stage; range [1, 10000]
+RL_EPOCHS = 15  # epochs of each REINFORCE run (one per alpha); range [1, 10000]
+IMAGE_SIZE = 16  # input side in pixels (bilinear resize); range [4, 1024]
+DEPTH = 14  # pre-activation ResNet depth 6n+2; range [8, 1000]
+WIDTHS = "8,16,32"  # channel widths of the three stages
+BATCH_SIZE = 128  # training batch size (the repo's 128); range [1, 65536]
+LR = 0.1  # SGD learning rate of baselines and SP (milestones 40/60/80 %, x0.1/0.1/0.2); range (0, 10]
+RL_LR = 0.01  # SGD learning rate of the RL stage; range (0, 10]
+RL_WEIGHT = 0.1  # lambda, weight of the REINFORCE term (repo --rl-weight); range [0, 100]
+GAMMA = 1.0  # discount of the per-gate rewards (repo --gamma); range [0, 1]
+ALPHAS = "0,1,2,4,8"  # reward per 1-bit decision (repo --alpha), one RL run each
+BUG_ALPHAS = "2"  # alphas also run with the original (B,B) broadcasting behaviour, empty for none
+SP_INIT = "w1a1"  # dual path initialised from the 'w1a1' (repo code) or 'w4a4' (README) model
+SUBSET = 0  # cap on training images, 0 means all (smoke runs use a subset); range [0, inf)
 
 # %%
 from pathlib import Path
@@ -126,8 +126,10 @@ for name, rho in (("W1A1", None), ("dual, rho=0", 0.0), ("dual, rho=1", 1.0)):
     m = w1 if rho is None else dual
     print(f"{name:>12}: E/E_W4A4 = {camp.camp_energy(m, input_size, rho)['energy'] / e4:.3f}")
 t4 = camp.camp_cost_table(w4, input_size)
-print(f"FP32 stem + FC share of the W4A4 energy: "
-      f"{t4[t4.layer.isin(['stem', 'fc'])].energy.sum() / t4.energy.sum():.1%} (CIFAR-10 ResNet-44: ≈29 %)")
+print(
+    f"FP32 stem + FC share of the W4A4 energy: "
+    f"{t4[t4.layer.isin(['stem', 'fc'])].energy.sum() / t4.energy.sum():.1%} (CIFAR-10 ResNet-44: ≈29 %)"
+)
 
 # %% [markdown]
 # ## Train: baselines → SP dual path → RL for every α, per seed
@@ -139,38 +141,78 @@ print(f"FP32 stem + FC share of the W4A4 energy: "
 # the last epoch (no model selection on test); the static plans are chosen on the validation split.
 
 # %%
-loaders = data.get_loaders(DATASET, batch_size=BATCH_SIZE, seed=SEED, root=DATA_ROOT or None,
-                           image_size=IMAGE_SIZE, subset=SUBSET or None)
-print(f"{DATASET}: {len(loaders.train.dataset)} train / {len(loaders.val.dataset)} val / "
-      f"{len(loaders.test.dataset)} test")
-cfg = dict(depth=DEPTH, widths=widths, epochs=EPOCHS, sp_epochs=SP_EPOCHS, rl_epochs=RL_EPOCHS,
-           alphas=alphas, lr=LR, rl_lr=RL_LR, rl_weight=RL_WEIGHT, gamma=GAMMA, sp_init=SP_INIT,
-           bug_alphas=bug_alphas)
+loaders = data.get_loaders(
+    DATASET, batch_size=BATCH_SIZE, seed=SEED, root=DATA_ROOT or None, image_size=IMAGE_SIZE, subset=SUBSET or None
+)
+print(
+    f"{DATASET}: {len(loaders.train.dataset)} train / {len(loaders.val.dataset)} val / {len(loaders.test.dataset)} test"
+)
+cfg = dict(
+    depth=DEPTH,
+    widths=widths,
+    epochs=EPOCHS,
+    sp_epochs=SP_EPOCHS,
+    rl_epochs=RL_EPOCHS,
+    alphas=alphas,
+    lr=LR,
+    rl_lr=RL_LR,
+    rl_weight=RL_WEIGHT,
+    gamma=GAMMA,
+    sp_init=SP_INIT,
+    bug_alphas=bug_alphas,
+)
 cache = results.cache_dir(out)
 rows = []
 for seed in tqdm(seeds, desc="seeds"):
-    ld = data.get_loaders(DATASET, batch_size=BATCH_SIZE, seed=seed, root=DATA_ROOT or None,
-                          image_size=IMAGE_SIZE, subset=SUBSET or None)
+    ld = data.get_loaders(
+        DATASET, batch_size=BATCH_SIZE, seed=seed, root=DATA_ROOT or None, image_size=IMAGE_SIZE, subset=SUBSET or None
+    )
     # version 3: block 0's 4-bit path quantizes its input; equal-training W4A4 and static plans
-    key = dict(cfg, seed=seed, dataset=DATASET, data_root=DATA_ROOT, image_size=IMAGE_SIZE,
-               batch_size=BATCH_SIZE, subset=SUBSET, device=DEVICE, version=3)
-    res = results.with_cache(cache / f"cache_seed{seed}.json", key,
-                             lambda: camp.run_camp_seed(ld, input_size, seed, device=DEVICE, cache_dir=cache, **cfg))
+    key = dict(
+        cfg,
+        seed=seed,
+        dataset=DATASET,
+        data_root=DATA_ROOT,
+        image_size=IMAGE_SIZE,
+        batch_size=BATCH_SIZE,
+        subset=SUBSET,
+        device=DEVICE,
+        version=3,
+    )
+    res = results.with_cache(
+        cache / f"cache_seed{seed}.json",
+        key,
+        lambda: camp.run_camp_seed(ld, input_size, seed, device=DEVICE, cache_dir=cache, **cfg),
+    )
     for r in res["rows"]:
         rows.append(dict(r, seed=seed))
         name = r["model"] + ("" if r["alpha"] is None else f"_alpha{r['alpha']:g}")
-        kind = ("static" if r["model"] == "static_plan" else "dual" if r["rho_per_block"] is not None else
-                "uniform")
+        kind = "static" if r["model"] == "static_plan" else "dual" if r["rho_per_block"] is not None else "uniform"
         results.record_model(
-            out, f"{name}_seed{seed}", model="compresslib.methods.camp.CampResNet",
-            kwargs=dict(depth=DEPTH, widths=list(widths), num_classes=loaders.num_classes,
-                        in_channels=loaders.in_channels,
-                        bits={"fp32": 32, "w1a1": 1}.get(r["model"], 4 if kind == "uniform" else 1)),
-            checkpoint=r["checkpoint"], accuracy=r["accuracy"] / 100, split="test", seed=seed,
-            method_model=r["model"], alpha=r["alpha"], kind=kind, rho_per_block=r["rho_per_block"],
-            static_plan=r.get("static_plan"), input_size=list(input_size), dataset=DATASET,
+            out,
+            f"{name}_seed{seed}",
+            model="compresslib.methods.camp.CampResNet",
+            kwargs=dict(
+                depth=DEPTH,
+                widths=list(widths),
+                num_classes=loaders.num_classes,
+                in_channels=loaders.in_channels,
+                bits={"fp32": 32, "w1a1": 1}.get(r["model"], 4 if kind == "uniform" else 1),
+            ),
+            checkpoint=r["checkpoint"],
+            accuracy=r["accuracy"] / 100,
+            split="test",
+            seed=seed,
+            method_model=r["model"],
+            alpha=r["alpha"],
+            kind=kind,
+            rho_per_block=r["rho_per_block"],
+            static_plan=r.get("static_plan"),
+            input_size=list(input_size),
+            dataset=DATASET,
             energy_rel_w4a4=r["energy_rel_w4a4"],
-            note="kind dual: camp.make_dual(CampResNet(bits=1)); static: + camp.set_static_plan(static_plan)")
+            note="kind dual: camp.make_dual(CampResNet(bits=1)); static: + camp.set_static_plan(static_plan)",
+        )
 points = pd.DataFrame(rows)
 results.save_table(points.drop(columns=["rho_per_block"]), out / "camp_points.csv")
 
@@ -184,9 +226,19 @@ results.save_table(points.drop(columns=["rho_per_block"]), out / "camp_points.cs
 
 # %%
 points["alpha_key"] = points.alpha.fillna(-1.0)
-num = ["accuracy", "energy_rel_w4a4", "energy_rel_w4a4_no_gates", "bitops_rel_w4a4", "fraction_4bit",
-       "fraction_4bit_correct", "fraction_4bit_wrong", "corr_ce_n4bit", "per_sample_decision_fraction",
-       "minority_decision_fraction", "train_seconds_per_epoch"]
+num = [
+    "accuracy",
+    "energy_rel_w4a4",
+    "energy_rel_w4a4_no_gates",
+    "bitops_rel_w4a4",
+    "fraction_4bit",
+    "fraction_4bit_correct",
+    "fraction_4bit_wrong",
+    "corr_ce_n4bit",
+    "per_sample_decision_fraction",
+    "minority_decision_fraction",
+    "train_seconds_per_epoch",
+]
 order = {"fp32": 0, "w4a4": 1, "w4a4_equal": 2, "w1a1": 3, "sp": 4, "rl": 5, "static_plan": 6, "rl_repo_bug": 7}
 g = points.groupby(["model", "alpha_key"], sort=False)
 table = g[num].mean()
@@ -196,8 +248,18 @@ table = table.reset_index().sort_values(["model", "alpha_key"], key=lambda s: s.
 table["alpha"] = table.alpha_key.where(table.alpha_key >= 0)
 table = table.drop(columns="alpha_key").reset_index(drop=True)
 results.save_table(table, out / "camp_table.csv")
-show = ["model", "alpha", "accuracy", "accuracy_std", "energy_rel_w4a4", "energy_rel_w4a4_no_gates",
-        "bitops_rel_w4a4", "fraction_4bit", "per_sample_decision_fraction", "n_seeds"]
+show = [
+    "model",
+    "alpha",
+    "accuracy",
+    "accuracy_std",
+    "energy_rel_w4a4",
+    "energy_rel_w4a4_no_gates",
+    "bitops_rel_w4a4",
+    "fraction_4bit",
+    "per_sample_decision_fraction",
+    "n_seeds",
+]
 print(table[show].round(3).to_string())
 
 # %% [markdown]
@@ -211,16 +273,27 @@ fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True)
 bl = table[table.model.isin(["w1a1", "w4a4", "fp32"])].sort_values("energy_rel_w4a4")
 for k, ax in enumerate(axes):
     b = bl if k == 0 else bl[bl.model != "fp32"]
-    ax.errorbar(b.energy_rel_w4a4, b.accuracy, yerr=b.accuracy_std, fmt="^-", color="k",
-                label="baselines W1A1 / W4A4 / FP32")
+    ax.errorbar(
+        b.energy_rel_w4a4, b.accuracy, yerr=b.accuracy_std, fmt="^-", color="k", label="baselines W1A1 / W4A4 / FP32"
+    )
     for _, r in b.iterrows():
         ax.annotate(r.model.upper(), (r.energy_rel_w4a4, r.accuracy), textcoords="offset points", xytext=(5, -12))
     w4e = table[table.model == "w4a4_equal"]
-    ax.errorbar(w4e.energy_rel_w4a4, w4e.accuracy, yerr=w4e.accuracy_std, fmt="*", ms=11, color="k",
-                label="W4A4, equal training (baseline + SP + RL epochs)")
-    for model, color, lab in (("sp", "tab:orange", "CAMP SP"), ("rl", "tab:blue", "CAMP RL"),
-                              ("rl_repo_bug", "tab:red", "CAMP RL, repo broadcasting"),
-                              ("static_plan", "tab:green", "static per-block plan at the RL energy")):
+    ax.errorbar(
+        w4e.energy_rel_w4a4,
+        w4e.accuracy,
+        yerr=w4e.accuracy_std,
+        fmt="*",
+        ms=11,
+        color="k",
+        label="W4A4, equal training (baseline + SP + RL epochs)",
+    )
+    for model, color, lab in (
+        ("sp", "tab:orange", "CAMP SP"),
+        ("rl", "tab:blue", "CAMP RL"),
+        ("rl_repo_bug", "tab:red", "CAMP RL, repo broadcasting"),
+        ("static_plan", "tab:green", "static per-block plan at the RL energy"),
+    ):
         t = table[table.model == model]
         if not len(t):
             continue
@@ -230,8 +303,14 @@ for k, ax in enumerate(axes):
         ax.errorbar(t.energy_rel_w4a4, t.accuracy, yerr=t.accuracy_std, fmt="o", color=color, label=lab)
         for _, r in t.iterrows():
             if model != "sp":
-                ax.annotate(f"α={r.alpha:g}", (r.energy_rel_w4a4, r.accuracy), textcoords="offset points",
-                            xytext=(4, 4), fontsize=8, color=color)
+                ax.annotate(
+                    f"α={r.alpha:g}",
+                    (r.energy_rel_w4a4, r.accuracy),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=8,
+                    color=color,
+                )
     ax.axvline(0.8, ls=":", color="gray")
     ax.set_xscale("log")
     ax.set_xlabel("energy / energy(W4A4)  (log scale; CAMP gates included, static plans run none)")
@@ -252,11 +331,11 @@ plt.show()
 
 # %%
 dyn = points[points.model.isin(["sp", "rl", "rl_repo_bug"])].copy()
-dyn["label"] = dyn.apply(lambda r: "SP" if r.model == "sp" else
-                         f"{'RL-bug' if r.model == 'rl_repo_bug' else 'RL'} α={r.alpha:g}", axis=1)
+dyn["label"] = dyn.apply(
+    lambda r: "SP" if r.model == "sp" else f"{'RL-bug' if r.model == 'rl_repo_bug' else 'RL'} α={r.alpha:g}", axis=1
+)
 labels = list(dict.fromkeys(dyn.sort_values(["model", "alpha_key"]).label))
-heat = np.array([np.mean(np.stack(dyn[dyn.label == lab].rho_per_block.map(np.asarray).tolist()), 0)
-                 for lab in labels])
+heat = np.array([np.mean(np.stack(dyn[dyn.label == lab].rho_per_block.map(np.asarray).tolist()), 0) for lab in labels])
 fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(labels) + 2.5), constrained_layout=True)
 im = axes[0].imshow(heat, vmin=0, vmax=1, cmap="viridis", aspect="auto")
 axes[0].set_yticks(range(len(labels)), labels)
@@ -274,23 +353,34 @@ axes[1].legend(["correct", "wrong"], fontsize=8, loc="lower right")
 axes[1].invert_yaxis()
 results.save_figure(fig, out / "rho_heatmap.png")
 plt.show()
-print(dyn.groupby("label")[["fraction_4bit_correct", "fraction_4bit_wrong", "corr_ce_n4bit"]].mean()
-      .loc[labels].round(3).to_string())
+print(
+    dyn.groupby("label")[["fraction_4bit_correct", "fraction_4bit_wrong", "corr_ce_n4bit"]]
+    .mean()
+    .loc[labels]
+    .round(3)
+    .to_string()
+)
 gap = float((dyn.fraction_4bit_wrong - dyn.fraction_4bit_correct).mean())
 psd = dyn.groupby("label")[["per_sample_decision_fraction", "minority_decision_fraction"]].agg(["mean", "std"])
-print("per_sample_decision_fraction = share of a run's blocks whose test-set decision is not the same for "
-      "all test images;\nminority_decision_fraction = share of (image, block) decisions that differ from "
-      "their block's majority (mean over seeds, std):")
+print(
+    "per_sample_decision_fraction = share of a run's blocks whose test-set decision is not the same for "
+    "all test images;\nminority_decision_fraction = share of (image, block) decisions that differ from "
+    "their block's majority (mean over seeds, std):"
+)
 print(psd.loc[labels].round(3).to_string())
 print(f"mean 4-bit fraction on wrong minus correct samples: {gap:+.3f}")
 ds = [i for i, b in enumerate(dual.blocks) if b.path1.downsample is not None]
 rl_rows = points[points.model.isin(["rl", "rl_repo_bug"])].copy()
 rl_rows["rho_downsampling_blocks"] = rl_rows.rho_per_block.map(lambda r: float(np.mean([r[i] for i in ds])))
 rl_rows["rho_other_blocks"] = rl_rows.rho_per_block.map(
-    lambda r: float(np.mean([v for i, v in enumerate(r) if i not in ds])))
+    lambda r: float(np.mean([v for i, v in enumerate(r) if i not in ds]))
+)
 print(f"down-sampling blocks {ds}: their shortcut carries the quantized pre-activation ({{0, 1}} on the 1-bit path)")
-print(rl_rows[["model", "seed", "alpha", "accuracy", "energy_rel_w4a4", "rho_downsampling_blocks",
-               "rho_other_blocks"]].round(3).to_string(index=False))
+print(
+    rl_rows[["model", "seed", "alpha", "accuracy", "energy_rel_w4a4", "rho_downsampling_blocks", "rho_other_blocks"]]
+    .round(3)
+    .to_string(index=False)
+)
 
 # %% [markdown]
 # ## Controls: W4A4 at equal training, and the best static per-block plan
@@ -315,26 +405,38 @@ print(rl_rows[["model", "seed", "alpha", "accuracy", "energy_rel_w4a4", "rho_dow
 pair_cols = ["accuracy", "energy_rel_w4a4", "energy_rel_w4a4_val", "per_sample_decision_fraction"]
 rl_p = points[points.model == "rl"].set_index(["seed", "alpha"])[pair_cols]
 st_p = points[points.model == "static_plan"].set_index(["seed", "alpha"])
-pair = rl_p.join(st_p[["accuracy", "energy_rel_w4a4", "static_plan", "selection_val_accuracy"]], rsuffix="_static",
-                 how="inner")
+pair = rl_p.join(
+    st_p[["accuracy", "energy_rel_w4a4", "static_plan", "selection_val_accuracy"]], rsuffix="_static", how="inner"
+)
 pair["rl_minus_static"] = pair.accuracy - pair.accuracy_static
 results.save_table(pair.reset_index(), out / "static_vs_dynamic.csv")
 print(pair.round(3).to_string())
-sv = pair.groupby("alpha").agg(rl_accuracy=("accuracy", "mean"), rl_std=("accuracy", "std"),
-                               rl_energy=("energy_rel_w4a4", "mean"), static_accuracy=("accuracy_static", "mean"),
-                               static_std=("accuracy_static", "std"), static_energy=("energy_rel_w4a4_static", "mean"),
-                               rl_minus_static=("rl_minus_static", "mean"), diff_std=("rl_minus_static", "std"),
-                               rl_wins=("rl_minus_static", lambda d: int((d > 0).sum())),
-                               n_seeds=("rl_minus_static", "size"),
-                               plans=("static_plan", lambda p_: "/".join(p_))).fillna({"rl_std": 0.0, "static_std": 0.0,
-                                                                                       "diff_std": 0.0})
+sv = (
+    pair.groupby("alpha")
+    .agg(
+        rl_accuracy=("accuracy", "mean"),
+        rl_std=("accuracy", "std"),
+        rl_energy=("energy_rel_w4a4", "mean"),
+        static_accuracy=("accuracy_static", "mean"),
+        static_std=("accuracy_static", "std"),
+        static_energy=("energy_rel_w4a4_static", "mean"),
+        rl_minus_static=("rl_minus_static", "mean"),
+        diff_std=("rl_minus_static", "std"),
+        rl_wins=("rl_minus_static", lambda d: int((d > 0).sum())),
+        n_seeds=("rl_minus_static", "size"),
+        plans=("static_plan", lambda p_: "/".join(p_)),
+    )
+    .fillna({"rl_std": 0.0, "static_std": 0.0, "diff_std": 0.0})
+)
 print("\nper alpha, mean over seeds (accuracy %, energy / W4A4; plans: 1 = 4-bit path, block 0 first):")
 print(sv.round(3).to_string())
 w4_tab = table.set_index("model")
 w4a4_eq = w4_tab.accuracy["w4a4_equal"]
-print(f"\nW4A4 {EPOCHS} epochs: {w4_tab.accuracy['w4a4']:.2f} ± {w4_tab.accuracy_std['w4a4']:.2f}; "
-      f"W4A4 equal training ({EPOCHS + SP_EPOCHS + RL_EPOCHS} epochs): {w4a4_eq:.2f} ± "
-      f"{w4_tab.accuracy_std['w4a4_equal']:.2f}; CAMP SP: {w4_tab.accuracy['sp']:.2f} ± {w4_tab.accuracy_std['sp']:.2f}")
+print(
+    f"\nW4A4 {EPOCHS} epochs: {w4_tab.accuracy['w4a4']:.2f} ± {w4_tab.accuracy_std['w4a4']:.2f}; "
+    f"W4A4 equal training ({EPOCHS + SP_EPOCHS + RL_EPOCHS} epochs): {w4a4_eq:.2f} ± "
+    f"{w4_tab.accuracy_std['w4a4_equal']:.2f}; CAMP SP: {w4_tab.accuracy['sp']:.2f} ± {w4_tab.accuracy_std['sp']:.2f}"
+)
 
 # %% [markdown]
 # ## Training cost of the dual path
@@ -347,8 +449,7 @@ tt = points.groupby("model").train_seconds_per_epoch.mean()
 ratio_sp = tt["sp"] / tt["w4a4"]
 ratio_rl = tt["rl"] / tt["w4a4"]
 print(tt.round(2).to_string())
-print(f"dual-path training time per epoch relative to W4A4: SP {ratio_sp:.2f}x, RL {ratio_rl:.2f}x "
-      f"(threads={threads})")
+print(f"dual-path training time per epoch relative to W4A4: SP {ratio_sp:.2f}x, RL {ratio_rl:.2f}x (threads={threads})")
 
 # %% [markdown]
 # ## Acceptance checks (printed from the numbers above)
@@ -356,15 +457,16 @@ print(f"dual-path training time per epoch relative to W4A4: SP {ratio_sp:.2f}x, 
 # %%
 acc = table.set_index(["model"]).accuracy
 fp32, w4a4, w1a1 = acc["fp32"], acc["w4a4"], acc["w1a1"]
-print(f"FP32 {fp32:.2f} >= W4A4 {w4a4:.2f} >= W1A1 {w1a1:.2f} + 2: "
-      f"{fp32 >= w4a4 and w4a4 >= w1a1 + 2}")
+print(f"FP32 {fp32:.2f} >= W4A4 {w4a4:.2f} >= W1A1 {w1a1:.2f} + 2: {fp32 >= w4a4 and w4a4 >= w1a1 + 2}")
 rl = table[table.model == "rl"].sort_values("alpha")
 print("alpha -> fraction_4bit / energy_rel_w4a4 / accuracy:")
 print(rl[["alpha", "fraction_4bit", "energy_rel_w4a4", "accuracy"]].round(3).to_string(index=False))
 mono_rho = bool(np.all(np.diff(rl.fraction_4bit.values) <= 1e-9))
 mono_e = bool(np.all(np.diff(rl.energy_rel_w4a4.values) <= 1e-9))
-print(f"increasing alpha lowers rho: {mono_rho}; lowers energy: {mono_e}; "
-      f"rho(alpha max) < rho(alpha min): {rl.fraction_4bit.iloc[-1] < rl.fraction_4bit.iloc[0]}")
+print(
+    f"increasing alpha lowers rho: {mono_rho}; lowers energy: {mono_e}; "
+    f"rho(alpha max) < rho(alpha min): {rl.fraction_4bit.iloc[-1] < rl.fraction_4bit.iloc[0]}"
+)
 camp_pts = table[table.model.isin(["sp", "rl"])]
 for ref_name, ref in (("W4A4", w4a4), ("W4A4 at equal training", w4a4_eq)):
     n_ok = int(((camp_pts.accuracy >= ref - 1) & (camp_pts.energy_rel_w4a4 <= 0.8)).sum())
@@ -372,54 +474,89 @@ for ref_name, ref in (("W4A4", w4a4), ("W4A4 at equal training", w4a4_eq)):
 w4a4 = w4a4_eq  # the claim is judged at equal training from here on
 good = camp_pts[(camp_pts.accuracy >= w4a4 - 1) & (camp_pts.energy_rel_w4a4 <= 0.8)]
 print(f"judged against W4A4 at equal training: {len(good)} point(s)")
-print(good[["model", "alpha", "accuracy", "energy_rel_w4a4", "fraction_4bit"]].round(3).to_string(index=False)
-      if len(good) else "none")
+print(
+    good[["model", "alpha", "accuracy", "energy_rel_w4a4", "fraction_4bit"]].round(3).to_string(index=False)
+    if len(good)
+    else "none"
+)
 near = camp_pts[camp_pts.accuracy >= w4a4 - 1]
 if len(near):
     b = near.sort_values("energy_rel_w4a4").iloc[0]
-    print(f"cheapest CAMP point within 1 pt of W4A4: {b.model} α={b.alpha} at {b.energy_rel_w4a4:.3f}x "
-          f"(ρ={b.fraction_4bit:.2f}, accuracy {b.accuracy:.2f})")
+    print(
+        f"cheapest CAMP point within 1 pt of W4A4: {b.model} α={b.alpha} at {b.energy_rel_w4a4:.3f}x "
+        f"(ρ={b.fraction_4bit:.2f}, accuracy {b.accuracy:.2f})"
+    )
 rho0 = camp.camp_energy(dual, input_size, 0.0)["energy"] / e4
 rho1 = camp.camp_energy(dual, input_size, 1.0)["energy"] / e4
 rho_star = (0.8 - rho0) / (rho1 - rho0)
-print(f"floor of any CAMP point (ρ=0, gates on): {rho0:.3f}x W4A4; W1A1: "
-      f"{table.set_index('model').energy_rel_w4a4['w1a1']:.3f}x; 0.8x needs ρ <= {rho_star:.2f} "
-      f"(uniform over blocks)")
+print(
+    f"floor of any CAMP point (ρ=0, gates on): {rho0:.3f}x W4A4; W1A1: "
+    f"{table.set_index('model').energy_rel_w4a4['w1a1']:.3f}x; 0.8x needs ρ <= {rho_star:.2f} "
+    f"(uniform over blocks)"
+)
 if not len(good):
     cheap = camp_pts[camp_pts.energy_rel_w4a4 <= 0.8]
-    why = (f"the best CAMP point at <= 0.8x reaches {cheap.accuracy.max():.2f} % "
-           f"({w4a4 - cheap.accuracy.max():.2f} pts below W4A4)" if len(cheap) else
-           "no CAMP point got below 0.8x: the gates kept ρ above that bound")
-    print(f"NOT REACHED: no CAMP point within 1 pt of W4A4 (equal training) at <= 0.8x its energy; {why}. "
-          f"W1A1 is {w4a4 - w1a1:.2f} pts below W4A4, so the 1-bit path alone cannot carry "
-          f"{1 - rho_star:.0%} of the block decisions without an accuracy loss.")
+    why = (
+        f"the best CAMP point at <= 0.8x reaches {cheap.accuracy.max():.2f} % "
+        f"({w4a4 - cheap.accuracy.max():.2f} pts below W4A4)"
+        if len(cheap)
+        else "no CAMP point got below 0.8x: the gates kept ρ above that bound"
+    )
+    print(
+        f"NOT REACHED: no CAMP point within 1 pt of W4A4 (equal training) at <= 0.8x its energy; {why}. "
+        f"W1A1 is {w4a4 - w1a1:.2f} pts below W4A4, so the 1-bit path alone cannot carry "
+        f"{1 - rho_star:.0%} of the block decisions without an accuracy loss."
+    )
 
 # %%
 keep = ["model", "alpha", "accuracy", "energy_rel_w4a4", "fraction_4bit"]
 main = table[table.model.isin(["fp32", "w4a4", "w4a4_equal", "w1a1", "sp", "rl"])][keep]
 rl_runs = points[points.model == "rl"]
-by_model = dyn.groupby(["model", "alpha_key"], sort=False)[["per_sample_decision_fraction",
-                                                            "minority_decision_fraction"]].mean().reset_index()
-metrics = {"results": [{k: (None if (k == "alpha" and pd.isna(r[k])) else
-                            (r[k] if k == "model" else float(r[k]))) for k in keep}
-                       for _, r in main.iterrows()],
-           "w4a4_equal_epochs": EPOCHS + SP_EPOCHS + RL_EPOCHS,
-           "static_plan": [{"alpha": float(a), "selection_split": "val", "accuracy": float(r.static_accuracy),
-                            "accuracy_std": float(r.static_std), "energy_rel_w4a4": float(r.static_energy),
-                            "rl_accuracy": float(r.rl_accuracy), "rl_energy_rel_w4a4": float(r.rl_energy),
-                            "rl_minus_static": float(r.rl_minus_static), "rl_minus_static_std": float(r.diff_std),
-                            "plans": r.plans.split("/"), "n_seeds": int(r.n_seeds)} for a, r in sv.iterrows()],
-           "per_sample_decision_fraction": float(rl_runs.per_sample_decision_fraction.mean()),
-           "minority_decision_fraction": float(rl_runs.minority_decision_fraction.mean()),
-           "per_sample_decision_fraction_definition": (
-               "for one trained gated model with deterministic test-time gates: (number of blocks whose "
-               "decision is not the same for all test images) / (number of blocks); the headline value is "
-               "the mean over the RL runs (every alpha and seed, per-sample REINFORCE); "
-               "minority_decision_fraction = mean over blocks of min(rho_b, 1 - rho_b)"),
-           "per_sample_decision_fraction_by_model": [
-               {"model": r.model, "alpha": None if r.alpha_key < 0 else float(r.alpha_key),
-                "per_sample_decision_fraction": float(r.per_sample_decision_fraction),
-                "minority_decision_fraction": float(r.minority_decision_fraction)} for r in by_model.itertuples()]}
+by_model = (
+    dyn.groupby(["model", "alpha_key"], sort=False)[["per_sample_decision_fraction", "minority_decision_fraction"]]
+    .mean()
+    .reset_index()
+)
+metrics = {
+    "results": [
+        {k: (None if (k == "alpha" and pd.isna(r[k])) else (r[k] if k == "model" else float(r[k]))) for k in keep}
+        for _, r in main.iterrows()
+    ],
+    "w4a4_equal_epochs": EPOCHS + SP_EPOCHS + RL_EPOCHS,
+    "static_plan": [
+        {
+            "alpha": float(a),
+            "selection_split": "val",
+            "accuracy": float(r.static_accuracy),
+            "accuracy_std": float(r.static_std),
+            "energy_rel_w4a4": float(r.static_energy),
+            "rl_accuracy": float(r.rl_accuracy),
+            "rl_energy_rel_w4a4": float(r.rl_energy),
+            "rl_minus_static": float(r.rl_minus_static),
+            "rl_minus_static_std": float(r.diff_std),
+            "plans": r.plans.split("/"),
+            "n_seeds": int(r.n_seeds),
+        }
+        for a, r in sv.iterrows()
+    ],
+    "per_sample_decision_fraction": float(rl_runs.per_sample_decision_fraction.mean()),
+    "minority_decision_fraction": float(rl_runs.minority_decision_fraction.mean()),
+    "per_sample_decision_fraction_definition": (
+        "for one trained gated model with deterministic test-time gates: (number of blocks whose "
+        "decision is not the same for all test images) / (number of blocks); the headline value is "
+        "the mean over the RL runs (every alpha and seed, per-sample REINFORCE); "
+        "minority_decision_fraction = mean over blocks of min(rho_b, 1 - rho_b)"
+    ),
+    "per_sample_decision_fraction_by_model": [
+        {
+            "model": r.model,
+            "alpha": None if r.alpha_key < 0 else float(r.alpha_key),
+            "per_sample_decision_fraction": float(r.per_sample_decision_fraction),
+            "minority_decision_fraction": float(r.minority_decision_fraction),
+        }
+        for r in by_model.itertuples()
+    ],
+}
 results.write_metrics(out, metrics)
 print(pd.DataFrame(metrics["results"]).round(3).to_string(index=False))
 print(pd.DataFrame(metrics["static_plan"]).round(3).to_string(index=False))
@@ -429,32 +566,50 @@ print(pd.DataFrame(metrics["static_plan"]).round(3).to_string(index=False))
 
 # %%
 sp_acc = w4_tab.accuracy["sp"]
-print(f"1. Baseline at equal training: W4A4 reaches {w4a4_eq:.2f} % after {EPOCHS + SP_EPOCHS + RL_EPOCHS} epochs "
-      f"({w4_tab.accuracy['w4a4']:.2f} % after {EPOCHS}); CAMP SP reaches {sp_acc:.2f} % at "
-      f"{w4_tab.energy_rel_w4a4['sp']:.2f}x its energy.")
+print(
+    f"1. Baseline at equal training: W4A4 reaches {w4a4_eq:.2f} % after {EPOCHS + SP_EPOCHS + RL_EPOCHS} epochs "
+    f"({w4_tab.accuracy['w4a4']:.2f} % after {EPOCHS}); CAMP SP reaches {sp_acc:.2f} % at "
+    f"{w4_tab.energy_rel_w4a4['sp']:.2f}x its energy."
+)
 if len(good):
     b = good.sort_values("energy_rel_w4a4").iloc[0]
-    print(f"2. CAMP's claim holds here: {b.model} α={b.alpha} is within 1 point of W4A4 at equal training "
-          f"({b.accuracy:.2f} vs {w4a4_eq:.2f} %) at {b.energy_rel_w4a4:.2f}x its energy.")
+    print(
+        f"2. CAMP's claim holds here: {b.model} α={b.alpha} is within 1 point of W4A4 at equal training "
+        f"({b.accuracy:.2f} vs {w4a4_eq:.2f} %) at {b.energy_rel_w4a4:.2f}x its energy."
+    )
 else:
-    print(f"2. CAMP's claim does not hold here: no CAMP point is within 1 point of W4A4 at equal training "
-          f"({w4a4_eq:.2f} %) at <= 0.8x its energy.")
+    print(
+        f"2. CAMP's claim does not hold here: no CAMP point is within 1 point of W4A4 at equal training "
+        f"({w4a4_eq:.2f} %) at <= 0.8x its energy."
+    )
 if not len(sv):
     print("3. No RL point is cheaper than the all-4-bit network: there is no static plan to compare with.")
 for a, r in sv.iterrows():
-    verdict = ("per-sample gating is better" if r.rl_minus_static > 0 else "the static plan is better"
-               if r.rl_minus_static < 0 else "no difference")
-    spread = ("; within the seed-to-seed spread of the difference" if r.n_seeds > 1
-              and abs(r.rl_minus_static) <= r.diff_std else "")
-    print(f"3. α={a:g}: CAMP RL {r.rl_accuracy:.2f} ± {r.rl_std:.2f} % at {r.rl_energy:.3f}x vs the best static "
-          f"per-block plan {r.static_accuracy:.2f} ± {r.static_std:.2f} % at {r.static_energy:.3f}x (plans "
-          f"{r.plans}): {verdict} by {abs(r.rl_minus_static):.2f} ± {r.diff_std:.2f} points "
-          f"(RL ahead in {r.rl_wins}/{r.n_seeds} seeds{spread}).")
-print(f"4. Input dependence: {metrics['per_sample_decision_fraction']:.1%} of the RL models' block decisions vary "
-      f"across test images at all, and {metrics['minority_decision_fraction']:.1%} of the (image, block) decisions "
-      f"differ from their block's majority: a static plan matching each block's majority would change "
-      f"{'almost none' if metrics['minority_decision_fraction'] < 0.05 else 'a sizeable share'} of the gates' "
-      f"decisions.")
+    verdict = (
+        "per-sample gating is better"
+        if r.rl_minus_static > 0
+        else "the static plan is better"
+        if r.rl_minus_static < 0
+        else "no difference"
+    )
+    spread = (
+        "; within the seed-to-seed spread of the difference"
+        if r.n_seeds > 1 and abs(r.rl_minus_static) <= r.diff_std
+        else ""
+    )
+    print(
+        f"3. α={a:g}: CAMP RL {r.rl_accuracy:.2f} ± {r.rl_std:.2f} % at {r.rl_energy:.3f}x vs the best static "
+        f"per-block plan {r.static_accuracy:.2f} ± {r.static_std:.2f} % at {r.static_energy:.3f}x (plans "
+        f"{r.plans}): {verdict} by {abs(r.rl_minus_static):.2f} ± {r.diff_std:.2f} points "
+        f"(RL ahead in {r.rl_wins}/{r.n_seeds} seeds{spread})."
+    )
+print(
+    f"4. Input dependence: {metrics['per_sample_decision_fraction']:.1%} of the RL models' block decisions vary "
+    f"across test images at all, and {metrics['minority_decision_fraction']:.1%} of the (image, block) decisions "
+    f"differ from their block's majority: a static plan matching each block's majority would change "
+    f"{'almost none' if metrics['minority_decision_fraction'] < 0.05 else 'a sizeable share'} of the gates' "
+    f"decisions."
+)
 
 # %% [markdown]
 # ## What the numbers say

@@ -31,26 +31,26 @@
 # (each optional). **Writes:** `leaderboard.csv`, `runs.csv`, `frontier.png`, `explorer.png`, `metrics.json`.
 
 # %% tags=["parameters"]
-PROFILE = "default"       # profile name (set by compresslib.reproduce)
-SEED = 0                  # first seed of the base-model runs; range [0, 2147483647]
-DATASET = "mnist5k"       # dataset of the base-model runs
-DATA_ROOT = ""            # folder of real datasets (empty: embedded data only)
+PROFILE = "default"  # profile name (set by compresslib.reproduce)
+SEED = 0  # first seed of the base-model runs; range [0, 2147483647]
+DATASET = "mnist5k"  # dataset of the base-model runs
+DATA_ROOT = ""  # folder of real datasets (empty: embedded data only)
 OUT_DIR = "../artifacts/09_leaderboard"  # where figures, tables and metrics.json go
-DEVICE = "cpu"            # cpu (latency is measured on cpu)
-EPOCHS = 8                # dense epochs of the base model; range [1, 10000]
+DEVICE = "cpu"  # cpu (latency is measured on cpu)
+EPOCHS = 8  # dense epochs of the base model; range [1, 10000]
 BASE_MODEL = "lenet5_caffe"  # common base model (LeNet-5 20-50-500, the model of stage 04)
-SEEDS = "0,1,2"           # seeds of the base-model runs
-SUBSET = 0                # cap on training images, 0 means all; range [0, inf)
+SEEDS = "0,1,2"  # seeds of the base-model runs
+SUBSET = 0  # cap on training images, 0 means all; range [0, inf)
 SPARSITIES = "0.9,0.95,0.98"  # magnitude-pruning levels on the base model
-FINETUNE_EPOCHS = 1       # masked fine-tune epochs after magnitude pruning; range [0, 10000]
-EC2T_GAMMAS = "0.2"       # EC2T gains on the base model (0 skips EC2T on the base)
-EC2T_EPOCHS = 2           # EC2T epochs with re-assignment; range [1, 10000]
-EC2T_RETRAIN = 1          # EC2T epochs with frozen assignment; range [0, 10000]
+FINETUNE_EPOCHS = 1  # masked fine-tune epochs after magnitude pruning; range [0, 10000]
+EC2T_GAMMAS = "0.2"  # EC2T gains on the base model (0 skips EC2T on the base)
+EC2T_EPOCHS = 2  # EC2T epochs with re-assignment; range [1, 10000]
+EC2T_RETRAIN = 1  # EC2T epochs with frozen assignment; range [0, 10000]
 CASCADE_WIDTHS = "10,25,250"  # EdgeCompress cascade on the base: widths of the shrunk first stage
-CASCADE_RES = 20          # input resolution of the shrunk first stage (pixels); range [4, 1024]
-CASCADE_EPOCHS = 4        # epochs of the shrunk first stage (0 skips the cascade); range [0, 10000]
-LATENCY_THREADS = 1       # torch threads for the latency measurements; range [1, 256]
-LATENCY_REPEATS = 30      # timed forward passes per model (median reported); range [1, 100000]
+CASCADE_RES = 20  # input resolution of the shrunk first stage (pixels); range [4, 1024]
+CASCADE_EPOCHS = 4  # epochs of the shrunk first stage (0 skips the cascade); range [0, 10000]
+LATENCY_THREADS = 1  # torch threads for the latency measurements; range [1, 256]
+LATENCY_REPEATS = 30  # timed forward passes per model (median reported); range [1, 100000]
 
 # %%
 from pathlib import Path
@@ -106,8 +106,13 @@ display(pd.DataFrame([{"method": k, "stage": lb.COLLECTORS.meta(k)["stage"], "mo
 # %%
 cache = results.cache_dir(out)  # every model trained here, keyed by fingerprint: a re-run trains nothing
 for seed in tqdm(seeds, desc="base seeds"):
-    loaders = data.get_loaders(DATASET, seed=seed, root=DATA_ROOT or None, subset=SUBSET or None,
-                               image_size=models.model_input_size(BASE_MODEL)[-1])  # e.g. digits 8x8 -> 28x28
+    loaders = data.get_loaders(
+        DATASET,
+        seed=seed,
+        root=DATA_ROOT or None,
+        subset=SUBSET or None,
+        image_size=models.model_input_size(BASE_MODEL)[-1],
+    )  # e.g. digits 8x8 -> 28x28
     up = lb.upstream_dense(art, BASE_MODEL, DATASET, SUBSET, seed)
     if up is not None:  # stage 04 trained this very base: reuse it
         dense = models.create_model(BASE_MODEL, num_classes=loaders.num_classes, in_channels=loaders.in_channels)
@@ -115,24 +120,53 @@ for seed in tqdm(seeds, desc="base seeds"):
         dense.eval()
     else:
         dense = lb.train_base(BASE_MODEL, loaders, EPOCHS, seed, cache_dir=cache)
-    print(f"seed {seed}: dense {BASE_MODEL} " + (f"from {up.relative_to(art)}" if up else f"trained here ({EPOCHS} epochs)"))
+    print(
+        f"seed {seed}: dense {BASE_MODEL} "
+        + (f"from {up.relative_to(art)}" if up else f"trained here ({EPOCHS} epochs)")
+    )
     input_size = (loaders.in_channels, loaders.image_size, loaders.image_size)
     common = dict(input_size=tuple(input_size), base_model=BASE_MODEL, dataset=DATASET, source="09_leaderboard")
-    candidates.append(lb.Candidate("dense", "fp32", seed, train.evaluate(dense, loaders.test)["accuracy"], dense,
-                                   weight_bits=None, **common))
+    candidates.append(
+        lb.Candidate(
+            "dense", "fp32", seed, train.evaluate(dense, loaders.test)["accuracy"], dense, weight_bits=None, **common
+        )
+    )
     for s, m, acc in lb.run_magnitude(dense, loaders, sparsities, FINETUNE_EPOCHS, seed, cache_dir=cache):
-        candidates.append(lb.Candidate("magnitude pruning", f"sparsity {s:g}", seed, acc, m, weight_bits=None, **common))
+        candidates.append(
+            lb.Candidate("magnitude pruning", f"sparsity {s:g}", seed, acc, m, weight_bits=None, **common)
+        )
     for g, m, acc in lb.run_ec2t_base(dense, loaders, gammas, EC2T_EPOCHS, EC2T_RETRAIN, seed, cache_dir=cache):
         candidates.append(lb.Candidate("EC2T", f"gamma={g:g} on {BASE_MODEL}", seed, acc, m, **common))
     if CASCADE_EPOCHS:
-        c = lb.run_cascade_base(dense, loaders, input_size, cascade_widths, CASCADE_RES, CASCADE_EPOCHS, seed,
-                                model_name=BASE_MODEL, cache_dir=cache)
-        candidates.append(lb.Candidate("EdgeCompress", f"cascade on {BASE_MODEL} (r{CASCADE_RES}, {'/'.join(map(str, cascade_widths))})",
-                                       seed, c["accuracy"], c["model"], weight_bits=None, exec_weight=c["exec_weight"],
-                                       deploy_form="cascade (both stages timed)",
-                                       extra={"threshold": c["threshold"], "escalated": c["escalated"]}, **common))
-        print(f"seed {seed}: cascade threshold {c['threshold']:.2f}, escalated {c['escalated']:.1%}, "
-              f"accuracy {c['accuracy']:.4f}")
+        c = lb.run_cascade_base(
+            dense,
+            loaders,
+            input_size,
+            cascade_widths,
+            CASCADE_RES,
+            CASCADE_EPOCHS,
+            seed,
+            model_name=BASE_MODEL,
+            cache_dir=cache,
+        )
+        candidates.append(
+            lb.Candidate(
+                "EdgeCompress",
+                f"cascade on {BASE_MODEL} (r{CASCADE_RES}, {'/'.join(map(str, cascade_widths))})",
+                seed,
+                c["accuracy"],
+                c["model"],
+                weight_bits=None,
+                exec_weight=c["exec_weight"],
+                deploy_form="cascade (both stages timed)",
+                extra={"threshold": c["threshold"], "escalated": c["escalated"]},
+                **common,
+            )
+        )
+        print(
+            f"seed {seed}: cascade threshold {c['threshold']:.2f}, escalated {c['escalated']:.1%}, "
+            f"accuracy {c['accuracy']:.4f}"
+        )
 print(f"{len(candidates)} models in total")
 
 # %% [markdown]
@@ -145,14 +179,20 @@ rows = [lb.candidate_row(c, LATENCY_THREADS, LATENCY_REPEATS) for c in tqdm(cand
 runs = pd.DataFrame(rows)
 results.save_table(runs, out / "runs.csv")
 board = lb.aggregate(rows)
-board = (board.assign(_other=board.dataset != DATASET).sort_values(["_other", "method", "effective_macs"])
-         .drop(columns="_other").reset_index(drop=True))
+board = (
+    board.assign(_other=board.dataset != DATASET)
+    .sort_values(["_other", "method", "effective_macs"])
+    .drop(columns="_other")
+    .reset_index(drop=True)
+)
 results.save_table(board, out / "leaderboard.csv")
 empty = [c for c in lb.COST_COLUMNS if board[c].isna().all()]
 assert not empty, f"cost columns with no value at all: {empty}"
 heavy_index = board[board.size_bits_with_index > 2 * board.size_bits_weights]
-print("rows whose sparse index costs more than their weights: "
-      + (", ".join(f"{r.method} / {r.setting}" for r in heavy_index.itertuples()) or "none"))
+print(
+    "rows whose sparse index costs more than their weights: "
+    + (", ".join(f"{r.method} / {r.setting}" for r in heavy_index.itertuples()) or "none")
+)
 lb.format_table(board)
 
 # %% [markdown]
@@ -162,18 +202,37 @@ lb.format_table(board)
 # run on another dataset) — their costs compare, their accuracies do not.
 
 # %%
-axes_spec = [("effective_macs", "effective MACs"), ("size_bits_with_index", "size incl. index (bits)"),
-             ("bitops", "bit-ops"), ("energy_analytic", "analytic energy (ECC model)"),
-             ("micronet_score", "MicroNet score"), ("latency_ms", f"latency (ms, {LATENCY_THREADS} thread, batch 1)"),
-             ("size_bits_weights", "size, weights only (bits)"), ("dense_macs", "dense MACs")]
+axes_spec = [
+    ("effective_macs", "effective MACs"),
+    ("size_bits_with_index", "size incl. index (bits)"),
+    ("bitops", "bit-ops"),
+    ("energy_analytic", "analytic energy (ECC model)"),
+    ("micronet_score", "MicroNet score"),
+    ("latency_ms", f"latency (ms, {LATENCY_THREADS} thread, batch 1)"),
+    ("size_bits_weights", "size, weights only (bits)"),
+    ("dense_macs", "dense MACs"),
+]
 main, other = board[board.dataset == DATASET], board[board.dataset != DATASET]
 fig, axs = plt.subplots(2, 4, figsize=(20, 9))
 for ax, (col, label) in zip(axs.flat, axes_spec):
-    viz.plot_tradeoff(ax, main.assign(acc=100 * main.accuracy), col, "acc", hue="method", logx=True, xlabel=label,
-                      ylabel="test accuracy (%)")
+    viz.plot_tradeoff(
+        ax,
+        main.assign(acc=100 * main.accuracy),
+        col,
+        "acc",
+        hue="method",
+        logx=True,
+        xlabel=label,
+        ylabel="test accuracy (%)",
+    )
     if len(other):
-        ax.scatter(other[col], 100 * other.accuracy, facecolors="none", edgecolors="gray",
-                   label=f"other data ({', '.join(sorted(other.dataset.unique()))})")
+        ax.scatter(
+            other[col],
+            100 * other.accuracy,
+            facecolors="none",
+            edgecolors="gray",
+            label=f"other data ({', '.join(sorted(other.dataset.unique()))})",
+        )
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=6)
 fig.suptitle(f"every method on {DATASET} (mean over seeds)")
@@ -181,8 +240,9 @@ fig.tight_layout()
 results.save_figure(fig, out / "frontier.png")
 
 # %%
-fronts = {col: [f"{r.method} / {r.setting}" for r in main[lb.pareto_mask(main, col)].itertuples()]
-          for col, _ in axes_spec}
+fronts = {
+    col: [f"{r.method} / {r.setting}" for r in main[lb.pareto_mask(main, col)].itertuples()] for col, _ in axes_spec
+}
 pd.DataFrame([(k, "; ".join(v)) for k, v in fronts.items()], columns=["cost axis", "Pareto-optimal rows"])
 
 # %% [markdown]
@@ -195,8 +255,16 @@ box = lb.explorer(main if len(main) else board)
 display(box)
 dense_macs = float(main[main.method == "dense"].dense_macs.min()) if (main.method == "dense").any() else None
 fig, ax = plt.subplots(figsize=(7, 4))
-viz.plot_tradeoff(ax, main.assign(acc=100 * main.accuracy), "effective_macs", "acc", hue="method", logx=True,
-                  xlabel="effective MACs", ylabel="test accuracy (%)")
+viz.plot_tradeoff(
+    ax,
+    main.assign(acc=100 * main.accuracy),
+    "effective_macs",
+    "acc",
+    hue="method",
+    logx=True,
+    xlabel="effective MACs",
+    ylabel="test accuracy (%)",
+)
 if dense_macs:
     ax.axvline(dense_macs / 10, color="r", ls="--", lw=1, label="budget: 10 % of the dense MACs")
     ax.legend(fontsize=6)
@@ -206,9 +274,14 @@ if dense_macs:
 
 # %%
 metrics = {
-    "base_model": BASE_MODEL, "dataset": DATASET, "seeds": seeds, "n_rows": len(board),
-    "methods": sorted(board.method.unique()), "collected": found,
-    "pareto": fronts, "leaderboard": board.to_dict("records"),
+    "base_model": BASE_MODEL,
+    "dataset": DATASET,
+    "seeds": seeds,
+    "n_rows": len(board),
+    "methods": sorted(board.method.unique()),
+    "collected": found,
+    "pareto": fronts,
+    "leaderboard": board.to_dict("records"),
 }
 results.write_metrics(out, metrics)
 print(f"wrote {out / 'leaderboard.csv'} ({len(board)} rows, {board.method.nunique()} methods)")

@@ -1,4 +1,5 @@
 """Tiny generated stand-ins for real datasets, shared by the tests."""
+
 from pathlib import Path
 
 import numpy as np

@@ -7,6 +7,7 @@ and must finish within ``FAST_S`` seconds. Library cases call the library direct
 profile cases call ``compresslib.reproduce.main`` with a temporary profiles folder and artifacts
 root, and additionally check that no stage output (``metrics.json``) was written.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,6 +45,7 @@ def _warm_imports():
 @pytest.fixture(autouse=True)
 def no_training(monkeypatch, _warm_imports):
     """Any backward pass or notebook execution during a case is a failure."""
+
     def boom(*a, **k):
         raise TrainingStarted("TRAINING STARTED: the bad input was not rejected up front")
 
@@ -70,8 +72,9 @@ def _tiny():
 
 def _fit(**kw):
     m = _tiny()
-    args = dict(model=m, loaders=_loaders(), epochs=1, optimizer=torch.optim.SGD(m.parameters(), lr=0.1),
-                progress=False)
+    args = dict(
+        model=m, loaders=_loaders(), epochs=1, optimizer=torch.optim.SGD(m.parameters(), lr=0.1), progress=False
+    )
     args.update(kw)
     return train.fit(**args)
 
@@ -95,8 +98,15 @@ def _run_uniform(**kw):
 
 
 def _sq(**kw):
-    args = dict(model=_tiny(), train_loader=_loaders().train, S=2000.0, bit_budget=3, intervals=2,
-                steps_per_interval=2, warmup_intervals=0)
+    args = dict(
+        model=_tiny(),
+        train_loader=_loaders().train,
+        S=2000.0,
+        bit_budget=3,
+        intervals=2,
+        steps_per_interval=2,
+        warmup_intervals=0,
+    )
     args.update(kw)
     return sqjoint.sqjoint_compress(**args)
 
@@ -116,8 +126,16 @@ def _cascade(macs=(10, 100), crop_macs=0):
 
 
 def _camp(**kw):
-    args = dict(loaders=_loaders(size=16), input_size=(1, 16, 16), seed=0, depth=8, epochs=1, sp_epochs=1,
-                rl_epochs=1, alphas=(0.0,))
+    args = dict(
+        loaders=_loaders(size=16),
+        input_size=(1, 16, 16),
+        seed=0,
+        depth=8,
+        epochs=1,
+        sp_epochs=1,
+        rl_epochs=1,
+        alphas=(0.0,),
+    )
     args.update(kw)
     return camp.run_camp_seed(**args)
 
@@ -138,6 +156,7 @@ def _threads(value):
             else:
                 os.environ["COMPRESSLIB_THREADS"] = old
             torch.set_num_threads(int(old or 2))
+
     return call
 
 
@@ -178,6 +197,7 @@ def _cli(args=(), edit=None, yaml_text=None, env=None, artifacts=None):
     ``edit(profile_dict)`` changes the profile; ``yaml_text`` replaces the file outright.
     Returns a callable for the table; it raises SystemExit or an exception with the message.
     """
+
     def call(tmp):
         import yaml
 
@@ -204,6 +224,7 @@ def _cli(args=(), edit=None, yaml_text=None, env=None, artifacts=None):
             for k, v in saved.items():
                 os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         raise AssertionError(f"reproduce.main({argv}) returned {rc} instead of refusing")
+
     call.cli = call.needs_tmp = True
     return call
 
@@ -211,6 +232,7 @@ def _cli(args=(), edit=None, yaml_text=None, env=None, artifacts=None):
 def _set(stage, **kv):
     def edit(p):
         p.setdefault(stage, {}).update(kv)
+
     return edit
 
 
@@ -236,20 +258,34 @@ CASES = [
     ("image_size=2.5", lambda: data.get_loaders("digits", image_size=2.5), ValueError, r"image_size.*integer.*2\.5"),
     ("image_size='16'", lambda: data.get_loaders("digits", image_size="16"), TypeError, r"image_size.*integer.*'16'"),
     ("image_size=True", lambda: data.get_dataset("digits", image_size=True), TypeError, r"image_size.*integer.*True"),
-    ("get_dataset image_size=0", lambda: data.get_dataset("mnist5k", "test", image_size=0), ValueError,
-     r"image_size.*\[1, 8192\]"),
+    (
+        "get_dataset image_size=0",
+        lambda: data.get_dataset("mnist5k", "test", image_size=0),
+        ValueError,
+        r"image_size.*\[1, 8192\]",
+    ),
     ("batch_size=0", lambda: data.get_loaders("digits", batch_size=0), ValueError, r"batch_size.*\[1, inf\)"),
     ("val_fraction=1.5", lambda: data.get_loaders("digits", val_fraction=1.5), ValueError, r"val_fraction.*\(0, 1\)"),
     ("unknown dataset", lambda: data.get_loaders("mnist6k"), ValueError, r"unknown dataset 'mnist6k'.*mnist5k"),
     ("unknown model", lambda: models.create_model("lenet6"), ValueError, r"unknown model 'lenet6'.*lenet5"),
     # threads and devices
-    ("COMPRESSLIB_THREADS=abc", _threads("abc"), ValueError, r"COMPRESSLIB_THREADS must be a positive integer, got 'abc'"),
+    (
+        "COMPRESSLIB_THREADS=abc",
+        _threads("abc"),
+        ValueError,
+        r"COMPRESSLIB_THREADS must be a positive integer, got 'abc'",
+    ),
     ("COMPRESSLIB_THREADS=0", _threads("0"), ValueError, r"COMPRESSLIB_THREADS must be a positive integer, got '0'"),
     ("check_device tpu", lambda: train.check_device("tpu"), ValueError, r"DEVICE 'tpu'.*'cpu' or 'cuda'"),
     ("check_device cuda:x", lambda: train.check_device("cuda:x"), ValueError, r"DEVICE 'cuda:x'.*'cuda:N'"),
     ("fit device=tpu", lambda: _fit(device="tpu"), ValueError, r"DEVICE 'tpu'.*'cpu' or 'cuda'"),
-    pytest.param("fit device=cuda without GPU", lambda: _fit(device="cuda"), ValueError,
-                 r"DEVICE 'cuda'.*cuda.is_available\(\) is False", marks=pytest.mark.skipif(not NO_GPU, reason="has a GPU")),
+    pytest.param(
+        "fit device=cuda without GPU",
+        lambda: _fit(device="cuda"),
+        ValueError,
+        r"DEVICE 'cuda'.*cuda.is_available\(\) is False",
+        marks=pytest.mark.skipif(not NO_GPU, reason="has a GPU"),
+    ),
     ("fit epochs=-1", lambda: _fit(epochs=-1), ValueError, r"epochs.*\[0, inf\).*-1"),
     ("fit epochs=1.5", lambda: _fit(epochs=1.5), ValueError, r"epochs.*integer.*1\.5"),
     ("fit seed=-1", lambda: _fit(seed=-1), ValueError, r"seed.*\[0, 4294967295\].*-1"),
@@ -267,11 +303,19 @@ CASES = [
     ("ECC max_epochs=0", lambda: _run_ecc(max_epochs=0), ValueError, r"max_epochs.*\[1, inf\)"),
     ("ECC plr=nan", lambda: _run_ecc(plr=NAN), ValueError, r"plr.*\(0, inf\).*nan"),
     ("ECC device=tpu", lambda: _run_ecc(device="tpu"), ValueError, r"DEVICE 'tpu'"),
-    ("ECC uniform finetune_epochs=-1", lambda: _run_uniform(finetune_epochs=-1), ValueError,
-     r"finetune_epochs.*\[0, inf\)"),
+    (
+        "ECC uniform finetune_epochs=-1",
+        lambda: _run_uniform(finetune_epochs=-1),
+        ValueError,
+        r"finetune_epochs.*\[0, inf\)",
+    ),
     ("ECC budget=nan", lambda: ecc.relative_budget(_est(), NAN), ValueError, r"budget.*\(0, 1\).*nan"),
-    ("ECC absolute budget=inf", lambda: ecc.relative_budget(_est(), INF, absolute=True), ValueError,
-     r"absolute budget.*\(0, inf\)"),
+    (
+        "ECC absolute budget=inf",
+        lambda: ecc.relative_budget(_est(), INF, absolute=True),
+        ValueError,
+        r"absolute budget.*\(0, inf\)",
+    ),
     # sparsity-quantization joint learning
     ("sqjoint finetune steps=-1", lambda: _sq_finetune(steps=-1), ValueError, r"steps.*\[0, inf\).*-1"),
     ("sqjoint S=nan", lambda: _sq(S=NAN), ValueError, r"S \(size budget in bits\).*\(0, inf\).*nan"),
@@ -280,7 +324,12 @@ CASES = [
     ("sqjoint bit_budget=9", lambda: _sq(bit_budget=9), ValueError, r"bit_budget.*\[1, 8\].*9"),
     ("sqjoint bit_budget=nan", lambda: _sq(bit_budget=NAN), ValueError, r"bit_budget.*\[1, 8\].*nan"),
     ("sqjoint bit_range 0..8", lambda: _sq(bit_range=range(0, 9)), ValueError, r"bitwidths.*1\.\.8"),
-    ("sqjoint steps_per_interval=-1", lambda: _sq(steps_per_interval=-1), ValueError, r"steps_per_interval.*\[1, inf\)"),
+    (
+        "sqjoint steps_per_interval=-1",
+        lambda: _sq(steps_per_interval=-1),
+        ValueError,
+        r"steps_per_interval.*\[1, inf\)",
+    ),
     ("sqjoint intervals=0", lambda: _sq(intervals=0), ValueError, r"steps/intervals.*\[1, inf\)"),
     ("sqjoint weight_decay=nan", lambda: _sq(weight_decay=NAN), ValueError, r"weight_decay must be >= 0"),
     # cascade
@@ -297,33 +346,62 @@ CASES = [
     ("CAMP rl_epochs=0", lambda: _camp(rl_epochs=0), ValueError, r"rl_epochs.*\[1, inf\)"),
     ("CAMP lr=0", lambda: _camp(lr=0.0), ValueError, r"lr.*\(0, inf\)"),
     # EC2T
-    ("EC2T gamma=nan", lambda: ec2t.EC2T(models.create_model("lenet5"), gamma=NAN, pattern=""), ValueError,
-     r"gamma must be >= 0 and finite, got nan"),
+    (
+        "EC2T gamma=nan",
+        lambda: ec2t.EC2T(models.create_model("lenet5"), gamma=NAN, pattern=""),
+        ValueError,
+        r"gamma must be >= 0 and finite, got nan",
+    ),
     ("EC2T train epochs=0", lambda: _train_ec2t(epochs=0), ValueError, r"epochs >= 1"),
     ("EC2T train lr=nan", lambda: _train_ec2t(lr=NAN), ValueError, r"lr.*\(0, inf\).*nan"),
     ("EC2T train device=tpu", lambda: _train_ec2t(device="tpu"), ValueError, r"DEVICE 'tpu'"),
     # checkpoints
-    ("checkpoint of another model", _other_models_checkpoint, ValueError,
-     r"lenet\.ckpt holds weights of another model than Sequential: \d+ missing keys"),
-    ("resume from a weights-only checkpoint", _resume_weights_only, ValueError,
-     r"weights\.ckpt was not written by train\.fit.*lacks.*history.*load_weights"),
+    (
+        "checkpoint of another model",
+        _other_models_checkpoint,
+        ValueError,
+        r"lenet\.ckpt holds weights of another model than Sequential: \d+ missing keys",
+    ),
+    (
+        "resume from a weights-only checkpoint",
+        _resume_weights_only,
+        ValueError,
+        r"weights\.ckpt was not written by train\.fit.*lacks.*history.*load_weights",
+    ),
     ("corrupt checkpoint", _corrupt_checkpoint, ValueError, r"broken\.ckpt is not a readable weights-only checkpoint"),
     # runner flags (reproduce.main)
     ("--only 0", _cli(["--only", "0"]), SystemExit, r"--only.*'0'"),
     ("--only ''", _cli(["--only", ""]), SystemExit, r"--only.*''"),
-    ("malformed YAML", _cli(yaml_text="common:\n  SEED: [0\n00_quickstart: {EPOCHS: 1\n"), SystemExit,
-     r"smoke\.yaml.*line \d+.*malformed YAML"),
+    (
+        "malformed YAML",
+        _cli(yaml_text="common:\n  SEED: [0\n00_quickstart: {EPOCHS: 1\n"),
+        SystemExit,
+        r"smoke\.yaml.*line \d+.*malformed YAML",
+    ),
     ("--jobs 0", _cli(["--jobs", "0"]), SystemExit, r"--jobs.*>= 1"),
     ("--timeout 0", _cli(["--timeout", "0"]), SystemExit, r"--timeout.*>= 1"),
     ("--device tpu", _cli(["--device", "tpu"]), SystemExit, r"DEVICE.*'tpu'"),
-    pytest.param("--device cuda without GPU", _cli(["--device", "cuda"]), SystemExit, r"DEVICE.*'cuda'.*cpu",
-                 marks=pytest.mark.skipif(not NO_GPU, reason="has a GPU")),
-    ("reproduce COMPRESSLIB_THREADS=abc", _cli(env={"COMPRESSLIB_THREADS": "abc"}), SystemExit,
-     r"COMPRESSLIB_THREADS must be a positive integer, got 'abc'"),
+    pytest.param(
+        "--device cuda without GPU",
+        _cli(["--device", "cuda"]),
+        SystemExit,
+        r"DEVICE.*'cuda'.*cpu",
+        marks=pytest.mark.skipif(not NO_GPU, reason="has a GPU"),
+    ),
+    (
+        "reproduce COMPRESSLIB_THREADS=abc",
+        _cli(env={"COMPRESSLIB_THREADS": "abc"}),
+        SystemExit,
+        r"COMPRESSLIB_THREADS must be a positive integer, got 'abc'",
+    ),
     ("read-only artifacts", _cli(artifacts=_readonly), SystemExit, r"artifacts folder .* not writable"),
     # profile names, types and ranges (checked in every run, not only --dry-run)
-    ("profile typo FINETUNE_EPOCH", _cli(edit=_set("00_quickstart", FINETUNE_EPOCH=0)), SystemExit,
-     r"FINETUNE_EPOCH\b.*did you mean.*FINETUNE_EPOCHS"),
+    (
+        "profile typo FINETUNE_EPOCH",
+        _cli(edit=_set("00_quickstart", FINETUNE_EPOCH=0)),
+        SystemExit,
+        r"FINETUNE_EPOCH\b.*did you mean.*FINETUNE_EPOCHS",
+    ),
     ("profile EPOCHS: -1", _cli(edit=_set("00_quickstart", EPOCHS=-1)), SystemExit, r"EPOCHS.*-1.*\[1,"),
     ("profile BATCH_SIZE: 0", _cli(edit=_set("00_quickstart", BATCH_SIZE=0)), SystemExit, r"BATCH_SIZE.*0.*\[1,"),
     ("profile IMAGE_SIZE: 0", _cli(edit=_set("00_quickstart", IMAGE_SIZE=0)), SystemExit, r"IMAGE_SIZE.*0.*\[\d+,"),
@@ -391,13 +469,28 @@ def test_stage04_runs_on_8px_digits_by_resizing_to_the_model_input(dataset, tmp_
 
     prof = tmp_path / "profiles"
     prof.mkdir()
-    (prof / "tiny.yaml").write_text(yaml.safe_dump({
-        "common": {"SEED": 3, "DEVICE": "cpu", "DATA_ROOT": ""},
-        "04_sparsity_quantization": {"DATASET": dataset, "N_SEEDS": 1, "EPOCHS": 1, "SUBSET": 200,
-                                     "JOINT_BUDGETS": "0.05:4", "ABLATIONS": "", "INTERVALS": 1,
-                                     "STEPS_PER_INTERVAL": 5, "WARMUP_INTERVALS": 0, "FT_STEPS": 2}}))
-    rc = reproduce.main(["--profile", "tiny", "--profiles", str(prof), "--artifacts", str(tmp_path / "art"),
-                         "--only", "04"])
+    (prof / "tiny.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "common": {"SEED": 3, "DEVICE": "cpu", "DATA_ROOT": ""},
+                "04_sparsity_quantization": {
+                    "DATASET": dataset,
+                    "N_SEEDS": 1,
+                    "EPOCHS": 1,
+                    "SUBSET": 200,
+                    "JOINT_BUDGETS": "0.05:4",
+                    "ABLATIONS": "",
+                    "INTERVALS": 1,
+                    "STEPS_PER_INTERVAL": 5,
+                    "WARMUP_INTERVALS": 0,
+                    "FT_STEPS": 2,
+                },
+            }
+        )
+    )
+    rc = reproduce.main(
+        ["--profile", "tiny", "--profiles", str(prof), "--artifacts", str(tmp_path / "art"), "--only", "04"]
+    )
     assert rc == 0
     import json
 

@@ -1,4 +1,5 @@
 """Bilinear energy estimator: features, ridge/SGD recovery, gradient, save/load, accuracy on LeNet-5."""
+
 import json
 
 import pytest

@@ -15,6 +15,7 @@ the handle's pre-layout position, y = 1730 px in a 1000 px viewport (measured: n
 point, the handle never moved), then waited 60 s for the read-out to change -- the widget itself
 worked. (A read-out still outside the painted area also reads '' through ``innerText``.)
 """
+
 import json
 import os
 import secrets
@@ -34,9 +35,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 STAGE = "07_dynamic_inference"
-SERVER_START_S = 120      # jupyter lab up and answering /api/status
-RUN_ALL_S = 900           # every cell of 07 under the smoke profile, in the lab kernel
-WIDGET_S = 60             # slider change -> read-out re-rendered
+SERVER_START_S = 120  # jupyter lab up and answering /api/status
+RUN_ALL_S = 900  # every cell of 07 under the smoke profile, in the lab kernel
+WIDGET_S = 60  # slider change -> read-out re-rendered
 
 
 def _free_port() -> int:
@@ -54,14 +55,18 @@ def _smoke_notebook(dest: Path, out_dir: Path) -> Path:
 
     src = REPO / "notebooks" / f"{STAGE}.py"
     declared = reproduce.notebook_parameters(src)
-    params = reproduce.stage_parameters(STAGE, declared, reproduce.load_profile("smoke", REPO / "profiles"),
-                                        {"PROFILE": "smoke"})
+    params = reproduce.stage_parameters(
+        STAGE, declared, reproduce.load_profile("smoke", REPO / "profiles"), {"PROFILE": "smoke"}
+    )
     params.update(json.loads(os.environ.get("COMPRESSLIB_LAB_EXTRA_PARAMS", "{}")))  # local debugging only
     params["OUT_DIR"] = str(out_dir)
     nb = jupytext.read(src)
     nb.metadata.pop("jupytext", None)  # no pairing: the .ipynb is the only copy the server sees
-    nb.metadata["kernelspec"] = {"name": reproduce.KERNEL, "display_name": f"Python ({reproduce.KERNEL})",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": reproduce.KERNEL,
+        "display_name": f"Python ({reproduce.KERNEL})",
+        "language": "python",
+    }
     path = dest / f"{STAGE}.ipynb"
     jupytext.write(nb, path, fmt="ipynb")
     nb = parameterize_notebook(load_notebook_node(str(path)), params, kernel_name=reproduce.KERNEL, language="python")
@@ -79,21 +84,41 @@ def lab_server(tmp_path):
     root.mkdir()
     _smoke_notebook(root, tmp_path / "artifacts" / STAGE)
     port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ, COMPRESSLIB_THREADS=os.environ.get("COMPRESSLIB_THREADS", "1"),
-               COMPRESSLIB_PROGRESS="0", JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-               JUPYTER_CONFIG_DIR=str(tmp_path / "config"), MPLBACKEND="module://matplotlib_inline.backend_inline")
+    env = dict(
+        os.environ,
+        COMPRESSLIB_THREADS=os.environ.get("COMPRESSLIB_THREADS", "1"),
+        COMPRESSLIB_PROGRESS="0",
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+        MPLBACKEND="module://matplotlib_inline.backend_inline",
+    )
     log = open(tmp_path / "jupyter.log", "w")
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-           "--ServerApp.port_retries=0", "--allow-root", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-           "--LabApp.expose_app_in_browser=True", f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
-           "--LabApp.news_url=", "--LabApp.extension_manager=readonly", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        "--allow-root",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True",
+        f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+        "--LabApp.news_url=",
+        "--LabApp.extension_manager=readonly",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + SERVER_START_S
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{(tmp_path / 'jupyter.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"jupyter lab exited with {proc.returncode}:\n{(tmp_path / 'jupyter.log').read_text()[-3000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5) as r:
                     if r.status == 200:
@@ -101,8 +126,10 @@ def lab_server(tmp_path):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"jupyter lab did not answer within {SERVER_START_S} s:\n"
-                            f"{(tmp_path / 'jupyter.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"jupyter lab did not answer within {SERVER_START_S} s:\n"
+                    f"{(tmp_path / 'jupyter.log').read_text()[-3000:]}"
+                )
             time.sleep(0.5)
         yield base, token, root
     finally:
@@ -144,8 +171,11 @@ def _numbers(readout: str) -> dict:
     import re
 
     out = {}
-    for key, pat in (("threshold", r"threshold ([0-9.]+)"), ("macs", r"MACs ([0-9.]+) M"),
-                     ("accuracy", r"accuracy ([0-9.]+) %")):
+    for key, pat in (
+        ("threshold", r"threshold ([0-9.]+)"),
+        ("macs", r"MACs ([0-9.]+) M"),
+        ("accuracy", r"accuracy ([0-9.]+) %"),
+    ):
         m = re.search(pat, readout)
         assert m, f"read-out lacks {key}: {readout!r}"
         out[key] = float(m.group(1))
@@ -174,8 +204,7 @@ def _settled_box(locator, tries: int = 40, pause: float = 0.25) -> dict:
 def _rendered_text(page, readout) -> str:
     """The read-out's text once it is painted: ``innerText`` of a cell the browser skipped rendering
     (content-visibility) is empty, so comparing it before/after a drag would compare '' with ''."""
-    page.wait_for_function("el => el.innerText.includes('MACs')", arg=readout.element_handle(),
-                           timeout=WIDGET_S * 1000)
+    page.wait_for_function("el => el.innerText.includes('MACs')", arg=readout.element_handle(), timeout=WIDGET_S * 1000)
     return readout.inner_text()
 
 
@@ -194,8 +223,10 @@ def _drag(page, slider, readout, frac: float | None = None) -> str:
         if page.evaluate(HIT_HANDLE, [hx, hy]):
             break
     else:
-        raise AssertionError(f"the slider handle is not under the mouse at ({hx:.0f}, {hy:.0f}) after 3 scrolls "
-                             f"(handle box {handle}, track box {track})")
+        raise AssertionError(
+            f"the slider handle is not under the mouse at ({hx:.0f}, {hy:.0f}) after 3 scrolls "
+            f"(handle box {handle}, track box {track})"
+        )
     if frac is None:
         frac = 1.0 if hx < track["x"] + track["width"] / 2 else 0.0
     old = _rendered_text(page, readout)
@@ -204,12 +235,15 @@ def _drag(page, slider, readout, frac: float | None = None) -> str:
     page.mouse.move(track["x"] - 20 + frac * (track["width"] + 40), track["y"] + track["height"] / 2, steps=12)
     page.mouse.up()
     try:
-        page.wait_for_function("([el, old]) => el.innerText !== old", arg=[readout.element_handle(), old],
-                               timeout=WIDGET_S * 1000)
+        page.wait_for_function(
+            "([el, old]) => el.innerText !== old", arg=[readout.element_handle(), old], timeout=WIDGET_S * 1000
+        )
     except Exception as e:  # say what the mouse did instead of a bare timeout
-        raise AssertionError(f"the read-out did not change within {WIDGET_S} s after dragging the handle from "
-                             f"({hx:.0f}, {hy:.0f}) to {frac:.0%} of the track {track}; handle now at "
-                             f"{handle_loc.bounding_box()}; read-out {old!r}") from e
+        raise AssertionError(
+            f"the read-out did not change within {WIDGET_S} s after dragging the handle from "
+            f"({hx:.0f}, {hy:.0f}) to {frac:.0%} of the track {track}; handle now at "
+            f"{handle_loc.bounding_box()}; read-out {old!r}"
+        ) from e
     return _rendered_text(page, readout)
 
 
@@ -219,9 +253,12 @@ def test_threshold_slider_changes_readout(chromium, lab_server, tmp_path):  # ch
     page = ctx.new_page()
     try:
         page.goto(f"{base}/lab/tree/{STAGE}.ipynb?token={token}", timeout=120_000)
-        page.wait_for_function("""() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+        page.wait_for_function(
+            """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
             return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel
-                      && w.sessionContext.session.kernel.status === 'idle'); }""", timeout=120_000)
+                      && w.sessionContext.session.kernel.status === 'idle'); }""",
+            timeout=120_000,
+        )
         page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
         deadline, state = time.monotonic() + RUN_ALL_S, None
         while time.monotonic() < deadline:
@@ -246,8 +283,9 @@ def test_threshold_slider_changes_readout(chromium, lab_server, tmp_path):  # ch
         if _numbers(after)["macs"] == _numbers(before)["macs"]:
             after = _drag(page, slider, readout)
         shot = tmp_path / "lab_slider.png"
-        page.wait_for_function(f"() => {{ const s = ({NOTEBOOK_STATE})(); return s && s.kernel === 'idle'; }}",
-                               timeout=WIDGET_S * 1000)  # the plot under the read-out has been redrawn too
+        page.wait_for_function(
+            f"() => {{ const s = ({NOTEBOOK_STATE})(); return s && s.kernel === 'idle'; }}", timeout=WIDGET_S * 1000
+        )  # the plot under the read-out has been redrawn too
         no_news = page.get_by_role("button", name="No")
         if no_news.count():  # JupyterLab's one-time "notified about news?" toast hides part of the screenshot
             no_news.first.click()

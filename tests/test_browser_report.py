@@ -4,6 +4,7 @@ every image decodes, every link resolves, every linked notebook page loads. Scre
 Set COMPRESSLIB_REPORT_ARTIFACTS=/path/to/artifacts to check an existing run instead of the
 session smoke run (tests/conftest.py::smoke_run).
 """
+
 import json
 import os
 from pathlib import Path
@@ -22,7 +23,8 @@ def check_page(page, url: str) -> tuple[list[str], dict]:
     page.on("request", lambda r: network.append(r.url) if urlsplit(r.url).scheme not in ("file", "data") else None)
     page.goto(url, wait_until="load", timeout=60_000)
     imgs = page.eval_on_selector_all(
-        "img", "els => els.map(e => [e.getAttribute('src').slice(0, 80), e.complete, e.naturalWidth])")
+        "img", "els => els.map(e => [e.getAttribute('src').slice(0, 80), e.complete, e.naturalWidth])"
+    )
     links = page.eval_on_selector_all("a[href]", "els => els.map(e => [e.getAttribute('href'), e.href])")
     problems = [f"image {src} did not load" for src, done, w in imgs if not (done and w > 0)]
     for raw, absolute in links:
@@ -86,7 +88,8 @@ def test_checker_catches_broken_image_and_link(chromium, tmp_path):
     (tmp_path / "index.html").write_text(
         "<html><body><img src='00_fake/gone.png'><a href='00_fake/ok.csv'>ok</a>"
         "<a href='00_fake/missing.html'>dead</a><a href='#nowhere'>anchor</a>"
-        "<script src='https://cdn.invalid/x.js'></script></body></html>")
+        "<script src='https://cdn.invalid/x.js'></script></body></html>"
+    )
     ctx = chromium.new_context(offline=True)
     try:
         problems, facts = check_page(ctx.new_page(), (tmp_path / "index.html").as_uri())

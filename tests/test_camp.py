@@ -1,4 +1,5 @@
 """CAMP dual-path networks, gates, REINFORCE and the energy model (camp.md §3-§7, §10)."""
+
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -115,8 +116,11 @@ def test_energy_identities():
     assert math.isclose(E1["energy"], fp + macs_q / 1250, rel_tol=1e-9)
     assert math.isclose(E4["bitops"], float((t4.macs * t4.weight_bits * t4.act_bits).sum()))
     half = camp.camp_energy(dual, SIZE, rho=[0.5, 0.5, 0.5])["energy"]
-    assert math.isclose(half, (camp.camp_energy(dual, SIZE, rho=0)["energy"]
-                               + camp.camp_energy(dual, SIZE, rho=1)["energy"]) / 2, rel_tol=1e-9)
+    assert math.isclose(
+        half,
+        (camp.camp_energy(dual, SIZE, rho=0)["energy"] + camp.camp_energy(dual, SIZE, rho=1)["energy"]) / 2,
+        rel_tol=1e-9,
+    )
     with pytest.raises(ValueError, match="needs rho"):
         camp.camp_energy(dual, SIZE)
     with pytest.raises(ValueError, match="3 values in"):
@@ -184,9 +188,11 @@ def test_train_stage_channels_last_keeps_ties_and_matches_nchw():
     runs = {}
     for name, cl in (("nchw", False), ("nhwc", True), ("nhwc2", True)):
         _, dual = _dual("sp", seed=1)
-        loaders = SimpleNamespace(train=DataLoader(ds, batch_size=16, shuffle=True,
-                                                   generator=torch.Generator().manual_seed(0)),
-                                  val=DataLoader(ds, 32), test=None)
+        loaders = SimpleNamespace(
+            train=DataLoader(ds, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0)),
+            val=DataLoader(ds, 32),
+            test=None,
+        )
         out = camp.train_stage(dual, loaders, 1, 0.05, seed=0, channels_last=cl)
         blk = dual.blocks[1]
         assert blk.path1.conv1.weight is blk.path4.conv1.weight
@@ -218,8 +224,10 @@ def test_block0_four_bit_path_reads_quantized_activation():
     _, dual = _dual()
     dual.eval()
     seen = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, k=k: seen.__setitem__(k, mod.quant_input(inp[0])))
-             for k, m in (("p1", dual.blocks[0].path1.conv1), ("p4", dual.blocks[0].path4.conv1))]
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out, k=k: seen.__setitem__(k, mod.quant_input(inp[0])))
+        for k, m in (("p1", dual.blocks[0].path1.conv1), ("p4", dual.blocks[0].path4.conv1))
+    ]
     a4 = []
     h = dual.blocks[0].path4.conv1.register_forward_pre_hook(lambda mod, args: a4.append(args[0]))
     dual(torch.randn(4, *SIZE))
@@ -297,14 +305,35 @@ def test_run_camp_seed_controls(tmp_path):
     ds = TensorDataset(torch.rand(64, *SIZE) * 2 - 1, torch.randint(0, 10, (64,)))
     mk = lambda: SimpleNamespace(  # noqa: E731
         train=DataLoader(ds, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)),
-        val=DataLoader(ds, 32), test=DataLoader(ds, 32), num_classes=10, in_channels=1)
-    kw = dict(depth=8, widths=(4, 8, 8), epochs=1, sp_epochs=1, rl_epochs=1, alphas=(0.0, 8.0), lr=0.05,
-              rl_lr=0.01, rl_weight=0.1, sp_warmup=0)
+        val=DataLoader(ds, 32),
+        test=DataLoader(ds, 32),
+        num_classes=10,
+        in_channels=1,
+    )
+    kw = dict(
+        depth=8,
+        widths=(4, 8, 8),
+        epochs=1,
+        sp_epochs=1,
+        rl_epochs=1,
+        alphas=(0.0, 8.0),
+        lr=0.05,
+        rl_lr=0.01,
+        rl_weight=0.1,
+        sp_warmup=0,
+    )
     res = camp.run_camp_seed(mk(), SIZE, 0, cache_dir=tmp_path, **kw)
     rows = {(r["model"], r["alpha"]): r for r in res["rows"]}
     static = {k for k in rows if k[0] == "static_plan"}
-    assert set(rows) - static == {("fp32", None), ("w4a4", None), ("w1a1", None), ("w4a4_equal", None),
-                                  ("sp", None), ("rl", 0.0), ("rl", 8.0)}
+    assert set(rows) - static == {
+        ("fp32", None),
+        ("w4a4", None),
+        ("w1a1", None),
+        ("w4a4_equal", None),
+        ("sp", None),
+        ("rl", 0.0),
+        ("rl", 8.0),
+    }
     assert static and static <= {("static_plan", 0.0), ("static_plan", 8.0)}
     for _, a in static:
         s = rows[("static_plan", a)]
@@ -325,8 +354,9 @@ def test_run_camp_seed_controls(tmp_path):
     base = torch.load(rows[("w4a4", None)]["checkpoint"], weights_only=False)["model"]
     assert not torch.equal(sd["blocks.1.conv1.weight"], base["blocks.1.conv1.weight"])  # trained on
     again = camp.run_camp_seed(mk(), SIZE, 0, cache_dir=tmp_path, **kw)  # every fit reused from the cache
-    assert [(r["model"], r["alpha"], r["accuracy"], r["checkpoint"]) for r in again["rows"]] == \
-           [(r["model"], r["alpha"], r["accuracy"], r["checkpoint"]) for r in res["rows"]]
+    assert [(r["model"], r["alpha"], r["accuracy"], r["checkpoint"]) for r in again["rows"]] == [
+        (r["model"], r["alpha"], r["accuracy"], r["checkpoint"]) for r in res["rows"]
+    ]
     res2 = camp.run_camp_seed(mk(), SIZE, 0, static_plans=False, equal_training=False, **kw)
     assert [r["model"] for r in res2["rows"]] == ["fp32", "w4a4", "w1a1", "sp", "rl", "rl"]
     for r2 in res2["rows"]:  # the controls do not change the other runs (same seed, same numbers)

@@ -1,5 +1,6 @@
 """EdgeCompress cascade: exact MAC accounting, cached sweep == live cascade, curve endpoints, errors;
 plus the compound-shrinkable ResNet it cascades."""
+
 from fractions import Fraction
 
 import numpy as np
@@ -46,6 +47,7 @@ def _margin_np(z):
 
 # ---- MAC accounting -----------------------------------------------------------------------------
 
+
 def test_average_macs_equal_closed_form_exactly_and_hook_count():
     torch.manual_seed(0)
     small = ShrinkableResNet(depths=(1, 1, 1), width_mult=0.5, resolution=12, stem_width=8, planes=(8, 8, 16))
@@ -59,11 +61,22 @@ def test_average_macs_equal_closed_form_exactly_and_hook_count():
     executed = []
 
     def hook(m, i, o):
-        executed.append(o[0].numel() * (m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-                                        if isinstance(m, nn.Conv2d) else m.in_features) * o.shape[0])
+        executed.append(
+            o[0].numel()
+            * (
+                m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+                if isinstance(m, nn.Conv2d)
+                else m.in_features
+            )
+            * o.shape[0]
+        )
 
-    hooks = [m.register_forward_hook(hook) for net in (small, large) for m in net.modules()
-             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [
+        m.register_forward_hook(hook)
+        for net in (small, large)
+        for m in net.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     res = casc.run(x, boxes)
     for h in hooks:
         h.remove()
@@ -74,7 +87,7 @@ def test_average_macs_equal_closed_form_exactly_and_hook_count():
     m0, m1 = cost.total_macs(small, (1, 12, 12)), cost.total_macs(large, (1, 20, 20))
     assert casc.macs_per_stage == [m0, m1]
     assert res.stage_counts == [len(x), n1]
-    assert sum(executed) == res.total_macs                     # what actually ran
+    assert sum(executed) == res.total_macs  # what actually ran
     assert crop_macs + Fraction(res.total_macs, len(x)) == crop_macs + m0 + Fraction(n1, len(x)) * m1
     assert res.avg_macs == pytest.approx(casc.closed_form_macs(n1 / len(x)), rel=1e-15)
     assert res.escalated == n1 / len(x)
@@ -82,16 +95,33 @@ def test_average_macs_equal_closed_form_exactly_and_hook_count():
 
 # ---- cached sweep == live cascade ---------------------------------------------------------------
 
-@pytest.mark.parametrize("k,score,rule,lo", [(2, "margin", "sum", 0.0), (2, "maxprob", "replace", 0.3),
-                                             (3, "entropy", "sum", 0.05), (3, "margin", "replace", 0.0)])
+
+@pytest.mark.parametrize(
+    "k,score,rule,lo",
+    [
+        (2, "margin", "sum", 0.0),
+        (2, "maxprob", "replace", 0.3),
+        (3, "entropy", "sum", 0.05),
+        (3, "margin", "replace", 0.0),
+    ],
+)
 def test_cached_sweep_equals_running_the_cascade(k, score, rule, lo):
     zs, y, x = _random_case(k=k, seed=k)
     macs = [1000 * (j + 1) ** 3 + 7 for j in range(k)]
     ths = [t for t in np.linspace(0, 1, 21) if t > lo]
     table = cascade.sweep(zs, macs, ths, y, lo=lo, alpha=1.6, score=score, accumulate=rule, crop_macs=55)
     for row in table.itertuples():
-        casc = cascade.Cascade([Lookup(z) for z in zs], [2] * k, lo=lo, hi=row.threshold, alpha=1.6, score=score,
-                               accumulate=rule, crop_macs=55, macs_per_stage=macs)
+        casc = cascade.Cascade(
+            [Lookup(z) for z in zs],
+            [2] * k,
+            lo=lo,
+            hi=row.threshold,
+            alpha=1.6,
+            score=score,
+            accumulate=rule,
+            crop_macs=55,
+            macs_per_stage=macs,
+        )
         res = casc.run(x, targets=y)
         assert res.accuracy == row.accuracy
         assert res.avg_macs == row.avg_macs
@@ -133,11 +163,14 @@ def test_cheapest_at_accuracy():
     zs, y, _ = _random_case(seed=7)
     t = cascade.sweep(zs, [1, 10], np.linspace(0, 1, 11), y)
     row = cascade.cheapest_at_accuracy(t, float(t["accuracy"].max()), tol=0.0)
-    assert row["accuracy"] == t["accuracy"].max() and row["avg_macs"] == t[t.accuracy == t.accuracy.max()].avg_macs.min()
+    assert (
+        row["accuracy"] == t["accuracy"].max() and row["avg_macs"] == t[t.accuracy == t.accuracy.max()].avg_macs.min()
+    )
     assert cascade.cheapest_at_accuracy(t, 2.0) is None
 
 
 # ---- bad input ----------------------------------------------------------------------------------
+
 
 def test_bad_inputs_raise_clear_errors():
     zs, y, _ = _random_case(n=20)
@@ -169,6 +202,7 @@ def test_bad_inputs_raise_clear_errors():
 
 # ---- compound-shrinkable ResNet ----------------------------------------------------------------
 
+
 def test_make_divisible_reproduces_the_released_configs():
     # width_per_group = make_divisible(64 w) and resolution = make_divisible(224 r) of EC-Static-1..6
     assert [make_divisible(64 * w) for w in (0.5, 0.55, 0.6, 0.8, 1.0)] == [32, 36, 40, 52, 64]
@@ -191,6 +225,7 @@ def test_shrinking_keeps_outer_widths_and_cuts_macs():
 
 # ---- choices on the validation split ------------------------------------------------------------
 
+
 def _table(rows):
     import pandas as pd
 
@@ -198,12 +233,13 @@ def _table(rows):
 
 
 def test_choose_threshold_cheapest_within_tolerance_else_most_accurate():
-    t = _table([(0.0, 0.90, 10, 0.0), (0.1, 0.93, 12, 0.1), (0.2, 0.945, 14, 0.2), (0.3, 0.95, 16, 0.3),
-                (1.0, 0.95, 30, 1.0)])
+    t = _table(
+        [(0.0, 0.90, 10, 0.0), (0.1, 0.93, 12, 0.1), (0.2, 0.945, 14, 0.2), (0.3, 0.95, 16, 0.3), (1.0, 0.95, 30, 1.0)]
+    )
     row, ok = cascade.choose_threshold(t, 0.95, tol=0.005)
     assert ok and row["threshold"] == 0.2 and row["avg_macs"] == 14  # 0.945 >= 0.95 - 0.005, cheapest such
     row, ok = cascade.choose_threshold(t, 0.95, tol=0.0)
-    assert ok and row["threshold"] == 0.3                              # ties on accuracy -> fewer MACs
+    assert ok and row["threshold"] == 0.3  # ties on accuracy -> fewer MACs
     row, ok = cascade.choose_threshold(t, 0.99, tol=0.005)
     assert not ok and row["threshold"] == 0.3 and row["accuracy"] == 0.95  # unreachable: most accurate, cheapest
     with pytest.raises(ValueError, match="tol >= 0"):
@@ -213,9 +249,9 @@ def test_choose_threshold_cheapest_within_tolerance_else_most_accurate():
 
 
 def test_select_cascade_prefers_the_cheapest_candidate_that_reaches_the_target():
-    a = _table([(0.0, 0.80, 5, 0.0), (0.5, 0.95, 20, 0.6)])   # reaches at 20 MACs
-    b = _table([(0.0, 0.90, 8, 0.0), (0.5, 0.95, 15, 0.3)])   # reaches at 15 MACs -> chosen
-    c = _table([(0.0, 0.70, 2, 0.0), (0.5, 0.94, 9, 0.7)])    # never reaches 0.95 - 0.005
+    a = _table([(0.0, 0.80, 5, 0.0), (0.5, 0.95, 20, 0.6)])  # reaches at 20 MACs
+    b = _table([(0.0, 0.90, 8, 0.0), (0.5, 0.95, 15, 0.3)])  # reaches at 15 MACs -> chosen
+    c = _table([(0.0, 0.70, 2, 0.0), (0.5, 0.94, 9, 0.7)])  # never reaches 0.95 - 0.005
     name, row, ok = cascade.select_cascade({"a": a, "b": b, "c": c}, 0.95, 0.005)
     assert (name, row["threshold"], row["avg_macs"], ok) == ("b", 0.5, 15, True)
     name, row, ok = cascade.select_cascade({"a": a, "c": c}, 0.99, 0.005)  # none reaches: most accurate point

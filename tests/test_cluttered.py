@@ -1,13 +1,14 @@
 """Cluttered digits: deterministic canvases, true boxes around the pasted digit, registration."""
+
 import numpy as np
 import pytest
 import torch
 
-from compresslib import cluttered, data
+from compresslib import cluttered, data, embedded
 
 
 def _digits(n=40):
-    x, y = data._raw_digits()
+    x, y = embedded.raw_digits()
     return x[:n], y[:n]
 
 
@@ -33,8 +34,9 @@ def test_canvases_are_deterministic_and_boxes_hold_the_digit():
 
 def test_clutter_and_noise_add_background_outside_the_box():
     x, y = _digits()
-    imgs, _, boxes, _ = cluttered.make_canvases(x, y, canvas=32, scale=(10, 12), clutter=(3, 3), patch=6,
-                                                noise=0.1, seed=0)
+    imgs, _, boxes, _ = cluttered.make_canvases(
+        x, y, canvas=32, scale=(10, 12), clutter=(3, 3), patch=6, noise=0.1, seed=0
+    )
     outside = np.ones(imgs.shape, dtype=bool)
     for m, (x0, y0, x1, y1) in zip(outside, boxes):
         m[y0:y1, x0:x1] = False
@@ -48,10 +50,10 @@ def test_registered_dataset_and_split_by_source_digit():
     tr = cluttered.load_cluttered("train", source="digits", canvas=32, scale=(10, 20), patch=5)
     te = cluttered.load_cluttered("test", source="digits", canvas=32, scale=(10, 20), patch=5)
     assert len(tr.y) + len(te.y) == 1797 and tr.x.shape[1:] == (1, 32, 32)
-    raw, labels = data._raw_digits()
-    idx = {k: data._tensor_split(np.arange(len(raw)), labels, k, 0.2)[0] for k in ("train", "test")}
+    raw, labels = embedded.raw_digits()
+    idx = {k: embedded.tensor_split(np.arange(len(raw)), labels, k, 0.2)[0] for k in ("train", "test")}
     assert len(idx["train"]) == len(tr.y) and len(idx["test"]) == len(te.y)
-    assert not set(idx["train"]) & set(idx["test"])          # no source digit is in both splits
+    assert not set(idx["train"]) & set(idx["test"])  # no source digit is in both splits
     assert tr.y.tolist() == labels[idx["train"]].tolist()
     small = cluttered.load_cluttered("test", source="digits", canvas=32, scale=(10, 20), patch=5, image_size=16)
     assert small.x.shape[-1] == 16 and torch.equal(small.boxes, torch.round(te.boxes.double() / 2).long())

@@ -13,8 +13,15 @@ def _flop_counter_macs(m, size):
     return fc.get_total_flops() // 2
 
 
-@pytest.mark.parametrize("name,size", [("tv_resnet50", (3, 224, 224)), ("tv_alexnet", (3, 224, 224)),
-                                       ("tv_mobilenet_v2", (3, 224, 224)), ("mobilenet_v1", (3, 224, 224))])
+@pytest.mark.parametrize(
+    "name,size",
+    [
+        ("tv_resnet50", (3, 224, 224)),
+        ("tv_alexnet", (3, 224, 224)),
+        ("tv_mobilenet_v2", (3, 224, 224)),
+        ("mobilenet_v1", (3, 224, 224)),
+    ],
+)
 def test_dense_macs_equal_flop_counter_half(name, size):
     m = models.create_model(name).eval()
     t = cost.layer_table(m, size)

@@ -1,4 +1,5 @@
 """EdgeCompress dynamic image cropping: Grad-CAM boxes, square + snap, crop + resize, box predictor."""
+
 import pytest
 import torch
 import torch.nn as nn
@@ -33,12 +34,12 @@ def test_square_then_snap_to_box_sizes():
     sq = crop.square_boxes(b, 64)
     side = sq[:, 2] - sq[:, 0]
     assert side.tolist() == [10, 17, 14, 62] and (sq[:, 3] - sq[:, 1]).tolist() == side.tolist()
-    assert sq[0].tolist() == [7, 20, 17, 30]          # grown symmetrically about the centre x = 12
-    assert sq[1].tolist()[:2] == [0, 0]               # shifted back inside the image
+    assert sq[0].tolist() == [7, 20, 17, 30]  # grown symmetrically about the centre x = 12
+    assert sq[1].tolist()[:2] == [0, 0]  # shifted back inside the image
     snapped = crop.regulate_boxes(sq, (16, 32, 48, 64), 64)
     assert (snapped[:, 2] - snapped[:, 0]).tolist() == [16, 32, 16, 64]
     assert ((snapped >= 0) & (snapped <= 64)).all()
-    assert snapped[2].tolist() == [48, 47, 64, 63]    # centre (57, 55) kept as far as the border allows
+    assert snapped[2].tolist() == [48, 47, 64, 63]  # centre (57, 55) kept as far as the border allows
     with pytest.raises(ValueError, match="box sizes"):
         crop.regulate_boxes(sq, (16, 80), 64)
 
@@ -68,7 +69,7 @@ def test_gradcam_and_cam_boxes_find_the_evidence():
     x = torch.zeros(2, 1, 64, 64)
     x[0, 0, 10:20, 30:40] = 1.0
     x[1, 0, 40:60, 5:12] = 2.0
-    x[1, 0, 0:3, 0:3] = 0.4          # below 50 % of the range: ignored
+    x[1, 0, 0:3, 0:3] = 0.4  # below 50 % of the range: ignored
     cam = crop.gradcam(_Identity(), x, torch.tensor([0, 0]))
     assert cam.shape == (2, 64, 64) and float(cam.max()) == pytest.approx(1.0)
     assert crop.cam_boxes(cam, 0.5).tolist() == [[30, 10, 40, 20], [5, 40, 12, 60]]
@@ -91,8 +92,9 @@ def test_box_predictor_learns_true_boxes_and_cropper_outputs_snapped_boxes():
     torch.manual_seed(0)
     pred = create_model("box_predictor", stem_width=4, inner_widths=(4, 8, 8), hidden=(16, 8), pool="grid")
     before = float(crop.box_iou(crop.predict_boxes(pred, x) * 32, boxes).mean())
-    hist = crop.train_box_predictor(pred, x, boxes, 32, epochs=8, lr=5e-3, batch_size=32, seed=0, progress=False,
-                                    x_val=x, boxes_val=boxes)
+    hist = crop.train_box_predictor(
+        pred, x, boxes, 32, epochs=8, lr=5e-3, batch_size=32, seed=0, progress=False, x_val=x, boxes_val=boxes
+    )
     assert hist[-1]["loss"] < 0.5 * hist[0]["loss"]
     assert hist[-1]["val_miou"] > max(before, 0.3)
     cropper = crop.ForegroundCropper(pred, 32, (8, 16, 24, 32))
@@ -129,13 +131,15 @@ def test_expand_boxes_and_coverage():
     assert torch.equal(crop.expand_boxes(b, 1.0, 32), b.double())
     with pytest.raises(ValueError, match="growth factor"):
         crop.expand_boxes(b, 0.5, 32)
-    cov = crop.box_coverage(torch.tensor([[0, 0, 10, 10], [5, 0, 10, 10]]), torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10]]))
+    cov = crop.box_coverage(
+        torch.tensor([[0, 0, 10, 10], [5, 0, 10, 10]]), torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10]])
+    )
     assert torch.allclose(cov, torch.tensor([1.0, 0.5], dtype=torch.float64))
 
 
 def test_shift_augmentation_moves_the_box_with_the_canvas():
     x = torch.zeros(1, 1, 16, 16)
-    x[0, 0, 4:8, 2:6] = 1.0                       # object at x 2..6, y 4..8
+    x[0, 0, 4:8, 2:6] = 1.0  # object at x 2..6, y 4..8
     t = torch.tensor([[2, 4, 6, 8]], dtype=torch.float32) / 16
     g = torch.Generator().manual_seed(3)
     for _ in range(5):
@@ -162,8 +166,9 @@ def test_trainings_are_cached_by_fingerprint(tmp_path, capsys):
     def classifier(xs):
         torch.manual_seed(0)
         m = create_model("shrinkable_resnet", depths=(1, 1, 1), width_mult=0.5, resolution=16)
-        res = crop.train_classifier(m, xs, y, xs[:16], y[:16], epochs=1, batch_size=32, progress=False,
-                                    cache_dir=tmp_path, name="clf")
+        res = crop.train_classifier(
+            m, xs, y, xs[:16], y[:16], epochs=1, batch_size=32, progress=False, cache_dir=tmp_path, name="clf"
+        )
         return m, res
 
     small = torch.nn.functional.interpolate(x, size=(16, 16))
@@ -172,14 +177,15 @@ def test_trainings_are_cached_by_fingerprint(tmp_path, capsys):
     assert not r1["reused"] and r2["reused"] and r1["checkpoint"] == r2["checkpoint"]
     assert r2["history"] == r1["history"]
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
-    _, r3 = classifier(small.flip(-1))                                 # other data: another key, trained
+    _, r3 = classifier(small.flip(-1))  # other data: another key, trained
     assert not r3["reused"] and r3["checkpoint"] != r1["checkpoint"]
 
     def predictor(epochs):
         torch.manual_seed(0)
         p = create_model("box_predictor", stem_width=4, inner_widths=(4, 8, 8), hidden=(16, 8), pool="grid")
-        h = crop.train_box_predictor(p, x, boxes, 32, epochs=epochs, batch_size=32, progress=False,
-                                     cache_dir=tmp_path, name="box")
+        h = crop.train_box_predictor(
+            p, x, boxes, 32, epochs=epochs, batch_size=32, progress=False, cache_dir=tmp_path, name="box"
+        )
         return p, h
 
     capsys.readouterr()
@@ -189,7 +195,7 @@ def test_trainings_are_cached_by_fingerprint(tmp_path, capsys):
     assert "[cache] reused box-" in capsys.readouterr().out and p1.cache_path == p2.cache_path
     assert [h["loss"] for h in h1] == [h["loss"] for h in h2]
     assert all(torch.equal(a, b) for a, b in zip(p1.state_dict().values(), p2.state_dict().values()))
-    p3, h3 = predictor(3)                                              # other epochs: another file
+    p3, h3 = predictor(3)  # other epochs: another file
     assert len(h3) == 3 and p3.cache_path != p1.cache_path
     with pytest.raises(ValueError, match="cache name"):
         crop.train_box_predictor(p1, x, boxes, 32, epochs=1, cache_dir=tmp_path, name="a/b", progress=False)

@@ -6,6 +6,7 @@ property that breaks when the CUDA path is wrong.
 
 Without a GPU every test here is skipped with the reason (``torch.cuda.is_available()`` is False).
 """
+
 import json
 import os
 import subprocess
@@ -21,14 +22,20 @@ from torch.utils.data import DataLoader, TensorDataset
 from compresslib.train import Callback
 
 HAS_CUDA = torch.cuda.is_available()
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU: torch.cuda.is_available() is False "
-                                                      "(run `python benchmarks/gpu_check.py OUT` on a GPU machine)")]
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(
+        not HAS_CUDA,
+        reason="needs a CUDA GPU: torch.cuda.is_available() is False "
+        "(run `python benchmarks/gpu_check.py OUT` on a GPU machine)",
+    ),
+]
 REPO = Path(__file__).resolve().parent.parent
 CL = torch.channels_last
 
 
 # ---- small fixed tasks ------------------------------------------------------------------------
+
 
 def _digits(batch=64, seed=0):
     from compresslib import data
@@ -43,9 +50,17 @@ def _mlp(seed=0):
 
 def _convnet(seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(64, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    )
 
 
 def _fit(model, device, epochs=6, callbacks=(), lr=1e-2, **kw):
@@ -53,8 +68,9 @@ def _fit(model, device, epochs=6, callbacks=(), lr=1e-2, **kw):
 
     loaders = kw.pop("loaders", None) or _digits()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    return train.fit(model, loaders, epochs, opt, device=device, seed=0, progress=False,
-                     callbacks=list(callbacks), **kw)
+    return train.fit(
+        model, loaders, epochs, opt, device=device, seed=0, progress=False, callbacks=list(callbacks), **kw
+    )
 
 
 def _on_cuda(model) -> bool:
@@ -88,8 +104,8 @@ class Record(Callback):
         self._keep("grad_norm", float(g.norm()))
 
 
-
 # ---- fit: device, AMP + GradScaler, channels_last, pinned memory --------------------------------
+
 
 def test_fit_on_cuda_matches_cpu_accuracy_on_digits():
     """Same seed, same data: the CUDA fit learns the task and lands within 2 points of the CPU fit."""
@@ -108,8 +124,8 @@ def test_fit_amp_autocasts_forward_keeps_fp32_weights_and_accuracy():
     model = _mlp()
     r_amp = _fit(model, "cuda", callbacks=[rec], amp=True)
     r_fp32 = _fit(_mlp(), "cuda", amp=False)
-    assert set(rec.seen["output_dtype"]) == {torch.float16}          # autocast ran the forward in fp16
-    assert set(rec.seen["loss_dtype"]) == {torch.float32}            # the loss callbacks see fp32
+    assert set(rec.seen["output_dtype"]) == {torch.float16}  # autocast ran the forward in fp16
+    assert set(rec.seen["loss_dtype"]) == {torch.float32}  # the loss callbacks see fp32
     assert all(torch.isfinite(torch.tensor(rec.seen["loss"])))
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
     assert r_amp["test_accuracy"] > 0.85 and abs(r_amp["test_accuracy"] - r_fp32["test_accuracy"]) <= 0.03
@@ -133,9 +149,9 @@ def test_gradscaler_scale_grows_every_step_without_overflow():
     model = _mlp().cuda()
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    scaler = torch.amp.GradScaler("cuda", init_scale=2.0 ** 10, growth_interval=1)
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**10, growth_interval=1)
     out = train.train_one_epoch(model, loader, opt, device="cuda", scaler=scaler, progress=False)
-    assert scaler.get_scale() == 2.0 ** 13                           # 3 steps, no inf: doubled 3 times
+    assert scaler.get_scale() == 2.0**13  # 3 steps, no inf: doubled 3 times
     assert torch.isfinite(torch.tensor(out["train_loss"]))
     assert all(not torch.equal(a, b) and torch.isfinite(b).all() for a, b in zip(before, model.parameters()))
 
@@ -157,8 +173,9 @@ def test_channels_last_sets_weights_inputs_and_activations():
     rec = Record()
     acts = []
     model = _convnet()
-    model[3].register_forward_hook(lambda m, i, o: acts.append(o.is_contiguous(memory_format=CL)
-                                                              and not o.is_contiguous()) if m.training else None)
+    model[3].register_forward_hook(
+        lambda m, i, o: acts.append(o.is_contiguous(memory_format=CL) and not o.is_contiguous()) if m.training else None
+    )
     r_cl = _fit(model, "cuda", callbacks=[rec], channels_last=True)
     w = model[3].weight
     assert w.is_contiguous(memory_format=CL) and not w.is_contiguous()
@@ -183,7 +200,7 @@ def test_loaders_pin_memory_and_worker_loader_keeps_batches(monkeypatch):
     workers = [y.clone() for _, y in wl]
     assert len(plain) == len(workers) and all(torch.equal(a, b) for a, b in zip(plain, workers))
     rec = Record(every=True)
-    r = _fit(_mlp(), "cuda", epochs=2, callbacks=[rec])            # fit trains from the worker loader
+    r = _fit(_mlp(), "cuda", epochs=2, callbacks=[rec])  # fit trains from the worker loader
     assert set(rec.seen["input_device"]) == {"cuda"} and r["test_accuracy"] > 0.8
 
 
@@ -202,13 +219,16 @@ def test_evaluate_on_cuda_equals_cpu():
 
 # ---- every method's device path -----------------------------------------------------------------
 
+
 def _random_loaders(shape, n=192, batch=64, classes=10, seed=0, val=True):
     g = torch.Generator().manual_seed(seed)
     X, y = torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g)
     ds = TensorDataset(X, y)
-    return SimpleNamespace(train=DataLoader(ds, batch_size=batch, shuffle=True,
-                                            generator=torch.Generator().manual_seed(seed)),
-                           val=DataLoader(ds, batch_size=n) if val else None, test=DataLoader(ds, batch_size=n))
+    return SimpleNamespace(
+        train=DataLoader(ds, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(seed)),
+        val=DataLoader(ds, batch_size=n) if val else None,
+        test=DataLoader(ds, batch_size=n),
+    )
 
 
 def test_ecc_admm_on_cuda_meets_budget_and_keeps_model_on_gpu():
@@ -223,8 +243,16 @@ def test_ecc_admm_on_cuda_meets_budget_and_keeps_model_on_gpu():
     est = B.fit(W, [dev.cost(w) for w in W], dev.S, net="lenet5", scale=dev.cost(dev.S))
     torch.manual_seed(0)
     dense = create_model("lenet5")
-    res = ecc.run_ecc(dense, _random_loaders((1, 32, 32), val=False), est, 0.6, max_epochs=40, finetune_epochs=1,
-                      seed=0, device="cuda")
+    res = ecc.run_ecc(
+        dense,
+        _random_loaders((1, 32, 32), val=False),
+        est,
+        0.6,
+        max_epochs=40,
+        finetune_epochs=1,
+        seed=0,
+        device="cuda",
+    )
     assert res["reached"] and res["estimated_energy"] <= 0.6
     assert _on_cuda(res["model"]) and res["widths"] == ecc.widths_of(res["model"])
     assert 0.0 <= res["accuracy"] <= 1.0
@@ -241,8 +269,9 @@ def test_sqjoint_admm_on_cuda_respects_size_budget():
     m = create_model("lenet5_caffe").cuda()
     L = _random_loaders((1, 28, 28), n=128, batch=32)
     S, _ = sq.size_budget(m, 0.05, 3)
-    st, hist = sq.sqjoint_compress(m, L.train, S, 3, mode="joint", rho=0.5, lr=0.05, intervals=2,
-                                   steps_per_interval=3, warmup_intervals=1)
+    st, hist = sq.sqjoint_compress(
+        m, L.train, S, 3, mode="joint", rho=0.5, lr=0.05, intervals=2, steps_per_interval=3, warmup_intervals=1
+    )
     assert len(hist) == 2 and all(h["size_bits"] <= S for h in hist)
     sq.finetune(m, L.train, st.bits, steps=3, mode="joint")
     q = sq.quantized_copy(m, st.bits, "joint")
@@ -257,8 +286,16 @@ def test_ec2t_ternarizes_on_cuda():
 
     torch.manual_seed(0)
     fp = create_model("micronet")
-    r = train_ec2t(fp, _random_loaders((1, 12, 12), n=96, batch=32), gamma=0.5, epochs=2, retrain_epochs=1, seed=3,
-                   progress=False, device="cuda")
+    r = train_ec2t(
+        fp,
+        _random_loaders((1, 12, 12), n=96, batch=32),
+        gamma=0.5,
+        epochs=2,
+        retrain_epochs=1,
+        seed=3,
+        progress=False,
+        device="cuda",
+    )
     m = r["model"]
     assert _on_cuda(m) and 0 < r["sparsity"] < 1
     for n in r["layers"]:
@@ -275,7 +312,7 @@ def test_camp_dual_path_rl_on_cuda():
     out = camp.train_stage(dual, L, 1, 0.05, seed=0, callbacks=[camp.ReinforceCallback(alpha=1.0)], device="cuda")
     assert out["train_seconds_per_epoch"] > 0 and _on_cuda(dual)
     blk = dual.blocks[1]
-    assert blk.path1.conv1.weight is blk.path4.conv1.weight                    # ties survive .to(cuda)
+    assert blk.path1.conv1.weight is blk.path4.conv1.weight  # ties survive .to(cuda)
     assert blk.path1.conv1.weight.is_contiguous(memory_format=CL)
     assert not torch.equal(gate_w, camp.gates(dual)[0].fc.weight.detach().cpu())
     st = camp.gate_statistics(dual, L.test)
@@ -292,8 +329,9 @@ def test_crop_box_predictor_and_cascade_on_cuda_match_cpu():
     x, boxes = d.x[:128], d.boxes[:128]
     torch.manual_seed(0)
     pred = create_model("box_predictor", stem_width=4, inner_widths=(4, 8, 8), hidden=(16, 8), pool="grid")
-    hist = crop.train_box_predictor(pred, x, boxes, 32, epochs=4, lr=5e-3, batch_size=32, seed=0, progress=False,
-                                    device="cuda")
+    hist = crop.train_box_predictor(
+        pred, x, boxes, 32, epochs=4, lr=5e-3, batch_size=32, seed=0, progress=False, device="cuda"
+    )
     assert _on_cuda(pred) and hist[-1]["loss"] < hist[0]["loss"]
     torch.manual_seed(0)
     small = ShrinkableResNet(depths=(1, 1, 1), width_mult=0.5, resolution=12, stem_width=8, planes=(8, 8, 16))
@@ -302,9 +340,9 @@ def test_crop_box_predictor_and_cascade_on_cuda_match_cpu():
     assert cam.shape == (8, 32, 32) and torch.isfinite(cam).all() and cam.max() <= 1.0
     z_gpu = cascade.model_logits(small.cuda(), x, boxes, 12)
     z_cpu = cascade.model_logits(small.cpu(), x, boxes, 12)
-    assert torch.allclose(z_gpu, z_cpu, rtol=1e-3, atol=1e-4)   # same weights: same logits on both devices
+    assert torch.allclose(z_gpu, z_cpu, rtol=1e-3, atol=1e-4)  # same weights: same logits on both devices
     runs = {}
-    for devname in ("cpu", "cuda"):   # canvases stay on the CPU: the cascade moves each stage's batch
+    for devname in ("cpu", "cuda"):  # canvases stay on the CPU: the cascade moves each stage's batch
         casc = cascade.Cascade([small.to(devname), large.to(devname)], [12, 20], lo=0.0, hi=0.5, alpha=1.6)
         runs[devname] = casc.run(x, boxes, d.y[:128])
     assert abs(runs["cuda"].escalated - runs["cpu"].escalated) <= 0.02
@@ -328,16 +366,34 @@ def test_latency_and_nvml_devices_measure_on_cuda():
     except DeviceUnavailable as e:
         pytest.skip(f"NVML energy not measurable here: {e}")
     e_dense = nv.cost(nv.S)
-    assert 0 < e_dense < 10.0                                              # joules per image, a sane range
+    assert 0 < e_dense < 10.0  # joules per image, a sane range
 
 
 def test_quickstart_notebook_runs_on_cuda(tmp_path):
     """Stage 00 end to end through the runner with --device cuda (needs papermill + jupytext)."""
     pytest.importorskip("papermill", reason="papermill missing: benchmarks/gpu_check.py runs the stages without it")
     env = dict(os.environ, COMPRESSLIB_PROGRESS="0", MPLBACKEND="Agg")
-    p = subprocess.run([sys.executable, "-m", "compresslib.reproduce", "--profile", "smoke", "--only", "00",
-                        "--device", "cuda", "--force", "--artifacts", str(tmp_path)], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compresslib.reproduce",
+            "--profile",
+            "smoke",
+            "--only",
+            "00",
+            "--device",
+            "cuda",
+            "--force",
+            "--artifacts",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     m = json.loads((tmp_path / "00_quickstart" / "metrics.json").read_text())
     acc = [v for k, v in m.items() if "accuracy" in k and isinstance(v, float)]

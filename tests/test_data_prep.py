@@ -1,4 +1,5 @@
 """data_prep scripts: --help works, ImageNet val arrangement on a tiny generated folder."""
+
 import subprocess
 import sys
 from pathlib import Path

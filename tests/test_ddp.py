@@ -1,6 +1,7 @@
 """DDP on CPU with gloo: 2 processes (launched like torchrun, through RANK/WORLD_SIZE/MASTER_* env
 vars) follow the 1-process loss trajectory with the same global batch, and a resumed DDP run ends
 exactly where an uninterrupted one does. GPU-only paths (AMP, channels_last) skip on CPU."""
+
 import json
 import os
 import socket
@@ -71,9 +72,13 @@ def _launch(tmp_path, world):
     else:
         base.pop("WORLD_SIZE", None)
     out = tmp_path / f"w{world}_.json"
-    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), str(tmp_path / f"w{world}.ckpt")],
-                              env=dict(base, RANK=str(r), LOCAL_RANK=str(r)) if world > 1 else base)
-             for r in range(world)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SCRIPT, str(out), str(tmp_path / f"w{world}.ckpt")],
+            env=dict(base, RANK=str(r), LOCAL_RANK=str(r)) if world > 1 else base,
+        )
+        for r in range(world)
+    ]
     rcs = [p.wait(timeout=300) for p in procs]
     assert rcs == [0] * world
     return [json.loads((tmp_path / f"w{world}_{r}.json").read_text()) for r in range(world)]
@@ -86,8 +91,9 @@ def runs(tmp_path_factory):
 
 
 def _close(a, b, rtol=1e-4, atol=1e-5):
-    return torch.allclose(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64),
-                          rtol=rtol, atol=atol)
+    return torch.allclose(
+        torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64), rtol=rtol, atol=atol
+    )
 
 
 def test_two_gloo_ranks_follow_the_single_process_trajectory(runs):
@@ -114,9 +120,9 @@ def test_resumed_ddp_run_equals_uninterrupted(runs):
     _, (r0, r1) = runs
     for r in (r0, r1):
         full, res = r["full"], r["resumed"]
-        assert res["history"] == full["history"]          # epoch 1 from the checkpoint, 2 re-run
+        assert res["history"] == full["history"]  # epoch 1 from the checkpoint, 2 re-run
         assert res["weights"] == full["weights"] and res["test"] == full["test"]
-        assert res["steps"] == full["steps"][21:]         # the resumed run trained epoch 2 only
+        assert res["steps"] == full["steps"][21:]  # the resumed run trained epoch 2 only
 
 
 def test_batch_sampler_slices_the_single_process_permutation():
@@ -157,8 +163,9 @@ def test_cuda_amp_channels_last_trains():
 
     L = data.get_loaders("digits", batch_size=64, seed=0, image_size=16)
     m = models.create_model("lenet5", image_size=16)
-    r = train.fit(m, L, 2, torch.optim.Adam(m.parameters(), 3e-3), device="cuda", amp=True,
-                  channels_last=True, progress=False)
+    r = train.fit(
+        m, L, 2, torch.optim.Adam(m.parameters(), 3e-3), device="cuda", amp=True, channels_last=True, progress=False
+    )
     assert r["test_accuracy"] > 0.5
 
 
@@ -175,7 +182,7 @@ def test_worker_processes_keep_the_batch_order(monkeypatch):
         assert [y.tolist() for _, y in ref.train] == [y.tolist() for _, y in dl]
 
 
-NB = textwrap.dedent('''\
+NB = textwrap.dedent("""\
     # %% tags=["parameters"]
     OUT_DIR = "out"  # output folder
     EPOCHS = 2  # epochs
@@ -183,43 +190,53 @@ NB = textwrap.dedent('''\
     # %%
     import json, pathlib, torch
     import torch.nn as nn
-    from compresslib import data, train, distributed as D
+    from compresslib import data, results, train, distributed as D
     torch.set_num_threads(1)
     L = data.get_loaders("digits", batch_size=64, seed=1)
+    torch.manual_seed(1)  # the initial weights are part of the checkpoint's fingerprint
     m = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     r = train.fit(m, L, EPOCHS, torch.optim.SGD(m.parameters(), 0.1), seed=1, progress=False,
-                  ckpt_path=pathlib.Path(OUT_DIR) / "m.ckpt", resume=True)
+                  ckpt_path=results.cache_dir(OUT_DIR) / f"m-{EPOCHS}.ckpt", resume=True)
     pathlib.Path(OUT_DIR).mkdir(parents=True, exist_ok=True)
     json.dump({"test_accuracy": r["test_accuracy"], "world": D.world_size(),
                "loss": [h["train_loss"] for h in r["history"]]}, open(pathlib.Path(OUT_DIR) / "metrics.json", "w"))
-''')
+""")
 
 
-@pytest.mark.skipif(os.environ.get("COMPRESSLIB_SLOW_TESTS") != "1",
-                    reason="torchrun + papermill end to end takes ~1 min per launch: set COMPRESSLIB_SLOW_TESTS=1")
+@pytest.mark.skipif(
+    os.environ.get("COMPRESSLIB_SLOW_TESTS") != "1",
+    reason="torchrun + papermill end to end takes ~1 min per launch: set COMPRESSLIB_SLOW_TESTS=1",
+)
 def test_torchrun_reproduce_end_to_end(tmp_path):
     """torchrun -m compresslib.reproduce: both ranks' kernels join one group, rank 0 owns artifacts/,
-    rank 1 writes artifacts/.rank1/, and a re-run with more epochs resumes from rank 0's checkpoint."""
+    rank 1 writes artifacts/.rank1/; the checkpoint lives in rank 0's cache (artifacts/.cache), a forced
+    re-run with the same parameters reuses it on every rank (no training), more epochs train afresh
+    (the target epochs are part of the fingerprint) with the same first epochs (seeded)."""
     (tmp_path / "nb").mkdir()
     (tmp_path / "nb" / "00_ddp.py").write_text(NB)
     (tmp_path / "p").mkdir()
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = dict(os.environ, PYTHONPATH=os.getcwd(), OMP_NUM_THREADS="1")
-    for epochs in (2, 3):
+    art = tmp_path / "art"
+    runs = []
+    for epochs in (2, 2, 3):
         (tmp_path / "p" / "t.yaml").write_text(f"00_ddp:\n  EPOCHS: {epochs}\n")
-        p = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m",
-                            "compresslib.reproduce", "--profile", "t", "--notebooks", str(tmp_path / "nb"),
-                            "--profiles", str(tmp_path / "p"), "--artifacts", str(tmp_path / "art")],
-                           env=env, capture_output=True, text=True, timeout=600)
+        cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "compresslib.reproduce"]
+        cmd += ["--profile", "t", "--notebooks", str(tmp_path / "nb"), "--profiles", str(tmp_path / "p")]
+        p = subprocess.run(
+            [*cmd, "--artifacts", str(art), "--force"], env=env, capture_output=True, text=True, timeout=600
+        )
         assert p.returncode == 0, p.stdout + p.stderr
-        r0 = json.loads((tmp_path / "art" / "00_ddp" / "metrics.json").read_text())
-        r1 = json.loads((tmp_path / "art" / ".rank1" / "00_ddp" / "metrics.json").read_text())
+        r0 = json.loads((art / "00_ddp" / "metrics.json").read_text())
+        r1 = json.loads((art / ".rank1" / "00_ddp" / "metrics.json").read_text())
         assert r0 == r1 and r0["world"] == 2 and len(r0["loss"]) == epochs
-        if epochs == 2:
-            first = r0["loss"]
-    assert r0["loss"][:2] == first  # epochs 1-2 came from the checkpoint
-    assert (tmp_path / "art" / "00_ddp" / "m.ckpt").exists()
-    assert not (tmp_path / "art" / ".rank1" / "00_ddp" / "m.ckpt").exists()
+        log = (art / "00_ddp" / "00_ddp.ipynb").read_text()
+        runs.append((r0["loss"], log))
+    assert "[fit] trained" in runs[0][1]
+    assert "[fit] reused" in runs[1][1] and "[fit] trained" not in runs[1][1] and runs[1][0] == runs[0][0]
+    assert "[fit] trained" in runs[2][1] and runs[2][0][:2] == runs[0][0]
+    assert (art / ".cache" / "00_ddp" / "m-2.ckpt").exists() and (art / ".cache" / "00_ddp" / "m-3.ckpt").exists()
+    assert not list((art / ".rank1").rglob("*.ckpt"))  # only rank 0 writes checkpoints
 
 
 def test_grad_scaler_path_unscales_before_callbacks():
@@ -233,8 +250,11 @@ def test_grad_scaler_path_unscales_before_callbacks():
     from compresslib import data, train
 
     class GradNorm(train.Callback):
-        def __init__(self): self.norms = []
-        def after_backward(self, s): self.norms.append(float(sum(p.grad.norm() ** 2 for p in s.model.parameters())))
+        def __init__(self):
+            self.norms = []
+
+        def after_backward(self, s):
+            self.norms.append(float(sum(p.grad.norm() ** 2 for p in s.model.parameters())))
 
     def run(scaler):
         torch.manual_seed(0)
@@ -243,11 +263,12 @@ def test_grad_scaler_path_unscales_before_callbacks():
         cb = GradNorm()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = train.train_one_epoch(m, L.train, torch.optim.SGD(m.parameters(), 0.1), callbacks=[cb],
-                                      progress=False, scaler=scaler)
+            r = train.train_one_epoch(
+                m, L.train, torch.optim.SGD(m.parameters(), 0.1), callbacks=[cb], progress=False, scaler=scaler
+            )
         return r, cb.norms, [p.detach().clone() for p in m.parameters()]
 
     r0, n0, w0 = run(None)
-    r1, n1, w1 = run(torch.amp.GradScaler("cpu", init_scale=2.0 ** 10))
+    r1, n1, w1 = run(torch.amp.GradScaler("cpu", init_scale=2.0**10))
     assert n0 == pytest.approx(n1, rel=1e-6) and r0 == pytest.approx(r1, rel=1e-6)
     assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(w0, w1))

@@ -2,13 +2,14 @@
 in-memory loader, and an end-to-end papermill run of notebook 07 on tiny non-cluttered data
 (torchvision FakeData, and a generated ImageNet class-folder tree) -- pseudo-boxes from Grad-CAM,
 box-quality metrics null, every metrics key of issue 6 present."""
+
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from compresslib import cluttered
+from compresslib import data
 from compresslib.cost import total_macs
 from compresslib.models import create_model
 from compresslib.models.shrinkable import arch_kwargs
@@ -20,7 +21,10 @@ KEYS = {"small_accuracy", "small_macs", "large_accuracy", "large_macs", "sweep",
 
 def test_resnet50_family_reproduces_released_macs():
     # EC-Static-1 (d0.8 -> [3,3,4,3], wpg 32, 184 px) and EC-Static-3 (d0.9 -> [3,4,5,3], wpg 36, 208 px)
-    for (d, w, r), gmacs, depths in [((0.8, 0.5, 184), 1113.574, (3, 3, 4, 3)), ((0.9, 0.55, 208), 1739.864, (3, 4, 5, 3))]:
+    for (d, w, r), gmacs, depths in [
+        ((0.8, 0.5, 184), 1113.574, (3, 3, 4, 3)),
+        ((0.9, 0.55, 208), 1739.864, (3, 4, 5, 3)),
+    ]:
         m = create_model("shrinkable_resnet", num_classes=1000, in_channels=3, **arch_kwargs("resnet50", d, w, r))
         assert m.depths == depths
         assert abs(total_macs(m, (3, r, r)) / 1e6 - gmacs) < 1e-3
@@ -31,18 +35,34 @@ def test_resnet50_family_reproduces_released_macs():
 
 
 def test_load_images_is_class_balanced_and_boxless():
-    d = cluttered.load_images("fake", "train", limit=40, seed=0)
+    d = data.load_images("fake", "train", limit=40, seed=0)
     assert d.x.shape == (40, 3, 32, 32) and d.boxes is None
     assert torch.bincount(d.y, minlength=10).tolist() == [4] * 10
-    assert torch.equal(d.x, cluttered.load_images("fake", "train", limit=40, seed=0).x)
+    assert torch.equal(d.x, data.load_images("fake", "train", limit=40, seed=0).x)
     with pytest.raises(ValueError, match="use load_cluttered"):
-        cluttered.load_images("cluttered_digits")
+        data.load_images("cluttered_digits")
 
 
-TINY = {"EPOCHS": 1, "BOX_EPOCHS": 1, "BATCH_SIZE": 16, "RESOLUTIONS": "16,8", "CS_CONFIGS": "0.5:0.5:8",
-        "SMALL": "auto", "BOX_SIZES": "8,16,24,32", "N_THRESHOLDS": 5, "COMPARE_SEEDS": "0,1,2",
-        "CAM_LAYERS": "last,penultimate", "CAM_SPLITS": "0.5", "CAM_GROWS": "1.0", "PROBE": "0.5:0.5:8",
-        "PROBE_EPOCHS": 1, "BOX_SHIFT": 2, "ORACLE_BOXES": True, "DEVICE": "cpu", "PROFILE": "test"}
+TINY = {
+    "EPOCHS": 1,
+    "BOX_EPOCHS": 1,
+    "BATCH_SIZE": 16,
+    "RESOLUTIONS": "16,8",
+    "CS_CONFIGS": "0.5:0.5:8",
+    "SMALL": "auto",
+    "BOX_SIZES": "8,16,24,32",
+    "N_THRESHOLDS": 5,
+    "COMPARE_SEEDS": "0,1,2",
+    "CAM_LAYERS": "last,penultimate",
+    "CAM_SPLITS": "0.5",
+    "CAM_GROWS": "1.0",
+    "PROBE": "0.5:0.5:8",
+    "PROBE_EPOCHS": 1,
+    "BOX_SHIFT": 2,
+    "ORACLE_BOXES": True,
+    "DEVICE": "cpu",
+    "PROFILE": "test",
+}
 PER_SEED = {"seed", "small_accuracy", "large_accuracy", "cascade_accuracy", "macs_fraction"}
 
 
@@ -52,7 +72,7 @@ def test_stage07_runs_without_true_boxes(dataset, tmp_path):
 
     params = {**TINY, "DATASET": dataset}
     if dataset == "fake":
-        params.update(SUBSET=60, TEST_SUBSET=30)          # 3 x 32 x 32, 10 classes
+        params.update(SUBSET=60, TEST_SUBSET=30)  # 3 x 32 x 32, 10 classes
         n_classes = 10
     else:  # 40 x 48 JPEGs -> resize + centre crop to the 32 px full-resolution image
         make_imagenet_tree(tmp_path / "data", per_class=5, size=(40, 48))
@@ -60,8 +80,9 @@ def test_stage07_runs_without_true_boxes(dataset, tmp_path):
         n_classes = 1000
     out = tmp_path / "07"
     params["OUT_DIR"] = str(out)
-    res = reproduce.run_stage(ROOT / "notebooks" / "07_dynamic_inference.py", out, params,
-                              reproduce.ensure_kernel(), timeout=300)
+    res = reproduce.run_stage(
+        ROOT / "notebooks" / "07_dynamic_inference.py", out, params, reproduce.ensure_kernel(), timeout=300
+    )
     assert res["status"] == "ok", res["error"]
     m = json.loads((out / "metrics.json").read_text())
     assert KEYS <= set(m)
@@ -72,7 +93,10 @@ def test_stage07_runs_without_true_boxes(dataset, tmp_path):
     assert m["macs_fraction_at_large_accuracy"] == pytest.approx(m["cascade_avg_macs"] / m["large_macs"])
     assert [r["seed"] for r in m["per_seed"]] == [0, 1, 2] and all(PER_SEED <= set(r) for r in m["per_seed"])
     assert m["per_seed"][0]["cascade_accuracy"] == m["cascade_accuracy"]
-    assert {r["layer"] for r in m["cam_selection"]} == {"last", "penultimate"} and m["cam_layer"] in ("last", "penultimate")
+    assert {r["layer"] for r in m["cam_selection"]} == {"last", "penultimate"} and m["cam_layer"] in (
+        "last",
+        "penultimate",
+    )
     models = json.loads((out / "models.json").read_text())
     assert {"rcc-r16-s0", "crop-r16-s0", "cs-d0.5-w0.5-r8-s0", "crop-r16-s2", "box_predictor_pseudo"} <= set(models)
     assert all(r["split"] == "val" for r in models.values())
@@ -112,7 +136,7 @@ def test_stage07_rerun_trains_nothing(tmp_path):
     assert second["status"] == "ok", second["error"]
     text = (out / "07_dynamic_inference.ipynb").read_text()
     n_fits = sum(n.endswith(".ckpt") for n in ckpts)
-    assert n_fits >= 9 and text.count("[fit] reused") == n_fits       # every classifier and probe
-    assert text.count("[cache] reused box-") == 1                      # the box predictor (no true boxes here)
-    assert sorted(p.name for p in cache.iterdir()) == ckpts            # nothing new trained
+    assert n_fits >= 9 and text.count("[fit] reused") == n_fits  # every classifier and probe
+    assert text.count("[cache] reused box-") == 1  # the box predictor (no true boxes here)
+    assert sorted(p.name for p in cache.iterdir()) == ckpts  # nothing new trained
     assert (out / "metrics.json").read_text() == m1

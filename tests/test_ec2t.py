@@ -1,10 +1,23 @@
 """EC2T assignment math, gradient rules, ECP and TTQ (spec §3, §4, checks §8.4.2-6)."""
+
 import pytest
 import torch
 from torch import nn
 
-from compresslib.methods.ec2t import (EC2T, NEG, POS, ZERO, _Ternarize, cluster_probabilities, ec_assignment,
-                                      lambda_max, layer_decay, nearest_assignment, train_ec2t, ttq_assignment)
+from compresslib.methods.ec2t import (
+    EC2T,
+    NEG,
+    POS,
+    ZERO,
+    _Ternarize,
+    cluster_probabilities,
+    ec_assignment,
+    lambda_max,
+    layer_decay,
+    nearest_assignment,
+    train_ec2t,
+    ttq_assignment,
+)
 from compresslib.models import create_model
 
 W = torch.tensor([-0.9, -0.3, -0.05, 0.0, 0.02, 0.04, 0.1, 0.35, 1.0, -0.02])
@@ -18,14 +31,26 @@ def test_toy_nearest_probabilities_and_lambda_max():
     info = -torch.log2(P)
     assert P.tolist() == pytest.approx([0.2, 0.6, 0.2])
     assert info.tolist() == pytest.approx([2.3219, 0.7370, 2.3219], abs=1e-4)
-    lam_n = (0.9 ** 2 - (0.9 - WN) ** 2) / float(info[0] - info[1])
+    lam_n = (0.9**2 - (0.9 - WN) ** 2) / float(info[0] - info[1])
     lam_p = (1.0 - (1.0 - WP) ** 2) / float(info[2] - info[1])
     assert (lam_n, lam_p) == pytest.approx((0.35646, 0.44007), abs=1e-5)
     assert lambda_max(W, WP, WN, info) == pytest.approx(0.35646, abs=1e-5)
 
 
-@pytest.mark.parametrize("gamma,sparsity", [(0.0, 0.6), (0.1, 0.6), (0.1397, 0.6), (0.1399, 0.7), (0.15, 0.7),
-                                            (0.1990, 0.7), (0.1992, 0.8), (0.2, 0.8), (1.0, 0.8)])
+@pytest.mark.parametrize(
+    "gamma,sparsity",
+    [
+        (0.0, 0.6),
+        (0.1, 0.6),
+        (0.1397, 0.6),
+        (0.1399, 0.7),
+        (0.15, 0.7),
+        (0.1990, 0.7),
+        (0.1992, 0.8),
+        (0.2, 0.8),
+        (1.0, 0.8),
+    ],
+)
 def test_toy_flip_points(gamma, sparsity):
     a, lam = ec_assignment(W, WP, WN, gamma)
     assert float((a == ZERO).float().mean()) == pytest.approx(sparsity)
@@ -93,8 +118,10 @@ def test_ttq_threshold_and_sparsity_monotone_in_gamma():
     assert ttq_assignment(w, 0.1).tolist() == [NEG, NEG, ZERO, ZERO, POS, POS]
     torch.manual_seed(0)
     w = torch.randn(2000)
-    sp = [float((ec_assignment(w, 0.45 * w.max(), 0.45 * w.min().abs(), g)[0] == ZERO).float().mean())
-          for g in (0, 0.2, 0.5, 1.0)]
+    sp = [
+        float((ec_assignment(w, 0.45 * w.max(), 0.45 * w.min().abs(), g)[0] == ZERO).float().mean())
+        for g in (0, 0.2, 0.5, 1.0)
+    ]
     assert sp == sorted(sp) and sp[-1] > sp[0] + 0.2
 
 
@@ -115,12 +142,20 @@ def test_bad_inputs():
 
 def test_train_ec2t_end_to_end_is_seeded():
     from types import SimpleNamespace
+
     g = torch.Generator().manual_seed(0)
     X, y = torch.randn(96, 1, 12, 12, generator=g), torch.randint(0, 10, (96,), generator=g)
     ds = torch.utils.data.TensorDataset(X, y)
-    mk = lambda: SimpleNamespace(train=torch.utils.data.DataLoader(ds, batch_size=32, shuffle=True,  # noqa: E731
-                                 generator=torch.Generator().manual_seed(0)),
-                                 val=torch.utils.data.DataLoader(ds, batch_size=96), test=None)
+    mk = lambda: SimpleNamespace(
+        train=torch.utils.data.DataLoader(
+            ds,
+            batch_size=32,
+            shuffle=True,  # noqa: E731
+            generator=torch.Generator().manual_seed(0),
+        ),
+        val=torch.utils.data.DataLoader(ds, batch_size=96),
+        test=None,
+    )
     fp = _tiny()
     runs = [train_ec2t(fp, mk(), gamma=0.5, epochs=2, retrain_epochs=1, seed=3, progress=False) for _ in range(2)]
     assert runs[0]["sparsity"] == runs[1]["sparsity"] and runs[0]["val_accuracy"] == runs[1]["val_accuracy"]
@@ -174,17 +209,21 @@ def test_micronet_cifar_is_the_paper_base_and_records_rebuild_any_model():
     assert n(rebuild_model({"model": "micronet_cifar", "config": cfg})) == 8_055_124
     assert n(rebuild_model({"config": create_model("micronet", d=1.4, w=1.2, phi=2).config})) == 104_138
     assert n(rebuild_model({"model": "resnet20", "config": {"num_classes": 10, "in_channels": 3}})) == n(
-        create_model("resnet20"))
+        create_model("resnet20")
+    )
 
 
 def test_train_ec2t_ternarizes_a_resnet20_block_convs_only():
     from types import SimpleNamespace
+
     g = torch.Generator().manual_seed(1)
     X, y = torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g)
     ds = torch.utils.data.TensorDataset(X, y)
-    L = SimpleNamespace(train=torch.utils.data.DataLoader(ds, batch_size=32, shuffle=True,
-                                                          generator=torch.Generator().manual_seed(0)),
-                        val=torch.utils.data.DataLoader(ds, batch_size=64), test=torch.utils.data.DataLoader(ds, batch_size=64))
+    L = SimpleNamespace(
+        train=torch.utils.data.DataLoader(ds, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)),
+        val=torch.utils.data.DataLoader(ds, batch_size=64),
+        test=torch.utils.data.DataLoader(ds, batch_size=64),
+    )
     fp = create_model("resnet20", num_classes=10, in_channels=1)
     r = train_ec2t(fp, L, gamma=0.3, epochs=1, retrain_epochs=1, seed=0, progress=False)
     assert len(r["layers"]) == 18 and all(n.startswith("blocks.") for n in r["layers"])

@@ -1,4 +1,5 @@
 """ECC ADMM pieces (spec §3.3, §6.6): group prox, y-cap, s-step, ϕ counting, stop rule, slim export."""
+
 import itertools
 import math
 from types import SimpleNamespace
@@ -33,8 +34,10 @@ def test_group_prox_is_exact_by_brute_force():
         a = torch.rand(6, generator=g, dtype=torch.float64) * 0.02
         s, y, rho, alpha = float(torch.rand(1, generator=g)) * 6, 0.0, float(torch.rand(1, generator=g)) * 20, 1e-3
         keep, _ = ecc.group_prox(a, s, y, rho, alpha)
-        best = min(_objective(a, torch.tensor(m, dtype=torch.bool), s, y, rho, alpha)
-                   for m in itertools.product([0, 1], repeat=6))
+        best = min(
+            _objective(a, torch.tensor(m, dtype=torch.bool), s, y, rho, alpha)
+            for m in itertools.product([0, 1], repeat=6)
+        )
         assert _objective(a, keep, s, y, rho, alpha) == pytest.approx(best, rel=1e-9, abs=1e-12)
 
 
@@ -77,8 +80,9 @@ def test_s_step_mask_floor_clip_and_frozen_entries(est):
     s_cur = S.clone()
     s_cur[2], s_cur[3] = 10, 100
     a1, _ = ecc.s_step(s_cur, s_real, torch.zeros(6), 0.0, 0.3, energy, 10.0, 10.0, 0.01, None, mask=False)
-    a2, _ = ecc.s_step(s_cur, s_real, torch.zeros(6), 0.0, 0.3, energy, 10.0, 10.0, 0.01, None, mask=False,
-                       repo_square_of_sum=True)
+    a2, _ = ecc.s_step(
+        s_cur, s_real, torch.zeros(6), 0.0, 0.3, energy, 10.0, 10.0, 0.01, None, mask=False, repo_square_of_sum=True
+    )
     assert not torch.allclose(a1, a2)
 
 
@@ -89,12 +93,13 @@ def test_phi_counts_fc_after_conv_groups_of_25_columns():
     assert ecc.widths_of(m) == [1, 6, 16, 120, 84, 10]
     with torch.no_grad():
         m.classifier[1].weight[:, 25:50] = 0  # conv2 channel 1
-        m.classifier[1].weight[:, 60] = 0     # one column of channel 2: group still alive
+        m.classifier[1].weight[:, 60] = 0  # one column of channel 2: group still alive
         m.features[3].weight[:, 2] = 0
     assert ecc.widths_of(m) == [1, 5, 15, 120, 84, 10]
     with pytest.raises(ValueError, match="grouped conv"):
-        ecc.chain_layers(torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3), torch.nn.Conv2d(8, 8, 3, groups=2),
-                                             torch.nn.Conv2d(8, 2, 1)))
+        ecc.chain_layers(
+            torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3), torch.nn.Conv2d(8, 8, 3, groups=2), torch.nn.Conv2d(8, 2, 1))
+        )
 
 
 def test_mobilenet_groups_join_depthwise_and_pointwise_and_export():

@@ -1,4 +1,5 @@
 """Analytic (Eyeriss-style) energy model: spec §6.1 numbers, sparsity awareness, devices, profiles."""
+
 import math
 
 import pytest
@@ -56,8 +57,13 @@ def test_all_ones_floor_and_monotone_in_widths():
     floor, full = dev.cost([1, 1, 1, 1, 1, 10]), dev.cost(S)
     assert floor < dev.cost([1, 3, 8, 60, 42, 10]) < full
     assert full == 17107544.0
-    assert [r["layer"] for r in dev.breakdown(S)] == ["features.0", "features.3", "classifier.1",
-                                                      "classifier.3", "classifier.5"]
+    assert [r["layer"] for r in dev.breakdown(S)] == [
+        "features.0",
+        "features.3",
+        "classifier.1",
+        "classifier.3",
+        "classifier.5",
+    ]
 
 
 def test_width_validation_errors():
@@ -115,6 +121,7 @@ def test_latency_device_reports_median_and_spread():
 
 def test_nvml_skips_cleanly_without_gpu():
     from compresslib.energy.measure import DeviceUnavailable
+
     if torch.cuda.is_available():
         pytest.skip("GPU present")
     with pytest.raises(DeviceUnavailable, match="CUDA"):

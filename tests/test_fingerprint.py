@@ -1,4 +1,5 @@
 """fit's fingerprint: what it covers, that checkpoints are reused only on a match, cached_fit/pretrain_dense."""
+
 import json
 import os
 import subprocess
@@ -41,7 +42,9 @@ def test_fingerprint_changes_with_each_component_and_only_that_one(L):
     assert changed(base, setup(L, init_seed=5)) == ["init_weights"]
     assert changed(base, setup(L, epochs=3, t_max=2)) == ["epochs"]
     assert changed(base, setup(L, t_max=5)) == ["scheduler"]
-    assert changed(base, setup(data.get_loaders("digits", batch_size=64, seed=0, image_size=16, subset=500))) == ["data"]
+    assert changed(base, setup(data.get_loaders("digits", batch_size=64, seed=0, image_size=16, subset=500))) == [
+        "data"
+    ]
     assert changed(base, setup(data.get_loaders("digits", batch_size=64, seed=0, image_size=12))) == ["data"]
     assert changed(base, setup(data.get_loaders("digits", batch_size=32, seed=0, image_size=16))) == ["data"]
     assert changed(base, setup(L, loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=0.1))) == ["loss"]
@@ -84,8 +87,9 @@ def test_loader_without_get_loaders_fingerprint_is_hashed_by_content(L):
 
     def fp(xx):
         g = torch.Generator().manual_seed(0)
-        ld = SimpleNamespace(train=DataLoader(TensorDataset(xx, y), batch_size=32, shuffle=True, generator=g),
-                             val=None, test=None)
+        ld = SimpleNamespace(
+            train=DataLoader(TensorDataset(xx, y), batch_size=32, shuffle=True, generator=g), val=None, test=None
+        )
         return train.loader_fingerprint(ld.train)
 
     assert fp(x.clone()) == fp(x.clone())
@@ -108,11 +112,14 @@ SCRIPT = textwrap.dedent("""
 
 def test_fingerprint_is_equal_across_processes_and_working_directories(L, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.getcwd(), PYTHONHASHSEED="123")
-    a = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
+    a = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     env["PYTHONHASHSEED"] = "7"
     (tmp_path / "b").mkdir()
-    b = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=tmp_path / "b", capture_output=True, text=True,
-                       check=True)
+    b = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, cwd=tmp_path / "b", capture_output=True, text=True, check=True
+    )
     fa, fb = json.loads(a.stdout.strip().splitlines()[-1]), json.loads(b.stdout.strip().splitlines()[-1])
     assert fa == fb
     assert fa[0] == setup(L)[0]
@@ -124,10 +131,32 @@ def run(L, ckpt=None, lr=0.01, epochs=2, callbacks=(), cached=None, name="net", 
     opt = torch.optim.SGD(m.parameters(), lr=lr, momentum=0.9)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     if cached is not None:
-        return m, train.cached_fit(m, L, epochs, opt, scheduler=sched, callbacks=list(callbacks), seed=0,
-                                   progress=False, cache_dir=cached, name=name, **kw)
-    return m, train.fit(m, L, epochs, opt, sched, callbacks=list(callbacks), seed=0, progress=False,
-                        ckpt_path=ckpt, resume=ckpt is not None, **kw)
+        return m, train.cached_fit(
+            m,
+            L,
+            epochs,
+            opt,
+            scheduler=sched,
+            callbacks=list(callbacks),
+            seed=0,
+            progress=False,
+            cache_dir=cached,
+            name=name,
+            **kw,
+        )
+    return m, train.fit(
+        m,
+        L,
+        epochs,
+        opt,
+        sched,
+        callbacks=list(callbacks),
+        seed=0,
+        progress=False,
+        ckpt_path=ckpt,
+        resume=ckpt is not None,
+        **kw,
+    )
 
 
 def test_mismatched_checkpoint_is_not_resumed(L, tmp_path, capsys):
@@ -208,7 +237,10 @@ def test_weights_only_or_foreign_checkpoint_gives_clear_errors(L, tmp_path):
     with pytest.raises(ValueError, match=r"not written by train.fit .*weights-only checkpoint cannot be resumed"):
         run(L, ck)
     other = models.create_model("lenet5", image_size=16, widths=(4, 8, 32, 8))
-    with pytest.raises(ValueError, match=r"weights of another model than LeNet5: 0 missing keys .*3 shape mismatches ..classifier.3.weight: checkpoint \(16, 32\) vs model \(8, 32\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"weights of another model than LeNet5: 0 missing keys .*3 shape mismatches ..classifier.3.weight: checkpoint \(16, 32\) vs model \(8, 32\)",
+    ):
         train.load_weights(other, ck)
     train.save_checkpoint(ck, config={"a": 1})
     with pytest.raises(ValueError, match="holds no 'model' state_dict"):
@@ -221,9 +253,13 @@ def test_weights_only_or_foreign_checkpoint_gives_clear_errors(L, tmp_path):
 
 def test_pretrain_dense_matches_the_stages_recipes_and_is_cached(L, tmp_path):
     # Adam + cosine (stages 00, 03, leaderboard) and SGD momentum/nesterov + wd + cosine (04, 05), by hand
-    for opts, make in [({}, lambda p: torch.optim.Adam(p, lr=3e-3)),
-                       ({"optimizer": "sgd", "weight_decay": 5e-4, "nesterov": True},
-                        lambda p: torch.optim.SGD(p, lr=3e-3, momentum=0.9, nesterov=True, weight_decay=5e-4))]:
+    for opts, make in [
+        ({}, lambda p: torch.optim.Adam(p, lr=3e-3)),
+        (
+            {"optimizer": "sgd", "weight_decay": 5e-4, "nesterov": True},
+            lambda p: torch.optim.SGD(p, lr=3e-3, momentum=0.9, nesterov=True, weight_decay=5e-4),
+        ),
+    ]:
         train.set_seed(4)
         m = models.create_model("lenet5", **KW)
         opt = make(m.parameters())

@@ -1,4 +1,5 @@
 """compresslib.leaderboard: cost columns, aggregation, stage collectors, README table."""
+
 import json
 from pathlib import Path
 
@@ -56,9 +57,19 @@ def test_model_costs_on_a_known_layer():
 
 
 def _row(method, setting, seed, acc, macs):
-    return {"method": method, "setting": setting, "seed": seed, "accuracy": acc, "base_model": "m", "dataset": "d",
-            **{c: macs for c in lb.COST_COLUMNS}, "latency_threads": 1, "latency_batch": 1,
-            "deploy_form": "dense-executed", "source": "t"}
+    return {
+        "method": method,
+        "setting": setting,
+        "seed": seed,
+        "accuracy": acc,
+        "base_model": "m",
+        "dataset": "d",
+        **{c: macs for c in lb.COST_COLUMNS},
+        "latency_threads": 1,
+        "latency_batch": 1,
+        "deploy_form": "dense-executed",
+        "source": "t",
+    }
 
 
 def test_aggregate_mean_std_over_seeds_and_errors():
@@ -87,10 +98,13 @@ def test_collectors_read_the_stage_formats(tmp_path):
     art = tmp_path / "artifacts"
     ecc = art / "03_ecc_admm"
     ecc.mkdir(parents=True)
-    pd.DataFrame([{"seed": 0, "budget": 0.5, "method": "ECC", "accuracy": 0.95, "widths": "[1, 3, 8, 60, 42, 10]"},
-                  {"seed": 1, "budget": 0.5, "method": "ECC", "accuracy": 0.93, "widths": "[1, 3, 9, 60, 42, 10]"},
-                  {"seed": 0, "budget": 0.5, "method": "uniform", "accuracy": 0.9, "widths": "[1, 4, 10, 70, 50, 10]"}]
-                 ).to_csv(ecc / "results.csv", index=False)
+    pd.DataFrame(
+        [
+            {"seed": 0, "budget": 0.5, "method": "ECC", "accuracy": 0.95, "widths": "[1, 3, 8, 60, 42, 10]"},
+            {"seed": 1, "budget": 0.5, "method": "ECC", "accuracy": 0.93, "widths": "[1, 3, 9, 60, 42, 10]"},
+            {"seed": 0, "budget": 0.5, "method": "uniform", "accuracy": 0.9, "widths": "[1, 4, 10, 70, 50, 10]"},
+        ]
+    ).to_csv(ecc / "results.csv", index=False)
     sq = art / "04_sparsity_quantization" / "models"
     sq.mkdir(parents=True)
     net = create_model("lenet5_caffe")
@@ -99,11 +113,30 @@ def test_collectors_read_the_stage_formats(tmp_path):
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 m.weight.copy_(torch.where(m.weight.abs() > 0.05, torch.sign(m.weight) * 0.1, torch.zeros(())))
     save_checkpoint(sq / "joint_cr50_seed0.pt", model=net.state_dict(), model_name="lenet5_caffe")
-    (sq / "joint_cr50_seed0.json").write_text(json.dumps({"model": "lenet5_caffe", "dataset": "mnist5k",
-                                                          "mode": "joint", "seed": 0, "target_cr": 50.0,
-                                                          "accuracy": 0.97}))
-    (sq / "stale_seed0.json").write_text(json.dumps({"model": "lenet5_caffe", "dataset": "mnist5k", "mode": "joint",
-                                                    "seed": 0, "target_cr": 9.0, "accuracy": 0.5}))
+    (sq / "joint_cr50_seed0.json").write_text(
+        json.dumps(
+            {
+                "model": "lenet5_caffe",
+                "dataset": "mnist5k",
+                "mode": "joint",
+                "seed": 0,
+                "target_cr": 50.0,
+                "accuracy": 0.97,
+            }
+        )
+    )
+    (sq / "stale_seed0.json").write_text(
+        json.dumps(
+            {
+                "model": "lenet5_caffe",
+                "dataset": "mnist5k",
+                "mode": "joint",
+                "seed": 0,
+                "target_cr": 9.0,
+                "accuracy": 0.5,
+            }
+        )
+    )
     (sq / "stale_seed0.pt").write_bytes((sq / "joint_cr50_seed0.pt").read_bytes())
     pd.DataFrame([{"mode": "joint", "seed": 0, "accuracy": 0.97}]).to_csv(sq.parent / "runs.csv", index=False)
     assert lb.collect_all(art)[1]["ECC"] == 0  # stage not finished (no metrics.json): not read
@@ -140,20 +173,60 @@ def test_camp_collector_weights_the_4bit_path(tmp_path):
     d = tmp_path / "08_camp_mixed_precision"
     d.mkdir()
     kw = {"depth": 8, "widths": [4, 8, 16], "num_classes": 10, "in_channels": 1}
-    common = {"model": "compresslib.methods.camp.CampResNet", "checkpoint": "x.ckpt", "split": "test", "seed": 0,
-              "input_size": [1, 8, 8], "dataset": "mnist5k", "static_plan": None}
-    models = {"w1a1_seed0": dict(common, kwargs=dict(kw, bits=1), accuracy=0.80, method_model="w1a1", alpha=None,
-                                 kind="uniform", rho_per_block=None),
-              "rl_alpha0.5_seed0": dict(common, kwargs=dict(kw, bits=1), accuracy=0.85, method_model="rl", alpha=0.5,
-                                        kind="dual", rho_per_block=[0.0, 0.5, 1.0]),
-              "static_plan_alpha0.5_seed0": dict(common, kwargs=dict(kw, bits=1), accuracy=0.84,
-                                                 method_model="static_plan", alpha=0.5, kind="static",
-                                                 rho_per_block=[0.0, 1.0, 1.0], static_plan="011"),
-              "w4a4_seed0": dict(common, kwargs=dict(kw, bits=4), accuracy=0.5, method_model="w4a4", alpha=None,
-                                 kind="uniform", rho_per_block=None)}  # stale: not in camp_points.csv
+    common = {
+        "model": "compresslib.methods.camp.CampResNet",
+        "checkpoint": "x.ckpt",
+        "split": "test",
+        "seed": 0,
+        "input_size": [1, 8, 8],
+        "dataset": "mnist5k",
+        "static_plan": None,
+    }
+    models = {
+        "w1a1_seed0": dict(
+            common,
+            kwargs=dict(kw, bits=1),
+            accuracy=0.80,
+            method_model="w1a1",
+            alpha=None,
+            kind="uniform",
+            rho_per_block=None,
+        ),
+        "rl_alpha0.5_seed0": dict(
+            common,
+            kwargs=dict(kw, bits=1),
+            accuracy=0.85,
+            method_model="rl",
+            alpha=0.5,
+            kind="dual",
+            rho_per_block=[0.0, 0.5, 1.0],
+        ),
+        "static_plan_alpha0.5_seed0": dict(
+            common,
+            kwargs=dict(kw, bits=1),
+            accuracy=0.84,
+            method_model="static_plan",
+            alpha=0.5,
+            kind="static",
+            rho_per_block=[0.0, 1.0, 1.0],
+            static_plan="011",
+        ),
+        "w4a4_seed0": dict(
+            common,
+            kwargs=dict(kw, bits=4),
+            accuracy=0.5,
+            method_model="w4a4",
+            alpha=None,
+            kind="uniform",
+            rho_per_block=None,
+        ),
+    }  # stale: not in camp_points.csv
     (d / "models.json").write_text(json.dumps(models))
-    rows = [{"model": m["method_model"], "alpha": m["alpha"], "accuracy": 100 * m["accuracy"]}
-            for k, m in models.items() if k != "w4a4_seed0"]
+    rows = [
+        {"model": m["method_model"], "alpha": m["alpha"], "accuracy": 100 * m["accuracy"]}
+        for k, m in models.items()
+        if k != "w4a4_seed0"
+    ]
     pd.DataFrame(rows).assign(seed=0).to_csv(d / "camp_points.csv", index=False)
     (d / "metrics.json").write_text("{}")
     cands = lb.collect_camp(tmp_path)
@@ -181,8 +254,9 @@ def test_readme_table_matches_the_committed_default_csv():
     board = pd.read_csv(csv)
     assert set(lb.COLUMNS) <= set(board.columns)
     assert not [c for c in lb.COST_COLUMNS if board[c].isna().all()], "a cost column is empty"
-    assert lb.markdown_table(board) in table, "README table differs from docs/leaderboard_default.csv: " \
-                                              "run `python -m compresslib.leaderboard`"
+    assert lb.markdown_table(board) in table, (
+        "README table differs from docs/leaderboard_default.csv: run `python -m compresslib.leaderboard`"
+    )
 
 
 def test_publish_round_trip(tmp_path):
@@ -199,12 +273,26 @@ def test_publish_round_trip(tmp_path):
 def test_edgecompress_collector_static_rows_and_cascade(tmp_path):
     d = tmp_path / "07_dynamic_inference"
     d.mkdir()
-    pd.DataFrame([{"kind": "crop+shrink", "name": "CS d0.5 w0.5 r16", "d": 0.5, "w": 0.5, "r": 16,
-                   "test_accuracy": 0.8, "cropper_macs": 1000}]).to_csv(d / "static_models.csv", index=False)
+    pd.DataFrame(
+        [
+            {
+                "kind": "crop+shrink",
+                "name": "CS d0.5 w0.5 r16",
+                "d": 0.5,
+                "w": 0.5,
+                "r": 16,
+                "test_accuracy": 0.8,
+                "cropper_macs": 1000,
+            }
+        ]
+    ).to_csv(d / "static_models.csv", index=False)
     sweep = [{"threshold": t, "accuracy": 0.8 + t / 10, "avg_macs": 1e6 * (1 + t), "escalated": t} for t in (0, 0.2, 1)]
-    (d / "metrics.json").write_text(json.dumps({"sweep": sweep, "large_macs": 4e6, "small_macs": 1e6,
-                                                "macs_fraction_at_large_accuracy": None}))
-    (d / ".reproduce.json").write_text(json.dumps({"params": {"SMALL": "0.5:0.5:16", "RESOLUTIONS": "24,16", "SEED": 0}}))
+    (d / "metrics.json").write_text(
+        json.dumps({"sweep": sweep, "large_macs": 4e6, "small_macs": 1e6, "macs_fraction_at_large_accuracy": None})
+    )
+    (d / ".reproduce.json").write_text(
+        json.dumps({"params": {"SMALL": "0.5:0.5:16", "RESOLUTIONS": "24,16", "SEED": 0}})
+    )
     static, casc = lb.collect_edgecompress(tmp_path)
     assert static.setting == "crop+shrink CS d0.5 w0.5 r16" and static.extra_macs == 1000
     assert casc.setting == "cascade hi=0.20" and casc.accuracy == pytest.approx(0.82)  # no match: the paper's 0.2
@@ -230,11 +318,29 @@ def test_rebuilt_architectures_do_not_depend_on_the_global_rng(tmp_path):
     so size/BitOPs/MicroNet score, differ between a first run and a re-run (the re-run test of 09 caught it)."""
     d = tmp_path / "07_dynamic_inference"
     d.mkdir()
-    pd.DataFrame([{"kind": "crop+shrink", "name": "CS d1 w1 r24", "d": 1.0, "w": 1.0, "r": 24,
-                   "test_accuracy": 0.8, "cropper_macs": 1000}]).to_csv(d / "static_models.csv", index=False)
-    (d / "metrics.json").write_text(json.dumps({"sweep": [{"threshold": 0.2, "accuracy": 0.8, "avg_macs": 1e6,
-                                                           "escalated": 0.2}], "large_macs": 4e6, "threshold": 0.2,
-                                                "small_config": "0.5:0.5:16"}))
+    pd.DataFrame(
+        [
+            {
+                "kind": "crop+shrink",
+                "name": "CS d1 w1 r24",
+                "d": 1.0,
+                "w": 1.0,
+                "r": 24,
+                "test_accuracy": 0.8,
+                "cropper_macs": 1000,
+            }
+        ]
+    ).to_csv(d / "static_models.csv", index=False)
+    (d / "metrics.json").write_text(
+        json.dumps(
+            {
+                "sweep": [{"threshold": 0.2, "accuracy": 0.8, "avg_macs": 1e6, "escalated": 0.2}],
+                "large_macs": 4e6,
+                "threshold": 0.2,
+                "small_config": "0.5:0.5:16",
+            }
+        )
+    )
     states = []
     for seed in (1, 2):
         torch.manual_seed(seed)

@@ -1,10 +1,10 @@
 """Compound-scaled MicroNet: exact parameter counts of spec §2.2 / §8.2 / §8.4.1."""
+
 import pytest
 import torch
 
 from compresslib.models import create_model, model_input_size
-from compresslib.models.micronet import (MicroNet, compound_multipliers, round_filters, round_repeats,
-                                         scaled_resolution)
+from compresslib.models.micronet import MicroNet, compound_multipliers, round_filters, round_repeats, scaled_resolution
 
 CIFAR = dict(in_channels=3, base_widths=(16, 32, 64), base_blocks=7)
 
@@ -14,10 +14,10 @@ def n_params(m):
 
 
 def test_rounding_rules():
-    assert [round_filters(c, 1.2 ** 3.5) for c in (16, 32, 64)] == [32, 64, 120]
+    assert [round_filters(c, 1.2**3.5) for c in (16, 32, 64)] == [32, 64, 120]
     assert round_filters(4, 1.0) == 8 and round_filters(16, 1.1) == 16 and round_filters(64, 1.1) == 72
     assert round_filters(16, 1.0, divisor=4) == 16 and round_filters(10, 1.0, divisor=4) == 12
-    assert round_repeats(7, 1.4 ** 3.5) == 23 and round_repeats(1, 1.0) == 1
+    assert round_repeats(7, 1.4**3.5) == 23 and round_repeats(1, 1.0) == 1
     D, W, R = compound_multipliers(1.4, 1.2, 2.0, 1.1)
     assert (D, W) == pytest.approx((1.96, 1.44)) and R == pytest.approx(1.21)
     assert scaled_resolution(28, 1.15, 2, divisor=2) == 38
@@ -37,10 +37,17 @@ def test_cifar_baseline_and_phi35_counts():
     assert n_params(MicroNet(num_classes=10, d=1.4, w=1.2, phi=3.5, **CIFAR)) == 8_044_234
 
 
-@pytest.mark.parametrize("d,w,blocks,widths,c10,c100", [
-    (1.0, 1.0, 7, [16, 32, 64], 662_810, 668_660), (1.9, 1.0, 14, [16, 32, 64], 1_344_890, 1_350_740),
-    (1.7, 1.1, 12, [16, 32, 72], 1_378_442, 1_385_012), (1.4, 1.2, 10, [24, 40, 80], 1_523_554, 1_530_844),
-    (1.2, 1.3, 9, [24, 40, 80], 1_368_322, 1_375_612), (1.0, 1.4, 7, [24, 48, 88], 1_310_402, 1_318_412)])
+@pytest.mark.parametrize(
+    "d,w,blocks,widths,c10,c100",
+    [
+        (1.0, 1.0, 7, [16, 32, 64], 662_810, 668_660),
+        (1.9, 1.0, 14, [16, 32, 64], 1_344_890, 1_350_740),
+        (1.7, 1.1, 12, [16, 32, 72], 1_378_442, 1_385_012),
+        (1.4, 1.2, 10, [24, 40, 80], 1_523_554, 1_530_844),
+        (1.2, 1.3, 9, [24, 40, 80], 1_368_322, 1_375_612),
+        (1.0, 1.4, 7, [24, 48, 88], 1_310_402, 1_318_412),
+    ],
+)
 def test_grid_table(d, w, blocks, widths, c10, c100):
     m = MicroNet(num_classes=10, d=d, w=w, **CIFAR)
     assert (m.blocks_per_stage, m.widths) == (blocks, widths)

@@ -1,10 +1,11 @@
 """MicroNet scoring: the worked layers of spec §5.4, score identities, MobileNetV2-1.4 reference."""
+
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-from compresslib.micronet import (op_list, score, score_model, ternary_storage_bits, tree_adder_bits)
+from compresslib.micronet import op_list, score, score_model, ternary_storage_bits, tree_adder_bits
 from compresslib.models import create_model
 
 
@@ -46,8 +47,13 @@ def test_worked_ternary_layer_repo_and_official():
     r = score_model(unfolded, (16, 32, 32), eval_dtype="float16", verbose=False)
     assert r["params"] == (2304 + 576 + 32) / 32
     cands = ternary_storage_bits(2304, 576, 16, 16)
-    assert {k: v // 32 for k, v in cands.items()} == {"mask": 360, "ternary1": 145, "ternary2": 91,
-                                                      "csr": 316, "cer": 306}
+    assert {k: v // 32 for k, v in cands.items()} == {
+        "mask": 360,
+        "ternary1": 145,
+        "ternary2": 91,
+        "csr": 316,
+        "cer": 306,
+    }
     assert tree_adder_bits(36, 16) == 576 and tree_adder_bits(36, 32) == 32 * 34
 
 
@@ -152,8 +158,13 @@ def test_quantized_camp_resnet_scores_like_plain_convs_at_its_bits(bits):
     plain.load_state_dict(q.state_dict())
     plan = bit_plan_of(q)
     rq = score_model(q, (1, 16, 16), verbose=False)
-    rp = score_model(plain, (1, 16, 16), weight_bits={n: b[0] for n, b in plan.items()},
-                     act_bits={n: b[1] for n, b in plan.items()}, verbose=False)
+    rp = score_model(
+        plain,
+        (1, 16, 16),
+        weight_bits={n: b[0] for n, b in plan.items()},
+        act_bits={n: b[1] for n, b in plan.items()},
+        verbose=False,
+    )
     t = rq["table"]
     assert (t.kind == "conv").sum() == 13 and (t.kind == "fc").sum() == 1 and (t.kind == "mul").sum() == 0
     assert rq["score"] == pytest.approx(rp["score"], rel=1e-12) and rq["params"] == rp["params"]
@@ -230,8 +241,12 @@ def _leaderboard_models():
     from compresslib.models.shrinkable import shrink_depths
 
     small = Resized(create_model("lenet5_caffe", image_size=16, widths=(10, 25, 250)), 16)
-    shrink = lambda d, w, r: create_model("shrinkable_resnet", depths=shrink_depths((2, 2, 2), d),  # noqa: E731
-                                          width_mult=w, resolution=r)
+    shrink = lambda d, w, r: create_model(
+        "shrinkable_resnet",
+        depths=shrink_depths((2, 2, 2), d),  # noqa: E731
+        width_mult=w,
+        resolution=r,
+    )
     return [
         ("ECC lenet5 slimmed", create_model("lenet5", widths=(3, 10, 80, 60)), (1, 32, 32)),
         ("sq/magnitude lenet5_caffe", create_model("lenet5_caffe"), (1, 28, 28)),

@@ -1,5 +1,3 @@
-import io
-
 import pytest
 import torch
 
@@ -11,8 +9,16 @@ LIGHT = [n for n in ALL if not models.model_meta(n).get("heavy")]
 
 
 def test_registry_has_the_papers_models():
-    for name in ["lenet5", "lenet5_caffe", "resnet20", "preact_resnet", "mobilenet_v1", "tv_alexnet",
-                 "tv_resnet50", "tv_mobilenet_v2"]:
+    for name in [
+        "lenet5",
+        "lenet5_caffe",
+        "resnet20",
+        "preact_resnet",
+        "mobilenet_v1",
+        "tv_alexnet",
+        "tv_resnet50",
+        "tv_mobilenet_v2",
+    ]:
         assert name in ALL
 
 

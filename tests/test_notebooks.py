@@ -1,6 +1,6 @@
 """Every stage notebook runs end to end under the smoke profile and writes the metrics its
 issue names. One papermill run of all stages in order (stages read upstream artifacts)."""
-import ast
+
 import json
 from pathlib import Path
 
@@ -14,22 +14,70 @@ STANDARD = {"PROFILE", "SEED", "DATASET", "DATA_ROOT", "OUT_DIR", "DEVICE", "EPO
 
 # keys each stage's metrics.json must hold (from the issues), and the keys of its list rows
 REQUIRED = {
-    "00_quickstart": ({"test_accuracy", "sparsity_sweep"}, ("sparsity_sweep", {"sparsity", "test_accuracy", "nnz_macs"})),
+    "00_quickstart": (
+        {"test_accuracy", "sparsity_sweep"},
+        ("sparsity_sweep", {"sparsity", "test_accuracy", "nnz_macs"}),
+    ),
     "02_energy_estimator": ({"val_mre_bilinear", "val_mre_linear", "val_mre_mlp"}, None),
-    "03_ecc_admm": ({"dense_accuracy", "results"}, ("results", {"budget", "estimated_energy", "analytic_energy",
-                    "accuracy", "uniform_accuracy", "latency_ms", "dense_latency_ms"})),
-    "04_sparsity_quantization": ({"dense_accuracy", "results", "fixed_bits"}, ("results", {
-                                 "mode", "target_cr", "measured_cr", "cr_weights_only", "cr_with_biases",
-                                 "cr_with_index", "accuracy", "accuracy_std", "seeds"})),
-    "05_ec2t": ({"fp_accuracy", "results"}, ("results", {"method", "gamma_or_t", "sparsity", "accuracy", "accuracy_std"})),
+    "03_ecc_admm": (
+        {"dense_accuracy", "results"},
+        (
+            "results",
+            {
+                "budget",
+                "estimated_energy",
+                "analytic_energy",
+                "accuracy",
+                "uniform_accuracy",
+                "latency_ms",
+                "dense_latency_ms",
+            },
+        ),
+    ),
+    "04_sparsity_quantization": (
+        {"dense_accuracy", "results", "fixed_bits"},
+        (
+            "results",
+            {
+                "mode",
+                "target_cr",
+                "measured_cr",
+                "cr_weights_only",
+                "cr_with_biases",
+                "cr_with_index",
+                "accuracy",
+                "accuracy_std",
+                "seeds",
+            },
+        ),
+    ),
+    "05_ec2t": (
+        {"fp_accuracy", "results"},
+        ("results", {"method", "gamma_or_t", "sparsity", "accuracy", "accuracy_std"}),
+    ),
     "06_micronet_scoring": ({"scores"}, ("scores", {"model", "mode", "params", "mults", "adds", "score"})),
-    "07_dynamic_inference": ({"small_accuracy", "small_macs", "large_accuracy", "large_macs", "sweep",
-                              "macs_fraction_at_large_accuracy", "selection_split", "threshold", "per_seed"},
-                             ("sweep", {"threshold", "accuracy", "avg_macs", "escalated"})),
-    "08_camp_mixed_precision": ({"results", "static_plan", "per_sample_decision_fraction"},
-                                ("results", {"model", "alpha", "accuracy", "energy_rel_w4a4", "fraction_4bit"})),
-    "09_leaderboard": ({"n_rows", "methods", "collected", "pareto", "leaderboard"},
-                       ("leaderboard", {"method", "setting", "accuracy", "effective_macs"})),
+    "07_dynamic_inference": (
+        {
+            "small_accuracy",
+            "small_macs",
+            "large_accuracy",
+            "large_macs",
+            "sweep",
+            "macs_fraction_at_large_accuracy",
+            "selection_split",
+            "threshold",
+            "per_seed",
+        },
+        ("sweep", {"threshold", "accuracy", "avg_macs", "escalated"}),
+    ),
+    "08_camp_mixed_precision": (
+        {"results", "static_plan", "per_sample_decision_fraction"},
+        ("results", {"model", "alpha", "accuracy", "energy_rel_w4a4", "fraction_4bit"}),
+    ),
+    "09_leaderboard": (
+        {"n_rows", "methods", "collected", "pareto", "leaderboard"},
+        ("leaderboard", {"method", "setting", "accuracy", "effective_macs"}),
+    ),
 }
 
 

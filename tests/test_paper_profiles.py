@@ -4,6 +4,7 @@ dry run's cost tables reproduce the papers' architecture numbers.
 
 The CIFAR stand-ins cannot match torchvision's md5 sums, so torchvision's CIFAR integrity check is
 relaxed to "file exists" for these tests only."""
+
 import os
 import pickle
 import struct
@@ -26,9 +27,11 @@ def _mnist(root: Path, n=20):
     rng = np.random.default_rng(0)
     for prefix, k in (("train", n), ("t10k", n // 2)):
         (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-            struct.pack(">IIII", 2051, k, 28, 28) + rng.integers(0, 255, (k, 28, 28), dtype=np.uint8).tobytes())
+            struct.pack(">IIII", 2051, k, 28, 28) + rng.integers(0, 255, (k, 28, 28), dtype=np.uint8).tobytes()
+        )
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
-            struct.pack(">II", 2049, k) + (np.arange(k) % 10).astype(np.uint8).tobytes())
+            struct.pack(">II", 2049, k) + (np.arange(k) % 10).astype(np.uint8).tobytes()
+        )
 
 
 def _cifar(root: Path, classes: int, n=20):
@@ -74,15 +77,24 @@ def lenient_cifar(monkeypatch):
 
 
 def _dry(profile, data_root, *extra, profiles=ROOT / "profiles"):
-    return reproduce.main(["--profile", profile, "--data-root", str(data_root), "--dry-run",
-                           "--profiles", str(profiles), *extra])
+    return reproduce.main(
+        ["--profile", profile, "--data-root", str(data_root), "--dry-run", "--profiles", str(profiles), *extra]
+    )
 
 
 def test_there_is_a_profile_per_headline_experiment():
     names = {p.stem for p in PAPER}
-    assert {"ecc_mobilenet_imagenet", "ecc_alexnet_imagenet", "sqjoint_lenet5_mnist", "sqjoint_alexnet_imagenet",
-            "ec2t_micronet_cifar100", "ec2t_resnet20_cifar10", "edgecompress_resnet50_imagenet",
-            "camp_resnet44_cifar10", "camp_resnet44_cifar100"} <= names
+    assert {
+        "ecc_mobilenet_imagenet",
+        "ecc_alexnet_imagenet",
+        "sqjoint_lenet5_mnist",
+        "sqjoint_alexnet_imagenet",
+        "ec2t_micronet_cifar100",
+        "ec2t_resnet20_cifar10",
+        "edgecompress_resnet50_imagenet",
+        "camp_resnet44_cifar10",
+        "camp_resnet44_cifar100",
+    } <= names
     for p in PAPER:
         text = p.read_text()
         assert "reported" in text.lower() and "command" in text.lower(), f"{p.name}: header must record both"
@@ -104,8 +116,12 @@ def test_dry_run_reproduces_paper_architecture_numbers(data_root, capsys):
     assert _dry("paper/edgecompress_resnet50_imagenet", data_root) == 0
     out = capsys.readouterr().out
     # README MACs minus the 0.09 G cropper (specs/edgecompress.md §4): 4.089, 1.114, 1.740, 3.131 G
-    for label, gmacs in [("ResNet-50 baseline", 4089), ("EC-Static-1", 1114), ("EC-Static-3", 1740),
-                         ("EC-Static-5", 3131)]:
+    for label, gmacs in [
+        ("ResNet-50 baseline", 4089),
+        ("EC-Static-1", 1114),
+        ("EC-Static-3", 1740),
+        ("EC-Static-5", 3131),
+    ]:
         line = next(ln for ln in out.splitlines() if label in ln)
         assert abs(float(line.split(": ")[1].split(" M MACs")[0]) - gmacs) < 6, line
     assert _dry("paper/sqjoint_lenet5_mnist", data_root) == 0
@@ -117,9 +133,9 @@ def test_dry_run_reproduces_paper_architecture_numbers(data_root, capsys):
 
 def test_dry_run_catches_typos_wrong_types_and_missing_data(tmp_path, data_root, capsys):
     prof = yaml.safe_load((ROOT / "profiles" / "paper" / "camp_resnet44_cifar10.yaml").read_text())
-    prof["08_camp_mixed_precision"]["RL_EPOCH"] = 3        # typo
-    prof["08_camp_mixed_precision"]["DEPTH"] = "44"        # str where the notebook has an int
-    prof["08_camp_mixd_precision"] = {}                    # unknown section
+    prof["08_camp_mixed_precision"]["RL_EPOCH"] = 3  # typo
+    prof["08_camp_mixed_precision"]["DEPTH"] = "44"  # str where the notebook has an int
+    prof["08_camp_mixd_precision"] = {}  # unknown section
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(prof))
     assert _dry("bad", data_root, profiles=tmp_path) == 1
     err = capsys.readouterr().err
@@ -159,7 +175,10 @@ def test_prepare_torchvision_check_and_offline_archives(data_root, tmp_path, cap
         gz.append(arch / f"{f.name}.gz")
         gz[-1].write_bytes(gzip.compress(f.read_bytes()))
     new = tmp_path / "new"
-    assert ptv.main(["--dataset", "cifar10", "--root", str(new), "--from-archive", str(arch / "cifar-10-python.tar.gz")]) == 0
+    assert (
+        ptv.main(["--dataset", "cifar10", "--root", str(new), "--from-archive", str(arch / "cifar-10-python.tar.gz")])
+        == 0
+    )
     assert ptv.main(["--dataset", "mnist", "--root", str(new), "--from-archive", *map(str, gz)]) == 0
     assert ptv.main(["--check", str(new)]) == 1  # cifar100 is not there
     assert "prepare_torchvision.py --dataset cifar100" in capsys.readouterr().err

@@ -1,11 +1,22 @@
 """Per-layer bit plans and the CAMP quantizers (camp.md §2, §10)."""
+
 import pytest
 import torch
 import torch.nn as nn
 
 from compresslib.models import create_model
-from compresslib.quant import (PACT, QConv2d, QLinear, act_quant, act_quant_fused, apply_bit_plan,
-                               bit_plan_of, check_plan_bits, quantize_weight, uniform_bit_plan)
+from compresslib.quant import (
+    PACT,
+    QConv2d,
+    QLinear,
+    act_quant,
+    act_quant_fused,
+    apply_bit_plan,
+    bit_plan_of,
+    check_plan_bits,
+    quantize_weight,
+    uniform_bit_plan,
+)
 
 
 def test_act_quant_value_sets_and_gradient():
@@ -26,7 +37,7 @@ def test_fused_act_quant_equals_composed_bit_for_bit(bits, clip):
     exactly, including the clip bounds themselves (no gradient there) and NaN."""
     torch.manual_seed(bits)
     x = torch.randn(4, 8, 16, 16) * clip
-    x[0, 0, 0, :5] = torch.tensor([0.0, clip, -0.0, float("nan"), clip / 2 ** bits])
+    x[0, 0, 0, :5] = torch.tensor([0.0, clip, -0.0, float("nan"), clip / 2**bits])
     x.requires_grad_()
     g = torch.randn_like(x)
     y_ref, y = act_quant(x, bits, clip), act_quant_fused(x, bits, clip)
@@ -35,7 +46,7 @@ def test_fused_act_quant_equals_composed_bit_for_bit(bits, clip):
     assert torch.equal(y.nan_to_num(-9.0), y_ref.nan_to_num(-9.0))
     assert torch.equal(g_new, g_ref)
     assert g_new[0, 0, 0, :4].tolist() == [0.0, 0.0, 0.0, 0.0]
-    assert len(y.detach().nan_to_num(0.0).unique()) == 2 ** bits
+    assert len(y.detach().nan_to_num(0.0).unique()) == 2**bits
     with pytest.raises(ValueError, match="bits"):
         act_quant_fused(x, 0)
     with pytest.raises(ValueError, match="clip"):

@@ -1,4 +1,5 @@
 """compresslib.report builds one offline page from a tiny fake artifacts tree."""
+
 import json
 import re
 
@@ -18,24 +19,38 @@ def fake_artifacts(tmp_path):
     art = tmp_path / "art"
     ok = art / "00_fake"
     ok.mkdir(parents=True)
-    (ok / "metrics.json").write_text(json.dumps({"test_accuracy": 0.91234, "dense_macs": 2293000,
-                                                 "results": [{"a": 1}, {"a": 2}]}))
+    (ok / "metrics.json").write_text(
+        json.dumps({"test_accuracy": 0.91234, "dense_macs": 2293000, "results": [{"a": 1}, {"a": 2}]})
+    )
     fig, ax = plt.subplots(figsize=(2, 2))
     ax.plot([0, 1], [1, 0])
     fig.savefig(ok / "curve one.png")  # a space: the link must be percent-encoded
     plt.close(fig)
     pd.DataFrame({"step": range(40), "note": ["<script>alert(1)</script>"] * 40}).to_csv(ok / "long.csv", index=False)
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("# 00 · Fake stage\n\n**Reads:** nothing. **Writes:** `long.csv`.\n\n"
-                                              "Energy $E = \\sum_i e_i$."),
-                nbformat.v4.new_code_cell("print('hi')", outputs=[nbformat.v4.new_output("stream", text="hi\n")])]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(
+            "# 00 · Fake stage\n\n**Reads:** nothing. **Writes:** `long.csv`.\n\nEnergy $E = \\sum_i e_i$."
+        ),
+        nbformat.v4.new_code_cell("print('hi')", outputs=[nbformat.v4.new_output("stream", text="hi\n")]),
+    ]
     nbformat.write(nb, ok / "00_fake.ipynb")
     provenance.write_manifest(ok, "00_fake", params={}, source="", key="k", upstream={}, seconds=1.5)
     (art / "01_broken").mkdir()
-    (art / "summary.json").write_text(json.dumps([
-        {"stage": "00_fake", "status": "ok", "seconds": 1.5, "error": "", "headline": ""},
-        {"stage": "01_broken", "status": "failed", "seconds": 0.3, "error": "cell 3: ValueError: boom",
-         "headline": ""}]))
+    (art / "summary.json").write_text(
+        json.dumps(
+            [
+                {"stage": "00_fake", "status": "ok", "seconds": 1.5, "error": "", "headline": ""},
+                {
+                    "stage": "01_broken",
+                    "status": "failed",
+                    "seconds": 0.3,
+                    "error": "cell 3: ValueError: boom",
+                    "headline": "",
+                },
+            ]
+        )
+    )
     (art / "not_a_stage").mkdir()
     return art
 

@@ -1,4 +1,5 @@
 """The papermill runner on two tiny generated notebooks: parameters, caching, failure reporting."""
+
 import json
 import textwrap
 
@@ -6,7 +7,7 @@ import pytest
 
 from compresslib import reproduce
 
-OK = textwrap.dedent('''\
+OK = textwrap.dedent("""\
     # %% tags=["parameters"]
     X = 1  # a knob
     OUT_DIR = "out"  # output folder
@@ -15,15 +16,15 @@ OK = textwrap.dedent('''\
     import json, pathlib
     pathlib.Path(OUT_DIR).mkdir(parents=True, exist_ok=True)
     json.dump({"x_accuracy": float(X)}, open(pathlib.Path(OUT_DIR) / "metrics.json", "w"))
-''')
-FAIL = textwrap.dedent('''\
+""")
+FAIL = textwrap.dedent("""\
     # %% tags=["parameters"]
     OUT_DIR = "out"  # output folder
     Y = 0  # another knob; range [0, 10]
 
     # %%
     raise RuntimeError("budget below the structural floor")
-''')
+""")
 
 
 @pytest.fixture
@@ -37,8 +38,19 @@ def tree(tmp_path):
 
 
 def _main(tree, *extra):
-    return reproduce.main(["--profile", "tiny", "--notebooks", str(tree / "nb"), "--profiles",
-                           str(tree / "profiles"), "--artifacts", str(tree / "art"), *extra])
+    return reproduce.main(
+        [
+            "--profile",
+            "tiny",
+            "--notebooks",
+            str(tree / "nb"),
+            "--profiles",
+            str(tree / "profiles"),
+            "--artifacts",
+            str(tree / "art"),
+            *extra,
+        ]
+    )
 
 
 def test_runs_continues_past_failure_and_caches(tree, capsys):
@@ -90,10 +102,18 @@ def test_upstream_map_covers_every_stage_a_notebook_names():
         reads = notebook_intro(reproduce.REPO / "artifacts" / st, reproduce.REPO / "notebooks")["reads"]
         in_reads = {m for m in re.findall(r"\b\d\d_[a-z0-9_]*[a-z0-9]", reads) if m in stages}
         assert in_reads == set(graph.UPSTREAM[st]), (st, reads)
-    assert reproduce.upstream_of("06_micronet_scoring", stages) == ["03_ecc_admm", "04_sparsity_quantization",
-                                                                     "05_ec2t"]
-    assert reproduce.upstream_of("09_leaderboard", stages) == ["03_ecc_admm", "04_sparsity_quantization", "05_ec2t",
-                                                               "07_dynamic_inference", "08_camp_mixed_precision"]
+    assert reproduce.upstream_of("06_micronet_scoring", stages) == [
+        "03_ecc_admm",
+        "04_sparsity_quantization",
+        "05_ec2t",
+    ]
+    assert reproduce.upstream_of("09_leaderboard", stages) == [
+        "03_ecc_admm",
+        "04_sparsity_quantization",
+        "05_ec2t",
+        "07_dynamic_inference",
+        "08_camp_mixed_precision",
+    ]
 
 
 def test_the_library_never_imports_the_runner_or_the_report():
@@ -107,8 +127,13 @@ def test_the_library_never_imports_the_runner_or_the_report():
         if mod in runner:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module or ""] + [a.name for a in node.names] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""] + [a.name for a in node.names]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             hit = {n.split(".")[-1] for n in names} & runner
             assert not hit, f"compresslib/{path.relative_to(pkg)} imports {hit}"
 
@@ -118,10 +143,13 @@ SLOW_OK = OK + "import time; time.sleep(3)\n"
 
 def test_parallel_jobs_overlap_and_skip_what_depends_on_a_failure(tmp_path, monkeypatch):
     (tmp_path / "nb").mkdir()
-    (tmp_path / "nb" / "00_ok.py").write_text(SLOW_OK + textwrap.dedent('''\
+    (tmp_path / "nb" / "00_ok.py").write_text(
+        SLOW_OK
+        + textwrap.dedent("""\
         import os
         json.dump({"threads": os.environ.get("COMPRESSLIB_THREADS")}, open(pathlib.Path(OUT_DIR) / "env.json", "w"))
-    '''))
+    """)
+    )
     (tmp_path / "nb" / "01_fail.py").write_text(FAIL)
     (tmp_path / "nb" / "02_after.py").write_text(OK)  # not in UPSTREAM: waits for every earlier stage
     (tmp_path / "profiles").mkdir()
@@ -136,5 +164,6 @@ def test_parallel_jobs_overlap_and_skip_what_depends_on_a_failure(tmp_path, monk
     a, b = rows["00_ok"], rows["01_fail"]
     assert a["start_s"] < b["end_s"] and b["start_s"] < a["end_s"]  # ran at the same time
     import os
+
     env = json.loads((tmp_path / "art" / "00_ok" / "env.json").read_text())
     assert env["threads"] == str(max(1, (os.cpu_count() or 1) // 2))

@@ -7,6 +7,7 @@
   model -- ``COMPRESSLIB_FORBID_TRAINING=1`` makes any ``fit`` that would train raise -- and gives
   the same metrics.json numbers (timings excluded).
 """
+
 import json
 import os
 import re
@@ -40,8 +41,21 @@ def _notebook_text(path: Path) -> str:
 
 def _run00(art, profiles, monkeypatch):
     monkeypatch.delenv("COMPRESSLIB_FORBID_TRAINING", raising=False)
-    rc = reproduce.main(["--profile", "smoke", "--only", "00", "--artifacts", str(art), "--profiles", str(profiles),
-                         "--force", "--timeout", "900"])
+    rc = reproduce.main(
+        [
+            "--profile",
+            "smoke",
+            "--only",
+            "00",
+            "--artifacts",
+            str(art),
+            "--profiles",
+            str(profiles),
+            "--force",
+            "--timeout",
+            "900",
+        ]
+    )
     assert rc == 0
     stage = art / "00_quickstart"
     return json.loads((stage / "metrics.json").read_text()), _notebook_text(stage / "00_quickstart.ipynb")
@@ -98,8 +112,7 @@ def rerun_art(first_run, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
-def test_rerunning_a_stage_notebook_trains_nothing_and_gives_the_same_metrics(first_run, rerun_art, stage,
-                                                                               monkeypatch):
+def test_rerunning_a_stage_notebook_trains_nothing_and_gives_the_same_metrics(first_run, rerun_art, stage, monkeypatch):
     rows = first_run[1]
     if stage not in rows or rows[stage]["status"] != "ok":
         pytest.skip(f"{stage} did not run ok in the first run: {rows.get(stage, {}).get('error', 'not run')}")

@@ -1,4 +1,5 @@
 """docs/results_default.md is generated from the artifacts: its numbers are the metrics' numbers."""
+
 import json
 
 import pytest
@@ -11,11 +12,23 @@ def _stage(art, name, metrics, printed):
     d = art / name
     d.mkdir(parents=True)
     write_json(d / "metrics.json", metrics)
-    write_json(d / "manifest.json", {"stage": name, "params": {"PROFILE": "smoke"}, "seconds": 1.5,
-                                     "code": {"commit": "abc1234def5678", "dirty": False}, "finished": "T"})
-    nb = {"cells": [{"cell_type": "code", "outputs": [{"output_type": "stream", "name": "stdout", "text": ["early\n"]}]},
-                    {"cell_type": "code", "outputs": []},
-                    {"cell_type": "code", "outputs": [{"output_type": "stream", "name": "stdout", "text": [printed]}]}]}
+    write_json(
+        d / "manifest.json",
+        {
+            "stage": name,
+            "params": {"PROFILE": "smoke"},
+            "seconds": 1.5,
+            "code": {"commit": "abc1234def5678", "dirty": False},
+            "finished": "T",
+        },
+    )
+    nb = {
+        "cells": [
+            {"cell_type": "code", "outputs": [{"output_type": "stream", "name": "stdout", "text": ["early\n"]}]},
+            {"cell_type": "code", "outputs": []},
+            {"cell_type": "code", "outputs": [{"output_type": "stream", "name": "stdout", "text": [printed]}]},
+        ]
+    }
     (d / f"{name}.ipynb").write_text(json.dumps(nb))
 
 

@@ -1,5 +1,6 @@
 """Bad runner inputs: each a clear SystemExit naming the parameter (and its range) before any stage
 runs, and the notebooks' declared parameter ranges (issue 13)."""
+
 import math
 import os
 
@@ -41,35 +42,93 @@ CASES = [  # (id, profile yaml, extra argv, env, expected message parts)
     ("threads-abc", "", ["--only", "00"], {"COMPRESSLIB_THREADS": "abc"}, ["COMPRESSLIB_THREADS", "'abc'"]),
     ("threads-0", "", ["--only", "00"], {"COMPRESSLIB_THREADS": "0"}, ["COMPRESSLIB_THREADS", "'0'"]),
     ("workers-env", "", ["--only", "00"], {"COMPRESSLIB_NUM_WORKERS": "x"}, ["COMPRESSLIB_NUM_WORKERS"]),
-    ("typo-stage", "00_quickstart:\n  FINETUNE_EPOCH: 0\n", ["--only", "00"], {},
-     ["'FINETUNE_EPOCH' is not a parameter of 00_quickstart.py (did you mean FINETUNE_EPOCHS"]),
-    ("typo-unselected-stage", "03_ecc_admm:\n  RHO: 1.0\n", ["--only", "00"], {},
-     ["'RHO' is not a parameter of 03_ecc_admm.py (did you mean RHO_Z or RHO_Y"]),
-    ("typo-common", "common:\n  EPOCH: 2\n", [], {}, ["common: 'EPOCH' is a parameter of no stage notebook",
-                                                     "did you mean EPOCHS"]),
-    ("typo-section", "00_quickstrat:\n  EPOCHS: 1\n", [], {}, ["unknown section '00_quickstrat'",
-                                                              "did you mean 00_quickstart"]),
-    ("epochs-neg", "00_quickstart:\n  EPOCHS: -1\n", ["--only", "00"], {},
-     ["EPOCHS=-1 is outside its accepted range [1, 10000]"]),
-    ("batch-0", "00_quickstart:\n  BATCH_SIZE: 0\n", ["--only", "00"], {},
-     ["BATCH_SIZE=0 is outside its accepted range [1, 65536]"]),
-    ("image-size-0", "00_quickstart:\n  IMAGE_SIZE: 0\n", ["--only", "00"], {},
-     ["IMAGE_SIZE=0 is outside its accepted range [4, 1024]"]),
+    (
+        "typo-stage",
+        "00_quickstart:\n  FINETUNE_EPOCH: 0\n",
+        ["--only", "00"],
+        {},
+        ["'FINETUNE_EPOCH' is not a parameter of 00_quickstart.py (did you mean FINETUNE_EPOCHS"],
+    ),
+    (
+        "typo-unselected-stage",
+        "03_ecc_admm:\n  RHO: 1.0\n",
+        ["--only", "00"],
+        {},
+        ["'RHO' is not a parameter of 03_ecc_admm.py (did you mean RHO_Z or RHO_Y"],
+    ),
+    (
+        "typo-common",
+        "common:\n  EPOCH: 2\n",
+        [],
+        {},
+        ["common: 'EPOCH' is a parameter of no stage notebook", "did you mean EPOCHS"],
+    ),
+    (
+        "typo-section",
+        "00_quickstrat:\n  EPOCHS: 1\n",
+        [],
+        {},
+        ["unknown section '00_quickstrat'", "did you mean 00_quickstart"],
+    ),
+    (
+        "epochs-neg",
+        "00_quickstart:\n  EPOCHS: -1\n",
+        ["--only", "00"],
+        {},
+        ["EPOCHS=-1 is outside its accepted range [1, 10000]"],
+    ),
+    (
+        "batch-0",
+        "00_quickstart:\n  BATCH_SIZE: 0\n",
+        ["--only", "00"],
+        {},
+        ["BATCH_SIZE=0 is outside its accepted range [1, 65536]"],
+    ),
+    (
+        "image-size-0",
+        "00_quickstart:\n  IMAGE_SIZE: 0\n",
+        ["--only", "00"],
+        {},
+        ["IMAGE_SIZE=0 is outside its accepted range [4, 1024]"],
+    ),
     ("image-size-neg", "00_quickstart:\n  IMAGE_SIZE: -3\n", ["--only", "00"], {}, ["IMAGE_SIZE=-3 is outside"]),
-    ("image-size-float", "00_quickstart:\n  IMAGE_SIZE: 2.5\n", ["--only", "00"], {},
-     ["IMAGE_SIZE=2.5 is a float", "default 28 is a int"]),
+    (
+        "image-size-float",
+        "00_quickstart:\n  IMAGE_SIZE: 2.5\n",
+        ["--only", "00"],
+        {},
+        ["IMAGE_SIZE=2.5 is a float", "default 28 is a int"],
+    ),
     ("image-size-str", "00_quickstart:\n  IMAGE_SIZE: '16'\n", ["--only", "00"], {}, ["IMAGE_SIZE='16' is a str"]),
-    ("subset-neg", "common:\n  SUBSET: -5\n", ["--only", "00"], {}, ["SUBSET=-5 is outside its accepted range [0, inf)"]),
+    (
+        "subset-neg",
+        "common:\n  SUBSET: -5\n",
+        ["--only", "00"],
+        {},
+        ["SUBSET=-5 is outside its accepted range [0, inf)"],
+    ),
     ("lr-0", "00_quickstart:\n  LR: 0\n", ["--only", "00"], {}, ["LR=0 is outside its accepted range (0, 10]"]),
     ("lr-nan", "00_quickstart:\n  LR: .nan\n", ["--only", "00"], {}, ["LR=nan is outside"]),
     ("sparsity-1", "00_quickstart:\n  FINETUNE_SPARSITY: 1.0\n", ["--only", "00"], {}, ["[0, 1)"]),
     ("finetune-neg", "03_ecc_admm:\n  FINETUNE_EPOCHS: -1\n", ["--only", "03"], {}, ["FINETUNE_EPOCHS=-1 is outside"]),
-    ("distill-5", "03_ecc_admm:\n  DISTILL: 5\n", ["--only", "03"], {}, ["DISTILL=5 is outside its accepted range [0, 1]"]),
+    (
+        "distill-5",
+        "03_ecc_admm:\n  DISTILL: 5\n",
+        ["--only", "03"],
+        {},
+        ["DISTILL=5 is outside its accepted range [0, 1]"],
+    ),
     ("rho-z-nan", "03_ecc_admm:\n  RHO_Z: .nan\n", ["--only", "03"], {}, ["RHO_Z=nan is outside"]),
     ("bool-type", "01_profiling:\n  TRY_NVML: 1\n", ["--only", "01"], {}, ["TRY_NVML=1 is a int"]),
     ("section-not-mapping", "00_quickstart: 3\n", ["--only", "00"], {}, ["00_quickstart: section must be a mapping"]),
     ("ft-steps-neg", "04_sparsity_quantization:\n  FT_STEPS: -1\n", ["--only", "04"], {}, ["FT_STEPS=-1 is outside"]),
-    ("bwlb-9", "04_sparsity_quantization:\n  BWLB: 9\n", ["--only", "04"], {}, ["BWLB=9 is outside its accepted range [1, 8]"]),
+    (
+        "bwlb-9",
+        "04_sparsity_quantization:\n  BWLB: 9\n",
+        ["--only", "04"],
+        {},
+        ["BWLB=9 is outside its accepted range [1, 8]"],
+    ),
     ("gamma-2", "08_camp_mixed_precision:\n  GAMMA: 2.0\n", ["--only", "08"], {}, ["GAMMA=2.0 is outside"]),
 ]
 
@@ -95,8 +154,9 @@ def test_cuda_without_gpu_fails_before_any_stage(tmp_path, monkeypatch):
 def test_dry_run_checks_ranges_and_device(tmp_path, monkeypatch, capsys):
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "x.yaml").write_text("00_quickstart:\n  EPOCHS: -1\n  BATCH_SIZE: 0\n")
-    rc = reproduce.main(["--profile", "x", "--profiles", str(tmp_path / "p"), "--only", "00", "--dry-run",
-                         "--device", "tpu"])
+    rc = reproduce.main(
+        ["--profile", "x", "--profiles", str(tmp_path / "p"), "--only", "00", "--dry-run", "--device", "tpu"]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "EPOCHS=-1 is outside its accepted range [1, 10000]" in err
     assert "BATCH_SIZE=0 is outside" in err and "unknown DEVICE 'tpu'" in err
@@ -107,14 +167,26 @@ def test_unwritable_artifacts_folder(tmp_path, monkeypatch):
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "x.yaml").write_text("")
     with pytest.raises(SystemExit, match="artifacts folder .*file/art is not writable"):
-        reproduce.main(["--profile", "x", "--profiles", str(tmp_path / "p"), "--only", "01",
-                        "--artifacts", str(tmp_path / "file" / "art")])
+        reproduce.main(
+            [
+                "--profile",
+                "x",
+                "--profiles",
+                str(tmp_path / "p"),
+                "--only",
+                "01",
+                "--artifacts",
+                str(tmp_path / "file" / "art"),
+            ]
+        )
     if os.geteuid() != 0:  # root writes anywhere
         ro = tmp_path / "ro"
         ro.mkdir()
         ro.chmod(0o555)
         with pytest.raises(SystemExit, match="is not writable"):
-            reproduce.main(["--profile", "x", "--profiles", str(tmp_path / "p"), "--only", "01", "--artifacts", str(ro)])
+            reproduce.main(
+                ["--profile", "x", "--profiles", str(tmp_path / "p"), "--only", "01", "--artifacts", str(ro)]
+            )
 
 
 def test_only_accepts_number_name_and_unique_prefix():
@@ -122,8 +194,10 @@ def test_only_accepts_number_name_and_unique_prefix():
     pick = reproduce.match_stages
     assert [p.stem for p in pick(["03"], stages, "--only")] == ["03_ecc_admm"]
     assert [p.stem for p in pick(["03_ecc_admm", "ecc"], stages, "--only")] == ["03_ecc_admm"]
-    assert [p.stem for p in pick(["04_sp", "dynamic"], stages, "--only")] == ["04_sparsity_quantization",
-                                                                          "07_dynamic_inference"]
+    assert [p.stem for p in pick(["04_sp", "dynamic"], stages, "--only")] == [
+        "04_sparsity_quantization",
+        "07_dynamic_inference",
+    ]
     with pytest.raises(SystemExit, match="'3' matches no stage"):
         pick(["3"], stages, "--only")
     with pytest.raises(SystemExit, match="'e' matches no stage"):
@@ -152,3 +226,16 @@ def test_every_numeric_notebook_parameter_declares_a_range_its_default_satisfies
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 assert name in ranges, f"{py.name}: {name} has no 'range [lo, hi]' in its comment"
                 assert in_range(v, ranges[name]), f"{py.name}: default {name}={v} outside {format_range(ranges[name])}"
+
+
+def test_parameters_cells_are_one_flat_line_per_parameter():
+    """nanoGPT-style: ``NAME = literal  # comment`` on one line each (a formatter that wraps a long comment
+    into ``NAME = (\\n value  # ...\\n)`` hides the value and its range from a reader)."""
+    import re
+
+    for py in reproduce.stage_files(NB):
+        text = py.read_text()
+        cell = text.split('# %% tags=["parameters"]', 1)[1].split("\n# %%", 1)[0]
+        for line in cell.strip().splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                assert re.match(r"^[A-Z][A-Z0-9_]* = \S", line) and not line.rstrip().endswith("("), (py.name, line)

@@ -1,5 +1,6 @@
 """Trustworthy re-runs on tiny fake notebooks: manifests, upstream digests, relocation, the lock,
 SIGKILL mid-stage, merged summary.json (issue 13)."""
+
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import pytest
 from compresslib import provenance as pv
 from compresslib import report, reproduce
 
-UP = textwrap.dedent('''\
+UP = textwrap.dedent("""\
     # %% tags=["parameters"]
     N = 3  # rows of data.csv; range [1, 100]
     SLEEP = 0.0  # seconds to wait before writing the outputs; range [0, 600]
@@ -33,8 +34,8 @@ UP = textwrap.dedent('''\
         time.sleep(0.1)
     (out / "data.csv").write_text("x\\n" + "".join(f"{i}\\n" for i in range(N)))
     json.dump({"rows_accuracy": float(N)}, open(out / "metrics.json", "w"))
-''')
-DOWN = textwrap.dedent('''\
+""")
+DOWN = textwrap.dedent("""\
     # %% tags=["parameters"]
     OUT_DIR = "out"  # output folder
 
@@ -44,7 +45,7 @@ DOWN = textwrap.dedent('''\
     out.mkdir(parents=True, exist_ok=True)
     text = (out.parent / "00_up" / "data.csv").read_text()
     json.dump({"sum_accuracy": float(sum(int(v) for v in text.split()[1:]))}, open(out / "metrics.json", "w"))
-''')
+""")
 UPSTREAM = {"00_up": (), "01_down": ("00_up",)}
 
 
@@ -59,8 +60,17 @@ def _tree(root: Path, sleep=0.0) -> Path:
 
 
 def _argv(root: Path, *extra, profile="t"):
-    return ["--profile", profile, "--notebooks", str(root / "nb"), "--profiles", str(root / "p"),
-            "--artifacts", str(root / "art"), *extra]
+    return [
+        "--profile",
+        profile,
+        "--notebooks",
+        str(root / "nb"),
+        "--profiles",
+        str(root / "p"),
+        "--artifacts",
+        str(root / "art"),
+        *extra,
+    ]
 
 
 def _status(root: Path) -> dict:
@@ -134,7 +144,7 @@ def test_manifest_upstream_change_relocation_and_merged_summary(tmp_path, up_dow
 def test_failed_rerun_is_not_current_and_kept_aside(tmp_path, up_down):
     root = _tree(tmp_path)
     assert reproduce.main(_argv(root)) == 0
-    (root / "nb" / "00_up.py").write_text(UP.replace("(out / \"data.csv\")", "1 / 0\n(out / \"data.csv\")"))
+    (root / "nb" / "00_up.py").write_text(UP.replace('(out / "data.csv")', '1 / 0\n(out / "data.csv")'))
     assert reproduce.main(_argv(root)) == 1
     assert _status(root) == {"00_up": "failed", "01_down": "skipped"}
     assert (root / "art" / "00_up.failed" / "00_up.ipynb").is_file()  # for debugging, never current
@@ -161,8 +171,13 @@ def test_sigkill_lock_and_rerun(tmp_path):
     cmd = [sys.executable, "-m", "compresslib.reproduce"]
     assert subprocess.run(cmd + _argv(root), env=env, capture_output=True, timeout=300).returncode == 0
     first = json.loads((root / "art" / "00_up" / "manifest.json").read_text())
-    proc = subprocess.Popen(cmd + _argv(root, profile="slow"), env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd + _argv(root, profile="slow"),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait(lambda: any((d / "run.txt").exists() for d in (root / "art").glob("00_up.staging*")), "the slow stage")
         assert pv.read_summary(root / "art")["00_up"]["status"] == "running"

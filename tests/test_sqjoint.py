@@ -1,4 +1,5 @@
 """Unit tests of compresslib.methods.sqjoint (spec sqjoint.md §9.4)."""
+
 import itertools
 import math
 
@@ -34,7 +35,7 @@ def test_compression_rate_accounting():
     m = nn.Sequential(nn.Linear(10, 10, bias=False), nn.Linear(10, 5, bias=False))
     with torch.no_grad():
         m[0].weight.zero_()
-        m[0].weight.view(-1)[:8] = torch.tensor([1., -1, 2, 2, 3, 3, 3, 4])  # 5 distinct non-zeros
+        m[0].weight.view(-1)[:8] = torch.tensor([1.0, -1, 2, 2, 3, 3, 3, 4])  # 5 distinct non-zeros
         m[1].weight.zero_()
         m[1].weight.view(-1)[[0, 7]] = torch.tensor([0.5, -0.5])  # 2 levels -> 1 bit
     full = 32 * 150
@@ -127,7 +128,7 @@ def test_knapsack_threshold_scales_with_sqrt_bits_and_respects_budget():
 def _naive_kmeans(x, bits, iters):
     """Reference Lloyd with an explicit n x k distance matrix (same init, zero fixed)."""
     d = x[x.abs() >= sq.ZERO_EPS].double()
-    free = torch.linspace(d.min(), d.max(), 2 ** bits, dtype=torch.float64)
+    free = torch.linspace(d.min(), d.max(), 2**bits, dtype=torch.float64)
     for _ in range(iters):
         c = torch.cat([free, torch.zeros(1, dtype=torch.float64)])
         a = (d[:, None] - c[None]).abs().argmin(1)
@@ -157,7 +158,7 @@ def test_zero_kmeans_keeps_zero_and_distortion_falls_with_bits(dist):
         cb = sq.zero_kmeans_1d(x, b)
         q = sq.kmeans_quantize(x, cb)
         assert (cb == 0).sum() == 1
-        assert torch.unique(q[q != 0]).numel() <= 2 ** b
+        assert torch.unique(q[q != 0]).numel() <= 2**b
         assert torch.all(q[x == 0] == 0)
         D = float((x - q).pow(2).sum())
         assert D <= prev + 1e-6
@@ -235,8 +236,11 @@ def _breakpoint_budgets(dist, cost):
     """Budgets at which the LP relaxation is integral: the cheapest hull items plus the first k hull
     increments by distortion drop per bit - there the LP-greedy must equal the integer optimum."""
     hulls = [_lower_hull(c, d) for d, c in zip(dist, cost)]
-    incs = sorted(((d[h[p - 1]] - d[h[p]]) / (c[h[p]] - c[h[p - 1]]), c[h[p]] - c[h[p - 1]])
-                  for d, c, h in zip(dist, cost, hulls) for p in range(1, len(h)))[::-1]
+    incs = sorted(
+        ((d[h[p - 1]] - d[h[p]]) / (c[h[p]] - c[h[p - 1]]), c[h[p]] - c[h[p - 1]])
+        for d, c, h in zip(dist, cost, hulls)
+        for p in range(1, len(h))
+    )[::-1]
     S = sum(c[h[0]] for c, h in zip(cost, hulls))
     out = [S]
     for _, dc in incs:
@@ -269,8 +273,11 @@ def test_mckp_greedy_equals_brute_force_at_lp_breakpoints():
     g = torch.Generator().manual_seed(5)
     for _ in range(100):
         dist, cost = _random_instance(g, convex=True)
-        incs = sorted(((d[j - 1] - d[j]) / (c[j] - c[j - 1]), c[j] - c[j - 1])
-                      for d, c in zip(dist, cost) for j in range(1, len(d)))[::-1]
+        incs = sorted(
+            ((d[j - 1] - d[j]) / (c[j] - c[j - 1]), c[j] - c[j - 1])
+            for d, c in zip(dist, cost)
+            for j in range(1, len(d))
+        )[::-1]
         S = sum(c[0] for c in cost)
         for _, dc in incs:
             S += dc
@@ -294,7 +301,7 @@ def test_mckp_quantize_respects_budget():
     V, bits, books = sq.mckp_quantize(Z, nnz, S, range(1, 9))
     assert sum(b * n for b, n in zip(bits, nnz)) <= S
     for v, b in zip(V, bits):
-        assert torch.unique(v[v != 0]).numel() <= 2 ** b
+        assert torch.unique(v[v != 0]).numel() <= 2**b
 
 
 # ------------------------------------------------------------------------------------- ADMM
@@ -333,15 +340,19 @@ def test_size_never_exceeds_budget(mode, p, b):
     torch.manual_seed(0)
     m = _Tiny()
     S, _ = sq.size_budget(m, p, b)
-    st, hist = sq.sqjoint_compress(m, _tiny_loader(), S, b, mode=mode, rho=0.5, lr=0.05,
-                                   intervals=3, steps_per_interval=4, warmup_intervals=1)
+    st, hist = sq.sqjoint_compress(
+        m, _tiny_loader(), S, b, mode=mode, rho=0.5, lr=0.05, intervals=3, steps_per_interval=4, warmup_intervals=1
+    )
     assert len(hist) == 3 and all(h["size_bits"] <= S for h in hist)
     sq.finetune(m, _tiny_loader(), st.bits, steps=6, mode=mode)
     sq.quantize_weights_(m, st.bits, mode)
     rows = sq.layer_report(m, st.bits, mode)
-    assert sum(r["size_bits"] for r in rows) <= S + 1e-6          # measured size (nnz x log2 levels)
-    assert sum(r["bits"] * r["nnz"] for r in rows) <= S + 1e-6    # allocated size
-    assert sq.compression_rate(m, bits=[32] * 3 if mode == "prune" else None) >= 32 * sum(r["numel"] for r in rows) / S - 1e-6
+    assert sum(r["size_bits"] for r in rows) <= S + 1e-6  # measured size (nnz x log2 levels)
+    assert sum(r["bits"] * r["nnz"] for r in rows) <= S + 1e-6  # allocated size
+    assert (
+        sq.compression_rate(m, bits=[32] * 3 if mode == "prune" else None)
+        >= 32 * sum(r["numel"] for r in rows) / S - 1e-6
+    )
 
 
 def test_same_seed_same_result():
@@ -349,8 +360,9 @@ def test_same_seed_same_result():
     for _ in range(2):
         torch.manual_seed(0)
         m = _Tiny()
-        st, _ = sq.sqjoint_compress(m, _tiny_loader(), *sq.size_budget(m, 0.1, 3)[:1], 3,
-                                    intervals=2, steps_per_interval=3, warmup_intervals=1)
+        st, _ = sq.sqjoint_compress(
+            m, _tiny_loader(), *sq.size_budget(m, 0.1, 3)[:1], 3, intervals=2, steps_per_interval=3, warmup_intervals=1
+        )
         outs.append((st.bits, [w.detach().clone() for w in st.W]))
     assert outs[0][0] == outs[1][0] and all(torch.equal(a, b) for a, b in zip(outs[0][1], outs[1][1]))
 
@@ -393,11 +405,19 @@ def test_progressive_chain_stays_within_budgets_and_warm_starts(monkeypatch):
     monkeypatch.setattr(sq, "sqjoint_compress", spy)
     dense = [w.detach().clone() for w in (m.c.weight, m.f1.weight, m.f2.weight)]
     out = sq.progressive_compress(
-        m, _tiny_loader(), budgets, rho=0.5, lr=0.05, intervals=2, steps_per_interval=3, warmup_intervals=1,
-        on_stage=lambda k, net, st, h: after.append([w.detach().clone() for w in st.W]))
+        m,
+        _tiny_loader(),
+        budgets,
+        rho=0.5,
+        lr=0.05,
+        intervals=2,
+        steps_per_interval=3,
+        warmup_intervals=1,
+        on_stage=lambda k, net, st, h: after.append([w.detach().clone() for w in st.W]),
+    )
     assert len(out) == len(entry) == len(after) == 3
-    assert all(torch.equal(a, b) for a, b in zip(entry[0], dense))           # stage 1 starts dense
-    for k in (1, 2):                                                         # stage k starts at stage k-1's W
+    assert all(torch.equal(a, b) for a, b in zip(entry[0], dense))  # stage 1 starts dense
+    for k in (1, 2):  # stage k starts at stage k-1's W
         assert all(torch.equal(a, b) for a, b in zip(entry[k], after[k - 1]))
         assert sum(int((w != 0).sum()) for w in entry[k]) < sum(w.numel() for w in dense)  # ... which is sparse
     for (S, _), (st, hist) in zip(budgets, out):
@@ -416,9 +436,14 @@ def test_progressive_chain_and_hparams_bad_input():
     with pytest.raises(ValueError, match="cannot exceed 32x"):  # checked for every stage before any work
         sq.progressive_compress(m, _tiny_loader(), [(1e6, 3), (100.0, 3)], mode="quantize")
     before = [p.detach().clone() for p in m.parameters()]
-    for kw, msg in [(dict(lr=0.0), "learning rate"), (dict(momentum=1.0), "momentum"), (dict(rho=0.0), "rho"),
-                    (dict(weight_decay=-1.0), "weight_decay"), (dict(intervals=2, warmup_intervals=3), "warm-up"),
-                    (dict(steps_per_interval=0), "steps_per_interval")]:
+    for kw, msg in [
+        (dict(lr=0.0), "learning rate"),
+        (dict(momentum=1.0), "momentum"),
+        (dict(rho=0.0), "rho"),
+        (dict(weight_decay=-1.0), "weight_decay"),
+        (dict(intervals=2, warmup_intervals=3), "warm-up"),
+        (dict(steps_per_interval=0), "steps_per_interval"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             sq.sqjoint_compress(m, _tiny_loader(), S2, 3, **kw)
     with pytest.raises(ValueError, match="one bitwidth per layer"):
@@ -473,8 +498,7 @@ def test_fast_layout_is_safe_for_view_models():
         torch.manual_seed(0)
         net = _ViewNet()
         S, _ = sq.size_budget(net, 0.2, 3)
-        st, hist = sq.sqjoint_compress(net, _tiny_loader(), S, 3, intervals=2, steps_per_interval=3,
-                                       warmup_intervals=1)
+        st, hist = sq.sqjoint_compress(net, _tiny_loader(), S, 3, intervals=2, steps_per_interval=3, warmup_intervals=1)
         sq.finetune(net, _tiny_loader(), st.bits, steps=4)
         assert all(h["size_bits"] <= S for h in hist)
         outs.append([p.detach().clone() for p in net.parameters()])

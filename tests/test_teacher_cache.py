@@ -1,4 +1,5 @@
 """Cached distillation teacher (methods/teacher_cache.py): same logits, losses and weights as running it."""
+
 import copy
 from types import SimpleNamespace
 
@@ -70,8 +71,17 @@ def test_distillation_with_the_cache_gives_identical_losses_and_weights():
     runs = []
     for teacher in (t, cached_teacher(t, loaders.train)):
         m = copy.deepcopy(student)
-        out = fit(m, loaders, 2, torch.optim.Adam(m.parameters(), lr=1e-3), teacher=teacher, kd_weight=0.5,
-                  kd_kind="mse", seed=3, progress=False)
+        out = fit(
+            m,
+            loaders,
+            2,
+            torch.optim.Adam(m.parameters(), lr=1e-3),
+            teacher=teacher,
+            kd_weight=0.5,
+            kd_kind="mse",
+            seed=3,
+            progress=False,
+        )
         runs.append((out, m))
     (o1, m1), (o2, m2) = runs
     assert [h["train_loss"] for h in o1["history"]] == [h["train_loss"] for h in o2["history"]]

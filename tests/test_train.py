@@ -64,11 +64,20 @@ def test_callbacks_fire_in_order():
     calls = []
 
     class Rec(train.Callback):
-        def on_batch_start(self, s): calls.append("start")
-        def on_loss(self, s): calls.append("loss")
-        def after_backward(self, s): calls.append("backward")
-        def after_step(self, s): calls.append("step")
-        def on_epoch_end(self, s): calls.append("epoch")
+        def on_batch_start(self, s):
+            calls.append("start")
+
+        def on_loss(self, s):
+            calls.append("loss")
+
+        def after_backward(self, s):
+            calls.append("backward")
+
+        def after_step(self, s):
+            calls.append("step")
+
+        def on_epoch_end(self, s):
+            calls.append("epoch")
 
     L = data.get_loaders("digits", batch_size=2000, seed=0, image_size=16)
     m = models.create_model("lenet5", image_size=16)
@@ -123,7 +132,9 @@ def test_same_seed_on_reused_loaders_gives_same_result():
     def run(seed):
         train.set_seed(0)  # same initial weights; only fit's seed differs
         m = models.create_model("lenet5", image_size=16)
-        return train.fit(m, L, 1, torch.optim.SGD(m.parameters(), 0.05), seed=seed, progress=False)["history"][0]["train_loss"]
+        return train.fit(m, L, 1, torch.optim.SGD(m.parameters(), 0.05), seed=seed, progress=False)["history"][0][
+            "train_loss"
+        ]
 
     a, b, c = run(0), run(0), run(1)
     assert a == b

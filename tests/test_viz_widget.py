@@ -1,4 +1,5 @@
 """Threshold explorer (stage 07): pure helpers and the ipywidgets builder, driven headless."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -18,13 +19,19 @@ def tables():
     zs = [torch.randn(300, 10, generator=g, dtype=torch.float64) * 3 for _ in range(2)]
     y = torch.randint(0, 10, (300,), generator=g)
     ths = np.linspace(0, 1, 21)
-    return {"sum a=1.6": cascade.sweep(zs, [1_000_000, 9_000_000], ths, y, alpha=1.6, crop_macs=200_000),
-            "replace": cascade.sweep(zs, [1_000_000, 9_000_000], ths, y, accumulate="replace", crop_macs=200_000)}
+    return {
+        "sum a=1.6": cascade.sweep(zs, [1_000_000, 9_000_000], ths, y, alpha=1.6, crop_macs=200_000),
+        "replace": cascade.sweep(zs, [1_000_000, 9_000_000], ths, y, accumulate="replace", crop_macs=200_000),
+    }
 
 
 def _expected(table, th):
     row = table.iloc[int(np.argmin(np.abs(table["threshold"] - th)))]
-    return f"MACs {row.avg_macs / 1e6:.3f} M", f"accuracy {100 * row.accuracy:.2f} %", f"escalated {100 * row.escalated:.1f} %"
+    return (
+        f"MACs {row.avg_macs / 1e6:.3f} M",
+        f"accuracy {100 * row.accuracy:.2f} %",
+        f"escalated {100 * row.escalated:.1f} %",
+    )
 
 
 def test_slider_moves_the_readout_to_the_right_row(tables):
@@ -66,7 +73,7 @@ def test_pure_helpers(tables):
     assert p["threshold"] == pytest.approx(0.25)
     assert p == {k: float(t.iloc[5][k]) for k in ("threshold", "accuracy", "avg_macs", "escalated")}
     s = np.array([0.0, 0.1, 0.35, 0.2, 0.9, 0.39])
-    assert viz.escalated_examples(s, 0.4, k=3).tolist() == [5, 2, 3]   # highest margins still < 0.4
+    assert viz.escalated_examples(s, 0.4, k=3).tolist() == [5, 2, 3]  # highest margins still < 0.4
     assert viz.escalated_examples(s, 1.0, k=10).tolist() == [4, 5, 2, 3, 1]  # margin 0 never (not > lo)
     html = viz.format_operating_point(p, ref_macs=2 * p["avg_macs"])
     assert "(50.0 % of large)" in html

@@ -12,6 +12,7 @@ the shapes, so models built on the ``meta`` device are accepted (no memory, no w
     fc:    C = e_MAC*nnz,  W = (e_mem + e_cache + e_rf)*nnz
            X = e_cache*ceil(d/n)*X_nnz + e_rf*d*X_nnz + e_mem*(ceil(d/n)*max(0, X_nnz-S1) + min(X_nnz, S1)) + e_mem*d
 """
+
 from __future__ import annotations
 
 import math
@@ -27,14 +28,14 @@ import torch.nn.functional as F
 class EnergyConstants:
     """Eyeriss constants: caches (elements), PE array m x n, unit energies (RF access = 1)."""
 
-    s1: int = 51200      # input (activation) cache: 100 KiB at 16 bit
-    s2: int = 4096       # kernel (weight) cache: 8 KiB at 16 bit
-    m: int = 12          # PE array rows: output pixels processed together
-    n: int = 14          # PE array columns: output channels processed together
-    e_mac: float = 3.0   # one MAC incl. RF read + write
+    s1: int = 51200  # input (activation) cache: 100 KiB at 16 bit
+    s2: int = 4096  # kernel (weight) cache: 8 KiB at 16 bit
+    m: int = 12  # PE array rows: output pixels processed together
+    n: int = 14  # PE array columns: output channels processed together
+    e_mac: float = 3.0  # one MAC incl. RF read + write
     e_mem: float = 200.0  # DRAM access
     e_cache: float = 6.0  # global-buffer access
-    e_rf: float = 1.0     # register-file access
+    e_rf: float = 1.0  # register-file access
 
 
 EYERISS = EnergyConstants()
@@ -45,12 +46,12 @@ class LayerGeometry:
     """Shape facts of one Conv2d/Linear layer for one input image (batch 1)."""
 
     name: str
-    kind: str          # "conv" or "fc"
-    c: int             # input channels (conv) / input features (fc)
-    d: int             # output channels / features
-    h: int = 1         # input height (conv)
-    w: int = 1         # input width (conv)
-    r: int = 1         # kernel size (square)
+    kind: str  # "conv" or "fc"
+    c: int  # input channels (conv) / input features (fc)
+    d: int  # output channels / features
+    h: int = 1  # input height (conv)
+    w: int = 1  # input width (conv)
+    r: int = 1  # kernel size (square)
     stride: int = 1
     padding: int = 0
     groups: int = 1
@@ -80,12 +81,27 @@ def layer_geometry(model: nn.Module, input_size) -> list[LayerGeometry]:
             if isinstance(mod, nn.Conv2d):
                 k, s, p, dil = mod.kernel_size, mod.stride, mod.padding, mod.dilation
                 if k[0] != k[1] or s[0] != s[1] or p[0] != p[1] or dil != (1, 1) or isinstance(p, str):
-                    raise ValueError(f"{name}: the analytic model needs square kernel/stride/padding, "
-                                     f"no dilation (got k={k}, s={s}, p={p}, dilation={dil})")
-                geoms.append(LayerGeometry(name, "conv", mod.in_channels, mod.out_channels,
-                                           int(x.shape[2]), int(x.shape[3]), k[0], s[0], p[0], mod.groups))
+                    raise ValueError(
+                        f"{name}: the analytic model needs square kernel/stride/padding, "
+                        f"no dilation (got k={k}, s={s}, p={p}, dilation={dil})"
+                    )
+                geoms.append(
+                    LayerGeometry(
+                        name,
+                        "conv",
+                        mod.in_channels,
+                        mod.out_channels,
+                        int(x.shape[2]),
+                        int(x.shape[3]),
+                        k[0],
+                        s[0],
+                        p[0],
+                        mod.groups,
+                    )
+                )
             else:
                 geoms.append(LayerGeometry(name, "fc", mod.in_features, mod.out_features))
+
         return fn
 
     for name, mod in model.named_modules():
@@ -138,8 +154,9 @@ def _in_bounds_taps(h: int, w: int, r: int, padding: int, stride: int) -> float:
     return F.unfold(torch.ones(1, 1, h, w), r, padding=padding, stride=stride).sum().item()
 
 
-def conv_energy(g: LayerGeometry, w_nnz: float, w_support=None, x_support=None, relaxed=False,
-                k: EnergyConstants = EYERISS) -> dict:
+def conv_energy(
+    g: LayerGeometry, w_nnz: float, w_support=None, x_support=None, relaxed=False, k: EnergyConstants = EYERISS
+) -> dict:
     """X/W/C energy of a conv layer (spec §6.1). Supports are 0/1 tensors; ``None`` = dense."""
     ho, wo = g.out_hw
     hw_out = ho * wo
@@ -154,36 +171,45 @@ def conv_energy(g: LayerGeometry, w_nnz: float, w_support=None, x_support=None, 
         x_nnz = xs.sum().item()
         row_nnz = xs[0].sum(dim=(0, 2)).tolist()
     R = _row_overlap(row_nnz, g.padding, g.r, g.stride, k.s1)
-    X = (k.e_mem * (x_nnz + R + hw_out * g.d) + k.e_cache * U * math.ceil(d_per_group / k.n)
-         + k.e_rf * U * math.ceil(d_per_group))
+    X = (
+        k.e_mem * (x_nnz + R + hw_out * g.d)
+        + k.e_cache * U * math.ceil(d_per_group / k.n)
+        + k.e_rf * U * math.ceil(d_per_group)
+    )
     blocks = math.ceil(hw_out / k.m)
-    W = (k.e_mem * (blocks * max(0.0, w_nnz - k.s2) + min(k.s2, w_nnz)) + k.e_cache * blocks * w_nnz
-         + k.e_rf * hw_out * w_nnz)
+    W = (
+        k.e_mem * (blocks * max(0.0, w_nnz - k.s2) + min(k.s2, w_nnz))
+        + k.e_cache * blocks * w_nnz
+        + k.e_rf * hw_out * w_nnz
+    )
     if relaxed:
         n_mac = hw_out * w_nnz
     elif w_support is None and x_support is None:
         n_mac = g.d * (g.c / g.groups) * (U / g.c)  # every in-bounds tap of every kept weight
     else:
         xs = torch.ones(1, g.c, g.h, g.w) if x_support is None else (x_support != 0).float().reshape(1, g.c, g.h, g.w)
-        ws = (torch.ones(g.d, g.c // g.groups, g.r, g.r) if w_support is None
-              else (w_support != 0).float())
+        ws = torch.ones(g.d, g.c // g.groups, g.r, g.r) if w_support is None else (w_support != 0).float()
         n_mac = F.conv2d(xs, ws, None, g.stride, g.padding, 1, g.groups).sum().item()
     return {"X": X, "W": W, "C": k.e_mac * n_mac}
 
 
-def fc_energy(g: LayerGeometry, w_nnz: float, x_nnz: float | None = None,
-              k: EnergyConstants = EYERISS) -> dict:
+def fc_energy(g: LayerGeometry, w_nnz: float, x_nnz: float | None = None, k: EnergyConstants = EYERISS) -> dict:
     """X/W/C energy of a fully connected layer (spec §6.1)."""
     x_nnz = float(g.c if x_nnz is None else x_nnz)
     blocks = math.ceil(g.d / k.n)
-    X = (k.e_cache * blocks * x_nnz + k.e_rf * g.d * x_nnz
-         + k.e_mem * (blocks * max(0.0, x_nnz - k.s1) + min(x_nnz, k.s1)) + k.e_mem * g.d)
+    X = (
+        k.e_cache * blocks * x_nnz
+        + k.e_rf * g.d * x_nnz
+        + k.e_mem * (blocks * max(0.0, x_nnz - k.s1) + min(x_nnz, k.s1))
+        + k.e_mem * g.d
+    )
     W = (k.e_mem + k.e_cache + k.e_rf) * w_nnz
     return {"X": X, "W": W, "C": k.e_mac * w_nnz}
 
 
-def energy_table(model: nn.Module, input_size, input_support: dict | None = None, relaxed=False,
-                 constants: EnergyConstants = EYERISS) -> list[dict]:
+def energy_table(
+    model: nn.Module, input_size, input_support: dict | None = None, relaxed=False, constants: EnergyConstants = EYERISS
+) -> list[dict]:
     """Per-layer energy rows {layer, kind, X, W, C, total, nnz} of ``model`` at ``input_size``.
 
     Weight non-zeros are counted from the model's weights (dense count on the meta device);
@@ -200,7 +226,7 @@ def energy_table(model: nn.Module, input_size, input_support: dict | None = None
         if weight.is_meta:
             w_nnz, w_support = float(weight.numel()), None
         else:
-            w_support = (weight.detach() != 0)
+            w_support = weight.detach() != 0
             w_nnz = float(w_support.sum().item())
             if w_nnz == weight.numel():
                 w_support = None
@@ -229,9 +255,15 @@ class AnalyticDevice:
     name = "analytic"
     unit = "E_rf"
 
-    def __init__(self, net: str, num_classes: int = 10, in_channels: int | None = None,
-                 image_size: int | None = None, relaxed: bool = False,
-                 constants: EnergyConstants = EYERISS):
+    def __init__(
+        self,
+        net: str,
+        num_classes: int = 10,
+        in_channels: int | None = None,
+        image_size: int | None = None,
+        relaxed: bool = False,
+        constants: EnergyConstants = EYERISS,
+    ):
         from ..models.narrow import dense_widths, narrow_input_size
 
         self.net, self.num_classes, self.relaxed, self.constants = net, num_classes, relaxed, constants
@@ -263,8 +295,9 @@ class AnalyticDevice:
             else:
                 g = replace(g, c=m.in_features, d=m.out_features)
                 e = fc_energy(g, float(m.weight.numel()), k=self.constants)
-            rows.append({"layer": name, "kind": g.kind, **e, "total": e["X"] + e["W"] + e["C"],
-                         "nnz": float(m.weight.numel())})
+            rows.append(
+                {"layer": name, "kind": g.kind, **e, "total": e["X"] + e["W"] + e["C"], "nnz": float(m.weight.numel())}
+            )
         return rows
 
     def cost(self, widths) -> float:

@@ -9,6 +9,7 @@ the code's ``--pinv``), or by full-batch Adam on the MSE (the code's default). A
 small MLP (``fit_mlp``). Costs are divided by ``scale`` (the dense cost when known) before fitting
 so the coefficients are O(1); ``predict`` returns the original units.
 """
+
 from __future__ import annotations
 
 import json
@@ -91,8 +92,18 @@ def mre(y, y_hat) -> float:
     return float(((y - y_hat).abs() / y.abs()).mean())
 
 
-def fit(widths, cost, S, kind: str = "bilinear", method: str = "ridge", wd: float = 1e-3,
-        epochs: int = 10000, lr: float = 1e-3, scale: float | None = None, **meta) -> EnergyModel:
+def fit(
+    widths,
+    cost,
+    S,
+    kind: str = "bilinear",
+    method: str = "ridge",
+    wd: float = 1e-3,
+    epochs: int = 10000,
+    lr: float = 1e-3,
+    scale: float | None = None,
+    **meta,
+) -> EnergyModel:
     """Fit Ê on (widths, cost) by closed-form ridge or full-batch Adam (zero init, weight decay wd)."""
     X = features(widths, S, kind)
     y = torch.as_tensor(cost, dtype=torch.float64).reshape(-1)
@@ -119,8 +130,9 @@ def fit(widths, cost, S, kind: str = "bilinear", method: str = "ridge", wd: floa
         w = w.detach()
     else:
         raise ValueError(f"unknown fit method {method!r}; valid: ridge, sgd")
-    return EnergyModel(S=[int(v) for v in S], coef=w[1:].tolist(), bias=float(w[0]), kind=kind, scale=scale,
-                       method=method, **meta)
+    return EnergyModel(
+        S=[int(v) for v in S], coef=w[1:].tolist(), bias=float(w[0]), kind=kind, scale=scale, method=method, **meta
+    )
 
 
 def predict(model: EnergyModel, widths) -> torch.Tensor:
@@ -139,9 +151,9 @@ def gradient(model: EnergyModel, widths) -> torch.Tensor:
     g = torch.zeros_like(s)
     if model.kind in ("bilinear", "bilinear+linear"):
         a = coef[:L]
-        g[:, 1:L] = (a[:-1] * x[:, :L - 1] + a[1:] * x[:, 2:]) / S[1:L]
+        g[:, 1:L] = (a[:-1] * x[:, : L - 1] + a[1:] * x[:, 2:]) / S[1:L]
     if model.kind in ("linear", "bilinear+linear"):
-        c = coef[-(L - 1):]
+        c = coef[-(L - 1) :]
         g[:, 1:L] += c / S[1:L]
     return g
 
@@ -194,4 +206,5 @@ def fit_mlp(widths, cost, S, hidden: int = 64, epochs: int = 2000, lr: float = 3
     def predict_mlp(w):
         with torch.no_grad():
             return (net(features(w, S, "bilinear").float()).squeeze(1) * scale).double()
+
     return predict_mlp

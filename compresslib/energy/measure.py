@@ -6,6 +6,7 @@ The ECC code (spec §1) times ``test_num`` batch-1 forward passes of a narrowed 
 ``NvmlDevice`` = joules per image from NVML's energy counter (GPU only; raises
 ``DeviceUnavailable`` with the reason otherwise, so notebooks can skip cleanly).
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,14 +29,26 @@ class LatencyDevice:
     name = "latency"
     unit = "ms"
 
-    def __init__(self, net: str, num_classes: int = 10, in_channels: int | None = None,
-                 image_size: int | None = None, batch: int = 16, threads: int = 1, repeats: int = 20,
-                 warmup: int = 3, device: str = "cpu", seed: int = 0):
+    def __init__(
+        self,
+        net: str,
+        num_classes: int = 10,
+        in_channels: int | None = None,
+        image_size: int | None = None,
+        batch: int = 16,
+        threads: int = 1,
+        repeats: int = 20,
+        warmup: int = 3,
+        device: str = "cpu",
+        seed: int = 0,
+    ):
         from ..models.narrow import dense_widths, narrow_input_size
 
         if repeats < 3 or batch < 1 or warmup < 0:
-            raise ValueError(f"LatencyDevice needs repeats >= 3 (median/IQR), batch >= 1, warmup >= 0; "
-                             f"got repeats={repeats}, batch={batch}, warmup={warmup}")
+            raise ValueError(
+                f"LatencyDevice needs repeats >= 3 (median/IQR), batch >= 1, warmup >= 0; "
+                f"got repeats={repeats}, batch={batch}, warmup={warmup}"
+            )
         self.net, self.num_classes, self.image_size = net, num_classes, image_size
         self.S = dense_widths(net, num_classes, in_channels)
         self.input_size = narrow_input_size(net, self.S[0], image_size)
@@ -50,8 +63,15 @@ class LatencyDevice:
             raise DeviceUnavailable(f"device={self.device!r} requested but torch.cuda.is_available() is False")
         torch.manual_seed(self.seed)
         model = narrow_model(self.net, widths, self.num_classes, self.S[0], self.image_size).to(self.device)
-        self.last = measure_latency(model, self.input_size, batch=self.batch, threads=self.threads,
-                                    repeats=self.repeats, warmup=self.warmup, device=self.device)
+        self.last = measure_latency(
+            model,
+            self.input_size,
+            batch=self.batch,
+            threads=self.threads,
+            repeats=self.repeats,
+            warmup=self.warmup,
+            device=self.device,
+        )
         return self.last
 
     def cost(self, widths) -> float:

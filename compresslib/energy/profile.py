@@ -6,6 +6,7 @@ s_0 = image channels and s_L = classes are fixed. One CSV row per sample:
 ``sample, w0..wL, cost, time`` (time = wall seconds the measurement took). A JSON sidecar
 records the net, device, S and units, so a profile cannot be mistaken for another network's.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,12 +26,15 @@ def get_device(name: str, net: str, **kw):
     """Cost device by name: ``analytic`` (default), ``latency``, ``nvml``; all expose ``cost(widths)``."""
     if name == "analytic":
         from .analytic import AnalyticDevice
+
         return AnalyticDevice(net, **kw)
     if name == "latency":
         from .measure import LatencyDevice
+
         return LatencyDevice(net, **kw)
     if name == "nvml":
         from .measure import NvmlDevice
+
         return NvmlDevice(net, **kw)
     raise ValueError(f"unknown cost device {name!r}; valid: {', '.join(DEVICES)}")
 
@@ -41,6 +45,7 @@ def device_settings(device) -> dict:
     out = {k: getattr(device, k) for k in keys if hasattr(device, k)}
     if hasattr(device, "constants"):
         from dataclasses import asdict
+
         out["constants"] = asdict(device.constants)
     return out
 
@@ -91,8 +96,9 @@ def _read_rows(path: Path, L1: int, drop_torn: bool = False) -> list[list[float]
     return rows
 
 
-def run_profile(device, n: int, out_dir, seed: int = 1, resume: bool = True, progress: bool = True,
-                flush_every: int = 20) -> Path:
+def run_profile(
+    device, n: int, out_dir, seed: int = 1, resume: bool = True, progress: bool = True, flush_every: int = 20
+) -> Path:
     """Measure ``n`` random width vectors on ``device``; write/extend ``<out_dir>/<net>_<device>.csv``.
 
     With ``resume`` the rows already present are kept and skipped (same seed -> same vectors).
@@ -103,9 +109,17 @@ def run_profile(device, n: int, out_dir, seed: int = 1, resume: bool = True, pro
     csv_path, meta_path = profile_paths(out_dir, device.net, device.name)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     S = list(device.S)
-    meta = {"net": device.net, "device": device.name, "unit": device.unit, "S": S, "seed": seed,
-            "num_classes": S[-1], "in_channels": S[0], "image_size": device.input_size[1],
-            "settings": device_settings(device)}
+    meta = {
+        "net": device.net,
+        "device": device.name,
+        "unit": device.unit,
+        "S": S,
+        "seed": seed,
+        "num_classes": S[-1],
+        "in_channels": S[0],
+        "image_size": device.input_size[1],
+        "settings": device_settings(device),
+    }
     done: dict[int, list[float]] = {}
     if resume and csv_path.exists():
         old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
@@ -162,12 +176,19 @@ def load_profile(csv_path, net: str | None = None) -> dict:
     rows = _read_rows(csv_path, len(S))
     if not rows:
         raise ValueError(f"{csv_path} has a header but no measured rows")
-    widths = [[int(v) for v in r[1:1 + len(S)]] for r in rows]
+    widths = [[int(v) for v in r[1 : 1 + len(S)]] for r in rows]
     for w in widths:
         if w[0] != S[0] or w[-1] != S[-1] or any(not 1 <= w[j] <= S[j] for j in range(1, len(S) - 1)):
             raise ValueError(f"{csv_path}: width row {w} is outside 1..S={S}")
     return {"widths": widths, "cost": [r[-2] for r in rows], "time": [r[-1] for r in rows], "meta": meta}
 
 
-__all__ = ["get_device", "sample_widths", "reference_points", "run_profile", "load_profile", "profile_paths",
-           "dense_widths"]
+__all__ = [
+    "get_device",
+    "sample_widths",
+    "reference_points",
+    "run_profile",
+    "load_profile",
+    "profile_paths",
+    "dense_widths",
+]

@@ -6,6 +6,7 @@ whether the 4-bit path ``f`` (W4A4, same latent conv weights, own BatchNorms) re
 §5), then by REINFORCE with reward α/N per 1-bit decision and −CE at the end (RL, §6).
 Energy (§7): E = Σ_layers MACs·e(bits), e32 : e4 : e1 = 1 : 1/93 : 1/1250, normalised to W4A4.
 """
+
 from __future__ import annotations
 
 import copy
@@ -65,8 +66,7 @@ class CampResNet(nn.Module):
     ``bits`` < 32 applies the uniform plan of §2 (stem, first block input, head and FC stay FP32).
     """
 
-    def __init__(self, depth: int = 8, widths=(8, 16, 32), num_classes: int = 10, in_channels: int = 1,
-                 bits: int = 32):
+    def __init__(self, depth: int = 8, widths=(8, 16, 32), num_classes: int = 10, in_channels: int = 1, bits: int = 32):
         super().__init__()
         n = depth_to_n(depth)
         widths = tuple(int(w) for w in widths)
@@ -163,8 +163,9 @@ def _set_block_bits(block: CampBlock, bits: int, fp_input: bool) -> None:
     apply_bit_plan(block, {"conv1": (bits, 32 if fp_input else bits), "conv2": bits})
 
 
-def make_dual(base: CampResNet, low_bits: int = 1, high_bits: int = 4, gate_bits: int = 4,
-              gate_mode: str = "sp", tie: bool = True) -> CampResNet:
+def make_dual(
+    base: CampResNet, low_bits: int = 1, high_bits: int = 4, gate_bits: int = 4, gate_mode: str = "sp", tie: bool = True
+) -> CampResNet:
     """Dual-path copy of ``base`` (§4 stage 2): each block's state goes to the ``low_bits`` path;
     the ``high_bits`` path gets fresh BatchNorms and — with ``tie`` — the *same* latent conv
     Parameters (one tensor, two quantizers; its gradient sums both paths). Gates start fresh.
@@ -240,9 +241,11 @@ def decision_statistics(decisions: torch.Tensor) -> dict:
         raise ValueError(f"decisions must be (n images >= 1, N blocks >= 1), got {tuple(d.shape)}")
     rho = d.mean(0)
     varying = d.amax(0) != d.amin(0)
-    return {"per_sample_decision_fraction": varying.float().mean().item(),
-            "minority_decision_fraction": torch.minimum(rho, 1 - rho).mean().item(),
-            "majority_plan": [int(v) for v in (rho >= 0.5).tolist()]}
+    return {
+        "per_sample_decision_fraction": varying.float().mean().item(),
+        "minority_decision_fraction": torch.minimum(rho, 1 - rho).mean().item(),
+        "majority_plan": [int(v) for v in (rho >= 0.5).tolist()],
+    }
 
 
 def static_plan_candidates(model, loader, input_size, max_exhaustive: int = 12, device: str = "cpu") -> list[dict]:
@@ -267,7 +270,7 @@ def static_plan_candidates(model, loader, input_size, max_exhaustive: int = 12, 
 
     try:
         if n <= max_exhaustive:
-            return [score([(k >> b) & 1 for b in range(n)]) for k in range(2 ** n)]
+            return [score([(k >> b) & 1 for b in range(n)]) for k in range(2**n)]
         cur, out = [1] * n, []
         out.append(score(cur))
         while any(cur):
@@ -285,8 +288,10 @@ def choose_static_plan(candidates: list[dict], energy_budget: float) -> dict:
     (ties: lower energy, then the plan with more 1-bit blocks first in forward order)."""
     ok = [c for c in candidates if c["energy"] <= energy_budget * (1 + 1e-9)]
     if not ok:
-        raise ValueError(f"no static plan within the energy budget {energy_budget:g} "
-                         f"(cheapest: {min(c['energy'] for c in candidates):g})")
+        raise ValueError(
+            f"no static plan within the energy budget {energy_budget:g} "
+            f"(cheapest: {min(c['energy'] for c in candidates):g})"
+        )
     return max(ok, key=lambda c: (c["accuracy"], -c["energy"], [-v for v in c["plan"]]))
 
 
@@ -309,8 +314,9 @@ def reinforce_returns(actions: torch.Tensor, ce: torch.Tensor, alpha: float, gam
     return torch.stack(out[::-1])
 
 
-def reinforce_loss(log_probs, actions, ce, alpha: float, gamma: float = 1.0, rl_weight: float = 0.01,
-                   repo_broadcast_bug: bool = False) -> torch.Tensor:
+def reinforce_loss(
+    log_probs, actions, ce, alpha: float, gamma: float = 1.0, rl_weight: float = 0.01, repo_broadcast_bug: bool = False
+) -> torch.Tensor:
     """Σ_g mean_j[−λ·log π_g(a_gj)·R_gj] with explicit (B,) shapes (§6).
 
     ``repo_broadcast_bug=True`` reproduces the original code: CE kept as (B, 1) so ``r + γR``
@@ -336,8 +342,7 @@ def reinforce_loss(log_probs, actions, ce, alpha: float, gamma: float = 1.0, rl_
 class ReinforceCallback(Callback):
     """Adds the REINFORCE term of §6 to the CE loss of ``fit`` (gates must be in 'rl' mode)."""
 
-    def __init__(self, alpha: float, gamma: float = 1.0, rl_weight: float = 0.01,
-                 repo_broadcast_bug: bool = False):
+    def __init__(self, alpha: float, gamma: float = 1.0, rl_weight: float = 0.01, repo_broadcast_bug: bool = False):
         check_rl_args(alpha, gamma, rl_weight)
         self.alpha, self.gamma, self.rl_weight, self.bug = alpha, gamma, rl_weight, repo_broadcast_bug
 
@@ -346,8 +351,9 @@ class ReinforceCallback(Callback):
         if not gs or any(g.log_prob is None for g in gs):
             raise RuntimeError("ReinforceCallback needs a dual-path model with gates in 'rl' mode")
         ce = F.cross_entropy(s.outputs.detach(), s.targets, reduction="none")
-        s.loss = s.loss + reinforce_loss([g.log_prob for g in gs], [g.action for g in gs], ce,
-                                         self.alpha, self.gamma, self.rl_weight, self.bug)
+        s.loss = s.loss + reinforce_loss(
+            [g.log_prob for g in gs], [g.action for g in gs], ce, self.alpha, self.gamma, self.rl_weight, self.bug
+        )
         for g in gs:
             g.log_prob = g.action = None
 
@@ -378,9 +384,17 @@ def check_rl_args(alpha, gamma=1.0, rl_weight=0.01) -> None:
 
 
 # ------------------------------------------------------------------------------ training
-def sgd_schedule(model, epochs: int, lr: float = 0.1, weight_decay: float = 2e-4, momentum: float = 0.9,
-                 milestones=(0.4, 0.6, 0.8), gammas=(0.1, 0.1, 0.2), warmup_epochs: int = 0,
-                 warmup_factor: float = 0.1):
+def sgd_schedule(
+    model,
+    epochs: int,
+    lr: float = 0.1,
+    weight_decay: float = 2e-4,
+    momentum: float = 0.9,
+    milestones=(0.4, 0.6, 0.8),
+    gammas=(0.1, 0.1, 0.2),
+    warmup_epochs: int = 0,
+    warmup_factor: float = 0.1,
+):
     """SGD + MultiStepMultiGammaLR (§4): lr·Π gammas_i for epoch ≥ milestone_i·epochs, ×warmup_factor
     during the first ``warmup_epochs`` (the SP stage's 0.01 → 0.1 warm-up)."""
     if epochs < 1 or lr <= 0:
@@ -395,9 +409,22 @@ def sgd_schedule(model, epochs: int, lr: float = 0.1, weight_decay: float = 2e-4
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def train_stage(model, loaders, epochs: int, lr: float, seed: int, callbacks=(), warmup_epochs: int = 0,
-                progress: bool = False, device: str = "cpu", channels_last: bool = True, cache_dir=None,
-                name: str | None = None, fingerprint: dict | None = None, **sched) -> dict:
+def train_stage(
+    model,
+    loaders,
+    epochs: int,
+    lr: float,
+    seed: int,
+    callbacks=(),
+    warmup_epochs: int = 0,
+    progress: bool = False,
+    device: str = "cpu",
+    channels_last: bool = True,
+    cache_dir=None,
+    name: str | None = None,
+    fingerprint: dict | None = None,
+    **sched,
+) -> dict:
     """``fit`` with :func:`sgd_schedule`; adds ``train_seconds_per_epoch`` (training pass only).
 
     With ``cache_dir`` (and a file-name stem ``name``) it is ``train.cached_fit``: the checkpoint
@@ -449,8 +476,14 @@ def gate_statistics(model, loader) -> dict:
     d = torch.cat(dec).float() if dec else torch.zeros(len(y), 0)
     correct = logits.argmax(1) == y
     ce = F.cross_entropy(logits, y, reduction="none")
-    out = {"accuracy": correct.float().mean().item(), "correct": correct, "ce": ce, "decisions": d,
-           "rho_per_block": d.mean(0).tolist(), "fraction_4bit": d.mean().item() if d.numel() else float("nan")}
+    out = {
+        "accuracy": correct.float().mean().item(),
+        "correct": correct,
+        "ce": ce,
+        "decisions": d,
+        "rho_per_block": d.mean(0).tolist(),
+        "fraction_4bit": d.mean().item() if d.numel() else float("nan"),
+    }
     if d.numel():
         out["fraction_4bit_correct"] = d[correct].mean().item() if correct.any() else float("nan")
         out["fraction_4bit_wrong"] = d[~correct].mean().item() if (~correct).any() else float("nan")
@@ -467,8 +500,9 @@ def energy_per_mac(bits: int, table=None) -> float:
     return table[bits]
 
 
-def camp_cost_table(model, input_size, rho=None, include_gates: bool = True, e_per_mac=None,
-                    static: bool = False) -> pd.DataFrame:
+def camp_cost_table(
+    model, input_size, rho=None, include_gates: bool = True, e_per_mac=None, static: bool = False
+) -> pd.DataFrame:
     """Shared cost table (``cost.layer_table``) + CAMP columns, one row per Conv2d/Linear.
 
     ``exec_weight``: expected executions per image — 1 for stem/FC/1-bit path, ρ_b for the
@@ -484,8 +518,11 @@ def camp_cost_table(model, input_size, rho=None, include_gates: bool = True, e_p
         rho = [float(rho)] * len(dual) if np.isscalar(rho) else [float(r) for r in rho]
         if len(rho) != len(dual) or not all(0 <= r <= 1 for r in rho):
             raise ValueError(f"rho must be {len(dual)} values in [0, 1], got {rho}")
-    bits = {n: (getattr(m, "w_bits", 32), getattr(m, "a_bits", 32))
-            for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    bits = {
+        n: (getattr(m, "w_bits", 32), getattr(m, "a_bits", 32))
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    }
     fixed = [(g, g.static) for g in gates(model)]
     for g, _ in fixed:  # trace every path (a static plan would skip the unused ones)
         g.static = None
@@ -512,12 +549,14 @@ def camp_cost_table(model, input_size, rho=None, include_gates: bool = True, e_p
     return t
 
 
-def camp_energy(model, input_size, rho=None, include_gates: bool = True, e_per_mac=None,
-                static: bool = False) -> dict:
+def camp_energy(model, input_size, rho=None, include_gates: bool = True, e_per_mac=None, static: bool = False) -> dict:
     """Totals of :func:`camp_cost_table`: ``energy`` (E = Σ MACs·e(bits)), ``bitops``, ``macs`` (expected)."""
     t = camp_cost_table(model, input_size, rho, include_gates, e_per_mac, static)
-    return {"energy": float(t.energy.sum()), "bitops": float(t.bitops.sum()),
-            "macs": float((t.exec_weight * t.macs).sum())}
+    return {
+        "energy": float(t.energy.sum()),
+        "bitops": float(t.bitops.sum()),
+        "macs": float((t.exec_weight * t.macs).sum()),
+    }
 
 
 # ------------------------------------------------------------------------------ pipeline (§10)
@@ -530,24 +569,50 @@ def _row(model_name, alpha, model, loader, input_size, e_ref, b_ref, fit_out, st
     e_ng = camp_energy(model, input_size, rho, include_gates=False, static=static)
     frac = st["fraction_4bit"] if dual else (1.0 if model_name.startswith("w4a4") else 0.0)
     ds = decision_statistics(st["decisions"]) if dual and not static else {}
-    return {"model": model_name, "alpha": alpha, "accuracy": 100 * st["accuracy"],
-            "energy_rel_w4a4": e["energy"] / e_ref, "fraction_4bit": frac,
-            "energy_rel_w4a4_no_gates": e_ng["energy"] / e_ref, "bitops_rel_w4a4": e["bitops"] / b_ref,
-            "rho_per_block": rho, "fraction_4bit_correct": st.get("fraction_4bit_correct"),
-            "fraction_4bit_wrong": st.get("fraction_4bit_wrong"), "corr_ce_n4bit": st.get("corr_ce_n4bit"),
-            "per_sample_decision_fraction": ds.get("per_sample_decision_fraction"),
-            "minority_decision_fraction": ds.get("minority_decision_fraction"),
-            "static_plan": "".join(str(v) for v in static_plan) if static else None,
-            "val_accuracy": 100 * fit_out.get("val_accuracy", float("nan")),
-            "train_seconds_per_epoch": fit_out["train_seconds_per_epoch"]}
+    return {
+        "model": model_name,
+        "alpha": alpha,
+        "accuracy": 100 * st["accuracy"],
+        "energy_rel_w4a4": e["energy"] / e_ref,
+        "fraction_4bit": frac,
+        "energy_rel_w4a4_no_gates": e_ng["energy"] / e_ref,
+        "bitops_rel_w4a4": e["bitops"] / b_ref,
+        "rho_per_block": rho,
+        "fraction_4bit_correct": st.get("fraction_4bit_correct"),
+        "fraction_4bit_wrong": st.get("fraction_4bit_wrong"),
+        "corr_ce_n4bit": st.get("corr_ce_n4bit"),
+        "per_sample_decision_fraction": ds.get("per_sample_decision_fraction"),
+        "minority_decision_fraction": ds.get("minority_decision_fraction"),
+        "static_plan": "".join(str(v) for v in static_plan) if static else None,
+        "val_accuracy": 100 * fit_out.get("val_accuracy", float("nan")),
+        "train_seconds_per_epoch": fit_out["train_seconds_per_epoch"],
+    }
 
 
-def run_camp_seed(loaders, input_size, seed: int, depth: int = 8, widths=(8, 16, 32), epochs: int = 30,
-                  sp_epochs: int = 30, rl_epochs: int = 15, alphas=(0.0, 0.1, 0.5, 1.0, 2.0),
-                  lr: float = 0.1, rl_lr: float = 0.01, rl_weight: float = 0.01, gamma: float = 1.0,
-                  sp_init: str = "w1a1", bug_alphas=(), sp_warmup: int = 1, static_plans: bool = True,
-                  equal_training: bool = True, max_exhaustive: int = 12, cache_dir=None,
-                  progress: bool = False, device: str = "cpu") -> dict:
+def run_camp_seed(
+    loaders,
+    input_size,
+    seed: int,
+    depth: int = 8,
+    widths=(8, 16, 32),
+    epochs: int = 30,
+    sp_epochs: int = 30,
+    rl_epochs: int = 15,
+    alphas=(0.0, 0.1, 0.5, 1.0, 2.0),
+    lr: float = 0.1,
+    rl_lr: float = 0.01,
+    rl_weight: float = 0.01,
+    gamma: float = 1.0,
+    sp_init: str = "w1a1",
+    bug_alphas=(),
+    sp_warmup: int = 1,
+    static_plans: bool = True,
+    equal_training: bool = True,
+    max_exhaustive: int = 12,
+    cache_dir=None,
+    progress: bool = False,
+    device: str = "cpu",
+) -> dict:
     """One seed of the §10 plan: FP32/W4A4/W1A1 baselines → SP dual path → RL for every α, plus
     the issue-14 controls.
 
@@ -585,8 +650,18 @@ def run_camp_seed(loaders, input_size, seed: int, depth: int = 8, widths=(8, 16,
     e_ref, b_ref = e_ref["energy"], e_ref["bitops"]
 
     def stage(model, n_epochs, lr_, key, **kw):
-        return train_stage(model, loaders, n_epochs, lr_, seed, progress=progress, device=device, cache_dir=cache_dir,
-                           name=f"camp-seed{seed}-{key}", **kw)
+        return train_stage(
+            model,
+            loaders,
+            n_epochs,
+            lr_,
+            seed,
+            progress=progress,
+            device=device,
+            cache_dir=cache_dir,
+            name=f"camp-seed{seed}-{key}",
+            **kw,
+        )
 
     def add(row, out):
         rows.append(dict(row, checkpoint=out.get("checkpoint")))
@@ -601,8 +676,9 @@ def run_camp_seed(loaders, input_size, seed: int, depth: int = 8, widths=(8, 16,
         w4 = copy.deepcopy(base["w4a4"])
         o1 = stage(w4, sp_epochs, lr, "w4a4_equal-sp", warmup_epochs=sp_warmup)
         o2 = stage(w4, rl_epochs, rl_lr, "w4a4_equal-rl")
-        o2["train_seconds_per_epoch"] = ((o1["train_seconds_per_epoch"] * sp_epochs + o2["train_seconds_per_epoch"]
-                                          * rl_epochs) / (sp_epochs + rl_epochs))
+        o2["train_seconds_per_epoch"] = (
+            o1["train_seconds_per_epoch"] * sp_epochs + o2["train_seconds_per_epoch"] * rl_epochs
+        ) / (sp_epochs + rl_epochs)
         add(_row("w4a4_equal", None, w4, loaders.test, input_size, e_ref, b_ref, o2), o2)
     set_seed(seed)
     sp = make_dual(base[sp_init], gate_mode="sp")
@@ -633,12 +709,22 @@ def run_camp_seed(loaders, input_size, seed: int, depth: int = 8, widths=(8, 16,
             if plan not in trained:
                 set_seed(seed)
                 st = set_static_plan(copy.deepcopy(sp), plan)
-                out = stage(st, rl_epochs, rl_lr, "static-" + "".join(map(str, plan)),
-                            fingerprint={"static_plan": list(plan)})
-                trained[plan] = (_row("static_plan", None, st, loaders.test, input_size, e_ref, b_ref, out, plan),
-                                 out.get("checkpoint"))
+                out = stage(
+                    st, rl_epochs, rl_lr, "static-" + "".join(map(str, plan)), fingerprint={"static_plan": list(plan)}
+                )
+                trained[plan] = (
+                    _row("static_plan", None, st, loaders.test, input_size, e_ref, b_ref, out, plan),
+                    out.get("checkpoint"),
+                )
             row, ck = trained[plan]
-            rows.append(dict(row, alpha=alpha, checkpoint=ck, energy_budget_rel_w4a4=budget,
-                             selection_val_accuracy=100 * choice["accuracy"],
-                             n_candidate_plans=len(cands)))
+            rows.append(
+                dict(
+                    row,
+                    alpha=alpha,
+                    checkpoint=ck,
+                    energy_budget_rel_w4a4=budget,
+                    selection_val_accuracy=100 * choice["accuracy"],
+                    n_candidate_plans=len(cands),
+                )
+            )
     return {"rows": rows}

@@ -16,6 +16,7 @@ images whose current prediction is wrong (an upper bound for any confidence gate
 *validation* sweeps (cheapest point within a tolerance of the large model's accuracy), so the test
 split is only evaluated at a point chosen without it.
 """
+
 from __future__ import annotations
 
 import math
@@ -97,20 +98,20 @@ def model_logits(model, x: torch.Tensor, boxes=None, res: int | None = None, bat
     dev = p.device if p is not None else torch.device("cpu")
     outs = []
     for i in range(0, len(x), batch_size):
-        b = None if boxes is None else boxes[i:i + batch_size]
-        outs.append(model(_stage_input(x[i:i + batch_size], b, res).to(dev)).double().cpu())
+        b = None if boxes is None else boxes[i : i + batch_size]
+        outs.append(model(_stage_input(x[i : i + batch_size], b, res).to(dev)).double().cpu())
     model.train(was)
     return torch.cat(outs)
 
 
 @dataclass
 class CascadeResult:
-    logits: torch.Tensor            # (N, C) accumulated logits
-    predictions: torch.Tensor       # (N,)
-    stage_counts: list              # images that ran stage k
-    exit_stage: torch.Tensor        # (N,) index of the last stage each image ran
-    total_macs: int                 # sum over images of the MACs of the stages it ran (no cropper)
-    avg_macs: float                 # crop_macs + total_macs / N
+    logits: torch.Tensor  # (N, C) accumulated logits
+    predictions: torch.Tensor  # (N,)
+    stage_counts: list  # images that ran stage k
+    exit_stage: torch.Tensor  # (N,) index of the last stage each image ran
+    total_macs: int  # sum over images of the MACs of the stages it ran (no cropper)
+    avg_macs: float  # crop_macs + total_macs / N
     accuracy: float | None = None
     escalated: float = field(init=False)
 
@@ -126,9 +127,20 @@ class Cascade:
     ``crop_macs`` (the foreground predictor) is paid once by every image.
     """
 
-    def __init__(self, models, resolutions, lo: float = 0.0, hi: float = 0.2, alpha: float = 1.6,
-                 score: str = "margin", accumulate: str = "sum", crop_macs: int = 0,
-                 macs_per_stage=None, in_channels: int = 1, batch_size: int = 500):
+    def __init__(
+        self,
+        models,
+        resolutions,
+        lo: float = 0.0,
+        hi: float = 0.2,
+        alpha: float = 1.6,
+        score: str = "margin",
+        accumulate: str = "sum",
+        crop_macs: int = 0,
+        macs_per_stage=None,
+        in_channels: int = 1,
+        batch_size: int = 500,
+    ):
         models, resolutions = list(models), [int(r) for r in resolutions]
         if not models:
             raise ValueError("a cascade needs at least one model; got an empty model list")
@@ -232,14 +244,26 @@ def simulate(zs, macs, y, gate, alpha=1.6, accumulate="sum", crop_macs=0) -> dic
         counts[k] = int(active.sum())
         acc[active] = _accumulate(acc[active], zs[k][active], alpha, accumulate)
     total = sum(c * m for c, m in zip(counts, macs))
-    return {"accuracy": float((acc.argmax(1) == y).double().mean()),
-            "avg_macs": crop_macs + total / n, "total_macs": int(total),
-            "escalated": counts[1] / n if len(zs) > 1 else 0.0,
-            **{f"images_stage{k}": c for k, c in enumerate(counts)}}
+    return {
+        "accuracy": float((acc.argmax(1) == y).double().mean()),
+        "avg_macs": crop_macs + total / n,
+        "total_macs": int(total),
+        "escalated": counts[1] / n if len(zs) > 1 else 0.0,
+        **{f"images_stage{k}": c for k, c in enumerate(counts)},
+    }
 
 
-def sweep(logits_per_stage, macs_per_stage, thresholds, targets, lo: float = 0.0, alpha: float = 1.6,
-          score: str = "margin", accumulate: str = "sum", crop_macs: int = 0):
+def sweep(
+    logits_per_stage,
+    macs_per_stage,
+    thresholds,
+    targets,
+    lo: float = 0.0,
+    alpha: float = 1.6,
+    score: str = "margin",
+    accumulate: str = "sum",
+    crop_macs: int = 0,
+):
     """Accuracy / average MACs / fraction escalated for every ``hi`` in ``thresholds`` (lo fixed),
     from cached per-stage logits on the same images. Returns a DataFrame sorted as given."""
     import pandas as pd
@@ -255,15 +279,18 @@ def sweep(logits_per_stage, macs_per_stage, thresholds, targets, lo: float = 0.0
     scores = [confidence(z, score) for z in zs[:-1]]
     rows = []
     for hi in thresholds:
+
         def gate(k, z, acc, hi=hi):
             upper = torch.ones_like(scores[k], dtype=torch.bool) if hi >= 1.0 else scores[k] < hi
             return (scores[k] > lo) & upper
+
         rows.append({"threshold": hi, **simulate(zs, macs, y, gate, alpha, accumulate, crop_macs)})
     return pd.DataFrame(rows)
 
 
-def oracle(logits_per_stage, macs_per_stage, targets, alpha: float = 1.6, accumulate: str = "sum",
-           crop_macs: int = 0) -> dict:
+def oracle(
+    logits_per_stage, macs_per_stage, targets, alpha: float = 1.6, accumulate: str = "sum", crop_macs: int = 0
+) -> dict:
     """Oracle gate: escalate iff the current (accumulated) prediction is wrong."""
     _check_options("margin", accumulate, alpha)
     zs, macs, y = _check_cache(logits_per_stage, macs_per_stage, targets)

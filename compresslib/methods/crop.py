@@ -10,6 +10,7 @@ Kong et al., TCAD 2023 / Smart Scissor, ICCAD 2022 (repo ``core/cam.py``, ``core
 4. Crop and resize the crop to the classifier resolution (bilinear, area-averaged for down-scaling).
 Boxes are (x0, y0, x1, y1) with x1, y1 exclusive, in pixels of the input canvas.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -69,8 +70,9 @@ def _cached_ckpt(cache_dir, name: str, key: dict):
     return Path(cache_dir) / f"{name}-{param_hash(key)}.pt"
 
 
-def gradcam(model: nn.Module, x, targets, layer: nn.Module | None = None, input_size: int | None = None,
-            batch_size: int = 256) -> torch.Tensor:
+def gradcam(
+    model: nn.Module, x, targets, layer: nn.Module | None = None, input_size: int | None = None, batch_size: int = 256
+) -> torch.Tensor:
     """Grad-CAM maps (N, H, W) in [0, 1] for the ``targets`` classes at the resolution of ``x``.
 
     ``layer`` defaults to ``model.features`` (the last stage); ``input_size`` resizes the images to the
@@ -90,10 +92,11 @@ def gradcam(model: nn.Module, x, targets, layer: nn.Module | None = None, input_
     maps = []
     try:
         for i in range(0, len(x), batch_size):
-            xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
+            xb, yb = x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)
             if input_size is not None and xb.shape[-1] != input_size:
-                xb = F.interpolate(xb, size=(input_size, input_size), mode="bilinear", antialias=True,
-                                   align_corners=False)
+                xb = F.interpolate(
+                    xb, size=(input_size, input_size), mode="bilinear", antialias=True, align_corners=False
+                )
             logits = model(xb)
             a = store["a"]
             grad = torch.autograd.grad(logits.gather(1, yb[:, None]).sum(), a)[0]
@@ -215,8 +218,7 @@ def crop_resize(x, boxes, out_size: int) -> torch.Tensor:
     if out_size < 1:
         raise ValueError(f"out_size must be >= 1, got {out_size}")
     rois = torch.cat([torch.arange(len(x), dtype=x.dtype)[:, None], b], 1)
-    return roi_align(x, rois, output_size=(out_size, out_size), spatial_scale=1.0, sampling_ratio=-1,
-                     aligned=True)
+    return roi_align(x, rois, output_size=(out_size, out_size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
 
 def weighted_mse(pred, target, weights=BOX_WEIGHTS) -> torch.Tensor:
@@ -232,16 +234,31 @@ def _shift_with_boxes(x: torch.Tensor, target: torch.Tensor, shift: int, gen: to
     fill = float(x.min())
     pad = F.pad(x, (shift, shift, shift, shift), value=fill)
     off = torch.randint(-shift, shift + 1, (n, 2), generator=gen)
-    out = torch.stack([pad[i, :, shift - dy:shift - dy + h, shift - dx:shift - dx + w]
-                       for i, (dx, dy) in enumerate(off.tolist())])
+    out = torch.stack(
+        [pad[i, :, shift - dy : shift - dy + h, shift - dx : shift - dx + w] for i, (dx, dy) in enumerate(off.tolist())]
+    )
     d = torch.stack([off[:, 0] / w, off[:, 1] / h, off[:, 0] / w, off[:, 1] / h], 1).to(target.dtype)
     return out, (target + d.to(target.device)).clamp(0, 1)
 
 
-def train_box_predictor(predictor: nn.Module, x, boxes, size: int, epochs: int = 20, lr: float = 2e-3,
-                        batch_size: int = 64, seed: int = 0, weight_decay: float = 1e-4, x_val=None,
-                        boxes_val=None, progress: bool = True, shift: int = 0, device="cpu",
-                        cache_dir=None, name: str = "box_predictor") -> list[dict]:
+def train_box_predictor(
+    predictor: nn.Module,
+    x,
+    boxes,
+    size: int,
+    epochs: int = 20,
+    lr: float = 2e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    weight_decay: float = 1e-4,
+    x_val=None,
+    boxes_val=None,
+    progress: bool = True,
+    shift: int = 0,
+    device="cpu",
+    cache_dir=None,
+    name: str = "box_predictor",
+) -> list[dict]:
     """Regress pixel ``boxes`` (normalised by ``size``) with the weighted MSE; AdamW + cosine LR.
     ``shift`` > 0 translates every training canvas and its box by up to +-shift pixels (seeded).
     Returns per-epoch ``{"epoch", "loss", "val_miou"}`` (raw, un-postprocessed boxes).
@@ -260,12 +277,27 @@ def train_box_predictor(predictor: nn.Module, x, boxes, size: int, epochs: int =
     if cache_dir is not None:
         from ..train import load_checkpoint, state_digest, tensor_digest
 
-        ckpt = _cached_ckpt(cache_dir, name, {
-            "kind": "box_predictor", "arch": type(predictor).__name__, "init": state_digest(predictor.state_dict()),
-            "data": [tensor_digest(x), tensor_digest(target)], "size": int(size),
-            "val": None if x_val is None else [tensor_digest(torch.as_tensor(x_val)), tensor_digest(torch.as_tensor(boxes_val))],
-            "epochs": int(epochs), "lr": float(lr), "batch_size": int(batch_size), "seed": int(seed),
-            "weight_decay": float(weight_decay), "shift": int(shift), "device": dev.type})
+        ckpt = _cached_ckpt(
+            cache_dir,
+            name,
+            {
+                "kind": "box_predictor",
+                "arch": type(predictor).__name__,
+                "init": state_digest(predictor.state_dict()),
+                "data": [tensor_digest(x), tensor_digest(target)],
+                "size": int(size),
+                "val": None
+                if x_val is None
+                else [tensor_digest(torch.as_tensor(x_val)), tensor_digest(torch.as_tensor(boxes_val))],
+                "epochs": int(epochs),
+                "lr": float(lr),
+                "batch_size": int(batch_size),
+                "seed": int(seed),
+                "weight_decay": float(weight_decay),
+                "shift": int(shift),
+                "device": dev.type,
+            },
+        )
         if ckpt.is_file():
             ck = load_checkpoint(ckpt)
             predictor.load_state_dict(ck["model"])
@@ -283,7 +315,7 @@ def train_box_predictor(predictor: nn.Module, x, boxes, size: int, epochs: int =
         predictor.train()
         perm, total = torch.randperm(len(x), generator=g), 0.0
         for i in range(0, len(x), batch_size):
-            idx = perm[i:i + batch_size]
+            idx = perm[i : i + batch_size]
             xb, tb = x[idx], target[idx]
             if shift:
                 xb, tb = _shift_with_boxes(xb, tb, shift, g)
@@ -312,14 +344,20 @@ def predict_boxes(predictor: nn.Module, x, batch_size: int = 500) -> torch.Tenso
     x = _check_images(x)
     predictor.eval()
     dev = _device_of(predictor)
-    return torch.cat([predictor(x[i:i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)]).double()
+    return torch.cat([predictor(x[i : i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)]).double()
 
 
 class ForegroundCropper:
     """Box predictor + post-processing; ``boxes(x)`` gives integer pixel boxes, ``macs`` its cost."""
 
-    def __init__(self, predictor: nn.Module, image_size: int, box_sizes=(16, 32, 48, 64), square: bool = True,
-                 in_channels: int = 1):
+    def __init__(
+        self,
+        predictor: nn.Module,
+        image_size: int,
+        box_sizes=(16, 32, 48, 64),
+        square: bool = True,
+        in_channels: int = 1,
+    ):
         self.predictor, self.size, self.square = predictor, int(image_size), square
         self.box_sizes = None if box_sizes is None else tuple(int(s) for s in box_sizes)
         if self.box_sizes is not None:
@@ -346,12 +384,13 @@ def box_size_histogram(boxes, box_sizes) -> dict:
 
 # ---- training the classifiers on (cropped or resized) inputs: the repo's "tune" step ----------
 
+
 def _random_shift(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
     """Translate every image by an integer offset in [-shift, shift]^2 (edge-replicated border)."""
     n, _, h, w = x.shape
     pad = F.pad(x, (shift, shift, shift, shift), mode="replicate")
     off = torch.randint(0, 2 * shift + 1, (n, 2), generator=gen)
-    return torch.stack([pad[i, :, oy:oy + h, ox:ox + w] for i, (oy, ox) in enumerate(off.tolist())])
+    return torch.stack([pad[i, :, oy : oy + h, ox : ox + w] for i, (oy, ox) in enumerate(off.tolist())])
 
 
 class RandomShift(Callback):
@@ -373,10 +412,24 @@ class RandomShift(Callback):
         self.gen.set_state(d["gen"])
 
 
-def train_classifier(model: nn.Module, x, y, x_val=None, y_val=None, epochs: int = 15, lr: float = 0.1,
-                     batch_size: int = 64, seed: int = 0, shift: int = 2, weight_decay: float = 5e-4,
-                     label_smoothing: float = 0.1, progress: bool = True, device="cpu",
-                     cache_dir=None, name: str = "classifier") -> dict:
+def train_classifier(
+    model: nn.Module,
+    x,
+    y,
+    x_val=None,
+    y_val=None,
+    epochs: int = 15,
+    lr: float = 0.1,
+    batch_size: int = 64,
+    seed: int = 0,
+    shift: int = 2,
+    weight_decay: float = 5e-4,
+    label_smoothing: float = 0.1,
+    progress: bool = True,
+    device="cpu",
+    cache_dir=None,
+    name: str = "classifier",
+) -> dict:
     """SGD-Nesterov (m 0.9) + cosine LR + label smoothing on tensors (x, y), via ``train.fit``.
 
     ``cache_dir``: ``train.cached_fit`` -- checkpoint ``cache_dir/<name>-<fingerprint>.ckpt`` (initial
@@ -396,17 +449,29 @@ def train_classifier(model: nn.Module, x, y, x_val=None, y_val=None, epochs: int
     dev = resolve_device(device)
     set_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    train_l = DataLoader(TensorDataset(x, torch.as_tensor(y).long()), batch_size=batch_size, shuffle=True,
-                         generator=g)
-    val_l = None if x_val is None else DataLoader(TensorDataset(x_val, torch.as_tensor(y_val).long()),
-                                                  batch_size=500)
+    train_l = DataLoader(TensorDataset(x, torch.as_tensor(y).long()), batch_size=batch_size, shuffle=True, generator=g)
+    val_l = None if x_val is None else DataLoader(TensorDataset(x_val, torch.as_tensor(y_val).long()), batch_size=500)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
     loaders = SimpleNamespace(train=train_l, val=val_l, test=None)
-    kw = dict(scheduler=sched, callbacks=[RandomShift(shift, seed)], seed=seed, progress=progress, device=str(dev),
-              loss_fn=nn.CrossEntropyLoss(label_smoothing=label_smoothing))
+    kw = dict(
+        scheduler=sched,
+        callbacks=[RandomShift(shift, seed)],
+        seed=seed,
+        progress=progress,
+        device=str(dev),
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=label_smoothing),
+    )
     if cache_dir is None:
         return fit(model, loaders, epochs, opt, **kw)
     # CrossEntropyLoss's repr does not show label_smoothing: state it in the fingerprint
-    return cached_fit(model, loaders, epochs, opt, cache_dir=cache_dir, name=name,
-                      fingerprint={"label_smoothing": float(label_smoothing)}, **kw)
+    return cached_fit(
+        model,
+        loaders,
+        epochs,
+        opt,
+        cache_dir=cache_dir,
+        name=name,
+        fingerprint={"label_smoothing": float(label_smoothing)},
+        **kw,
+    )

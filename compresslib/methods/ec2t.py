@@ -14,6 +14,7 @@ A in {0: -w_n, 1: 0, 2: +w_p}; the forward pass uses W_t = w_p·[A=2] − w_n·[
 * ECP (entropy-constrained pruning): same cost, forward W = [A≠1]·W_fp (survivors stay FP);
 * TTQ baseline (Zhu et al. 2017): A by the symmetric threshold |w| > t·max|W_fp|, w_p = w_n = max|W_fp| at init.
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,7 +34,7 @@ METHODS = ("ec2t", "ecp", "ttq")
 # ----------------------------------------------------------------------------- assignment math
 def centroid_distances(w: torch.Tensor, w_p, w_n) -> torch.Tensor:
     """d_c(w) = (w − c)² for c = (−w_n, 0, +w_p), stacked on a new leading axis."""
-    return torch.stack([(w + w_n) ** 2, w ** 2, (w - w_p) ** 2])
+    return torch.stack([(w + w_n) ** 2, w**2, (w - w_p) ** 2])
 
 
 def argmin3(cost) -> torch.Tensor:
@@ -78,8 +79,8 @@ def lambda_max(w: torch.Tensor, w_p, w_n, info: torch.Tensor) -> float:
     weight's cost of zero equals that of its own centroid (spec §3.3 step 4); clamped at 0."""
     m_n, m_p = float(w.min().abs()), float(w.max().abs())
     w_p, w_n = float(w_p), float(w_n)
-    lam_n = (m_n ** 2 - (m_n - w_n) ** 2) / float(info[0] - info[1])
-    lam_p = (m_p ** 2 - (m_p - w_p) ** 2) / float(info[2] - info[1])
+    lam_n = (m_n**2 - (m_n - w_n) ** 2) / float(info[0] - info[1])
+    lam_p = (m_p**2 - (m_p - w_p) ** 2) / float(info[2] - info[1])
     return max(0.0, min(lam_n, lam_p))
 
 
@@ -94,8 +95,9 @@ def layer_decay(sizes, sustain: float = 0.05) -> list[float]:
     return [(s / top + sustain) / (1 + sustain) for s in sizes]
 
 
-def ec_assignment(w: torch.Tensor, w_p, w_n, gamma: float, delta: float = 1.0,
-                  pmf_renorm: str = "fixed") -> tuple[torch.Tensor, float]:
+def ec_assignment(
+    w: torch.Tensor, w_p, w_n, gamma: float, delta: float = 1.0, pmf_renorm: str = "fixed"
+) -> tuple[torch.Tensor, float]:
     """A = argmin_c (w − c)² + λ·I_c with λ = γ·δ·λ_max (spec §3.3 steps 1-7); returns (A, λ)."""
     if not 0 <= gamma < float("inf"):  # NaN / inf too
         raise ValueError(f"gamma must be >= 0 and finite, got {gamma}")
@@ -137,8 +139,9 @@ class _Ternarize(torch.autograd.Function):
 class TernaryWeight(nn.Module):
     """Parametrization W_fp → W_t with trainable w_p, w_n and an assignment buffer (the fake-quantizer)."""
 
-    def __init__(self, w_fp: torch.Tensor, w_p: float, w_n: float, prune: bool = False,
-                 centroid_grad_sign: str = "exact"):
+    def __init__(
+        self, w_fp: torch.Tensor, w_p: float, w_n: float, prune: bool = False, centroid_grad_sign: str = "exact"
+    ):
         super().__init__()
         if centroid_grad_sign not in ("exact", "ttq"):
             raise ValueError(f"centroid_grad_sign must be 'exact' or 'ttq', got {centroid_grad_sign!r}")
@@ -160,10 +163,19 @@ class EC2T:
     (w_p = s·max W, w_n = s·|min W| at init, EC2T/ECP only).
     """
 
-    def __init__(self, model: nn.Module, method: str = "ec2t", gamma: float = 0.2, t: float = 0.05,
-                 init_scale: float = 0.45, pattern: str = ".conv", sustain: float = 0.05,
-                 centroid_floor: float = 0.675, centroid_grad_sign: str = "exact",
-                 pmf_renorm: str = "fixed"):
+    def __init__(
+        self,
+        model: nn.Module,
+        method: str = "ec2t",
+        gamma: float = 0.2,
+        t: float = 0.05,
+        init_scale: float = 0.45,
+        pattern: str = ".conv",
+        sustain: float = 0.05,
+        centroid_floor: float = 0.675,
+        centroid_grad_sign: str = "exact",
+        pmf_renorm: str = "fixed",
+    ):
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if not 0 <= gamma < float("inf"):  # NaN / inf too
@@ -177,14 +189,17 @@ class EC2T:
         cluster_probabilities(torch.zeros(1, dtype=torch.long), pmf_renorm)  # validates the flag
         self.model, self.method, self.gamma, self.t = model, method, float(gamma), float(t)
         self.pmf_renorm, self.centroid_floor = pmf_renorm, centroid_floor
-        self.layers = {n: m for n, m in model.named_modules()
-                       if isinstance(m, (nn.Conv2d, nn.Linear)) and pattern in n
-                       and not parametrize.is_parametrized(m)}
+        self.layers = {
+            n: m
+            for n, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and pattern in n and not parametrize.is_parametrized(m)
+        }
         if not self.layers:
-            raise ValueError(f"model {type(model).__name__} has no quantizable layer "
-                             f"(no Conv2d/Linear whose name contains {pattern!r})")
-        self.delta = dict(zip(self.layers, layer_decay([m.weight.numel() for m in self.layers.values()],
-                                                       sustain)))
+            raise ValueError(
+                f"model {type(model).__name__} has no quantizable layer "
+                f"(no Conv2d/Linear whose name contains {pattern!r})"
+            )
+        self.delta = dict(zip(self.layers, layer_decay([m.weight.numel() for m in self.layers.values()], sustain)))
         self.lambdas = {n: 0.0 for n in self.layers}
         for n, m in self.layers.items():
             w = m.weight.detach()
@@ -255,7 +270,7 @@ class EC2T:
             a = (w > thr).long() - (w < -thr).long() + ZERO
         else:
             wp_e, wn_e = wp.index_select(0, seg), wn.index_select(0, seg)
-            d = ((w + wn_e) ** 2, w ** 2, (w - wp_e) ** 2)
+            d = ((w + wn_e) ** 2, w**2, (w - wp_e) ** 2)
             counts = torch.bincount(seg * 3 + argmin3(d), minlength=3 * L).view(L, 3).double()
             counts[counts == 0] = 1.0
             P = counts / sizes.view(L, 1)
@@ -273,8 +288,8 @@ class EC2T:
             m_n = _seg_reduce(w, seg, L, "amin").abs().double()
             m_p = _seg_reduce(w, seg, L, "amax").abs().double()
             wpd, wnd = wp.double(), wn.double()
-            lam_n = (m_n ** 2 - (m_n - wnd) ** 2) / (info[:, 0] - info[:, 1]).double()
-            lam_p = (m_p ** 2 - (m_p - wpd) ** 2) / (info[:, 2] - info[:, 1]).double()
+            lam_n = (m_n**2 - (m_n - wnd) ** 2) / (info[:, 0] - info[:, 1]).double()
+            lam_p = (m_p**2 - (m_p - wpd) ** 2) / (info[:, 2] - info[:, 1]).double()
             lam = self.gamma * self._delta_vec(w.device) * torch.minimum(lam_n, lam_p).clamp(min=0.0)
             li = (lam.to(w.dtype).view(L, 1) * info).t().contiguous()  # (3, L): λ·I_c per layer
             li = [li[c].index_select(0, seg) for c in range(3)]  # ... per weight
@@ -287,8 +302,9 @@ class EC2T:
         """(layer index of every concatenated weight, layer sizes as float64), cached per device."""
         if getattr(self, "_seg_cache", None) is None or self._seg_cache[0].device != torch.device(device):
             self._sizes = [m.weight.numel() for m in self.layers.values()]
-            seg = torch.repeat_interleave(torch.arange(len(self._sizes), device=device),
-                                          torch.tensor(self._sizes, device=device))
+            seg = torch.repeat_interleave(
+                torch.arange(len(self._sizes), device=device), torch.tensor(self._sizes, device=device)
+            )
             self._seg_cache = (seg, torch.tensor(self._sizes, dtype=torch.float64, device=device))
         return self._seg_cache
 
@@ -308,10 +324,20 @@ class EC2T:
         for n, m in self.layers.items():
             q = self.quantizer(n)
             cnt = torch.bincount(q.assignment.flatten(), minlength=3).tolist()
-            rows.append({"layer": n, "weights": m.weight.numel(), "sparsity": cnt[ZERO] / sum(cnt),
-                         "n_neg": cnt[NEG], "n_zero": cnt[ZERO], "n_pos": cnt[POS],
-                         "w_p": float(q.w_p), "w_n": float(q.w_n), "delta": self.delta[n],
-                         "lambda": self.lambdas[n]})
+            rows.append(
+                {
+                    "layer": n,
+                    "weights": m.weight.numel(),
+                    "sparsity": cnt[ZERO] / sum(cnt),
+                    "n_neg": cnt[NEG],
+                    "n_zero": cnt[ZERO],
+                    "n_pos": cnt[POS],
+                    "w_p": float(q.w_p),
+                    "w_n": float(q.w_n),
+                    "delta": self.delta[n],
+                    "lambda": self.lambdas[n],
+                }
+            )
         return pd.DataFrame(rows)
 
     def finalize(self) -> nn.Module:
@@ -349,10 +375,23 @@ class EC2TCallback(Callback):
             self.best_state = copy.deepcopy(s.model.state_dict())
 
 
-def train_ec2t(fp_model: nn.Module, loaders, method: str = "ec2t", gamma: float = 0.2, t: float = 0.05,
-               init_scale: float = 0.45, epochs: int = 20, retrain_epochs: int = 10, lr: float = 1e-3,
-               lr2: float = 1e-4, weight_decay: float = 5e-6, seed: int = 0, device: str = "cpu",
-               progress: bool = True, **flags) -> dict:
+def train_ec2t(
+    fp_model: nn.Module,
+    loaders,
+    method: str = "ec2t",
+    gamma: float = 0.2,
+    t: float = 0.05,
+    init_scale: float = 0.45,
+    epochs: int = 20,
+    retrain_epochs: int = 10,
+    lr: float = 1e-3,
+    lr2: float = 1e-4,
+    weight_decay: float = 5e-6,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+    **flags,
+) -> dict:
     """Quantize a copy of ``fp_model``: ``epochs`` with re-assignment (best-val state kept), then
     ``retrain_epochs`` with frozen assignment (§3.6). Returns the finalized model and its numbers."""
     if epochs < 1 or retrain_epochs < 0:
@@ -368,21 +407,44 @@ def train_ec2t(fp_model: nn.Module, loaders, method: str = "ec2t", gamma: float 
     val, test = getattr(loaders, "val", None), getattr(loaders, "test", None)
     train_only = _TrainOnly(loaders.train)  # fit evaluates nothing; val once per epoch in the callback
     cb = EC2TCallback(q, val, device)
-    main = fit(model, train_only, epochs, q.optimizer(lr, lr2, weight_decay), callbacks=[cb],
-               device=device, seed=seed, progress=progress)
+    main = fit(
+        model,
+        train_only,
+        epochs,
+        q.optimizer(lr, lr2, weight_decay),
+        callbacks=[cb],
+        device=device,
+        seed=seed,
+        progress=progress,
+    )
     if cb.best_state is not None:
         model.load_state_dict(cb.best_state)
     history = [dict(h, phase="assign", val_accuracy=v) for h, v in zip(main["history"], cb.val_history)]
     if retrain_epochs:
         q.freeze()
-        frozen = fit(model, train_only, retrain_epochs, q.optimizer(lr, lr2, weight_decay),  # last state kept
-                     callbacks=[EC2TCallback(q)], device=device, seed=seed + 1, progress=progress)
+        frozen = fit(
+            model,
+            train_only,
+            retrain_epochs,
+            q.optimizer(lr, lr2, weight_decay),  # last state kept
+            callbacks=[EC2TCallback(q)],
+            device=device,
+            seed=seed + 1,
+            progress=progress,
+        )
         history += [dict(h, phase="frozen") for h in frozen["history"]]
     table = q.layer_table()
     sparsity = q.sparsity()
     q.finalize()
-    res = {"model": model, "layer_table": table, "sparsity": sparsity, "history": history,
-           "layers": list(q.layers), "method": method, "gamma_or_t": t if method == "ttq" else gamma}
+    res = {
+        "model": model,
+        "layer_table": table,
+        "sparsity": sparsity,
+        "history": history,
+        "layers": list(q.layers),
+        "method": method,
+        "gamma_or_t": t if method == "ttq" else gamma,
+    }
     if val is not None:
         res["val_accuracy"] = evaluate(model, val, device)["accuracy"]
     if test is not None:

@@ -10,6 +10,7 @@ CE (§3.5). Energies are relative to the dense estimate (Ê(S) = 1), so B is a f
 Chain nets: Conv2d/Linear in order with optional BatchNorm; a depthwise conv joins the next layer's
 channel groups (MobileNet blocks: group g = {W_dw[g], W_pw[:, g]}); no residual connections.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,11 +31,11 @@ from .teacher_cache import cached_teacher
 class ChainLayer:
     name: str
     module: nn.Module
-    group_size: int        # weight columns per input channel (FC after conv: H*W of the feature map)
-    n_groups: int          # S_j = dense input channels
-    bn_before: list        # names of BatchNorm layers between the previous weight layer and this one
-    dw_name: str | None = None      # depthwise conv feeding this layer (MobileNet block): its filter g
-    dw: nn.Module | None = None     # belongs to group g together with this layer's input column g
+    group_size: int  # weight columns per input channel (FC after conv: H*W of the feature map)
+    n_groups: int  # S_j = dense input channels
+    bn_before: list  # names of BatchNorm layers between the previous weight layer and this one
+    dw_name: str | None = None  # depthwise conv feeding this layer (MobileNet block): its filter g
+    dw: nn.Module | None = None  # belongs to group g together with this layer's input column g
 
     def scores(self, D=None, D_dw=None) -> torch.Tensor:
         """a_g of the whole group: this layer's column g (+ the depthwise filter g)."""
@@ -67,8 +68,10 @@ def chain_layers(model: nn.Module) -> list[ChainLayer]:
                 if m.groups == m.in_channels == m.out_channels and dw is None and layers:
                     dw = (name, m)
                     continue
-                raise ValueError(f"ECC here supports chain nets; {name} is a grouped conv that is not one "
-                                 f"depthwise conv between two plain layers")
+                raise ValueError(
+                    f"ECC here supports chain nets; {name} is a grouped conv that is not one "
+                    f"depthwise conv between two plain layers"
+                )
             layers.append(ChainLayer(name, m, 1, m.in_channels, pending_bn, *(dw or (None, None))))
             pending_bn, prev_out, dw = [], m.out_channels, None
         elif isinstance(m, nn.Linear):
@@ -127,8 +130,7 @@ def group_prox(a: torch.Tensor, s_j: float, y_j: float, rho_y: float, alpha: flo
     return v >= y_j, y_j
 
 
-def s_step(s, s_real, y, z, B, energy, rho_z, rho_y, pslr, clip, mask=True, s_lb=None,
-           repo_square_of_sum=False):
+def s_step(s, s_real, y, z, B, energy, rho_z, rho_y, pslr, clip, mask=True, s_lb=None, repo_square_of_sum=False):
     """Projected, masked, clipped gradient step on the widths s (spec §3.3 (b)); returns (s, z).
 
     energy(s) -> (Ê(s), ∂Ê/∂s) in budget units. ``repo_square_of_sum`` uses the released code's
@@ -180,8 +182,9 @@ class ECCConfig:
             check_number(f"ECCConfig.{k}", getattr(self, k), 0)
         check_number("ECCConfig.psgrad_clip", self.psgrad_clip, 0, lo_open=True, none_ok=True)
         check_number("ECCConfig.s_int", self.s_int, 1, integer=True)
-        check_number("ECCConfig.slb (fraction of the dense widths)", self.slb, 0, 1, lo_open=True, hi_open=True,
-                     none_ok=True)
+        check_number(
+            "ECCConfig.slb (fraction of the dense widths)", self.slb, 0, 1, lo_open=True, hi_open=True, none_ok=True
+        )
         for k in ("zinit", "yinit"):
             check_number(f"ECCConfig.{k}", getattr(self, k))
         return self
@@ -207,8 +210,10 @@ def relative_budget(estimator, budget: float, absolute: bool = False) -> float:
     elif not 0 < budget < 1:
         raise ValueError(f"budget is a fraction of the dense energy and must lie in (0, 1), got {budget}")
     if budget <= floor:
-        raise ValueError(f"budget {budget:.4f} of dense is at or below the structural floor {floor:.4f} "
-                         f"(all hidden widths = 1): infeasible")
+        raise ValueError(
+            f"budget {budget:.4f} of dense is at or below the structural floor {floor:.4f} "
+            f"(all hidden widths = 1): infeasible"
+        )
     return float(budget)
 
 
@@ -239,8 +244,7 @@ class ECCCallback(Callback):
     def energy(self, s):
         """(Ê(s)/Ê(S), ∂/∂s of it) for one width vector (closed form for the bilinear kind)."""
         if self.est.kind != "bilinear":
-            return (float(bilinear.predict(self.est, s)) / self.dense,
-                    bilinear.gradient(self.est, s)[0] / self.dense)
+            return (float(bilinear.predict(self.est, s)) / self.dense, bilinear.gradient(self.est, s)[0] / self.dense)
         if not hasattr(self, "_a"):
             self._Sv = torch.tensor(self.S, dtype=torch.float64)
             self._a = torch.tensor(self.est.coef, dtype=torch.float64) * (self.est.scale / self.dense)
@@ -257,10 +261,10 @@ class ECCCallback(Callback):
             if j == 0:
                 continue  # image channels are never pruned
             eps = optimizer.param_groups[0].get("eps", 1e-8)
-            D, D_dw = (_adam_metric(optimizer, m.weight, eps) if m is not None else None
-                       for m in (lay.module, lay.dw))
-            keep, y_j = group_prox(lay.scores(D, D_dw).double(), float(self.s[j]), float(self.y[j]),
-                                   self.cfg.rho_y, alpha)
+            D, D_dw = (_adam_metric(optimizer, m.weight, eps) if m is not None else None for m in (lay.module, lay.dw))
+            keep, y_j = group_prox(
+                lay.scores(D, D_dw).double(), float(self.s[j]), float(self.y[j]), self.cfg.rho_y, alpha
+            )
             self.y[j] = y_j
             if not bool(keep.all()):
                 lay.zero_(~keep)
@@ -273,15 +277,29 @@ class ECCCallback(Callback):
         s_real = torch.tensor(widths_of(st.model, self.layers), dtype=torch.float64)
         E_cur = self.energy(s_real)[0]
         for _ in range(c.s_int):
-            self.s, self.z = s_step(self.s, s_real, self.y, self.z, self.B, self.energy, c.rho_z, c.rho_y, c.pslr,
-                                    c.psgrad_clip, c.psgrad_mask, self.s_lb, c.repo_square_of_sum)
+            self.s, self.z = s_step(
+                self.s,
+                s_real,
+                self.y,
+                self.z,
+                self.B,
+                self.energy,
+                c.rho_z,
+                c.rho_y,
+                c.pslr,
+                c.psgrad_clip,
+                c.psgrad_mask,
+                self.s_lb,
+                c.repo_square_of_sum,
+            )
         E_s = self.energy(self.s)[0]
         self.z = max(0.0, self.z + c.rho_z * (E_s - self.B))
         self.y = (self.y + c.rho_y * (s_real - torch.floor(self.s))).clamp(min=0)
         self.y[0] = self.y[-1] = 0.0
         self.iterations += 1
-        self.history.append({"iteration": self.iterations, "E_real": E_cur, "E_s": E_s, "z": self.z,
-                             "widths": s_real.int().tolist()})
+        self.history.append(
+            {"iteration": self.iterations, "E_real": E_cur, "E_s": E_s, "z": self.z, "widths": s_real.int().tolist()}
+        )
         if E_cur <= self.B:
             self.done = st.stop = True
 
@@ -368,8 +386,16 @@ def slim(model: nn.Module, example_input: torch.Tensor | None = None, atol: floa
         old, kin, kout = lay.module, keep[j], keep[j + 1]
         w = old.weight.data[kout]
         if isinstance(old, nn.Conv2d):
-            new = nn.Conv2d(len(kin), len(kout), old.kernel_size, old.stride, old.padding, old.dilation,
-                            bias=old.bias is not None, padding_mode=old.padding_mode)
+            new = nn.Conv2d(
+                len(kin),
+                len(kout),
+                old.kernel_size,
+                old.stride,
+                old.padding,
+                old.dilation,
+                bias=old.bias is not None,
+                padding_mode=old.padding_mode,
+            )
             new.weight.data.copy_(w[:, kin])
         else:
             G = lay.group_size
@@ -380,16 +406,26 @@ def slim(model: nn.Module, example_input: torch.Tensor | None = None, atol: floa
         _set_module(m, lay.name, new.to(old.weight.device))
         if lay.dw is not None:
             dw = lay.dw
-            nd = nn.Conv2d(len(kin), len(kin), dw.kernel_size, dw.stride, dw.padding, dw.dilation, groups=len(kin),
-                           bias=dw.bias is not None, padding_mode=dw.padding_mode)
+            nd = nn.Conv2d(
+                len(kin),
+                len(kin),
+                dw.kernel_size,
+                dw.stride,
+                dw.padding,
+                dw.dilation,
+                groups=len(kin),
+                bias=dw.bias is not None,
+                padding_mode=dw.padding_mode,
+            )
             nd.weight.data.copy_(dw.weight.data[kin])
             if dw.bias is not None:
                 nd.bias.data.copy_(dw.bias.data[kin])
             _set_module(m, lay.dw_name, nd.to(dw.weight.device))
         for bn_name in lay.bn_before:
             bn = m.get_submodule(bn_name)
-            nb = type(bn)(len(kin), eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
-                          track_running_stats=bn.track_running_stats)
+            nb = type(bn)(
+                len(kin), eps=bn.eps, momentum=bn.momentum, affine=bn.affine, track_running_stats=bn.track_running_stats
+            )
             for attr in ("weight", "bias", "running_mean", "running_var"):
                 if getattr(bn, attr, None) is not None:
                     getattr(nb, attr).data.copy_(getattr(bn, attr).data[kin])
@@ -405,8 +441,10 @@ def slim(model: nn.Module, example_input: torch.Tensor | None = None, atol: floa
             diff = float("inf")
         model.train(was), m.train(was)
         if not diff <= atol:
-            raise ValueError(f"slimmed logits differ from the masked model's by {diff:.3g}: "
-                             f"{type(model).__name__} is not a chain net ECC can export")
+            raise ValueError(
+                f"slimmed logits differ from the masked model's by {diff:.3g}: "
+                f"{type(model).__name__} is not a chain net ECC can export"
+            )
     return m
 
 
@@ -418,8 +456,19 @@ def _finetune(model, loaders, teacher, epochs, lr, distill, seed, progress, devi
 
     if epochs > 0:
         masks = group_masks(model)
-        fit(model, loaders, epochs, torch.optim.Adam(model.parameters(), lr=lr), callbacks=[MaskCallback(masks)],
-            teacher=teacher, kd_weight=distill, kd_kind="mse", seed=seed, progress=progress, device=device)
+        fit(
+            model,
+            loaders,
+            epochs,
+            torch.optim.Adam(model.parameters(), lr=lr),
+            callbacks=[MaskCallback(masks)],
+            teacher=teacher,
+            kd_weight=distill,
+            kd_kind="mse",
+            seed=seed,
+            progress=progress,
+            device=device,
+        )
     return evaluate(model, loaders.test, device)["accuracy"]
 
 
@@ -431,10 +480,22 @@ def _frozen(teacher, loaders=None, distill: float = 0.0, device="cpu"):
     return cached_teacher(teacher, loaders.train) if loaders is not None and distill > 0 else teacher
 
 
-def run_ecc(dense: nn.Module, loaders, estimator, budget: float, cfg: ECCConfig = ECCConfig(),
-            max_epochs: int = 100, plr: float = 1e-3, distill: float = 0.5, finetune_epochs: int = 15,
-            finetune_lr: float = 5e-4, seed: int = 0, absolute: bool = False, progress: bool = False,
-            device="cpu") -> dict:
+def run_ecc(
+    dense: nn.Module,
+    loaders,
+    estimator,
+    budget: float,
+    cfg: ECCConfig = ECCConfig(),
+    max_epochs: int = 100,
+    plr: float = 1e-3,
+    distill: float = 0.5,
+    finetune_epochs: int = 15,
+    finetune_lr: float = 5e-4,
+    seed: int = 0,
+    absolute: bool = False,
+    progress: bool = False,
+    device="cpu",
+) -> dict:
     """ECC from a dense pretrained net: ADMM until Ê(ϕ(W)) <= B, then masked fine-tune.
 
     ``device``: where W, the teacher and the batches live (``"cuda"`` on a GPU); the ADMM width
@@ -452,21 +513,50 @@ def run_ecc(dense: nn.Module, loaders, estimator, budget: float, cfg: ECCConfig 
     cb = ECCCallback(model, estimator, budget, cfg, absolute)  # validates budget/estimator first
     teacher = _frozen(dense, loaders, distill, device)
     set_seed(seed)
-    out = fit(model, loaders, max_epochs, torch.optim.Adam(model.parameters(), lr=plr), callbacks=[cb],
-              teacher=teacher, kd_weight=distill, kd_kind="mse", seed=seed, progress=progress, device=device)
+    out = fit(
+        model,
+        loaders,
+        max_epochs,
+        torch.optim.Adam(model.parameters(), lr=plr),
+        callbacks=[cb],
+        teacher=teacher,
+        kd_weight=distill,
+        kd_kind="mse",
+        seed=seed,
+        progress=progress,
+        device=device,
+    )
     widths = widths_of(model, cb.layers)
-    res = {"widths": widths, "estimated_energy": cb.energy(widths)[0], "budget": cb.B, "reached": cb.done,
-           "iterations": cb.iterations, "epochs": len(out["history"]),
-           "accuracy_before_ft": evaluate(model, loaders.test, device)["accuracy"], "history": cb.history}
-    res["accuracy"] = _finetune(model, loaders, teacher, finetune_epochs, finetune_lr, distill, seed, progress,
-                                device)
+    res = {
+        "widths": widths,
+        "estimated_energy": cb.energy(widths)[0],
+        "budget": cb.B,
+        "reached": cb.done,
+        "iterations": cb.iterations,
+        "epochs": len(out["history"]),
+        "accuracy_before_ft": evaluate(model, loaders.test, device)["accuracy"],
+        "history": cb.history,
+    }
+    res["accuracy"] = _finetune(model, loaders, teacher, finetune_epochs, finetune_lr, distill, seed, progress, device)
     res["model"] = model
     return res
 
 
-def run_uniform(dense: nn.Module, loaders, estimator, budget: float, distill: float = 0.5,
-                finetune_epochs: int = 15, finetune_lr: float = 5e-4, seed: int = 0, absolute: bool = False,
-                progress: bool = False, device="cpu", train_epochs: int = 0, train_lr: float = 1e-3) -> dict:
+def run_uniform(
+    dense: nn.Module,
+    loaders,
+    estimator,
+    budget: float,
+    distill: float = 0.5,
+    finetune_epochs: int = 15,
+    finetune_lr: float = 5e-4,
+    seed: int = 0,
+    absolute: bool = False,
+    progress: bool = False,
+    device="cpu",
+    train_epochs: int = 0,
+    train_lr: float = 1e-3,
+) -> dict:
     """Baseline: one width multiplier for all layers at the same Ê budget, L2 group pruning, same fine-tune.
 
     ``train_epochs`` > 0 gives the baseline ECC's training too (equal training): before the
@@ -484,13 +574,15 @@ def run_uniform(dense: nn.Module, loaders, estimator, budget: float, distill: fl
     model = copy.deepcopy(dense).to(device)
     prune_to_widths_(model, widths)
     dense_e = float(bilinear.predict(estimator, estimator.S))
-    res = {"widths": widths, "estimated_energy": float(bilinear.predict(estimator, widths)) / dense_e,
-           "epochs": train_epochs}
+    res = {
+        "widths": widths,
+        "estimated_energy": float(bilinear.predict(estimator, widths)) / dense_e,
+        "epochs": train_epochs,
+    }
     teacher = _frozen(dense, loaders, distill if finetune_epochs + train_epochs > 0 else 0.0, device)
     if train_epochs > 0:  # the ADMM phase's training for the baseline: masked, same distillation
         _finetune(model, loaders, teacher, train_epochs, train_lr, distill, seed, progress, device)
     res["accuracy_before_ft"] = evaluate(model, loaders.test, device)["accuracy"]
-    res["accuracy"] = _finetune(model, loaders, teacher, finetune_epochs, finetune_lr, distill, seed, progress,
-                                device)
+    res["accuracy"] = _finetune(model, loaders, teacher, finetune_epochs, finetune_lr, distill, seed, progress, device)
     res["model"] = model
     return res

@@ -13,6 +13,7 @@ The combinatorial solvers (budgets, knapsack, k-means, MCKP, compression account
 :mod:`compresslib.methods.sqjoint_solvers` and importable from here; this module holds the ADMM state,
 the ADMM loop, the straight-through finetune and the progressive chain.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,10 +24,27 @@ import torch
 import torch.nn as nn
 
 from ..checks import check_number
-from .sqjoint_solvers import (ACCOUNTINGS, ZERO_EPS, _sizes, check_bit_range, check_budgets,  # noqa: F401
-                              check_size, compressible_layers, compression_rate, index_storage, kmeans_quantize,
-                              knapsack_sparsify_, measured_bits, mckp_greedy, mckp_quantize, other_parameters,
-                              size_budget, target_compression, weight_bits, zero_kmeans_1d)
+from .sqjoint_solvers import (
+    ACCOUNTINGS,  # noqa: F401  (re-exported)
+    ZERO_EPS,  # noqa: F401  (re-exported)
+    _sizes,
+    check_bit_range,
+    check_budgets,  # noqa: F401
+    check_size,
+    compressible_layers,
+    compression_rate,  # noqa: F401  (re-exported)
+    index_storage,
+    kmeans_quantize,
+    knapsack_sparsify_,
+    measured_bits,
+    mckp_greedy,  # noqa: F401  (re-exported)
+    mckp_quantize,
+    other_parameters,  # noqa: F401  (re-exported)
+    size_budget,  # noqa: F401  (re-exported)
+    target_compression,  # noqa: F401  (re-exported)
+    weight_bits,
+    zero_kmeans_1d,
+)
 
 MODES = ("joint", "fixed", "prune", "quantize")
 
@@ -40,8 +58,16 @@ class ADMMState:
     end of each ADMM interval.
     """
 
-    def __init__(self, weights, S: float, bit_budget: float, rho: float, mode: str = "joint",
-                 bit_range=range(1, 9), kmeans_iters: int = 30):
+    def __init__(
+        self,
+        weights,
+        S: float,
+        bit_budget: float,
+        rho: float,
+        mode: str = "joint",
+        bit_range=range(1, 9),
+        kmeans_iters: int = 30,
+    ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if rho <= 0 and mode != "prune":
@@ -94,7 +120,8 @@ class ADMMState:
             self.V = [kmeans_quantize(z, cb) for z, cb in zip(Z, self.codebooks)]
         else:
             self.V, self.bits, self.codebooks = mckp_quantize(
-                Z, self.nnz, self.S, self.B, zero_anchor=self.zero_anchor, iters=self.kmeans_iters)
+                Z, self.nnz, self.S, self.B, zero_anchor=self.zero_anchor, iters=self.kmeans_iters
+            )
         for w, v, y in zip(self.W, self.V, self.Y):
             y.add_(w.detach() - v)
 
@@ -142,8 +169,10 @@ def initial_bits(mode: str, S: float, n_total: int, bit_budget: float) -> float:
     """Starting bits: floor(bit_budget); quantize-only (all weights kept) needs S >= n_total bits."""
     if mode == "quantize":
         if S < n_total:
-            raise ValueError(f"quantize-only keeps all {n_total} weights and needs >= 1 bit each "
-                             f"(budget {S:.0f} bits): it cannot exceed 32x compression")
+            raise ValueError(
+                f"quantize-only keeps all {n_total} weights and needs >= 1 bit each "
+                f"(budget {S:.0f} bits): it cannot exceed 32x compression"
+            )
         return min(8.0, S / n_total)
     return bit_budget
 
@@ -197,8 +226,12 @@ class _FastLayout:
                 got = probe(self.example)
         except RuntimeError as e:
             return f"channels_last forward fails ({str(e).splitlines()[0][:80]})"
-        if not (isinstance(ref, torch.Tensor) and isinstance(got, torch.Tensor) and ref.shape == got.shape
-                and torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max().clamp_min(1e-12)))):
+        if not (
+            isinstance(ref, torch.Tensor)
+            and isinstance(got, torch.Tensor)
+            and ref.shape == got.shape
+            and torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max().clamp_min(1e-12)))
+        ):
             return "channels_last output differs from the contiguous one"
         return ""
 
@@ -222,8 +255,15 @@ def _peek(loader):
     return first, itertools.chain([first], it)
 
 
-def check_hparams(lr: float, momentum: float, weight_decay: float, steps: int, warmup: float = 0.0,
-                  min_steps: int = 1, rho: float | None = None) -> None:
+def check_hparams(
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    steps: int,
+    warmup: float = 0.0,
+    min_steps: int = 1,
+    rho: float | None = None,
+) -> None:
     """Clear errors for SGD / schedule knobs before any work."""
     if not lr > 0:
         raise ValueError(f"learning rate must be > 0, got {lr}")
@@ -238,10 +278,23 @@ def check_hparams(lr: float, momentum: float, weight_decay: float, steps: int, w
         raise ValueError(f"rho must be > 0, got {rho}")
 
 
-def sqjoint_compress(model: nn.Module, train_loader, S: float, bit_budget: float, mode: str = "joint",
-                     rho: float = 0.5, lr: float = 0.02, momentum: float = 0.93, weight_decay: float = 5e-4,
-                     intervals: int = 30, steps_per_interval: int = 120, warmup_intervals: float = 5,
-                     bit_range=range(1, 9), eval_fn=None, progress: bool = False):
+def sqjoint_compress(
+    model: nn.Module,
+    train_loader,
+    S: float,
+    bit_budget: float,
+    mode: str = "joint",
+    rho: float = 0.5,
+    lr: float = 0.02,
+    momentum: float = 0.93,
+    weight_decay: float = 5e-4,
+    intervals: int = 30,
+    steps_per_interval: int = 120,
+    warmup_intervals: float = 5,
+    bit_range=range(1, 9),
+    eval_fn=None,
+    progress: bool = False,
+):
     """ADMM compression (spec §3.8) of a pretrained model in place under size budget S (bits).
 
     Per step: SGD(momentum) on CE -> prox of the ADMM term -> at step 0 and at the end of each
@@ -264,6 +317,7 @@ def sqjoint_compress(model: nn.Module, train_loader, S: float, bit_budget: float
     bar = range(total)
     if progress:
         from tqdm.auto import tqdm
+
         bar = tqdm(bar, desc=f"sqjoint {mode}", leave=False)
     model.train()
     with _FastLayout(model, x0.to(ws[0].device)):
@@ -276,9 +330,16 @@ def sqjoint_compress(model: nn.Module, train_loader, S: float, bit_budget: float
                 state.project_()
                 state.outer_step()
             if (t + 1) % steps_per_interval == 0:
-                row = {"interval": (t + 1) // steps_per_interval, "step": t + 1, "lr": lr_t,
-                       "loss": sum(losses) / len(losses), "residual": state.residual(),
-                       "size_bits": state.allocated_size(), "bits": list(state.bits), "nnz": list(state.nnz)}
+                row = {
+                    "interval": (t + 1) // steps_per_interval,
+                    "step": t + 1,
+                    "lr": lr_t,
+                    "loss": sum(losses) / len(losses),
+                    "residual": state.residual(),
+                    "size_bits": state.allocated_size(),
+                    "bits": list(state.bits),
+                    "nnz": list(state.nnz),
+                }
                 losses = []
                 if eval_fn is not None:
                     row["float_accuracy"] = eval_fn(model)
@@ -298,8 +359,10 @@ def check_chain(budgets) -> list[tuple[float, float]]:
             raise ValueError(f"chain stage (S={S}, bit_budget={b}): S must be > 0 bits and bit_budget in [1, 8]")
     for (S0, _), (S1, _) in zip(chain, chain[1:]):
         if S1 > S0:
-            raise ValueError(f"a progressive chain must tighten the budget stage by stage, got S={S0:.0f} "
-                             f"then S={S1:.0f} bits (order JOINT_BUDGETS from the mildest to the strongest)")
+            raise ValueError(
+                f"a progressive chain must tighten the budget stage by stage, got S={S0:.0f} "
+                f"then S={S1:.0f} bits (order JOINT_BUDGETS from the mildest to the strongest)"
+            )
     return chain
 
 
@@ -330,9 +393,18 @@ def progressive_compress(model: nn.Module, train_loader, budgets, mode: str = "j
     return out
 
 
-def finetune(model: nn.Module, train_loader, bits, steps: int, mode: str = "joint", lr: float = 0.002,
-             momentum: float = 0.9, weight_decay: float = 5e-4, refresh: int | None = None,
-             progress: bool = False) -> None:
+def finetune(
+    model: nn.Module,
+    train_loader,
+    bits,
+    steps: int,
+    mode: str = "joint",
+    lr: float = 0.002,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    refresh: int | None = None,
+    progress: bool = False,
+) -> None:
     """Finetune with fixed masks (W != 0) and fixed bits (spec §4), straight-through quantized forward.
 
     Each step: the latent non-zeros kept aside, W <- q_C(W) for forward/backward, latent restored, SGD
@@ -356,13 +428,16 @@ def finetune(model: nn.Module, train_loader, bits, steps: int, mode: str = "join
     bar = range(steps)
     if progress:
         from tqdm.auto import tqdm
+
         bar = tqdm(bar, desc=f"finetune {mode}", leave=False)
     model.train()
     with _FastLayout(model, x0.to(ws[0].device)):
         for t in bar:
             if quant and t > 0 and t % refresh == 0:
-                books = [zero_kmeans_1d(w, b, 5, zero_anchor=anchor, init=cb[cb != 0] if anchor else cb)
-                         for w, b, cb in zip(ws, bits, books)]
+                books = [
+                    zero_kmeans_1d(w, b, 5, zero_anchor=anchor, init=cb[cb != 0] if anchor else cb)
+                    for w, b, cb in zip(ws, bits, books)
+                ]
             latent = None
             if quant:  # quantize only the kept entries (q(0) = 0 for the zero-anchored codebook)
                 with torch.no_grad():
@@ -401,7 +476,17 @@ def layer_report(model: nn.Module, bits, mode: str = "joint") -> list[dict]:
     for (name, m), b in zip(compressible_layers(model), bits):
         nnz = int((m.weight != 0).sum())
         ib, scheme = index_storage(m.weight, fp32)
-        rows.append({"layer": name, "numel": m.weight.numel(), "nnz": nnz, "density": nnz / m.weight.numel(),
-                     "bits": int(b), "measured_bits": 32.0 if fp32 else measured_bits(m.weight),
-                     "size_bits": weight_bits(m.weight, fp32), "index_bits": ib, "index_scheme": scheme})
+        rows.append(
+            {
+                "layer": name,
+                "numel": m.weight.numel(),
+                "nnz": nnz,
+                "density": nnz / m.weight.numel(),
+                "bits": int(b),
+                "measured_bits": 32.0 if fp32 else measured_bits(m.weight),
+                "size_bits": weight_bits(m.weight, fp32),
+                "index_bits": ib,
+                "index_scheme": scheme,
+            }
+        )
     return rows

@@ -8,6 +8,7 @@ paper's weights-only ratio, plus with biases and with sparse index + codebooks).
 The ADMM loop, finetune and progressive chain that use them live in :mod:`compresslib.methods.sqjoint`,
 which re-exports every public name here.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,8 +63,10 @@ def check_size(S: float, n_layers: int, min_bits: int = 1) -> None:
     if not (isinstance(S, (int, float)) and math.isfinite(S) and S > 0):  # S=nan zeroed every weight
         raise ValueError(f"S (size budget in bits) must be a finite number in (0, inf), got {S!r}")
     if S < n_layers * min_bits:
-        raise ValueError(f"size budget {S} bits is smaller than one {min_bits}-bit weight per layer "
-                         f"({n_layers} layers need >= {n_layers * min_bits} bits)")
+        raise ValueError(
+            f"size budget {S} bits is smaller than one {min_bits}-bit weight per layer "
+            f"({n_layers} layers need >= {n_layers * min_bits} bits)"
+        )
 
 
 def target_compression(model_or_sizes, nnz_budget: float, bit_budget: float) -> float:
@@ -84,14 +87,16 @@ def knapsack_sparsify_(weights, bits, S: float) -> list[int]:
     if len(bits) != len(weights):
         raise ValueError(f"need one bitwidth per layer: {len(bits)} bits for {len(weights)} layers")
     ratio = torch.cat([w.detach().reshape(-1).double().pow(2) / float(b) for w, b in zip(weights, bits)])
-    cost = torch.cat([torch.full((w.numel(),), float(b), dtype=torch.float64, device=w.device) for w, b in zip(weights, bits)])
+    cost = torch.cat(
+        [torch.full((w.numel(),), float(b), dtype=torch.float64, device=w.device) for w, b in zip(weights, bits)]
+    )
     order = torch.sort(ratio, descending=True, stable=True).indices
     fits = (torch.cumsum(cost[order], 0) <= float(S) + 1e-9) & (ratio[order] > 0)
     keep = torch.zeros_like(ratio, dtype=torch.bool)
     keep[order[: int(fits.sum())]] = True  # cumsum is monotone: the kept set is a prefix
     nnz, start = [], 0
     for w in weights:
-        m = keep[start:start + w.numel()].view_as(w)
+        m = keep[start : start + w.numel()].view_as(w)
         w.mul_(m.to(w.dtype))
         nnz.append(int(m.sum()))
         start += w.numel()
@@ -126,7 +131,9 @@ def _kmeans_sorted(data, bits, iters, tol, zero_anchor, init=None):
     if n <= k:  # fewer points than levels: every point is its own level (distortion 0)
         cb = torch.unique(xs)
         return (torch.unique(torch.cat([cb, zero])) if zero_anchor else cb), 0.0
-    free = init.double().reshape(-1).clone() if init is not None else torch.linspace(xs[0], xs[-1], k, dtype=torch.float64)
+    free = (
+        init.double().reshape(-1).clone() if init is not None else torch.linspace(xs[0], xs[-1], k, dtype=torch.float64)
+    )
     prev = None
     for _ in range(max(1, iters)):
         cents = torch.cat([free, zero]) if zero_anchor else free
@@ -143,8 +150,14 @@ def _kmeans_sorted(data, bits, iters, tol, zero_anchor, init=None):
     return cb, _segments(xs, c1, c2, cb)[2]
 
 
-def zero_kmeans_1d(x: torch.Tensor, bits: int, iters: int = 30, tol: float = 1e-3,
-                   zero_anchor: bool = True, init: torch.Tensor | None = None) -> torch.Tensor:
+def zero_kmeans_1d(
+    x: torch.Tensor,
+    bits: int,
+    iters: int = 30,
+    tol: float = 1e-3,
+    zero_anchor: bool = True,
+    init: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Lloyd's 1-D k-means with 2^bits free centroids (+ a fixed 0 if ``zero_anchor``), O(n log n).
 
     Data: entries with |x| >= 1e-5 (all entries if not anchored). Sort once; each iteration assigns
@@ -206,8 +219,10 @@ def mckp_greedy(dist, cost, S: float) -> list[int]:
     choice = [h[0] for h in hulls]
     remaining = float(S) - sum(cost[l][j] for l, j in enumerate(choice))
     if remaining < -1e-9:
-        raise ValueError(f"size budget {S} bits is smaller than the cheapest allocation "
-                         f"({float(S) - remaining:.0f} bits at the lowest bitwidth)")
+        raise ValueError(
+            f"size budget {S} bits is smaller than the cheapest allocation "
+            f"({float(S) - remaining:.0f} bits at the lowest bitwidth)"
+        )
     incs = []
     for l, h in enumerate(hulls):
         for p in range(1, len(h)):
@@ -304,10 +319,14 @@ def index_storage(w: torch.Tensor, fp32: bool = False) -> tuple[float, str]:
     v_rel = 32 if fp32 else math.ceil(math.log2(L + 1) - 1e-9)
     book = 0 if fp32 else 32 * L
     gaps = torch.diff(pos, prepend=torch.tensor([-1], device=pos.device)) - 1
-    cand = {"bitmask": n + nnz * v,
-            "dense": n * (32 if fp32 else max(1, math.ceil(math.log2(max(2, _distinct(flat))) - 1e-9)))}
-    cand["relative"] = min((nnz + int(torch.div(gaps, 2 ** p, rounding_mode="floor").sum())) * (p + v_rel)
-                           for p in range(1, MAX_GAP_BITS + 1))
+    cand = {
+        "bitmask": n + nnz * v,
+        "dense": n * (32 if fp32 else max(1, math.ceil(math.log2(max(2, _distinct(flat))) - 1e-9))),
+    }
+    cand["relative"] = min(
+        (nnz + int(torch.div(gaps, 2**p, rounding_mode="floor").sum())) * (p + v_rel)
+        for p in range(1, MAX_GAP_BITS + 1)
+    )
     scheme = min(cand, key=lambda k: (cand[k], k))
     return float(cand[scheme] + book), scheme
 

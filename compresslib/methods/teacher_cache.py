@@ -9,6 +9,7 @@ inputs** (looked up by an exact integer hash of the float bits, then verified wi
 The returned logits are the teacher's own outputs on those images; they equal a fresh forward
 pass up to float summation order (the test checks bit equality on this CPU at 1 thread).
 """
+
 from __future__ import annotations
 
 import torch
@@ -60,13 +61,18 @@ class CachedTeacher(nn.Module):
         dev = next(iter(teacher.parameters()), inputs).device
         X = inputs.detach().to(dev).contiguous()
         with torch.no_grad():
-            logits = torch.cat([teacher(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
+            logits = torch.cat([teacher(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
         g = torch.Generator().manual_seed(0x5EED)
-        mult = (torch.randint(1, 2 ** 31 - 1, (X[0].numel(),), generator=g, dtype=torch.int64) * 2 + 1).to(dev)
+        mult = (torch.randint(1, 2**31 - 1, (X[0].numel(),), generator=g, dtype=torch.int64) * 2 + 1).to(dev)
         keys = _row_keys(X, mult)
         sorted_keys, order = torch.sort(keys)
-        for name, t in (("inputs", X), ("logits", logits), ("mult", mult), ("sorted_keys", sorted_keys),
-                        ("order", order)):
+        for name, t in (
+            ("inputs", X),
+            ("logits", logits),
+            ("mult", mult),
+            ("sorted_keys", sorted_keys),
+            ("order", order),
+        ):
             self.register_buffer(name, t, persistent=False)
         self.hits = self.misses = 0
 

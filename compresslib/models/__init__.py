@@ -4,6 +4,7 @@ Every module in this package is imported on first use, so a new file with
 ``@register_model("foo", input_size=(1, 28, 28))`` registers itself with no other edit.
 Every constructor takes ``num_classes`` and ``in_channels`` (+ its own keyword arguments).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """LeNet-5 in the two variants the papers use."""
+
 from __future__ import annotations
 
 import torch.nn as nn
@@ -15,15 +16,25 @@ class LeNet5(nn.Module):
     paper (its ``CaffeLeNet``: no activation after the convolutions, only after fc 800 -> 500).
     """
 
-    def __init__(self, widths=(6, 16, 120, 84), num_classes: int = 10, in_channels: int = 1,
-                 image_size: int = 32, conv_relu: bool = True):
+    def __init__(
+        self,
+        widths=(6, 16, 120, 84),
+        num_classes: int = 10,
+        in_channels: int = 1,
+        image_size: int = 32,
+        conv_relu: bool = True,
+    ):
         super().__init__()
         c1, c2, *fcs = widths
         self.widths = tuple(widths)
         act = [nn.ReLU(inplace=True)] if conv_relu else []
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 5), *act, nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 5), *[nn.ReLU(inplace=True) for _ in act], nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, c1, 5),
+            *act,
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 5),
+            *[nn.ReLU(inplace=True) for _ in act],
+            nn.MaxPool2d(2),
         )
         side = ((image_size - 4) // 2 - 4) // 2
         if side < 1:
@@ -44,14 +55,20 @@ def lenet5(num_classes=10, in_channels=1, image_size=32, widths=(6, 16, 120, 84)
     return LeNet5(widths, num_classes, in_channels, image_size)
 
 
-@register_model("lenet5_caffe", input_size=(1, 28, 28),
-                paper="Yang et al. CVPR'20, Caffe LeNet-5 20-50-500 (CaffeLeNet: no ReLU after the convs)")
+@register_model(
+    "lenet5_caffe",
+    input_size=(1, 28, 28),
+    paper="Yang et al. CVPR'20, Caffe LeNet-5 20-50-500 (CaffeLeNet: no ReLU after the convs)",
+)
 def lenet5_caffe(num_classes=10, in_channels=1, image_size=28, widths=(20, 50, 500)):
     return LeNet5(widths, num_classes, in_channels, image_size, conv_relu=False)
 
 
-@register_model("lenet5_caffe_relu", input_size=(1, 28, 28),
-                paper="Caffe LeNet-5 20-50-500 with a ReLU after each conv (not the paper's; this workbook's "
-                      "lenet5_caffe before it was made faithful)")
+@register_model(
+    "lenet5_caffe_relu",
+    input_size=(1, 28, 28),
+    paper="Caffe LeNet-5 20-50-500 with a ReLU after each conv (not the paper's; this workbook's "
+    "lenet5_caffe before it was made faithful)",
+)
 def lenet5_caffe_relu(num_classes=10, in_channels=1, image_size=28, widths=(20, 50, 500)):
     return LeNet5(widths, num_classes, in_channels, image_size, conv_relu=True)

@@ -13,19 +13,27 @@ The original CIFAR net is ``MicroNet(in_channels=3, base_widths=(16, 32, 64), ba
 the registered default ("micronet") is the tiny digits/MNIST variant of spec §8.2 (widths 8/16/32, 1 block).
 Block convolutions are named ``layerS.B.conv1/conv2`` (the layers EC2T ternarizes: names containing ".conv").
 """
+
 from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 import torch.nn.functional as F
 
 from compresslib.models import register_model
 from compresslib.models.scaling import make_divisible
 
-__all__ = ["MicroNet", "BasicBlock", "round_filters", "round_repeats", "compound_multipliers",
-           "scaled_resolution", "micronet", "micronet_cifar"]
+__all__ = [
+    "MicroNet",
+    "BasicBlock",
+    "round_filters",
+    "round_repeats",
+    "compound_multipliers",
+    "scaled_resolution",
+    "micronet",
+    "micronet_cifar",
+]
 
 
 def round_filters(channels: float, width_mult: float, divisor: int = 8) -> int:
@@ -42,12 +50,12 @@ def compound_multipliers(d: float, w: float, phi: float, r: float = 1.0) -> tupl
     """(D, W, R) = (d**phi, w**phi, r**phi); the grid search constrains d * w**2 (* r**2) ~= 2."""
     if min(d, w, r) <= 0:
         raise ValueError(f"multipliers must be > 0, got d={d}, w={w}, r={r}")
-    return d ** phi, w ** phi, r ** phi
+    return d**phi, w**phi, r**phi
 
 
 def scaled_resolution(base: int, r: float, phi: float = 1.0, divisor: int = 1) -> int:
     """Input side length base * r**phi, rounded to a multiple of ``divisor``."""
-    side = base * r ** phi
+    side = base * r**phi
     return max(divisor, int(round(side / divisor)) * divisor)
 
 
@@ -65,8 +73,9 @@ class BasicBlock(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
-                                          nn.BatchNorm2d(planes))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
 
     def forward(self, x):
         out = self.dropout(self.relu(self.bn2(self.conv1(self.bn1(x)))))
@@ -77,9 +86,19 @@ class BasicBlock(nn.Module):
 class MicroNet(nn.Module):
     """Compound-scaled MicroNet; ``config`` holds the constructor kwargs (to rebuild from a checkpoint)."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, d: float = 1.0, w: float = 1.0,
-                 phi: float = 1.0, base_widths=(8, 16, 32), base_blocks: int = 1, divisor: int = 8,
-                 dropout: float = 0.2, strides=(1, 2, 2)):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        d: float = 1.0,
+        w: float = 1.0,
+        phi: float = 1.0,
+        base_widths=(8, 16, 32),
+        base_blocks: int = 1,
+        divisor: int = 8,
+        dropout: float = 0.2,
+        strides=(1, 2, 2),
+    ):
         super().__init__()
         if num_classes < 1 or in_channels < 1:
             raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}")
@@ -88,9 +107,18 @@ class MicroNet(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         D, W, _ = compound_multipliers(d, w, phi)
-        self.config = dict(num_classes=num_classes, in_channels=in_channels, d=d, w=w, phi=phi,
-                           base_widths=tuple(base_widths), base_blocks=base_blocks, divisor=divisor,
-                           dropout=dropout, strides=tuple(strides))
+        self.config = dict(
+            num_classes=num_classes,
+            in_channels=in_channels,
+            d=d,
+            w=w,
+            phi=phi,
+            base_widths=tuple(base_widths),
+            base_blocks=base_blocks,
+            divisor=divisor,
+            dropout=dropout,
+            strides=tuple(strides),
+        )
         self.blocks_per_stage = round_repeats(base_blocks, D)
         self.widths = [round_filters(c, W, divisor) for c in base_widths]
         stem = self.widths[0]

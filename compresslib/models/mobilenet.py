@@ -1,4 +1,5 @@
 """MobileNet-v1 (Howard et al. 2017): a stem conv then 13 depthwise-separable blocks."""
+
 from __future__ import annotations
 
 import torch
@@ -7,13 +8,27 @@ import torch.nn as nn
 from . import register_model
 
 # (output channels, stride) of the 13 depthwise-separable blocks at width 1.0
-MOBILENET_V1_CFG = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-                    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
+MOBILENET_V1_CFG = [
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
+]
 
 
 def _conv_bn(i, o, k, s, groups=1):
-    return nn.Sequential(nn.Conv2d(i, o, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(o),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(i, o, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)
+    )
 
 
 class MobileNetV1(nn.Module):

@@ -8,6 +8,7 @@ entries s_1..s_{L-1} are free (1 <= s_j <= S_j, S = dense widths).
 the nets: lenet5 (lead's LeNet5), alexnet (ICLR'19 AlexNet, 224x224), mobilenet_v1 (lead's
 MobileNetV1, one width per conv output: stem + 13 blocks) and small_convnet (4x conv3 + GAP + FC).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,15 +32,27 @@ class NarrowAlexNet(nn.Module):
         c1, c2, c3, c4, c5, f6, f7 = widths
         self.widths = tuple(widths)
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 11, 4, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
-            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
-            nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(c3, c4, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(c4, c5, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+            nn.Conv2d(in_channels, c1, 11, 4, 2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(c1, c2, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(c2, c3, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c3, c4, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c4, c5, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(c5 * 6 * 6, f6), nn.ReLU(inplace=True),
-            nn.Linear(f6, f7), nn.ReLU(inplace=True), nn.Linear(f7, num_classes),
+            nn.Flatten(),
+            nn.Linear(c5 * 6 * 6, f6),
+            nn.ReLU(inplace=True),
+            nn.Linear(f6, f7),
+            nn.ReLU(inplace=True),
+            nn.Linear(f7, num_classes),
         )
 
     def forward(self, x):
@@ -73,8 +86,12 @@ def small_convnet(num_classes=10, in_channels=1, widths=(32, 64, 128, 128)):
     return SmallConvNet(widths, num_classes, in_channels)
 
 
-@register_model("alexnet_narrow", input_size=(3, 224, 224), heavy=True,
-                paper="AlexNet of the ICLR'19/ECC code (dense energy 2.7276e10)")
+@register_model(
+    "alexnet_narrow",
+    input_size=(3, 224, 224),
+    heavy=True,
+    paper="AlexNet of the ICLR'19/ECC code (dense energy 2.7276e10)",
+)
 def alexnet_narrow(num_classes=1000, in_channels=3, widths=(64, 192, 384, 256, 256, 4096, 4096)):
     return NarrowAlexNet(widths, num_classes, in_channels)
 
@@ -90,11 +107,14 @@ class NarrowNet:
 
 NARROW_NETS: dict[str, NarrowNet] = {
     "lenet5": NarrowNet((6, 16, 120, 84), lambda w, nc, ic, hw: LeNet5(w, nc, ic, hw), (1, 32, 32)),
-    "alexnet": NarrowNet((64, 192, 384, 256, 256, 4096, 4096),
-                         lambda w, nc, ic, hw: NarrowAlexNet(w, nc, ic), (3, 224, 224)),
-    "mobilenet_v1": NarrowNet((32,) + tuple(c for c, _ in MOBILENET_V1_CFG),
-                              lambda w, nc, ic, hw: MobileNetV1(nc, ic, widths=list(w), small_input=hw < 224),
-                              (3, 224, 224)),
+    "alexnet": NarrowNet(
+        (64, 192, 384, 256, 256, 4096, 4096), lambda w, nc, ic, hw: NarrowAlexNet(w, nc, ic), (3, 224, 224)
+    ),
+    "mobilenet_v1": NarrowNet(
+        (32,) + tuple(c for c, _ in MOBILENET_V1_CFG),
+        lambda w, nc, ic, hw: MobileNetV1(nc, ic, widths=list(w), small_input=hw < 224),
+        (3, 224, 224),
+    ),
     "small_convnet": NarrowNet((32, 64, 128, 128), lambda w, nc, ic, hw: SmallConvNet(w, nc, ic), (1, 32, 32)),
 }
 
@@ -129,8 +149,9 @@ def check_widths(net: str, widths, num_classes: int = 10, in_channels: int | Non
     return w
 
 
-def narrow_model(net: str, widths, num_classes: int = 10, in_channels: int | None = None,
-                 image_size: int | None = None, device=None) -> nn.Module:
+def narrow_model(
+    net: str, widths, num_classes: int = 10, in_channels: int | None = None, image_size: int | None = None, device=None
+) -> nn.Module:
     """Build the physically narrowed dense net for the full width vector ``widths`` (s_0..s_L).
 
     ``device="meta"`` builds it without allocating weights (enough for the analytic energy model).
@@ -144,5 +165,8 @@ def narrow_model(net: str, widths, num_classes: int = 10, in_channels: int | Non
 
 def narrow_input_size(net: str, in_channels: int | None = None, image_size: int | None = None) -> tuple:
     c, h, w = _spec(net).input_size
-    return (c if in_channels is None else in_channels,
-            h if image_size is None else image_size, w if image_size is None else image_size)
+    return (
+        c if in_channels is None else in_channels,
+        h if image_size is None else image_size,
+        w if image_size is None else image_size,
+    )

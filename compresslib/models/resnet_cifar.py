@@ -1,4 +1,5 @@
 """CIFAR-style ResNets: ResNet-20 (He et al. 2016, option A) and pre-activation ResNet-(6n+2)."""
+
 from __future__ import annotations
 
 import torch

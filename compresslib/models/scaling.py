@@ -1,5 +1,6 @@
 """Channel / resolution rounding shared by the scaled model families (EfficientNet's ``round_filters``,
 pycls's ``make_divisible``: the same rule)."""
+
 from __future__ import annotations
 
 

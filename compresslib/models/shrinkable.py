@@ -12,6 +12,7 @@ bottleneck stage after another, global pooling and an MLP head with a sigmoid th
 normalised (xmin, ymin, xmax, ymax) in [0, 1]. ``pool="grid"`` (our option, not the repo's) keeps a
 grid x grid average map instead of the global average, so the head sees *where* the features are.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,8 +33,10 @@ def shrink_depths(base_depths, depth_mult: float) -> tuple[int, ...]:
 # paper's ResNet-50 v1.5 shape (7x7/2 stem + max-pool, 4 stages of 64/128/256/512 inner channels)
 ARCHS = {
     "cifar": {"base_depths": (2, 2, 2), "kwargs": {}},
-    "resnet50": {"base_depths": (3, 4, 6, 3),
-                 "kwargs": {"planes": (64, 128, 256, 512), "stem_width": 64, "stem": "imagenet"}},
+    "resnet50": {
+        "base_depths": (3, 4, 6, 3),
+        "kwargs": {"planes": (64, 128, 256, 512), "stem_width": 64, "stem": "imagenet"},
+    },
 }
 # depth factors of the released EdgeCompress configs (spec: d0.8 -> [3,3,4,3], d0.9 -> [3,4,5,3])
 RELEASED_DEPTHS = {(3, 4, 6, 3): {0.8: (3, 3, 4, 3), 0.9: (3, 4, 5, 3), 1.0: (3, 4, 6, 3)}}
@@ -67,8 +70,7 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or in_ch != out_ch:
-            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False),
-                                            nn.BatchNorm2d(out_ch))
+            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
 
     def forward(self, x):
         idt = x if self.downsample is None else self.downsample(x)
@@ -92,9 +94,19 @@ class ShrinkableResNet(nn.Module):
     ``features`` (the last stage) is the Grad-CAM target layer.
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, depths=(2, 2, 2),
-                 width_mult: float = 1.0, resolution: int = 32, stem_width: int = 16,
-                 planes=(16, 32, 64), expansion: int = 4, strides=None, stem: str = "cifar"):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        depths=(2, 2, 2),
+        width_mult: float = 1.0,
+        resolution: int = 32,
+        stem_width: int = 16,
+        planes=(16, 32, 64),
+        expansion: int = 4,
+        strides=None,
+        stem: str = "cifar",
+    ):
         super().__init__()
         depths, planes = tuple(int(d) for d in depths), tuple(int(p) for p in planes)
         if len(depths) != len(planes) or not depths or min(depths) < 1:
@@ -110,11 +122,18 @@ class ShrinkableResNet(nn.Module):
         self.num_classes = num_classes
         self.inner_widths = tuple(make_divisible(p * width_mult, 4) for p in planes)
         if stem == "cifar":
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, stem_width, 3, 1, 1, bias=False),
-                                      nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True))
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, stem_width, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(stem_width),
+                nn.ReLU(inplace=True),
+            )
         else:  # torchvision ResNet stem
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, stem_width, 7, 2, 3, bias=False),
-                                      nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, stem_width, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(stem_width),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, 2, 1),
+            )
         stages, ch = [], stem_width
         for d, p, inner, s in zip(depths, planes, self.inner_widths, strides):
             stages.append(_stage(ch, inner, p * expansion, d, s))
@@ -139,23 +158,33 @@ class BoxPredictor(nn.Module):
     """Light foreground predictor ("anynet_light" scaled down): stride-2 stem + strided bottleneck
     stages + MLP -> sigmoid (xmin, ymin, xmax, ymax) / image size."""
 
-    def __init__(self, num_classes: int = 4, in_channels: int = 1, stem_width: int = 8,
-                 inner_widths=(8, 16, 16), expansion: int = 4, depths=(1, 1, 1), hidden=(64, 32),
-                 pool: str = "avg", grid: int = 4):
+    def __init__(
+        self,
+        num_classes: int = 4,
+        in_channels: int = 1,
+        stem_width: int = 8,
+        inner_widths=(8, 16, 16),
+        expansion: int = 4,
+        depths=(1, 1, 1),
+        hidden=(64, 32),
+        pool: str = "avg",
+        grid: int = 4,
+    ):
         super().__init__()
         if num_classes != 4:
             raise ValueError(f"the box predictor regresses 4 box coordinates; got num_classes={num_classes}")
         if pool not in ("avg", "grid") or grid < 1:
             raise ValueError(f"pool must be 'avg' (global, as the repo) or 'grid' (grid x grid cells), got {pool!r}")
         self.num_classes, self.pool, self.grid = 4, pool, int(grid)
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem_width, 3, 2, 1, bias=False),
-                                  nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, stem_width, 3, 2, 1, bias=False), nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True)
+        )
         stages, ch = [], stem_width
         for inner, d in zip(inner_widths, depths):
             stages.append(_stage(ch, inner, inner * expansion, d, 2))
             ch = inner * expansion
         self.stages = nn.Sequential(*stages)
-        layers, prev = [], ch * (self.grid ** 2 if pool == "grid" else 1)
+        layers, prev = [], ch * (self.grid**2 if pool == "grid" else 1)
         for h in hidden:
             layers += [nn.Linear(prev, h), nn.ReLU(inplace=True)]
             prev = h

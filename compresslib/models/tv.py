@@ -1,4 +1,5 @@
 """torchvision reference models (random init; weights only from a local file, never downloaded)."""
+
 from __future__ import annotations
 
 import torch.nn as nn
