@@ -192,7 +192,11 @@ def schedule(
 
     order = sorted(names, key=lambda n: (-len(waiting_on(n)), names.index(n)))
     done, running, t0 = {}, {}, time.perf_counter()
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) if jobs > 1 else None
+    pool = (
+        ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+        if jobs > 1
+        else None
+    )
 
     def complete(n, job, res):
         res.update(
@@ -253,10 +257,58 @@ def schedule(
                 and not any(n not in done and all(u in done for u in ups[n]) for n in names)
             ):
                 raise RuntimeError("stage dependencies form a cycle")  # cannot happen with 'earlier' links
+    except BaseException:  # interrupted (SIGTERM/SIGINT) or failed: stop the running stages and their kernels now
+        if pool is not None:
+            _stop_workers(pool)
+            pool = None
+        raise
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     return done
+
+
+def _stop_signal(signum, frame):
+    """SIGTERM/SIGHUP -> an exception, so ``finally`` blocks run (papermill shuts its kernel down, the
+    runner stops its workers) instead of the process vanishing and leaving kernels running."""
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def _worker_exit(signum, frame):
+    """A worker told to stop exits at once; its notebook kernel notices its parent is gone (ipykernel's
+    parent poller, ``JPY_PARENT_PID``) and exits too."""
+    os._exit(128 + signum)
+
+
+def _worker_init() -> None:
+    """Runner worker (one stage at a time): exits on SIGTERM, and on Linux is sent SIGTERM when the
+    runner dies (even SIGKILLed: ``PR_SET_PDEATHSIG``), so no orphaned stage keeps its kernel computing,
+    and writing into a staging folder, after the run it belonged to is gone."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _worker_exit)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # no prctl: the SIGTERM path still applies
+            pass
+        if os.getppid() == 1:  # the runner died before prctl took effect
+            os._exit(128 + signal.SIGTERM)
+
+
+def _stop_workers(pool) -> None:
+    """SIGTERM every worker of ``pool`` (each stops its notebook's kernel), then drop the pool."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=30)
+        if p.is_alive():
+            p.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _args(argv):
@@ -543,4 +595,8 @@ def _run(args, profile, stages, all_stages, overrides, main_art, art, rank, worl
 
 
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGTERM, _stop_signal)
+    signal.signal(signal.SIGHUP, _stop_signal)
     sys.exit(main())

@@ -349,10 +349,11 @@ def save(model: nn.Module, spec, path, **kw):
     import os
     from pathlib import Path
 
+    data = pack(model, spec, **kw)  # errors before anything is written
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(pack(model, spec, **kw))
+    tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
 
