@@ -1,6 +1,11 @@
 """Generate ``docs/results_default.md`` from a run's artifacts: nothing in it is typed by hand.
 
     python -m compresslib.results_doc --artifacts artifacts --out docs/results_default.md
+    python -m compresslib.results_doc --artifacts artifacts --out docs/results_default.md --update
+
+``--update`` replaces only the sections (and summary rows) of the stages found in ``--artifacts`` and
+keeps the others as they were (a partial re-run, ``reproduce --only``): each section names the run
+(profile, commit, finish time) its numbers come from, so a mixed document says so stage by stage.
 
 For every stage folder with a ``manifest.json`` (a finished ``compresslib.reproduce`` run) it writes
 the profile, commit and seconds of the run, the stage's scalar headline metrics from
@@ -74,8 +79,20 @@ def stage_section(stage_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def build(art: Path) -> str:
-    """The whole document for the artifacts root ``art``."""
+def split_doc(text: str) -> tuple[dict[str, str], dict[str, str]]:
+    """An earlier generated document -> ({stage: its summary-table row}, {stage: its section})."""
+    import re
+
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"(?m)^\| (\d\d_\w+) \|.*\|$", text.split("\n## ", 1)[0])}
+    sections = {}
+    for part in re.split(r"(?m)^(?=## \d\d_)", text)[1:]:
+        sections[part.split("\n", 1)[0][3:].strip()] = part.rstrip("\n") + "\n"
+    return rows, sections
+
+
+def build(art: Path, previous: str | None = None) -> str:
+    """The whole document for the artifacts root ``art``; with ``previous`` (an earlier generated
+    document), the stages absent from ``art`` keep their earlier section and summary row."""
     art = Path(art)
     stages = sorted(
         p
@@ -92,14 +109,27 @@ def build(art: Path) -> str:
         "regenerate. Proxies stay proxies: see each notebook's closing notes for what a number measures.",
         "",
     ]
+    old_rows, old_sections = split_doc(previous) if previous else ({}, {})
+    here = {p.name for p in stages}
+    table = {st: row for st, row in old_rows.items() if st not in here}
     summary = art / "summary.json"
     if summary.is_file():
         rows = read_json(summary)
         rows = rows.values() if isinstance(rows, dict) else rows
-        head += ["| stage | status | seconds |", "|---|---|---|"]
-        head += [f"| {r.get('stage')} | {r.get('status')} | {_fmt(r.get('seconds'))} |" for r in rows]
-        head.append("")
-    return "\n".join(head + [stage_section(p) for p in stages])
+        for r in rows:
+            if r.get("stage") in here or r.get("stage") not in table:
+                table[r.get("stage")] = f"| {r.get('stage')} | {r.get('status')} | {_fmt(r.get('seconds'))} |"
+    if table:
+        head += ["| stage | status | seconds |", "|---|---|---|"] + [table[st] for st in sorted(table)] + [""]
+    if previous and set(old_sections) - here:
+        head += [
+            f"_Updated from a partial run: {', '.join(sorted(here))} from `{art.name}`; the other sections are "
+            "from the earlier run each names._",
+            "",
+        ]
+    sections = {st: sec for st, sec in old_sections.items() if st not in here}
+    sections.update({p.name: stage_section(p) for p in stages})
+    return "\n".join(head + [sections[st].rstrip("\n") + "\n" for st in sorted(sections)])
 
 
 def main(argv=None) -> int:
@@ -110,8 +140,10 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--artifacts", default="artifacts")
     ap.add_argument("--out", default="docs/results_default.md")
+    ap.add_argument("--update", action="store_true", help="keep the sections of stages absent from --artifacts")
     a = ap.parse_args(argv)
-    atomic_write_text(a.out, build(Path(a.artifacts)) + "\n")
+    previous = Path(a.out).read_text() if a.update and Path(a.out).is_file() else None
+    atomic_write_text(a.out, build(Path(a.artifacts), previous).rstrip("\n") + "\n")
     print(f"wrote {a.out} from {a.artifacts}")
     return 0
 

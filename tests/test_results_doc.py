@@ -49,3 +49,32 @@ def test_generated_numbers_and_verdict_come_from_the_artifacts(tmp_path):
 def test_no_finished_stage_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no stage with a manifest.json"):
         results_doc.build(tmp_path)
+
+
+def test_update_replaces_only_the_stages_of_a_partial_run(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    _stage(full, "00_quickstart", {"test_accuracy": 0.977}, "dense done\n")
+    _stage(full, "07_dynamic_inference", {"cascade_accuracy": 0.5}, "old cascade verdict\n")
+    write_json(
+        full / "summary.json",
+        [
+            {"stage": "00_quickstart", "status": "ok", "seconds": 72.4},
+            {"stage": "07_dynamic_inference", "status": "running", "seconds": 0},
+        ],
+    )
+    out = tmp_path / "doc.md"
+    assert results_doc.main(["--artifacts", str(full), "--out", str(out)]) == 0
+    _stage(part, "07_dynamic_inference", {"cascade_accuracy": 0.8125}, "new cascade verdict\n")
+    write_json(part / "summary.json", [{"stage": "07_dynamic_inference", "status": "ok", "seconds": 1234.5}])
+    assert results_doc.main(["--artifacts", str(part), "--out", str(out), "--update"]) == 0
+    text = out.read_text()
+    assert "| `test_accuracy` | 0.977 |" in text and "dense done" in text  # kept from the full run
+    assert "| `cascade_accuracy` | 0.8125 |" in text and "new cascade verdict" in text
+    assert "0.5 |" not in text and "old cascade verdict" not in text  # replaced, not duplicated
+    assert "| 00_quickstart | ok | 72.4 |" in text and "| 07_dynamic_inference | ok | 1234.5 |" in text
+    assert "running" not in text and text.count("## 07_dynamic_inference") == 1
+    assert "Updated from a partial run: 07_dynamic_inference" in text
+    assert text.index("## 00_quickstart") < text.index("## 07_dynamic_inference")
+    # updating again from the same partial run changes nothing
+    assert results_doc.main(["--artifacts", str(part), "--out", str(out), "--update"]) == 0
+    assert out.read_text() == text
