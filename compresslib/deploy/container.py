@@ -346,16 +346,10 @@ def unpack(data) -> nn.Module:
 
 def save(model: nn.Module, spec, path, **kw):
     """Write :func:`pack` to ``path`` atomically (temporary file + rename); returns the path."""
-    import os
-    from pathlib import Path
+    from ..results import atomic_write_bytes
 
     data = pack(model, spec, **kw)  # errors before anything is written
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, data)
 
 
 def load(path) -> nn.Module:
