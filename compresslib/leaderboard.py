@@ -8,7 +8,8 @@ columns by :func:`model_costs`:
   expected executions per image (a cascade's escalation rate, CAMP's 4-bit fraction ρ);
 * ``size_bits_weights``: Σ nnz·b (non-zero conv/linear weights at their bit-width b; no bias/BN);
 * ``size_bits_with_index``: + the positions of the non-zeros, the cheaper of a 1-bit-per-weight
-  bitmap and p-bit relative gaps (Deep Compression), per layer; dense layers pay nothing;
+  bitmap and p-bit relative gaps (Deep Compression), per layer (dense layers pay nothing), + the
+  fp32 codebook (32 bits per distinct value) of every layer whose bits were inferred as a codebook;
 * ``bitops``: Σ exec·nnz_macs·b_w·b_a;
 * ``energy_analytic``: the ECC analytic (Eyeriss-style) model ``energy.analytic.model_energy``,
   exec-weighted per layer (bit-width agnostic: it counts memory accesses and MACs);
@@ -18,7 +19,8 @@ columns by :func:`model_costs`:
   quantization run on dense fp32 kernels, so the latency is the dense one).
 
 ``weight_bits`` of a loaded model is inferred from its values (:func:`infer_weight_bits`):
-b = ⌈log2(#distinct non-zero values)⌉ when that count is ≤ 256 (codebook / ternary layers), else 32.
+b = ⌈log2 K⌉ for K ≤ 256 distinct non-zero values when codes + codebook beat fp32 (codebook /
+ternary layers), else 32.
 
 Stage collectors (``COLLECTORS``, in ``leaderboard_sources``) read what the method stages leave
 in ``artifacts/``; add a method by registering one (see README "How to add a method").
@@ -75,15 +77,26 @@ COLUMNS = (
 )
 
 
+def _codebook(w: torch.Tensor) -> tuple[int, int]:
+    """(K distinct non-zero values, n non-zeros) of a weight tensor (K > 256 reported as 257)."""
+    nz = w.detach().reshape(-1)
+    nz = nz[nz != 0]
+    k = torch.unique(nz).numel() if nz.numel() <= 10_000_000 else 257
+    return k, nz.numel()
+
+
 def infer_weight_bits(model: nn.Module, max_levels: int = 256) -> dict:
-    """{layer: b} with b = ⌈log2(#distinct non-zero weight values)⌉ (≥ 1) if ≤ ``max_levels`` values, else 32."""
+    """{layer: b}: b = ⌈log2 K⌉ (≥ 1) for a layer whose K ≤ ``max_levels`` distinct non-zero values are
+    cheaper stored as b-bit codes plus a K-entry fp32 codebook (n·b + 32·K < 32·n, n non-zeros), else 32.
+
+    A dense or pruned-only layer with few weights (a 150-weight first conv has 150 distinct values) is
+    fp32: writing it as 8-bit codes would need a codebook larger than the layer."""
     out = {}
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            w = m.weight.detach().reshape(-1)
-            nz = w[w != 0]
-            levels = torch.unique(nz).numel() if nz.numel() <= 10_000_000 else max_levels + 1
-            out[name] = max(1, math.ceil(math.log2(levels))) if 0 < levels <= max_levels else 32
+            k, n = _codebook(m.weight)
+            b = max(1, math.ceil(math.log2(k))) if 0 < k <= max_levels else 32
+            out[name] = b if b < 32 and n * b + 32 * k < 32 * n else 32
     return out
 
 
@@ -124,13 +137,18 @@ def model_costs(
     from .micronet import score_model
 
     model = model.eval()
-    if weight_bits == "infer":
-        weight_bits = infer_weight_bits(model)
-    t = cost.layer_table(model, tuple(input_size), weight_bits=weight_bits)
+    t = cost.layer_table(
+        model, tuple(input_size), weight_bits=infer_weight_bits(model) if weight_bits == "infer" else weight_bits
+    )
     exec_w = np.array([float((exec_weight or {}).get(n, 1.0)) for n in t.layer])
     a_bits = np.array([cost.bits_for(n, act_bits) for n in t.layer], dtype=float)
+    inferred = weight_bits == "infer"
+    if inferred:
+        weight_bits = infer_weight_bits(model)
     modules = dict(model.named_modules())
     idx = sum(index_bits(modules[n].weight) for n in dict.fromkeys(t.layer))
+    if inferred:  # the codebooks of inferred codebook layers: 32 bits per distinct value
+        idx += sum(32.0 * _codebook(modules[n].weight)[0] for n in dict.fromkeys(t.layer) if weight_bits[n] < 32)
     nnz_bits = sum(
         float((modules[n].weight != 0).sum()) * cost.bits_for(n, weight_bits) for n in dict.fromkeys(t.layer)
     )

@@ -29,12 +29,27 @@ def test_index_bits_takes_the_cheapest_code():
 
 
 def test_infer_weight_bits_counts_levels():
-    net = nn.Sequential(nn.Linear(8, 4), nn.Linear(4, 4), nn.Linear(4, 2), nn.Linear(100, 10))
+    net = nn.Sequential(nn.Linear(8, 4), nn.Linear(40, 10), nn.Linear(4, 2), nn.Linear(100, 10), nn.Conv2d(1, 6, 5))
     with torch.no_grad():
         net[0].weight.copy_(torch.tensor([-0.3, 0.0, 0.5, 0.5]).repeat(4, 2))  # ternary: 2 non-zero levels
-        net[1].weight.copy_(torch.arange(16.0).view(4, 4))  # 15 non-zero levels -> 4 bits
+        net[1].weight.copy_((torch.arange(400.0) % 15 + 1).view(10, 40))  # 15 levels on 400 weights -> 4 bits
     bits = lb.infer_weight_bits(net)
-    assert bits == {"0": 1, "1": 4, "2": 3, "3": 32}  # 8 random values -> 3 bits; 1000 -> fp32
+    # 8 random values: codes + an 8-entry codebook cost more than fp32; 1000 values -> fp32; a dense
+    # 150-weight first conv (150 distinct values) is fp32, not "8-bit" (its codebook would outweigh it)
+    assert bits == {"0": 1, "1": 4, "2": 32, "3": 32, "4": 32}
+
+
+def test_with_index_size_pays_the_inferred_codebooks():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(40, 10))
+    with torch.no_grad():
+        net[1].weight.copy_((torch.arange(400.0) % 15 + 1).view(10, 40))
+        net[1].weight[:, :20] = 0  # 200 zeros
+    c = lb.model_costs(net, (40,), latency_repeats=3)
+    assert c["size_bits_weights"] == 200 * 4
+    index = lb.index_bits(net[1].weight)
+    assert c["size_bits_with_index"] == 200 * 4 + index + 32 * 15  # positions + the 15-entry fp32 codebook
+    explicit = lb.model_costs(net, (40,), weight_bits=4, latency_repeats=3)  # bits given: no inferred codebook
+    assert explicit["size_bits_with_index"] == 200 * 4 + index
 
 
 def test_model_costs_on_a_known_layer():
@@ -46,7 +61,7 @@ def test_model_costs_on_a_known_layer():
     c = lb.model_costs(net, (1, 4, 4), latency_repeats=3)
     assert c["dense_macs"] == 64 and c["effective_macs"] == 32
     assert c["size_bits_weights"] == 32  # 32 non-zeros * 1 bit
-    assert c["size_bits_with_index"] == 32 + lb.index_bits(w)
+    assert c["size_bits_with_index"] == 32 + lb.index_bits(w) + 2 * 32  # + the 2-entry fp32 codebook
     assert c["bitops"] == 32 * 1 * 32
     assert c["latency_ms"] > 0 and c["latency_threads"] == 1 and c["latency_batch"] == 1
     assert c["energy_analytic"] > 0 and c["micronet_score"] > 0
