@@ -330,7 +330,13 @@ def _args(argv):
     ap.add_argument("--profiles", default=str(REPO / "profiles"))
     ap.add_argument("--data-root", default=None, help="DATA_ROOT for real datasets")
     ap.add_argument("--device", default=None, help="DEVICE override (cpu, cuda, cuda:N)")
-    ap.add_argument("--timeout", type=int, default=3600, help="per-cell execution timeout in seconds (>= 1)")
+    ap.add_argument(
+        "--timeout",
+        type=int,
+        default=14400,
+        help="per-cell execution timeout in seconds (>= 1), a guard against hangs: stage 08's training cell "
+        "took over an hour of the default profile on a shared 2-core machine (a rerun reuses its finished fits)",
+    )
     ap.add_argument("--stop-on-failure", action="store_true")
     ap.add_argument(
         "--jobs",
