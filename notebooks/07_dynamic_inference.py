@@ -183,9 +183,8 @@ if min(EPOCHS, BOX_EPOCHS, PROBE_EPOCHS) < 1 or N_THRESHOLDS < 3 or not 0 <= TOL
     raise ValueError("EPOCHS, BOX_EPOCHS, PROBE_EPOCHS >= 1, N_THRESHOLDS >= 3 and TOL in [0, 1] required")
 out = Path(OUT_DIR)
 out.mkdir(parents=True, exist_ok=True)
-CACHE = results.cache_dir(
-    out
-)  # every trained model, keyed by fingerprint: a re-run with the same inputs trains nothing
+# every trained model (and Grad-CAM map), keyed by fingerprint: a re-run with the same inputs trains nothing
+CACHE = results.cache_dir(out)
 train.set_seed(SEED)
 
 # %% [markdown]
@@ -308,15 +307,25 @@ display(pd.DataFrame(rows))
 
 # %%
 cam_net, cam_r = nets[("resolution-only", resolutions[0])], resolutions[0]
-cam_maps = {
-    layer: {
-        k: crop.gradcam(
-            cam_net, s.x, s.y, layer=cam_net.features if layer == "last" else cam_net.stages[-1], input_size=cam_r
-        )
-        for k, s in splits.items()
-    }
-    for layer in cam_layers
-}
+cam_key = {"net": train.state_digest(cam_net.state_dict()), "r": cam_r}  # + the split's images, labels, layer
+
+
+def gradcam_maps(layer, s):
+    """Grad-CAM maps of one split, kept in CACHE under the CAM net's weights, the images, the labels and
+    the layer (a re-run over the same artifacts loads them instead of a forward+backward pass per image)."""
+    key = {**cam_key, "x": train.tensor_digest(s.x), "y": train.tensor_digest(s.y), "layer": layer}
+    path = CACHE / f"gradcam-{results.param_hash(key)}.pt"
+    if path.is_file():
+        return torch.load(path)
+    maps = crop.gradcam(
+        cam_net, s.x, s.y, layer=cam_net.features if layer == "last" else cam_net.stages[-1], input_size=cam_r
+    )
+    torch.save(maps, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    return maps
+
+
+cam_maps = {layer: {k: gradcam_maps(layer, s) for k, s in splits.items()} for layer in cam_layers}
 
 
 def pseudo_boxes(layer, split, grow, k):
