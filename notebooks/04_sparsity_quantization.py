@@ -322,6 +322,7 @@ def finish(net, state, hist, mode, p, b, s, ckpt, t1, chain=""):
 def admm(net, mode, p, b, s):
     L = loaders[s]
     train.set_seed(s)
+    train.reseed_loader(L.train, s)  # each run's shuffling restarts at its seed: no run depends on which ran before
     return sq.sqjoint_compress(
         net,
         L.train,
@@ -355,6 +356,7 @@ def chain_compress(s, ckpts):
 
     net = dense_net(s)
     train.set_seed(s)
+    train.reseed_loader(L.train, s)
     sq.progressive_compress(
         net,
         L.train,
@@ -390,7 +392,7 @@ def run_key(mode, p, b, s):
         BWLB=BWLB,
         FT_STEPS=FT_STEPS,
         FT_LR=FT_LR,
-        version="sqjoint-run/2",
+        version="sqjoint-run/3",  # /3: every run restarts its loader shuffling at its seed
     )
 
 
