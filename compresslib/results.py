@@ -164,8 +164,23 @@ def cache_dir(out_dir) -> Path:
     return path
 
 
+def clear_models(out_dir) -> None:
+    """Start the run's ``OUT_DIR/models.json`` afresh (a notebook calls it first), so it lists exactly the models
+    of the current run, never a row an earlier run with other parameters left behind."""
+    (Path(out_dir) / "models.json").unlink(missing_ok=True)
+
+
 def record_model(
-    out_dir, key: str, *, model: str, kwargs: dict, checkpoint, accuracy: float | None, split: str, **extra
+    out_dir,
+    key: str,
+    *,
+    model: str,
+    kwargs: dict,
+    checkpoint,
+    accuracy: float | None,
+    split: str,
+    board: dict | None = None,
+    **extra,
 ) -> Path:
     """Add (or replace) one saved model's row in ``OUT_DIR/models.json``.
 
@@ -173,10 +188,19 @@ def record_model(
     ``kwargs`` (enough to rebuild it), the ``checkpoint`` file (relative to ``OUT_DIR`` when inside
     it, else ``../<path>`` when inside the artifacts root, such as ``results.cache_dir``), its
     ``accuracy`` and the ``split`` that accuracy was measured on (``"val"`` / ``"test"``).
-    ``extra``: anything else a later stage needs (bits, expected executions, evaluation dtype, ...).
+    ``board``: the model's leaderboard fields (:data:`compresslib.manifest.BOARD_FIELDS`, checked here);
+    only rows with one are on the board. ``extra``: anything else a later stage needs (builder keys such
+    as ``kind``, evaluation dtype, ...).
     """
     if split not in ("train", "val", "test"):
         raise ValueError(f"record_model: split must be 'train', 'val' or 'test', got {split!r}")
+    if board is not None:
+        from .manifest import check_board
+
+        check_board(board, f"record_model({key!r}): board")
+        if split != "test":
+            raise ValueError(f"record_model({key!r}): a board row's accuracy must be measured on 'test', got {split!r}")
+        extra["board"] = board
     out_dir = Path(out_dir)
     ck = Path(checkpoint)
     try:

@@ -50,6 +50,29 @@ from .checks import check_number
 from .results import library_digest
 
 
+#: fit's evaluation policies: after each epoch on val and once on test at the end / val only / none
+EVALUATE = ("val+test", "val", "none")
+
+
+@dataclass
+class Splits:
+    """The loaders ``fit`` takes: ``train`` and the optional ``val`` / ``test`` (None: not evaluated)."""
+
+    train: Any
+    val: Any = None
+    test: Any = None
+
+
+def evaluation_view(loaders, evaluate: str = "val+test"):
+    """``loaders`` as :func:`fit` sees them under the ``evaluate`` policy (:data:`EVALUATE`): "val" drops the
+    test split, "none" both (a method that evaluates in its own callback); the train split is always kept."""
+    if evaluate not in EVALUATE:
+        raise ValueError(f"evaluate must be one of {EVALUATE}, got {evaluate!r}")
+    if evaluate == "val+test":
+        return loaders
+    return Splits(loaders.train, getattr(loaders, "val", None) if evaluate == "val" else None, None)
+
+
 class Callback:
     """Base class: override any hook; ``state_dict`` is saved in checkpoints."""
 
@@ -606,8 +629,12 @@ def fit(
     amp: bool | None = None,
     channels_last: bool | None = None,
     fingerprint: dict | None = None,
+    evaluate: str = "val+test",
 ) -> dict:
     """Train for ``epochs`` epochs, evaluating on val after each and on test at the end.
+
+    ``evaluate`` (:data:`EVALUATE`): "val" skips the test pass, "none" every evaluation (a method whose own
+    callback evaluates); the skipped splits are not part of the fingerprint either.
 
     ``ckpt_path``: checkpoint written atomically after every epoch, holding the run's fingerprint
     (``fit_fingerprint``: model/arch, initial weights, optimizer/scheduler settings, data, seed,
@@ -645,6 +672,7 @@ def fit(
         amp,
         channels_last,
         fingerprint,
+        eval_policy=evaluate,
     )[0]
 
 
@@ -687,9 +715,11 @@ def _fit(
     channels_last=None,
     fingerprint=None,
     fp=None,
+    eval_policy="val+test",
 ):
     """``fit``; returns (result, status) with status "trained", "resumed" or "reused"."""
     check_fit_args(epochs, kd_weight, kd_T, device, seed)
+    loaders = evaluation_view(loaders, eval_policy)
     if fingerprint is not None and not isinstance(fingerprint, dict):
         raise ValueError(f"fingerprint must be a dict or None, got {type(fingerprint).__name__}")
     callbacks = list(callbacks)
@@ -894,6 +924,7 @@ def cached_fit(model: nn.Module, loaders, epochs: int, optimizer, *, cache_dir, 
     bad = set(fit_kwargs) - set(inspect.signature(fit).parameters)
     if bad:
         raise TypeError(f"cached_fit: unknown fit arguments {sorted(bad)}")
+    loaders = evaluation_view(loaders, fit_kwargs.pop("evaluate", "val+test"))
     device = fit_kwargs.get("device", "cpu")
     cuda = str(device).startswith("cuda") and torch.cuda.is_available()
     amp, cl = fit_kwargs.get("amp"), fit_kwargs.get("channels_last")

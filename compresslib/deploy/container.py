@@ -29,6 +29,8 @@ import zlib
 import torch
 import torch.nn as nn
 
+from compresslib.rebuild import BUILDERS, build_model, check_spec  # noqa: F401  (a spec is a manifest row)
+
 from . import codec
 
 MAGIC = b"CLPACK\x1a\n"
@@ -41,88 +43,6 @@ DTYPES = ("float32", "float16")
 
 
 # ----------------------------------------------------------------------------- arguments
-#: Architectures that are not registry models, rebuilt from a manifest row: name -> builder(kwargs, row)
-BUILDERS = {}
-
-
-def builder(name: str):
-    """Decorator registering a non-registry architecture for :func:`build_model` (name = manifest ``model``)."""
-
-    def deco(fn):
-        BUILDERS[name] = fn
-        return fn
-
-    return deco
-
-
-@builder("compresslib.methods.camp.CampResNet")
-def _camp(kwargs: dict, build: dict) -> nn.Module:
-    """Stage 08's models.json row: CampResNet(**kwargs); ``kind`` "dual": ``make_dual`` of it; "static": + the
-    row's ``static_plan`` (``set_static_plan``)."""
-    from compresslib.methods import camp
-
-    kind = build.get("kind", "uniform")
-    if kind not in ("uniform", "dual", "static"):
-        raise ValueError(f"CAMP kind must be 'uniform', 'dual' or 'static', got {kind!r}")
-    missing = [k for k in ("depth", "widths", "num_classes", "in_channels") if k not in kwargs]
-    if missing:
-        raise ValueError(f"CAMP kwargs miss {missing} (stage 08's models.json rows have them)")
-    net = camp.CampResNet(
-        int(kwargs["depth"]),
-        tuple(kwargs["widths"]),
-        int(kwargs["num_classes"]),
-        int(kwargs["in_channels"]),
-        bits=int(kwargs.get("bits", 32)),
-    )
-    if kind != "uniform":
-        net = camp.make_dual(net, gate_mode="sp")
-    if kind == "static":  # models.json may hold the plan as strings (['0', '1', '1'], from a CSV) or "011"
-        plan = build.get("static_plan")
-        plan = [c for c in plan if c.strip(" ,[]'\"")] if isinstance(plan, str) else plan
-        try:
-            plan = [int(v) for v in plan]
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"CAMP static_plan must be a list of 0/1, got {build.get('static_plan')!r}") from e
-        camp.set_static_plan(net, plan)
-    return net
-
-
-_BUILD_KEYS = ("kind", "static_plan")  # manifest-row keys a builder reads besides kwargs
-
-
-def check_spec(spec) -> dict:
-    """{"model", "kwargs", "build"} of ``spec``: a registry name, or a manifest row {"model": name, "kwargs": {...}}
-    (for a :data:`BUILDERS` architecture also its ``kind`` / ``static_plan``); other row keys are ignored."""
-    if isinstance(spec, str):
-        spec = {"model": spec}
-    if not isinstance(spec, dict) or not isinstance(spec.get("model"), str):
-        raise ValueError(
-            f"spec must be a registry model name or a manifest row {{'model': name, 'kwargs': {{...}}}}, got {spec!r}"
-        )
-    kwargs = spec.get("kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise ValueError(f"spec['kwargs'] must be a dict, got {type(kwargs).__name__}")
-    build = {k: spec[k] for k in _BUILD_KEYS if spec["model"] in BUILDERS and spec.get(k) is not None}
-    build.update(spec.get("build") or {})
-    try:
-        kwargs, build = json.loads(json.dumps(kwargs)), json.loads(json.dumps(build))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"spec['kwargs'] must be JSON-serialisable (numbers, strings, lists, dicts): {e}") from e
-    return {"model": spec["model"], "kwargs": kwargs, "build": build}
-
-
-def build_model(spec: dict) -> nn.Module:
-    """The architecture of a checked spec: a :data:`BUILDERS` entry or ``create_model(name, **kwargs)`` (JSON lists
-    become tuples), under a forked RNG (the caller's random stream is untouched), in eval mode."""
-    from compresslib.models import create_model
-
-    name, kw = spec["model"], spec["kwargs"]
-    with torch.random.fork_rng(devices=[]):
-        if name in BUILDERS:
-            return BUILDERS[name](kw, spec["build"]).eval()
-        return create_model(name, **{k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}).eval()
-
-
 def check_weight_bits(model: nn.Module, weight_bits) -> dict:
     """{state_dict key: bits | None} from ``weight_bits`` {layer name: bits in [1, 32] or None (raw)}."""
     if weight_bits is None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -442,14 +441,14 @@ def train_stage(
         model.to(memory_format=torch.channels_last)  # in place: Parameters (and ties) stay the same objects
     opt, sch = sgd_schedule(model, epochs, lr, warmup_epochs=warmup_epochs, **sched)
     timer = EpochTimer()
-    train_only = SimpleNamespace(train=loaders.train, val=None, test=None)
     kw = dict(scheduler=sch, callbacks=[*callbacks, timer], seed=seed, progress=progress, device=device)
+    kw["evaluate"] = "none"  # validation once after the last epoch (below), test in gate_statistics
     if cache_dir is not None:
         if not name:
             raise ValueError("train_stage: a cache_dir needs a checkpoint name")
-        out = cached_fit(model, train_only, epochs, opt, cache_dir=cache_dir, name=name, fingerprint=fingerprint, **kw)
+        out = cached_fit(model, loaders, epochs, opt, cache_dir=cache_dir, name=name, fingerprint=fingerprint, **kw)
     else:
-        out = fit(model, train_only, epochs, opt, **kw)
+        out = fit(model, loaders, epochs, opt, **kw)
     if getattr(loaders, "val", None) is not None:
         out["val_accuracy"] = evaluate(model, loaders.val, device)["accuracy"]
     secs = timer.seconds or [h["seconds"] for h in out.get("history", []) if "seconds" in h]  # reused: recorded

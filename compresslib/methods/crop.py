@@ -435,11 +435,9 @@ def train_classifier(
     ``cache_dir``: ``train.cached_fit`` -- checkpoint ``cache_dir/<name>-<fingerprint>.ckpt`` (initial
     weights, training/validation tensors, optimizer/scheduler/callback settings, seed, epochs); a
     finished matching one is loaded without training (``"reused": True``), a partial one resumed."""
-    from types import SimpleNamespace
-
     from torch.utils.data import DataLoader, TensorDataset
 
-    from ..train import cached_fit, fit, set_seed
+    from ..train import Splits, cached_fit, fit, set_seed
 
     x = _check_images(x)
     if len(torch.as_tensor(y)) != len(x):
@@ -453,7 +451,7 @@ def train_classifier(
     val_l = None if x_val is None else DataLoader(TensorDataset(x_val, torch.as_tensor(y_val).long()), batch_size=500)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
-    loaders = SimpleNamespace(train=train_l, val=val_l, test=None)
+    loaders = Splits(train_l, val_l)
     kw = dict(
         scheduler=sched,
         callbacks=[RandomShift(shift, seed)],

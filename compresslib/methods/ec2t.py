@@ -405,17 +405,17 @@ def train_ec2t(
     model = copy.deepcopy(fp_model).to(device)
     q = EC2T(model, method=method, gamma=gamma, t=t, init_scale=init_scale, **flags)
     val, test = getattr(loaders, "val", None), getattr(loaders, "test", None)
-    train_only = _TrainOnly(loaders.train)  # fit evaluates nothing; val once per epoch in the callback
-    cb = EC2TCallback(q, val, device)
+    cb = EC2TCallback(q, val, device)  # fit evaluates nothing; val once per epoch in the callback
     main = fit(
         model,
-        train_only,
+        loaders,
         epochs,
         q.optimizer(lr, lr2, weight_decay),
         callbacks=[cb],
         device=device,
         seed=seed,
         progress=progress,
+        evaluate="none",
     )
     if cb.best_state is not None:
         model.load_state_dict(cb.best_state)
@@ -424,13 +424,14 @@ def train_ec2t(
         q.freeze()
         frozen = fit(
             model,
-            train_only,
+            loaders,
             retrain_epochs,
             q.optimizer(lr, lr2, weight_decay),  # last state kept
             callbacks=[EC2TCallback(q)],
             device=device,
             seed=seed + 1,
             progress=progress,
+            evaluate="none",
         )
         history += [dict(h, phase="frozen") for h in frozen["history"]]
     table = q.layer_table()
@@ -450,13 +451,6 @@ def train_ec2t(
     if test is not None:
         res["test_accuracy"] = evaluate(model, test, device)["accuracy"]
     return res
-
-
-class _TrainOnly:
-    """The train split alone, so ``fit`` runs no validation/test passes of its own."""
-
-    def __init__(self, train):
-        self.train, self.val, self.test = train, None, None
 
 
 def rebuild_model(meta: dict) -> nn.Module:
