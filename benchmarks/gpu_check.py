@@ -12,11 +12,11 @@ Steps (each with a time budget; the run stops before ``--budget`` seconds and re
                  within the per-key tolerances of ``TOLERANCES`` below.
   3. throughput  training-step images/s (fp32 and AMP) on generated data at the paper's shapes, for the
                  model and batch of every ``profiles/paper/*.yaml``, and the hours each paper profile
-                 needs at that speed (``OUT/README_hours_table.md`` replaces the README's estimates).
+                 needs at that speed (``OUT/README_hours_table.md`` replaces the estimates in docs/scaling.md).
   4. ecc_energy  stage 01 with the ``nvml`` cost device (measured joules/image) on narrowed nets, stage
                  02's bilinear fit of it (validation MRE), and the same for CUDA latency.
 
-No network is needed, and only torch is required beyond the wheels listed in the README ("Scaling up"):
+No network is needed, and only torch is required beyond the wheels listed in docs/scaling.md:
 without papermill/jupytext the stage notebooks (``notebooks/NN_*.py``, percent format) are executed
 cell by cell in a subprocess with the profile's parameters injected after the ``parameters`` cell.
 """
@@ -584,15 +584,19 @@ def compare_smoke(cpu_art: Path, cuda_art: Path, cuda_rows: list[dict], only=())
 
 
 # --------------------------------------------------------------------------------- throughput
-def _ints(s) -> list[int]:
-    return [int(v) for v in str(s).split(",") if v.strip()]
+def _ints(s) -> list[int]:  # a profile's list literal, or an older "a,b" string
+    return [int(v) for v in s] if isinstance(s, list) else [int(v) for v in str(s).split(",") if v.strip()]
 
 
-def _floats(s) -> list[float]:
+def _floats(s) -> list[float]:  # [a, b] / [[a, b], [c, d]] (flattened), or an older "a,b" / "a,b;c,d" string
+    if isinstance(s, list):
+        return [float(v) for p in s for v in (p if isinstance(p, list) else [p])]
     return [float(v) for v in str(s).replace(";", ",").split(",") if v.strip()]
 
 
-def _pairs(s) -> list[tuple[float, float]]:
+def _pairs(s) -> list[tuple[float, float]]:  # [[d, w], ...], or an older "d,w;d,w" string
+    if isinstance(s, list):
+        return [tuple(float(v) for v in p) for p in s]
     return [tuple(float(v) for v in p.split(",")) for p in str(s).split(";") if p.strip()]
 
 
@@ -649,9 +653,7 @@ def paper_plan(name: str, prof: dict) -> list[dict]:
         ds, n, b = p["DATASET"], TRAIN_IMAGES[p["DATASET"]], p["BATCH_SIZE"]
         seeds = p.get("N_SEEDS", 1)
         model = {"name": p["MODEL"], "kwargs": {"num_classes": NUM_CLASSES[ds], "in_channels": IMAGE_SHAPE[ds][0]}}
-        runs = len([r for r in str(p.get("JOINT_BUDGETS", "")).split(",") if r.strip()]) + len(
-            [r for r in str(p.get("ABLATIONS", "")).split(",") if r.strip()]
-        )
+        runs = len(p.get("JOINT_BUDGETS") or []) + len(p.get("ABLATIONS") or [])  # list literals [[nnz, bits], ...]
         per_interval = p["STEPS_PER_INTERVAL"] * b if p.get("STEPS_PER_INTERVAL") else n
         items.append(
             {
@@ -1442,7 +1444,7 @@ def main(argv=None) -> int:
     missing = [v["distribution"] for m, v in packages().items() if v["required"] and not v["present"]]
     if missing:
         print(
-            f"gpu_check: missing wheels: {', '.join(missing)} (see README 'Scaling up': bring them as files)",
+            f"gpu_check: missing wheels: {', '.join(missing)} (see docs/scaling.md: bring them as files)",
             file=sys.stderr,
         )
         return 2

@@ -241,25 +241,11 @@ def get_loaders(
     tr_idx, va_idx = stratified_split(y, val_fraction, seed=_SPLIT_SEED + 1)
     if subset is not None and subset < len(tr_idx):
         tr_idx = tr_idx[stratified_take(y[tr_idx], subset, seed)]
+    kw = dict(num_workers=num_workers, pin_memory=torch.cuda.is_available())
     g = torch.Generator().manual_seed(seed)
-    pin = torch.cuda.is_available()
-    train = DataLoader(
-        Subset(train_full, tr_idx.tolist()),
-        batch_size=batch_size,
-        shuffle=True,
-        generator=g,
-        num_workers=num_workers,
-        pin_memory=pin,
-        drop_last=False,
-    )
-    val = DataLoader(
-        Subset(plain, va_idx.tolist()),
-        batch_size=eval_batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=pin,
-    )
-    test_l = DataLoader(test, batch_size=eval_batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin)
+    train = DataLoader(Subset(train_full, tr_idx.tolist()), batch_size, shuffle=True, generator=g, **kw)
+    val = DataLoader(Subset(plain, va_idx.tolist()), eval_batch_size, shuffle=False, **kw)
+    test_l = DataLoader(test, eval_batch_size, shuffle=False, **kw)
     fp = _loaders_fingerprint(
         name,
         train_full,

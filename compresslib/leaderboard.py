@@ -22,8 +22,9 @@ columns by :func:`model_costs`:
 b = ⌈log2 K⌉ for K ≤ 256 distinct non-zero values when codes + codebook beat fp32 (codebook /
 ternary layers), else 32.
 
-Stage collectors (``COLLECTORS``, in ``leaderboard_sources``) read what the method stages leave
-in ``artifacts/``; add a method by registering one (see README "How to add a method").
+The candidates are the ``board`` rows of the stages' model manifests (``models.json``, see
+:mod:`compresslib.manifest`), rebuilt by :mod:`compresslib.rebuild`; no code here knows a stage's files.
+Add a method to the board by writing its rows (``results.record_model(..., board={...})``).
 """
 
 from __future__ import annotations
@@ -38,25 +39,8 @@ import torch.nn as nn
 
 from . import cost
 
-# candidates, the collector registry, the stage collectors and the base-model runs (re-exported here)
-from .leaderboard_sources import (  # noqa: F401
-    COLLECTORS,
-    CascadeCost,
-    Candidate,
-    Resized,
-    collect_all,
-    collect_camp,
-    collect_ec2t,
-    collect_ecc,
-    collect_edgecompress,
-    collect_sqjoint,
-    run_cascade_base,
-    run_ec2t_base,
-    run_magnitude,
-    stage_params,
-    train_base,
-    upstream_dense,
-)
+from .manifest import Candidate  # noqa: F401  (re-exported: a board row as one trained model)
+from .rebuild import candidates as collect_all  # noqa: F401  (every finished stage's board rows)
 
 COST_COLUMNS = [
     "dense_macs",
@@ -212,6 +196,49 @@ def candidate_row(c: Candidate, latency_threads: int = 1, latency_repeats: int =
     }
 
 
+def board_fields(c: Candidate, weights: bool = True) -> dict:
+    """The manifest ``board`` entry (:data:`compresslib.manifest.BOARD_FIELDS`) that rebuilds ``c`` as a candidate."""
+    return {
+        "method": c.method,
+        "setting": c.setting,
+        "seed": int(c.seed),
+        "input_size": [int(v) for v in c.input_size],
+        "base_model": c.base_model,
+        "dataset": c.dataset,
+        "weight_bits": c.weight_bits,
+        "act_bits": c.act_bits,
+        "exec_weight": c.exec_weight,
+        "deploy_form": c.deploy_form,
+        "extra_macs": float(c.extra_macs),
+        "weights": bool(weights),
+        "extra": dict(c.extra),
+    }
+
+
+def record_candidate(out_dir, key: str, c: Candidate, cache_dir) -> None:
+    """Publish one model a stage trained itself (stage 09's base-model runs) in its ``models.json``: the weights
+    as ``cache_dir/board-<key>.pt`` and a board row, so later stages (10, deploy) read it like any other."""
+    from pathlib import Path
+
+    from .results import record_model
+    from .train import save_checkpoint
+
+    if c.spec is None:
+        raise ValueError(f"{c.method}/{c.setting}: a recorded candidate needs its spec {{'model', 'kwargs'}}")
+    ck = save_checkpoint(Path(cache_dir) / f"board-{key}.pt", model=c.model.state_dict())
+    record_model(
+        out_dir,
+        key,
+        model=c.spec["model"],
+        kwargs=c.spec.get("kwargs") or {},
+        checkpoint=ck,
+        accuracy=float(c.accuracy),
+        split="test",
+        board=board_fields(c),
+        **(c.spec.get("build") or {}),
+    )
+
+
 def aggregate(rows) -> pd.DataFrame:
     """One row per (method, setting): accuracy mean ± sample std over seeds, cost columns averaged."""
     df = pd.DataFrame(list(rows))
@@ -270,7 +297,7 @@ def format_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub-markdown table of :func:`format_table` (what the README embeds)."""
+    """A GitHub-markdown table of :func:`format_table` (what docs/results.md embeds)."""
     f = format_table(df)
     lines = ["| " + " | ".join(f.columns) + " |", "|" + "---|" * len(f.columns)]
     lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in f.itertuples(index=False)]
@@ -338,14 +365,14 @@ def explorer(board: pd.DataFrame, axis: str = "effective_macs"):
     return box
 
 
-# ------------------------------------------------------------------ README table (published default run)
+# ------------------------------------------------------------------ published table (docs/results.md markers)
 TABLE_BEGIN, TABLE_END = "<!-- leaderboard-table:begin -->", "<!-- leaderboard-table:end -->"
 
 
 def readme_table(readme_text: str) -> str:
-    """The text between the README's leaderboard markers (stripped)."""
+    """The text between a document's leaderboard markers (stripped; docs/results.md holds the published one)."""
     if TABLE_BEGIN not in readme_text or TABLE_END not in readme_text:
-        raise ValueError(f"README has no {TABLE_BEGIN} ... {TABLE_END} section")
+        raise ValueError(f"no {TABLE_BEGIN} ... {TABLE_END} section")
     return readme_text.split(TABLE_BEGIN, 1)[1].split(TABLE_END, 1)[0].strip()
 
 
@@ -362,7 +389,7 @@ def run_wall_time(summary_json) -> str:
 
 
 def publish(csv_path, readme, docs_csv) -> None:
-    """Copy a default run's leaderboard.csv to ``docs_csv`` and write its table into the README markers."""
+    """Copy a run's leaderboard.csv to ``docs_csv`` and write its table into the markers of ``readme`` (any file)."""
     import shutil
     import time
     from pathlib import Path
@@ -389,17 +416,9 @@ def publish(csv_path, readme, docs_csv) -> None:
 
 
 if __name__ == "__main__":
-    import argparse
-
-    from .stages import REPO
-
-    ap = argparse.ArgumentParser(
-        prog="python -m compresslib.leaderboard",
-        description="publish a default run's leaderboard into README.md and docs/",
+    # The published board is the leaderboard section of docs/results.md, rendered with the stages' results
+    # from one sources snapshot; publish() above writes a table into any file's markers.
+    raise SystemExit(
+        "the published leaderboard is generated into docs/results.md (with docs/leaderboard_default.csv): "
+        "run `python -m compresslib.results_doc --artifacts artifacts --update`"
     )
-    ap.add_argument("--csv", default=str(REPO / "artifacts" / "09_leaderboard" / "leaderboard.csv"))
-    ap.add_argument("--readme", default=str(REPO / "README.md"))
-    ap.add_argument("--docs-csv", default=str(REPO / "docs" / "leaderboard_default.csv"))
-    a = ap.parse_args()
-    publish(a.csv, a.readme, a.docs_csv)
-    print(f"README table and {a.docs_csv} updated from {a.csv}")

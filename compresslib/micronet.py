@@ -48,30 +48,17 @@ TASKS = {  # reference model: (params, ops) — rules, final version (2019-09-04
     "cifar100": {"model": "WideResNet-28-10", "params": 36.5e6, "ops": 10.49e9},
 }
 MODES = ("official", "repo")
-_ACT_MODULES = {
-    nn.ReLU: (1, 0),
-    nn.ReLU6: (1, 0),
-    nn.Hardtanh: (1, 0),
-    nn.LeakyReLU: (1, 0),
-    nn.SiLU: (3, 1),
-    nn.Sigmoid: (2, 1),
-    nn.Hardswish: (3, 1),
-    nn.Hardsigmoid: (2, 1),
+# (mults, adds) per element of each activation, by kind; then the modules, functions and method names of each kind
+_ACT_KIND_COST = {"relu": (1, 0), "sigmoid": (2, 1), "silu": (3, 1), "hardswish": (3, 1), "hardsigmoid": (2, 1)}
+_ACT_KINDS = {
+    "relu": (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, F.relu, torch.relu, F.relu6, F.hardtanh, F.leaky_relu)
+    + ("relu", "relu_"),
+    "sigmoid": (nn.Sigmoid, torch.sigmoid, F.sigmoid, "sigmoid"),
+    "silu": (nn.SiLU, F.silu),
+    "hardswish": (nn.Hardswish, F.hardswish),
+    "hardsigmoid": (nn.Hardsigmoid,),
 }
-_ACT_FUNCS = {
-    F.relu: (1, 0),
-    torch.relu: (1, 0),
-    F.relu6: (1, 0),
-    F.hardtanh: (1, 0),
-    F.leaky_relu: (1, 0),
-    F.silu: (3, 1),
-    torch.sigmoid: (2, 1),
-    F.sigmoid: (2, 1),
-    F.hardswish: (3, 1),
-    "relu": (1, 0),
-    "relu_": (1, 0),
-    "sigmoid": (2, 1),
-}
+_ACT_COST = {op: _ACT_KIND_COST[kind] for kind, ops in _ACT_KINDS.items() for op in ops}
 _ADDS = {operator.add, operator.iadd, torch.add, "add", "add_"}
 _MULS = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
 _AVG = {F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean, "mean", nn.AvgPool2d, nn.AdaptiveAvgPool2d}
@@ -255,8 +242,8 @@ def op_list(model: nn.Module, input_size) -> list[dict]:
             uncostable(tgt, m, "it holds parameters")
         elif node.op == "call_function" and id(tgt) in quantizers:
             continue  # a fake-quantizer: a precision conversion, its bits are declared by the layer reading it
-        elif key in _ACT_MODULES or key in _ACT_FUNCS:
-            rec.update(kind="act", cost=_ACT_MODULES.get(key) or _ACT_FUNCS.get(key))
+        elif key in _ACT_COST:
+            rec.update(kind="act", cost=_ACT_COST[key])
         elif key in _ADDS or key in _MULS:
             tensors = [a for a in node.args if isinstance(a, fx.Node) and shape(a)]
             if not tensors:

@@ -62,6 +62,19 @@ def _build_camp(kwargs: dict, build: dict) -> nn.Module:
     return net
 
 
+@builder("cascade")
+def _build_cascade(kwargs: dict, build: dict) -> nn.Module:
+    """A two-model cascade as one module (``methods.cascade.CascadeCost``): ``kwargs`` = {"small": spec,
+    "large": spec, "small_resolution": r}; the small model sees an r x r resize of the input (``Resized``)."""
+    from .methods.cascade import CascadeCost, Resized
+
+    missing = [k for k in ("small", "large", "small_resolution") if k not in kwargs]
+    if missing:
+        raise ValueError(f"cascade kwargs miss {missing}: {{'small': spec, 'large': spec, 'small_resolution': r}}")
+    small = Resized(build_model(kwargs["small"]), int(kwargs["small_resolution"]))
+    return CascadeCost(small, build_model(kwargs["large"]))
+
+
 def _tuples(kw: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}
 

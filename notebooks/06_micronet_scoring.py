@@ -63,7 +63,7 @@ import torch
 
 import compresslib
 from compresslib import data, models, results, train
-from compresslib.leaderboard_sources import stage_params
+from compresslib.stage_params import last_run_params as stage_params
 from compresslib.micronet import TASKS, check_task, score_model
 from compresslib.methods.ec2t import rebuild_model
 

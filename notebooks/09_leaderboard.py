@@ -26,9 +26,9 @@
 # this notebook runs it there: the dense base, magnitude pruning (the baseline every paper starts
 # from) and EC2T (stage 05 trains MicroNets).
 #
-# **Reads:** `03_ecc_admm/results.csv`, `04_sparsity_quantization/models/`, `05_ec2t/models/`,
-# `07_dynamic_inference/static_models.csv` + `metrics.json`, `08_camp_mixed_precision/models.json`
-# (each optional). **Writes:** `leaderboard.csv`, `runs.csv`, `frontier.png`, `explorer.png`, `metrics.json`.
+# **Reads:** the model manifests (`models.json` board rows) of `03_ecc_admm`, `04_sparsity_quantization`,
+# `05_ec2t`, `07_dynamic_inference` and `08_camp_mixed_precision` (each optional). **Writes:** `leaderboard.csv`,
+# `runs.csv`, `models.json` (the models trained here), `frontier.png`, `explorer.png`, `metrics.json`.
 
 # %% tags=["parameters"]
 PROFILE = "default"  # profile name (set by compresslib.reproduce)
@@ -39,15 +39,15 @@ OUT_DIR = "../artifacts/09_leaderboard"  # where figures, tables and metrics.jso
 DEVICE = "cpu"  # cpu (latency is measured on cpu)
 EPOCHS = 8  # dense epochs of the base model; range [1, 10000]
 BASE_MODEL = "lenet5_caffe"  # common base model (LeNet-5 20-50-500, the model of stage 04)
-SEEDS = "0,1,2"  # seeds of the base-model runs
+SEEDS = [0, 1, 2]  # seeds of the base-model runs; range [0, 2147483647]
 SUBSET = 0  # cap on training images, 0 means all; range [0, inf)
-SPARSITIES = "0.9,0.95,0.98"  # magnitude-pruning levels on the base model
+SPARSITIES = [0.9, 0.95, 0.98]  # magnitude-pruning levels on the base model; range (0, 1)
 FINETUNE_EPOCHS = 1  # masked fine-tune epochs after magnitude pruning; range [0, 10000]
-EC2T_GAMMAS = "0.2"  # EC2T gains on the base model (0 skips EC2T on the base)
+EC2T_GAMMAS = [0.2]  # EC2T gains on the base model ([] skips EC2T on the base); range (0, inf)
 EC2T_EPOCHS = 2  # EC2T epochs with re-assignment; range [1, 10000]
 EC2T_RETRAIN = 1  # EC2T epochs with frozen assignment; range [0, 10000]
-CASCADE_WIDTHS = "10,25,250"  # EdgeCompress cascade on the base: widths of the shrunk first stage
-CASCADE_RES = 20  # input resolution of the shrunk first stage (pixels); range [4, 1024]
+CASCADE_WIDTHS = [10, 25, 250]  # EdgeCompress cascade on the base: widths of the shrunk first stage; range [1, 100000]
+CASCADE_RES = 20  # input resolution of the shrunk first stage (pixels); range [8, 1024]
 CASCADE_EPOCHS = 4  # epochs of the shrunk first stage (0 skips the cascade); range [0, 10000]
 LATENCY_THREADS = 1  # torch threads for the latency measurements; range [1, 256]
 LATENCY_REPEATS = 30  # timed forward passes per model (median reported); range [1, 100000]
@@ -62,36 +62,30 @@ from IPython.display import display
 from tqdm.auto import tqdm
 
 import compresslib
-from compresslib import data, leaderboard as lb, models, results, train, viz
+from compresslib import data, leaderboard as lb, models, results, stages, train, viz
+from compresslib.methods import baselines
 
 threads = compresslib.set_threads()
-seeds = [int(s) for s in SEEDS.split(",") if s.strip()]
-sparsities = [float(s) for s in SPARSITIES.split(",") if s.strip()]
-gammas = [float(g) for g in EC2T_GAMMAS.split(",") if g.strip() and float(g) > 0]
-if not seeds:
-    raise ValueError("SEEDS is empty")
-if not all(0 < s < 1 for s in sparsities):
-    raise ValueError(f"SPARSITIES must be in (0, 1): {SPARSITIES}")
-if min(EPOCHS, LATENCY_THREADS, LATENCY_REPEATS) < 1 or min(FINETUNE_EPOCHS, EC2T_RETRAIN) < 0:
-    raise ValueError("EPOCHS, LATENCY_THREADS, LATENCY_REPEATS >= 1 and FINETUNE_EPOCHS, EC2T_RETRAIN >= 0 required")
-if gammas and EC2T_EPOCHS < 1:
+if not SEEDS:
+    raise ValueError("SEEDS is empty: give at least one seed, e.g. [0]")
+if EC2T_GAMMAS and EC2T_EPOCHS < 1:
     raise ValueError("EC2T_EPOCHS must be >= 1 when EC2T_GAMMAS is set")
-cascade_widths = [int(w) for w in CASCADE_WIDTHS.split(",") if w.strip()]
-if CASCADE_EPOCHS < 0 or CASCADE_RES < 8:
-    raise ValueError("CASCADE_EPOCHS >= 0 and CASCADE_RES >= 8 required")
 out = Path(OUT_DIR)
 out.mkdir(parents=True, exist_ok=True)
 art = out.parent
 print(f"artifacts: {art}; torch threads {threads}; latency with {LATENCY_THREADS} thread(s), batch 1")
 
 # %% [markdown]
-# ## What the stages left in `artifacts/`
-# One collector per method reads its stage's files. A missing stage gives no rows (run it first to
-# include it); a stage whose format the collector does not understand is reported, not fatal.
+# ## The models the stages published
+# Every method stage lists its models in its `models.json` (the model manifest): registry name and
+# arguments, checkpoint, test accuracy, and a `board` entry with the cost-counting facts (bits,
+# expected executions, deployed form). This notebook rebuilds each one from that row and reads no
+# other file of any stage. A stage that has not finished gives no rows (run it first to include it);
+# a row that cannot be rebuilt is reported, not fatal.
 
 # %%
-candidates, found = lb.collect_all(art)
-display(pd.DataFrame([{"method": k, "stage": lb.COLLECTORS.meta(k)["stage"], "models": v} for k, v in found.items()]))
+candidates, found = lb.collect_all(art, stages=stages.UPSTREAM["09_leaderboard"])
+display(pd.DataFrame([{"stage": k, "models": v} for k, v in found.items()]))
 
 # %% [markdown]
 # ## Runs on the common base model
@@ -101,11 +95,13 @@ display(pd.DataFrame([{"method": k, "stage": lb.COLLECTORS.meta(k)["stage"], "mo
 # sparsity, EC2T ternarization of every layer (stage 05 ternarizes MicroNets) and EdgeCompress's
 # cascade (stage 07 runs on cluttered canvases): a width- and resolution-shrunk LeNet answers the
 # confident images, the dense base the rest, at the cheapest threshold that keeps the dense accuracy
-# within 0.5 point (else hi = 0.2).
+# within 0.5 point (else hi = 0.2). Each is published in this stage's own `models.json` (for stage 10).
 
 # %%
+results.clear_models(out)
 cache = results.cache_dir(out)  # every model trained here, keyed by fingerprint: a re-run trains nothing
-for seed in tqdm(seeds, desc="base seeds"):
+own = []
+for seed in tqdm(SEEDS, desc="base seeds"):
     loaders = data.get_loaders(
         DATASET,
         seed=seed,
@@ -113,61 +109,63 @@ for seed in tqdm(seeds, desc="base seeds"):
         subset=SUBSET or None,
         image_size=models.model_input_size(BASE_MODEL)[-1],
     )  # e.g. digits 8x8 -> 28x28
-    up = lb.upstream_dense(art, BASE_MODEL, DATASET, SUBSET, seed)
-    if up is not None:  # stage 04 trained this very base: reuse it
-        dense = models.create_model(BASE_MODEL, num_classes=loaders.num_classes, in_channels=loaders.in_channels)
-        train.load_weights(dense, up)  # a checkpoint of another model: a clear error, not a key dump
-        dense.eval()
-    else:
-        dense = lb.train_base(BASE_MODEL, loaders, EPOCHS, seed, cache_dir=cache)
-    print(
-        f"seed {seed}: dense {BASE_MODEL} "
-        + (f"from {up.relative_to(art)}" if up else f"trained here ({EPOCHS} epochs)")
-    )
+    base_kw = dict(num_classes=loaders.num_classes, in_channels=loaders.in_channels)
+    up = baselines.upstream_dense(art, BASE_MODEL, DATASET, SUBSET, seed, stages=stages.UPSTREAM["09_leaderboard"])
+    dense = up[0] if up is not None else baselines.train_base(BASE_MODEL, loaders, EPOCHS, seed, cache_dir=cache)
+    print(f"seed {seed}: dense {BASE_MODEL} " + (f"from {up[1]}" if up else f"trained here ({EPOCHS} epochs)"))
     input_size = (loaders.in_channels, loaders.image_size, loaders.image_size)
     common = dict(input_size=tuple(input_size), base_model=BASE_MODEL, dataset=DATASET, source="09_leaderboard")
-    candidates.append(
-        lb.Candidate(
-            "dense", "fp32", seed, train.evaluate(dense, loaders.test)["accuracy"], dense, weight_bits=None, **common
+    common["spec"] = {"model": BASE_MODEL, "kwargs": base_kw}
+    acc = train.evaluate(dense, loaders.test)["accuracy"]
+    own.append((f"dense_seed{seed}", lb.Candidate("dense", "fp32", seed, acc, dense, weight_bits=None, **common)))
+    for s, m, acc in baselines.run_magnitude(dense, loaders, SPARSITIES, FINETUNE_EPOCHS, seed, cache_dir=cache):
+        c = lb.Candidate("magnitude pruning", f"sparsity {s:g}", seed, acc, m, weight_bits=None, **common)
+        own.append((f"magnitude{s:g}_seed{seed}", c))
+    for g, m, acc in baselines.run_ec2t_base(
+        dense, loaders, EC2T_GAMMAS, EC2T_EPOCHS, EC2T_RETRAIN, seed, cache_dir=cache
+    ):
+        own.append(
+            (f"ec2t{g:g}_seed{seed}", lb.Candidate("EC2T", f"gamma={g:g} on {BASE_MODEL}", seed, acc, m, **common))
         )
-    )
-    for s, m, acc in lb.run_magnitude(dense, loaders, sparsities, FINETUNE_EPOCHS, seed, cache_dir=cache):
-        candidates.append(
-            lb.Candidate("magnitude pruning", f"sparsity {s:g}", seed, acc, m, weight_bits=None, **common)
-        )
-    for g, m, acc in lb.run_ec2t_base(dense, loaders, gammas, EC2T_EPOCHS, EC2T_RETRAIN, seed, cache_dir=cache):
-        candidates.append(lb.Candidate("EC2T", f"gamma={g:g} on {BASE_MODEL}", seed, acc, m, **common))
     if CASCADE_EPOCHS:
-        c = lb.run_cascade_base(
+        c = baselines.run_cascade_base(
             dense,
             loaders,
             input_size,
-            cascade_widths,
+            CASCADE_WIDTHS,
             CASCADE_RES,
             CASCADE_EPOCHS,
             seed,
             model_name=BASE_MODEL,
             cache_dir=cache,
         )
-        candidates.append(
-            lb.Candidate(
-                "EdgeCompress",
-                f"cascade on {BASE_MODEL} (r{CASCADE_RES}, {'/'.join(map(str, cascade_widths))})",
-                seed,
-                c["accuracy"],
-                c["model"],
-                weight_bits=None,
-                exec_weight=c["exec_weight"],
-                deploy_form="cascade (both stages timed)",
-                extra={"threshold": c["threshold"], "escalated": c["escalated"]},
-                **common,
-            )
+        small = {"model": BASE_MODEL, "kwargs": dict(base_kw, image_size=CASCADE_RES, widths=CASCADE_WIDTHS)}
+        spec = {
+            "model": "cascade",
+            "kwargs": {"small": small, "large": common["spec"], "small_resolution": CASCADE_RES},
+        }
+        setting = f"cascade on {BASE_MODEL} (r{CASCADE_RES}, {'/'.join(map(str, CASCADE_WIDTHS))})"
+        extra = {"threshold": c["threshold"], "escalated": c["escalated"]}
+        cand = lb.Candidate(
+            "EdgeCompress",
+            setting,
+            seed,
+            c["accuracy"],
+            c["model"],
+            weight_bits=None,
+            exec_weight=c["exec_weight"],
+            deploy_form="cascade (both stages timed)",
+            extra=extra,
+            **dict(common, spec=spec),
         )
+        own.append((f"cascade_seed{seed}", cand))
         print(
-            f"seed {seed}: cascade threshold {c['threshold']:.2f}, escalated {c['escalated']:.1%}, "
-            f"accuracy {c['accuracy']:.4f}"
+            f"seed {seed}: cascade threshold {c['threshold']:.2f}, escalated {c['escalated']:.1%}, accuracy {c['accuracy']:.4f}"
         )
-print(f"{len(candidates)} models in total")
+for key, c in own:
+    lb.record_candidate(out, key, c, cache)
+candidates += [c for _, c in own]
+print(f"{len(candidates)} models in total ({len(own)} trained here)")
 
 # %% [markdown]
 # ## One row per model, then one row per (method, setting)
@@ -276,7 +274,7 @@ if dense_macs:
 metrics = {
     "base_model": BASE_MODEL,
     "dataset": DATASET,
-    "seeds": seeds,
+    "seeds": SEEDS,
     "n_rows": len(board),
     "methods": sorted(board.method.unique()),
     "collected": found,

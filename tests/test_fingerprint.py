@@ -280,7 +280,7 @@ def test_pretrain_dense_matches_the_stages_recipes_and_is_cached(L, tmp_path):
 
 
 def test_leaderboard_base_runs_are_reused_with_identical_numbers(tmp_path, monkeypatch):
-    from compresslib import leaderboard_sources as lbs
+    from compresslib.methods import baselines as lbs
 
     L32 = data.get_loaders("digits", batch_size=64, seed=0, image_size=32, subset=400)
 

@@ -235,8 +235,8 @@ def test_parametrized_ternary_layer_is_one_leaf():
 
 
 def _leaderboard_models():
-    """Every kind of model the leaderboard (compresslib.leaderboard_sources, notebook 09) scores."""
-    from compresslib.leaderboard_sources import CascadeCost, Resized
+    """Every kind of model the leaderboard (compresslib.rebuild, notebook 09) scores."""
+    from compresslib.methods.cascade import CascadeCost, Resized
     from compresslib.methods.camp import CampResNet, make_dual
     from compresslib.models.shrinkable import shrink_depths
 

@@ -249,27 +249,28 @@ def constants_dict(k: EnergyConstants = EYERISS) -> dict:
     return asdict(k)
 
 
-class AnalyticDevice:
-    """Cost device ``cost(widths) -> float``: analytic energy of the narrowed dense net (deterministic)."""
+class NarrowedNetDevice:
+    """Base of the cost devices: the dense widths ``S`` of registry net ``net`` and its input size; a device's
+    ``cost(widths)`` is the cost of ``net`` narrowed to ``widths`` (``models.narrow.narrow_model``)."""
+
+    def __init__(self, net: str, num_classes: int = 10, in_channels: int | None = None, image_size: int | None = None):
+        from ..models.narrow import dense_widths, narrow_input_size
+
+        self.net, self.num_classes, self.image_size = net, num_classes, image_size
+        self.S = dense_widths(net, num_classes, in_channels)
+        self.input_size = narrow_input_size(net, self.S[0], image_size)
+
+
+class AnalyticDevice(NarrowedNetDevice):
+    """Cost device ``cost(widths) -> float``: analytic energy of the narrowed dense net (deterministic).
+    ``net_args``: :class:`NarrowedNetDevice`'s ``(net, num_classes, in_channels, image_size)``."""
 
     name = "analytic"
     unit = "E_rf"
 
-    def __init__(
-        self,
-        net: str,
-        num_classes: int = 10,
-        in_channels: int | None = None,
-        image_size: int | None = None,
-        relaxed: bool = False,
-        constants: EnergyConstants = EYERISS,
-    ):
-        from ..models.narrow import dense_widths, narrow_input_size
-
-        self.net, self.num_classes, self.relaxed, self.constants = net, num_classes, relaxed, constants
-        self.S = dense_widths(net, num_classes, in_channels)
-        self.image_size = image_size
-        self.input_size = narrow_input_size(net, self.S[0], image_size)
+    def __init__(self, *net_args, relaxed: bool = False, constants: EnergyConstants = EYERISS, **net_kw):
+        super().__init__(*net_args, **net_kw)
+        self.relaxed, self.constants = relaxed, constants
         self._dense: list[LayerGeometry] | None = None
 
     def breakdown(self, widths) -> list[dict]:

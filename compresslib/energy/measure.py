@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..cost import measure_latency
+from .analytic import NarrowedNetDevice
 
 
 class DeviceUnavailable(RuntimeError):
@@ -23,35 +24,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class LatencyDevice:
-    """Cost device: median forward latency (ms per batch) of the narrowed dense net."""
+class LatencyDevice(NarrowedNetDevice):
+    """Cost device: median forward latency (ms per batch) of the narrowed dense net.
+    ``net_args``: :class:`~compresslib.energy.analytic.NarrowedNetDevice`'s ``(net, num_classes, in_channels,
+    image_size)``."""
 
     name = "latency"
     unit = "ms"
 
     def __init__(
-        self,
-        net: str,
-        num_classes: int = 10,
-        in_channels: int | None = None,
-        image_size: int | None = None,
-        batch: int = 16,
-        threads: int = 1,
-        repeats: int = 20,
-        warmup: int = 3,
-        device: str = "cpu",
-        seed: int = 0,
+        self, *net_args, batch=16, threads=1, repeats=20, warmup=3, device: str = "cpu", seed: int = 0, **net_kw
     ):
-        from ..models.narrow import dense_widths, narrow_input_size
-
         if repeats < 3 or batch < 1 or warmup < 0:
             raise ValueError(
                 f"LatencyDevice needs repeats >= 3 (median/IQR), batch >= 1, warmup >= 0; "
                 f"got repeats={repeats}, batch={batch}, warmup={warmup}"
             )
-        self.net, self.num_classes, self.image_size = net, num_classes, image_size
-        self.S = dense_widths(net, num_classes, in_channels)
-        self.input_size = narrow_input_size(net, self.S[0], image_size)
+        super().__init__(*net_args, **net_kw)
         self.batch, self.threads, self.repeats, self.warmup, self.device = batch, threads, repeats, warmup, device
         self.seed = seed
         self.last: dict | None = None
