@@ -262,7 +262,16 @@ def op_list(model: nn.Module, input_size) -> list[dict]:
         own = {k: v for k, v in rec.get("params_numel", {}).items() if k not in seen}
         seen.update(own)
         rec["model_params"] = int(sum(own.values()))
-    owner = {id(p): (n.rpartition(".")[0], n) for n, p in model.named_parameters()}
+    # parameters of a module marked ``micronet_skip`` (e.g. the path a CAMP static plan never runs) are not part
+    # of the scored model when no traced op uses them
+    skipped = {
+        id(p)
+        for m in model.modules()
+        if getattr(m, "micronet_skip", False)
+        for p in m.parameters()
+        if id(p) not in seen
+    }
+    owner = {id(p): (n.rpartition(".")[0], n) for n, p in model.named_parameters() if id(p) not in skipped}
     missing = [owner[i] for i in owner if i not in seen]
     if missing:
         mod_name, p_name = missing[0]

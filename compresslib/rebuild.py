@@ -32,34 +32,10 @@ def builder(name: str):
 
 @builder("compresslib.methods.camp.CampResNet")
 def _build_camp(kwargs: dict, build: dict) -> nn.Module:
-    from .methods.camp import CampResNet, make_dual, set_static_plan
+    """Stage 08's manifest row: :func:`compresslib.methods.camp.architecture` (``kind``, ``static_plan``)."""
+    from .methods.camp import architecture
 
-    """Stage 08's manifest row: ``CampResNet(**kwargs)``; ``kind`` "dual": :func:`make_dual` of it; "static": +
-    the row's ``static_plan`` (:func:`set_static_plan`)."""
-    kind = build.get("kind", "uniform")
-    if kind not in ("uniform", "dual", "static"):
-        raise ValueError(f"CAMP kind must be 'uniform', 'dual' or 'static', got {kind!r}")
-    missing = [k for k in ("depth", "widths", "num_classes", "in_channels") if k not in kwargs]
-    if missing:
-        raise ValueError(f"CAMP kwargs miss {missing} (stage 08's models.json rows have them)")
-    net = CampResNet(
-        int(kwargs["depth"]),
-        tuple(kwargs["widths"]),
-        int(kwargs["num_classes"]),
-        int(kwargs["in_channels"]),
-        bits=int(kwargs.get("bits", 32)),
-    )
-    if kind != "uniform":
-        net = make_dual(net, gate_mode="sp")
-    if kind == "static":  # models.json may hold the plan as strings (['0', '1', '1'], from a CSV) or "011"
-        plan = build.get("static_plan")
-        plan = [c for c in plan if c.strip(" ,[]'\"")] if isinstance(plan, str) else plan
-        try:
-            plan = [int(v) for v in plan]
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"CAMP static_plan must be a list of 0/1, got {build.get('static_plan')!r}") from e
-        set_static_plan(net, plan)
-    return net
+    return architecture(kwargs, build)
 
 
 @builder("cascade")

@@ -52,8 +52,8 @@ IMAGE_SIZE = 32  # input side in pixels (mnist5k is resized to 32x32 as in ICLR'
 BATCH_SIZE = 64  # mini-batch size (one ADMM iteration per batch); range [1, 65536]
 LR = 0.001  # dense pretraining learning rate; range (0, 10]
 SUBSET = 0  # cap on training images, 0 means all (smoke runs use a subset); range [0, inf)
-SEEDS = "0,1,2"  # seeds: each gets its own dense net, ECC and uniform runs
-BUDGETS = "0.5,0.3,0.2,0.1"  # energy budgets B as fractions of the dense estimate
+SEEDS = [0, 1, 2]  # seeds (added to SEED): each gets its own dense net, ECC and uniform runs
+BUDGETS = [0.5, 0.3, 0.2, 0.1]  # energy budgets B as fractions of the dense estimate
 ABSOLUTE_BUDGET = False  # True: BUDGETS are absolute estimator units instead of fractions
 MAX_EPOCHS = 80  # cap on ADMM epochs (a run normally stops at the budget much earlier); range [1, 100000]
 PLR = 0.001  # Adam learning rate of the ADMM W-step (alpha in the prox); range (0, 10]
@@ -71,195 +71,98 @@ LATENCY_THREADS = 1  # torch threads of the latency measurement; range [1, 256]
 LATENCY_REPEATS = 30  # timed forward passes (median and IQR reported); range [3, 100000]
 
 # %%
-import inspect
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
-from tqdm.auto import tqdm
 
 import compresslib
-from compresslib import cost, data, models, results, train
+from compresslib import cost, data, results
 from compresslib.energy import bilinear
-from compresslib.energy.analytic import AnalyticDevice
-from compresslib.cost import measure_latency
 from compresslib.methods import ecc
 from compresslib.models.narrow import dense_widths
 from compresslib.provenance import sha256_file
 
 threads = compresslib.set_threads()
-train.check_device(DEVICE)
-seeds = [SEED + int(s) for s in str(SEEDS).split(",") if s.strip()]
-budgets = [float(b) for b in str(BUDGETS).split(",") if b.strip()]
-if not seeds or not budgets:
-    raise ValueError(f"need at least one seed and one budget, got SEEDS={SEEDS!r}, BUDGETS={BUDGETS!r}")
-if min(EPOCHS, MAX_EPOCHS) < 1 or LATENCY_REPEATS < 3 or FINETUNE_EPOCHS < 0 or not 0 <= DISTILL <= 1:
-    raise ValueError("EPOCHS, MAX_EPOCHS must be >= 1, LATENCY_REPEATS >= 3, FINETUNE_EPOCHS >= 0, DISTILL in [0, 1]")
-LATENCY = dict(batch=LATENCY_BATCH, threads=LATENCY_THREADS, repeats=LATENCY_REPEATS)  # cost.measure_latency
-cfg = ecc.ECCConfig(
+config = ecc.Config(
+    seeds=[SEED + int(s) for s in SEEDS],
+    budgets=BUDGETS,
+    absolute_budget=ABSOLUTE_BUDGET,
+    model=MODEL,
+    net=NET,
+    image_size=IMAGE_SIZE,
+    epochs=EPOCHS,
+    lr=LR,
+    max_epochs=MAX_EPOCHS,
+    plr=PLR,
     rho_z=RHO_Z,
     rho_y=RHO_Y,
     pslr=PSLR,
-    psgrad_clip=PSGRAD_CLIP or None,
+    psgrad_clip=PSGRAD_CLIP,
     psgrad_mask=PSGRAD_MASK,
     repo_square_of_sum=REPO_SQUARE_OF_SUM,
-)
-cfg.validate()
+    distill=DISTILL,
+    finetune_epochs=FINETUNE_EPOCHS,
+    finetune_lr=FINETUNE_LR,
+    latency_batch=LATENCY_BATCH,
+    latency_threads=LATENCY_THREADS,
+    latency_repeats=LATENCY_REPEATS,
+    device=DEVICE,
+).validate()  # every range and rule, before any work
+seeds = config.seeds
 out = Path(OUT_DIR)
 out.mkdir(parents=True, exist_ok=True)
-loaders0 = data.get_loaders(
-    DATASET, batch_size=BATCH_SIZE, seed=seeds[0], root=DATA_ROOT or None, image_size=IMAGE_SIZE, subset=SUBSET or None
-)
-S = dense_widths(NET, loaders0.num_classes, loaders0.in_channels)
+results.clear_models(OUT_DIR)
+load = dict(batch_size=BATCH_SIZE, root=DATA_ROOT or None, image_size=IMAGE_SIZE, subset=SUBSET or None)
+loaders = {s: data.get_loaders(DATASET, seed=s, **load) for s in seeds}  # one per seed (its data order)
+L0 = loaders[seeds[0]]
+S = dense_widths(NET, L0.num_classes, L0.in_channels)
 est_path = results.require_artifact(
     Path(OUT_DIR).parent / "02_energy_estimator" / f"{NET}_{COST_DEVICE}_bilinear.json", "02_energy_estimator"
 )
 est = bilinear.load(est_path, net=NET, S=S)
-fractions = [ecc.relative_budget(est, b, ABSOLUTE_BUDGET) for b in budgets]  # clear errors before any training
-oracle = AnalyticDevice(NET, loaders0.num_classes, loaders0.in_channels, IMAGE_SIZE)
-input_size = (loaders0.in_channels, IMAGE_SIZE, IMAGE_SIZE)
+fractions = [ecc.relative_budget(est, b, ABSOLUTE_BUDGET) for b in BUDGETS]  # clear errors before any training
+input_size = (L0.in_channels, IMAGE_SIZE, IMAGE_SIZE)
 print(
-    f"{DATASET}: {len(loaders0.train.dataset)} train / {len(loaders0.test.dataset)} test; {MODEL} S = {S}; "
+    f"{DATASET}: {len(L0.train.dataset)} train / {len(L0.test.dataset)} test; {MODEL} S = {S}; "
     f"estimator val MRE {est.info.get('val_mre', float('nan')):.4f}; budgets {fractions}; seeds {seeds}; "
     f"threads {threads}"
 )
 
-
 # %% [markdown]
-# ## Dense teachers
-# One dense LeNet-5 per seed (Adam, cosine decay) by `train.pretrain_dense`, cached in
-# `results.cache_dir(OUT_DIR)` under the fingerprint of everything that determines its weights.
+# ## Dense teachers, then the budget sweep: ECC vs uniform width at the same estimated energy
+# `ecc.run` trains one dense LeNet-5 per seed (Adam, cosine decay; `train.pretrain_dense`, cached in
+# `results.cache_dir(OUT_DIR)` under the fingerprint of everything that determines its weights), then per
+# (seed, budget) ECC and the two uniform baselines. Every pruned net is exported by `ecc.slim` (dead input
+# channels of layer j and the matching outputs of layer j−1 removed); `export_max_abs_diff` checks its
+# logits against the masked net. Latency of the exported net and of its dense parent are measured back to
+# back (paired), because this shared machine's load drifts. Sweep points are cached (`sweep_cache.json`,
+# keyed by every setting, the dense checkpoint's fingerprint and the estimator file's digest).
 
 # %%
-common = dict(dataset=DATASET, model=MODEL, image=IMAGE_SIZE, batch=BATCH_SIZE, subset=SUBSET)
-cache_root = results.cache_dir(OUT_DIR)
-dense_nets, loaders_by_seed, dense_rows, dense_fp = {}, {}, [], {}
-model_kw = dict(num_classes=loaders0.num_classes, in_channels=loaders0.in_channels)
-if "image_size" in inspect.signature(models.MODELS.get(MODEL)).parameters:
-    model_kw["image_size"] = IMAGE_SIZE
-for seed in seeds:
-    loaders = data.get_loaders(
-        DATASET, batch_size=BATCH_SIZE, seed=seed, root=DATA_ROOT or None, image_size=IMAGE_SIZE, subset=SUBSET or None
-    )
-    model, fit_res = train.pretrain_dense(
-        MODEL, model_kw, loaders, epochs=EPOCHS, seed=seed, lr=LR, cache_dir=cache_root, device=DEVICE
-    )
-    model = model.cpu().eval()  # dense parents live on the CPU: exports and latencies are CPU; run_ecc copies to DEVICE
-    dense_fp[seed] = fit_res["fingerprint"]
-    acc = train.evaluate(model, loaders.test)["accuracy"]
-    results.record_model(
-        OUT_DIR,
-        f"dense_seed{seed}",
-        model=MODEL,
-        kwargs=model_kw,
-        checkpoint=fit_res["checkpoint"],
-        accuracy=acc,
-        split="test",
-        seed=seed,
-        eval_dtype="float32",
-    )
-    lat = measure_latency(model, input_size, **LATENCY)
-    dense_nets[seed], loaders_by_seed[seed] = model, loaders
-    dense_rows.append({"seed": seed, "accuracy": acc, "latency_ms": lat["median_ms"], "latency_iqr_ms": lat["iqr_ms"]})
-dense_df = pd.DataFrame(dense_rows)
-dense_macs = cost.total_macs(dense_nets[seeds[0]], input_size)
-dense_energy = oracle.cost(S)
+runs = ecc.run(
+    config,
+    loaders,
+    cache_dir=results.cache_dir(OUT_DIR),
+    estimator=est,
+    estimator_digest=sha256_file(est_path),
+    cost_device=COST_DEVICE,
+)
+for r in runs:  # every trained model into models.json; the pruned ones with their leaderboard row
+    row = dict(r.metrics["manifest"])
+    results.record_model(OUT_DIR, row.pop("key"), accuracy=r.accuracy, split="test", board=r.board, **row)
+dense_df = pd.DataFrame(
+    [{k: r.metrics[k] for k in ("seed", "accuracy", "latency_ms", "latency_iqr_ms")} for r in runs if r.board is None]
+)
+dense_macs = cost.total_macs(runs[0].model, input_size)
+table = pd.DataFrame(
+    [{k: v for k, v in r.metrics.items() if k not in ("manifest", "trajectory")} for r in runs if r.board is not None]
+)
+results.save_table(table, out / "results.csv")
 dense_df
 
-# %% [markdown]
-# ## Budget sweep: ECC vs uniform width at the same estimated energy
-# Every pruned net is exported by `ecc.slim` (dead input channels of layer j and the matching
-# outputs of layer j−1 removed); `export_max_abs_diff` checks its logits against the masked net.
-# Latency of the exported net and of its dense parent are measured back to back (paired), because
-# this shared machine's load drifts.
-
-
 # %%
-def summarize(method, res, seed, budget):
-    model = res["model"].cpu().eval()  # the deployable export is measured on the CPU
-    small = ecc.slim(model, example_input=next(iter(loaders_by_seed[seed].test))[0][:8]).eval()
-    x = next(iter(loaders_by_seed[seed].test))[0][:256]
-    with torch.no_grad():
-        diff = float((model(x) - small(x)).abs().max())
-    lat = measure_latency(small, input_size, **LATENCY)
-    lat_dense = measure_latency(dense_nets[seed], input_size, **LATENCY)
-    return {
-        "seed": seed,
-        "budget": budget,
-        "method": method,
-        "accuracy": res["accuracy"],
-        "accuracy_before_ft": res["accuracy_before_ft"],
-        "widths": res["widths"],
-        "estimated_energy": res["estimated_energy"],
-        "analytic_energy": oracle.cost(res["widths"]) / dense_energy,
-        "dense_macs": dense_macs,
-        "remaining_macs": cost.total_macs(small, input_size),
-        "latency_ms": lat["median_ms"],
-        "latency_iqr_ms": lat["iqr_ms"],
-        "dense_latency_ms": lat_dense["median_ms"],
-        "export_max_abs_diff": diff,
-        "reached": res.get("reached", True),
-        "iterations": res.get("iterations", 0),
-        "epochs": res.get("epochs", 0),
-    }
-
-
-def run_point(seed, budget, frac):
-    common_kw = dict(
-        distill=DISTILL,
-        finetune_epochs=FINETUNE_EPOCHS,
-        finetune_lr=FINETUNE_LR,
-        seed=seed,
-        absolute=ABSOLUTE_BUDGET,
-        device=DEVICE,
-    )
-    r = ecc.run_ecc(dense_nets[seed], loaders_by_seed[seed], est, budget, cfg, MAX_EPOCHS, PLR, **common_kw)
-    u = ecc.run_uniform(dense_nets[seed], loaders_by_seed[seed], est, budget, **common_kw)
-    # equal training: as many epochs as ECC's ADMM phase took here (its last, partial epoch counted whole),
-    # Adam at the ADMM learning rate, the same distillation, then the same fine-tune
-    ue = ecc.run_uniform(
-        dense_nets[seed], loaders_by_seed[seed], est, budget, train_epochs=int(r["epochs"]), train_lr=PLR, **common_kw
-    )
-    traj = [{k: h[k] for k in ("iteration", "E_real", "E_s", "z")} for h in r["history"]]
-    return {
-        "rows": [
-            summarize("ECC", r, seed, frac),
-            summarize("uniform", u, seed, frac),
-            summarize("uniform_equal_training", ue, seed, frac),
-        ],
-        "trajectory": traj,
-    }
-
-
-cache = cache_root / "sweep_cache.json"
-est_digest = sha256_file(est_path)
-sweep = {}
-points = [(seed, b, f) for seed in seeds for b, f in zip(budgets, fractions)]
-for seed, b, f in tqdm(points, desc="ECC sweep"):
-    params = {
-        **common,
-        "seed": seed,
-        "budget": b,
-        "absolute": ABSOLUTE_BUDGET,
-        "dense": dense_fp[seed],
-        "cfg": vars(cfg),
-        "max_epochs": MAX_EPOCHS,
-        "plr": PLR,
-        "distill": DISTILL,
-        "ft": FINETUNE_EPOCHS,
-        "ft_lr": FINETUNE_LR,
-        "lat": [LATENCY_BATCH, LATENCY_THREADS, LATENCY_REPEATS],
-        "device": DEVICE,
-        "estimator_file": est_digest,
-        "net": NET,
-        "cost_device": COST_DEVICE,
-        "methods": 3,
-    }
-    sweep[(seed, f)] = results.with_cache(cache, params, lambda: run_point(seed, b, f))
-table = pd.DataFrame([row for v in sweep.values() for row in v["rows"]])
-results.save_table(table, out / "results.csv")
 table.drop(columns=["dense_macs"]).round(4)
 
 # %%
@@ -359,7 +262,10 @@ fig.tight_layout()
 results.save_figure(fig, out / "widths.png")
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
-traj = pd.DataFrame(sweep[(seeds[0], min(fractions))]["trajectory"])
+first_tightest = next(
+    r for r in runs if r.method == "ECC" and r.seed == seeds[0] and r.metrics["budget"] == min(fractions)
+)
+traj = pd.DataFrame(first_tightest.metrics["trajectory"])
 ax.plot(traj.iteration, traj.E_real, label="Ê(ϕ(W)) (real channel counts)")
 ax.plot(traj.iteration, traj.E_s, label="Ê(s) (continuous widths)")
 ax.axhline(min(fractions), color="k", ls="--", lw=1, label="budget")

@@ -27,7 +27,7 @@
 # of the chosen pair, then an EC2T sweep over γ and a TTQ sweep over the threshold t from the same
 # FP model, `N_SEEDS` seeds each (mean ± std). Model selection uses the validation split, the test
 # set is read once per run. `MODEL` picks the network (`micronet_cifar` = the paper's 16/32/64 × 7
-# base; a registered model without compound scaling, e.g. `resnet20`, runs with GRID `1,1`, PHIS `1`).
+# base; a registered model without compound scaling, e.g. `resnet20`, runs with GRID `[[1, 1]]`, PHIS `[1]`).
 #
 # **Reads:** nothing. **Writes:** `OUT_DIR/metrics.json` (`fp_accuracy`, `results`), `grid.csv`,
 # `phi_sweep.csv`, `runs.csv`, `summary.csv`, `layer_sparsity.csv`, `sparsity_vs_accuracy.png`,
@@ -49,12 +49,12 @@ IMAGE_SIZE = 14  # input side in pixels (mnist5k resized; a compute proxy for 28
 SUBSET = 0  # cap on training images, 0 for all (smoke uses a subset); range [0, inf)
 THREADS = 1  # torch threads (1 is fastest on a loaded 2-core machine), 0 for the default; range [0, 256]
 BATCH_SIZE = 64  # batch size everywhere; range [1, 65536]
-GRID = "1,1;1.9,1;1.7,1.1;1.6,1.1;1.4,1.2;1.2,1.3;1,1.4"  # (d, w) pairs at phi 1 (the paper's grid)
+GRID = [[1, 1], [1.9, 1], [1.7, 1.1], [1.6, 1.1], [1.4, 1.2], [1.2, 1.3], [1, 1.4]]  # (d, w) pairs at phi 1 (paper)
 GRID_EPOCHS = 3  # FP epochs per grid point (short: the grid only ranks the pairs); range [1, 10000]
-PHIS = "1,1.5,2"  # φ values tried for the chosen pair; the best-val one is ternarized
+PHIS = [1, 1.5, 2]  # φ values tried for the chosen pair; the best-val one is ternarized
 FP_LR = 0.05  # SGD learning rate of FP training (Nesterov 0.9, wd 5e-4, cosine); range (0, 10]
-GAMMAS = "0,0.15,0.3,0.5"  # EC2T gains gamma (lambda is gamma·delta·lambda_max); 0 is nearest-centroid
-TS = "0.2,0.4"  # TTQ thresholds t (threshold t·max|W|)
+GAMMAS = [0, 0.15, 0.3, 0.5]  # EC2T gains gamma (lambda is gamma·delta·lambda_max); 0 is nearest-centroid
+TS = [0.2, 0.4]  # TTQ thresholds t (threshold t·max|W|)
 INIT_SCALE = 0.45  # EC2T centroid init s (w_p is s·max W, w_n is s·|min W|); range (0, 1]
 Q_EPOCHS = 6  # quantization epochs with re-assignment (best-val state kept); range [1, 10000]
 RETRAIN_EPOCHS = 2  # frozen-assignment epochs afterwards; range [0, 10000]
@@ -64,60 +64,44 @@ CENTROID_GRAD_SIGN = "exact"  # "exact" (−Σ g for w_n) or "ttq" (the repo's/T
 PMF_RENORM = "fixed"  # "fixed" (P sums to 1) or "repo" (original renormalisation quirk)
 
 # %%
-from pathlib import Path
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
-from tqdm.auto import tqdm
 
 import compresslib
-from compresslib import data, models, results, train
+from compresslib import data, results
 from compresslib.methods import ec2t
 
 threads = compresslib.set_threads(THREADS or None)
-cpu0, wall0 = (
-    time.process_time(),
-    time.perf_counter(),
-)  # this kernel's CPU time ≈ wall time on a quiet machine at 1 thread
-grid = [tuple(float(v) for v in p.split(",")) for p in GRID.split(";") if p.strip()]
-phis = [float(v) for v in PHIS.split(",") if v.strip()]
-gammas = [float(v) for v in GAMMAS.split(",") if v.strip()]
-ts = [float(v) for v in TS.split(",") if v.strip()]
-seeds = list(range(SEED, SEED + N_SEEDS))
-if not grid or any(len(p) != 2 or min(p) < 1 for p in grid):
-    raise ValueError(f"GRID must be 'd,w;d,w;...' with d, w >= 1, got {GRID!r}")
-if not phis or min(phis) <= 0:
-    raise ValueError(f"PHIS must be positive, got {PHIS!r}")
-if not gammas or min(gammas) < 0:
-    raise ValueError(f"GAMMAS must be >= 0 (γ < 0 would reward non-zero weights), got {GAMMAS!r}")
-if any(not 0 <= t < 1 for t in ts):
-    raise ValueError(f"TS must be in [0, 1), got {TS!r}")
-if N_SEEDS < 1 or EPOCHS < 1 or GRID_EPOCHS < 1 or Q_EPOCHS < 1 or RETRAIN_EPOCHS < 0:
-    raise ValueError("N_SEEDS, EPOCHS, GRID_EPOCHS, Q_EPOCHS must be >= 1 and RETRAIN_EPOCHS >= 0")
-compound = bool(models.model_meta(MODEL).get("compound"))  # unknown name -> ValueError listing the models
-if not compound and (grid != [(1.0, 1.0)] or phis != [1.0]):
-    raise ValueError(
-        f"MODEL {MODEL!r} cannot be compound-scaled (its constructor has no d/w/phi; compound-"
-        f"scalable: {[n for n in models.list_models() if models.model_meta(n).get('compound')]}); "
-        f"set GRID '1,1' and PHIS '1' to train and ternarize it unscaled (got GRID {GRID!r}, PHIS {PHIS!r})"
-    )
-if str(DEVICE).startswith("cuda") and not torch.cuda.is_available():
-    raise RuntimeError(
-        f"DEVICE {DEVICE!r} requested but torch.cuda.is_available() is False "
-        f"(torch {torch.__version__}); use DEVICE 'cpu' or a CUDA build of torch on a GPU machine"
-    )
-torch.device(DEVICE)  # malformed device strings fail here, before any work
-ec2t.EC2T(models.create_model(MODEL))  # a model without ternarizable (".conv") layers fails here, before training
+cpu0, wall0 = time.process_time(), time.perf_counter()  # this kernel's CPU time ≈ wall time at 1 thread
+config = ec2t.Config(
+    seeds=list(range(SEED, SEED + N_SEEDS)),
+    model=MODEL,
+    image_size=IMAGE_SIZE,
+    epochs=EPOCHS,
+    grid=GRID,
+    grid_epochs=GRID_EPOCHS,
+    phis=PHIS,
+    fp_lr=FP_LR,
+    gammas=GAMMAS,
+    ts=TS,
+    init_scale=INIT_SCALE,
+    q_epochs=Q_EPOCHS,
+    retrain_epochs=RETRAIN_EPOCHS,
+    q_lr=Q_LR,
+    q_lr2=Q_LR2,
+    centroid_grad_sign=CENTROID_GRAD_SIGN,
+    pmf_renorm=PMF_RENORM,
+    device=DEVICE,
+).validate()  # every range and rule (compound-scalable MODEL, ternarizable layers, DEVICE) before any work
+seeds = config.seeds
 out = Path(OUT_DIR)
-(out / "models").mkdir(parents=True, exist_ok=True)
-loaders = {
-    s: data.get_loaders(
-        DATASET, batch_size=BATCH_SIZE, seed=s, root=DATA_ROOT or None, image_size=IMAGE_SIZE, subset=SUBSET or None
-    )
-    for s in seeds
-}
+out.mkdir(parents=True, exist_ok=True)
+results.clear_models(OUT_DIR)
+load = dict(batch_size=BATCH_SIZE, root=DATA_ROOT or None, image_size=IMAGE_SIZE, subset=SUBSET or None)
+loaders = {s: data.get_loaders(DATASET, seed=s, **load) for s in seeds}  # one per seed (its data order)
 L0 = loaders[SEED]
 input_size = (L0.in_channels, IMAGE_SIZE, IMAGE_SIZE)
 print(
@@ -126,227 +110,53 @@ print(
 )
 
 # %% [markdown]
-# ## 1 · Compound scaling: the (d, w) grid at φ = 1, then φ
-# Blocks per stage = ⌈D⌉, channels = c·W rounded to a multiple of 8 (EfficientNet rule), D = d^φ,
-# W = w^φ. Every grid point is trained `GRID_EPOCHS` epochs from the same seed; the pair with the
-# best validation accuracy is then scaled over `PHIS` with the full FP recipe (`EPOCHS`). Pairs that
-# round to the same network (column `same_network_as`) are the same run and are trained once; a
-# single pair is taken as given (nothing to rank).
-
+# ## 1–2 · Compound scaling, then EC2T over γ and TTQ over t
+# `ec2t.run` does both steps.
+#
+# **Compound scaling.** Blocks per stage = ⌈D⌉, channels = c·W rounded to a multiple of 8 (EfficientNet
+# rule), D = d^φ, W = w^φ. Every grid point is trained `GRID_EPOCHS` epochs from the same seed; the pair
+# with the best validation accuracy is then scaled over `PHIS` with the full FP recipe (`EPOCHS`). Pairs
+# that round to the same network (column `same_network_as`) are the same run and are trained once
+# (`train.cached_fit` keys the checkpoint by the fit fingerprint); a single pair is taken as given.
+#
+# **Quantization.** Each run starts from the same FP model: `Q_EPOCHS` epochs in which the assignment is
+# recomputed after every Adam step (shadow weights lr `Q_LR`, centroids lr `Q_LR2`, centroid floor
+# 0.675·std), the best-validation state is reloaded, then `RETRAIN_EPOCHS` epochs with the assignment
+# frozen. Only the block convolutions (`.conv` layers) are ternarized; stem, shortcut 1×1 convs, BatchNorm
+# and the classifier stay full precision, as in the original code. Runs are cached in
+# `results.cache_dir(OUT_DIR)/runs_cache.json` by a hash of their settings (FP weights digest, data
+# fingerprint, every quantization setting); the `SEED` runs' ternary models are written to
+# `OUT_DIR/models/` (with the FP model), so a re-run with the same parameters trains nothing.
 
 # %%
-def build(d, w, phi):
-    """MODEL at multipliers (d, w, φ) (unscaled when MODEL is not compound-scalable), seeded; + its kwargs."""
-    kw = dict(num_classes=L0.num_classes, in_channels=L0.in_channels)
-    if compound:
-        kw.update(d=d, w=w, phi=phi)
-    train.set_seed(SEED)
-    m = models.create_model(MODEL, **kw)
-    return m, getattr(m, "config", kw)
-
-
-cache = results.cache_dir(out)  # trained FP models and EC2T/TTQ runs, keyed by fingerprint, kept across runs
-first_pair = {}  # fit fingerprint -> the first (d, w, phi) that trained it
-
-
-def fp_train(d, w, phi, epochs, tag):
-    """Train (or reuse from the cache) an FP model; returns (model, row). ``train.cached_fit`` keys the
-    checkpoint by the fit fingerprint (architecture, initial weights, optimizer, data, seed, epochs),
-    not by (d, w): rounding maps several grid pairs to the same network (same seed -> same init and
-    data order -> the same run), which is trained once."""
-    m, cfg = build(d, w, phi)
-    opt = torch.optim.SGD(m.parameters(), lr=FP_LR, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    r = train.cached_fit(
-        m,
-        L0,
-        epochs,
-        opt,
-        scheduler=sched,
-        device=DEVICE,
-        seed=SEED,
-        progress=False,
-        cache_dir=cache,
-        name=f"{tag}-{MODEL}",
-    )  # fit reseeds the data order
-    same = first_pair.setdefault(r["fingerprint"], (d, w, phi))
-    row = {
-        "d": d,
-        "w": w,
-        "phi": phi,
-        "blocks": getattr(m, "blocks_per_stage", None),
-        "widths": "/".join(map(str, getattr(m, "widths", []))),
-        "params": sum(p.numel() for p in m.parameters()),
-        "val_accuracy": r["val_accuracy"],
-        "test_accuracy": r["test_accuracy"],
-        "s_per_epoch": r["seconds_per_epoch"],
-        "same_network_as": "" if same == (d, w, phi) else f"d={same[0]:g} w={same[1]:g} phi={same[2]:g}",
-    }
-    return m.to(DEVICE), row
-
-
-if len(grid) > 1:
-    grid_rows = [fp_train(d, w, 1.0, GRID_EPOCHS, "grid")[1] for d, w in tqdm(grid, desc="(d, w) grid")]
-    grid_df = pd.DataFrame(grid_rows).assign(d_w2=lambda t: t.d * t.w**2)
-    best = grid_df.sort_values(["val_accuracy", "params"], ascending=[False, True]).iloc[0]
-else:  # one pair (a paper's chosen grid point, or an unscaled MODEL): nothing to rank, nothing trained
-    grid_df = pd.DataFrame([{"d": grid[0][0], "w": grid[0][1], "phi": 1.0, "d_w2": grid[0][0] * grid[0][1] ** 2}])
-    best = grid_df.iloc[0]
-d_best, w_best = float(best.d), float(best.w)
+runs = ec2t.run(config, loaders, cache_dir=results.cache_dir(out), models_dir=out / "models")
+for r in runs:  # the FP model and the SEED ternary models, with their leaderboard rows
+    if "manifest" in r.metrics:
+        row = dict(r.metrics["manifest"])
+        results.record_model(out, row.pop("key"), accuracy=r.accuracy, split="test", board=r.board, **row)
+fp = runs[0]
+fp_accuracy = fp.accuracy  # fit's test pass of this very model (no second evaluation)
+grid_df, phi_df = pd.DataFrame(fp.metrics["grid"]), pd.DataFrame(fp.metrics["phi_sweep"])
+d_best, w_best, phi_best = (fp.metrics["chosen"][k] for k in ("d", "w", "phi"))
 results.save_table(grid_df, out / "grid.csv")
-print(f"{MODEL}: chosen pair (best validation accuracy of {len(grid)}): d = {d_best}, w = {w_best}")
+results.save_table(phi_df, out / "phi_sweep.csv")
+print(f"{MODEL}: chosen pair (best validation accuracy of {len(GRID)}): d = {d_best}, w = {w_best}")
+print(
+    f"FP {MODEL}: d={d_best}, w={w_best}, φ={phi_best} → {fp.metrics['params']:,} params, "
+    f"test accuracy {fp_accuracy:.4f}"
+)
 grid_df
 
 # %%
-phi_runs = {phi: fp_train(d_best, w_best, phi, EPOCHS, "phi") for phi in tqdm(phis, desc="φ sweep")}
-phi_df = pd.DataFrame([r for _, r in phi_runs.values()])
-phi_best = float(phi_df.sort_values(["val_accuracy", "phi"], ascending=[False, False]).iloc[0].phi)
-fp_model, fp_row = phi_runs[phi_best]
-fp_model.eval()
-fp_config = build(d_best, w_best, phi_best)[1]  # kwargs that rebuild it: create_model(MODEL, **fp_config)
-fp_accuracy = fp_row["test_accuracy"]  # fit's test pass of this very model (no second evaluation)
-results.save_table(phi_df, out / "phi_sweep.csv")
-train.save_checkpoint(out / "models" / "fp.pt", model=fp_model.state_dict(), config=fp_config)
-results.record_model(
-    out,
-    "fp",
-    model=MODEL,
-    kwargs=fp_config,
-    checkpoint=out / "models" / "fp.pt",
-    accuracy=fp_accuracy,
-    split="test",
-    method="fp",
-)
-results.write_json(
-    out / "models" / "fp.json",
-    {
-        "method": "fp",
-        "gamma_or_t": None,
-        "seed": SEED,
-        "model": MODEL,
-        "config": fp_config,
-        "input_size": list(input_size),
-        "accuracy": fp_accuracy,
-        "sparsity": 0.0,
-        "ternary_layers": [],
-    },
-)
-print(
-    f"FP {MODEL}: d={d_best}, w={w_best}, φ={phi_best} → {fp_row['params']:,} params, test accuracy {fp_accuracy:.4f}"
-)
 phi_df
 
-# %% [markdown]
-# ## 2 · EC2T sweep over γ and TTQ sweep over t
-# Each run starts from the same FP model: `Q_EPOCHS` epochs in which the assignment is recomputed
-# after every Adam step (shadow weights lr `Q_LR`, centroids lr `Q_LR2`, centroid floor
-# 0.675·std), the best-validation state is reloaded, then `RETRAIN_EPOCHS` epochs with the
-# assignment frozen. Only the block convolutions (`.conv` layers) are ternarized; stem, shortcut
-# 1×1 convs, BatchNorm and the classifier stay full precision, as in the original code.
-# Runs are cached in `results.cache_dir(OUT_DIR)/runs_cache.json` by a hash of their settings (FP
-# weights digest, data fingerprint, every quantization setting); the `SEED` runs' ternary models are
-# kept there too and copied to `OUT_DIR/models/`, so a re-run with the same parameters trains nothing.
-
 # %%
-configs = [("ec2t", g) for g in gammas] + [("ttq", t) for t in ts]
-flags = dict(centroid_grad_sign=CENTROID_GRAD_SIGN, pmf_renorm=PMF_RENORM)
-fp_hash = train.state_digest(fp_model.state_dict())  # the FP weights every run starts from
-
-
-def model_path(key):
-    return cache / f"{key['method']}_{key['value']:g}_seed{key['seed']}-{results.param_hash(key)}.pt"
-
-
-def run(method, value, seed, key):
-    t0 = time.perf_counter()
-    r = ec2t.train_ec2t(
-        fp_model,
-        loaders[seed],
-        method=method,
-        gamma=value if method != "ttq" else 0.0,
-        t=value if method == "ttq" else 0.05,
-        init_scale=INIT_SCALE,
-        epochs=Q_EPOCHS,
-        retrain_epochs=RETRAIN_EPOCHS,
-        lr=Q_LR,
-        lr2=Q_LR2,
-        seed=seed,
-        device=DEVICE,
-        progress=False,
-        **flags,
+rows = [{k: v for k, v in r.metrics.items() if k not in ("ternary_layers", "manifest")} for r in runs[1:]]
+for r in rows:
+    print(
+        f"{r['method']:4s} {r['gamma_or_t']:5.3f} seed {r['seed']}: sparsity {r['sparsity']:.4f}, test accuracy "
+        f"{r['accuracy']:.4f} [{r['seconds']:.0f} s]"
     )
-    if seed == SEED:  # one model per configuration for notebook 06 (copied to OUT_DIR/models below)
-        train.save_checkpoint(model_path(key), model=r["model"].state_dict(), config=fp_config)
-    return {
-        "method": method,
-        "gamma_or_t": value,
-        "seed": seed,
-        "sparsity": r["sparsity"],
-        "accuracy": r["test_accuracy"],
-        "val_accuracy": r["val_accuracy"],
-        "seconds": time.perf_counter() - t0,
-        "ternary_layers": r["layers"],
-        "layers": r["layer_table"][["layer", "weights", "sparsity", "w_p", "w_n", "delta"]].to_dict("records"),
-    }
-
-
-runs_cache = cache / "runs_cache.json"
-rows = []
-for method, value in tqdm(configs, desc="configurations"):
-    for seed in seeds:
-        key = {
-            "method": method,
-            "value": value,
-            "seed": seed,
-            "fp": fp_hash,
-            "s": INIT_SCALE,
-            "q": Q_EPOCHS,
-            "re": RETRAIN_EPOCHS,
-            "lr": Q_LR,
-            "lr2": Q_LR2,
-            "img": IMAGE_SIZE,
-            "subset": SUBSET,
-            "data": results.param_hash(loaders[seed].fingerprint),
-            **flags,
-        }
-        r = results.with_cache(
-            runs_cache, key, lambda: run(method, value, seed, key), force=seed == SEED and not model_path(key).exists()
-        )
-        rows.append({k: v for k, v in r.items() if k != "ternary_layers"})
-        if seed == SEED:  # the ternary model of this configuration, for notebook 06
-            tag = f"{method}_{value:g}_seed{seed}"
-            train.save_checkpoint(out / "models" / f"{tag}.pt", **train.load_checkpoint(model_path(key)))
-            results.write_json(
-                out / "models" / f"{tag}.json",
-                {
-                    "method": method,
-                    "gamma_or_t": value,
-                    "seed": seed,
-                    "model": MODEL,
-                    "config": fp_config,
-                    "input_size": list(input_size),
-                    "accuracy": r["accuracy"],
-                    "sparsity": r["sparsity"],
-                    "ternary_layers": r["ternary_layers"],
-                },
-            )
-            results.record_model(
-                out,
-                tag,
-                model=MODEL,
-                kwargs=fp_config,
-                checkpoint=out / "models" / f"{tag}.pt",
-                accuracy=r["accuracy"],
-                split="test",
-                method=method,
-                gamma_or_t=value,
-                sparsity=r["sparsity"],
-            )
-        r = rows[-1]
-        print(
-            f"{method:4s} {value:5.3f} seed {seed}: sparsity {r['sparsity']:.4f}, test accuracy "
-            f"{r['accuracy']:.4f} [{r['seconds']:.0f} s]"
-        )
 runs_df = pd.DataFrame([{k: v for k, v in r.items() if k != "layers"} for r in rows])
 results.save_table(runs_df, out / "runs.csv")
 
@@ -392,7 +202,7 @@ for method, marker in (("ec2t", "o"), ("ttq", "s")):
             xytext=(4, -12),
             fontsize=7,
         )
-ax.axhline(100 * fp_accuracy, ls="--", c="gray", label=f"FP ({fp_row['params']:,} params)")
+ax.axhline(100 * fp_accuracy, ls="--", c="gray", label=f"FP ({fp.metrics['params']:,} params)")
 ax.set(
     xlabel="sparsity of the ternarized layers (%)",
     ylabel="test accuracy (%)",
@@ -434,7 +244,7 @@ metrics = {
     "image_size": IMAGE_SIZE,
     "model": MODEL,
     "chosen": {"d": d_best, "w": w_best, "phi": phi_best},
-    "fp_params": int(fp_row["params"]),
+    "fp_params": int(fp.metrics["params"]),
     "seeds": seeds,
     "profile": PROFILE,
     "cpu_seconds": time.process_time() - cpu0,

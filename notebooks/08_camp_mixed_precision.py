@@ -54,14 +54,14 @@ SP_EPOCHS = 15  # epochs of the supervised dual-path stage; range [1, 10000]
 RL_EPOCHS = 15  # epochs of each REINFORCE run (one per alpha); range [1, 10000]
 IMAGE_SIZE = 16  # input side in pixels (bilinear resize); range [4, 1024]
 DEPTH = 14  # pre-activation ResNet depth 6n+2; range [8, 1000]
-WIDTHS = "8,16,32"  # channel widths of the three stages
+WIDTHS = [8, 16, 32]  # channel widths of the three stages
 BATCH_SIZE = 128  # training batch size (the repo's 128); range [1, 65536]
 LR = 0.1  # SGD learning rate of baselines and SP (milestones 40/60/80 %, x0.1/0.1/0.2); range (0, 10]
 RL_LR = 0.01  # SGD learning rate of the RL stage; range (0, 10]
 RL_WEIGHT = 0.1  # lambda, weight of the REINFORCE term (repo --rl-weight); range [0, 100]
 GAMMA = 1.0  # discount of the per-gate rewards (repo --gamma); range [0, 1]
-ALPHAS = "0,1,2,4,8"  # reward per 1-bit decision (repo --alpha), one RL run each
-BUG_ALPHAS = "2"  # alphas also run with the original (B,B) broadcasting behaviour, empty for none
+ALPHAS = [0, 1, 2, 4, 8]  # reward per 1-bit decision (repo --alpha), one RL run each
+BUG_ALPHAS = [2]  # alphas also run with the original (B,B) broadcasting behaviour, [] for none
 SP_INIT = "w1a1"  # dual path initialised from the 'w1a1' (repo code) or 'w4a4' (README) model
 SUBSET = 0  # cap on training images, 0 means all (smoke runs use a subset); range [0, inf)
 
@@ -71,36 +71,34 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 import compresslib
 from compresslib import data, results, train
 from compresslib.methods import camp
 
 threads = compresslib.set_threads()
-
-
-def _floats(s, name):
-    try:
-        return [float(v) for v in str(s).split(",") if v.strip()]
-    except ValueError as e:
-        raise ValueError(f"{name} must be comma-separated numbers, got {s!r}") from e
-
-
-alphas, bug_alphas = _floats(ALPHAS, "ALPHAS"), _floats(BUG_ALPHAS, "BUG_ALPHAS")
-widths = tuple(int(w) for w in _floats(WIDTHS, "WIDTHS"))
-if any(a < 0 for a in alphas + bug_alphas):
-    raise ValueError(f"alpha must be >= 0 (it rewards 1-bit decisions), got {ALPHAS!r} / {BUG_ALPHAS!r}")
-if not alphas:
-    raise ValueError("ALPHAS must list at least one alpha")
-if min(EPOCHS, SP_EPOCHS, RL_EPOCHS, N_SEEDS) < 1:
-    raise ValueError("EPOCHS, SP_EPOCHS, RL_EPOCHS and N_SEEDS must be >= 1")
-if SP_INIT not in ("w1a1", "w4a4"):
-    raise ValueError(f"SP_INIT must be 'w1a1' or 'w4a4', got {SP_INIT!r}")
-camp.CampResNet(DEPTH, widths)  # validates DEPTH (6n+2) and WIDTHS before any training
+config = camp.Config(
+    seeds=list(range(SEED, SEED + N_SEEDS)),
+    depth=DEPTH,
+    widths=WIDTHS,
+    image_size=IMAGE_SIZE,
+    epochs=EPOCHS,
+    sp_epochs=SP_EPOCHS,
+    rl_epochs=RL_EPOCHS,
+    alphas=ALPHAS,
+    bug_alphas=BUG_ALPHAS,
+    lr=LR,
+    rl_lr=RL_LR,
+    rl_weight=RL_WEIGHT,
+    gamma=GAMMA,
+    sp_init=SP_INIT,
+    device=DEVICE,
+).validate()  # every range and rule (DEPTH 6n+2, WIDTHS, SP_INIT, DEVICE) before any work
+widths = tuple(WIDTHS)
 out = Path(OUT_DIR)
 out.mkdir(parents=True, exist_ok=True)
-seeds = list(range(SEED, SEED + N_SEEDS))
+results.clear_models(OUT_DIR)
+seeds = config.seeds
 input_size = (1, IMAGE_SIZE, IMAGE_SIZE)
 print(f"torch threads {threads}; seeds {seeds}; ResNet-{DEPTH} widths {widths} at {IMAGE_SIZE}x{IMAGE_SIZE}")
 
@@ -133,7 +131,7 @@ print(
 
 # %% [markdown]
 # ## Train: baselines → SP dual path → RL for every α, per seed
-# Each seed runs the whole pipeline (`camp.run_camp_seed`), including the two controls; rows are
+# `camp.run` runs the whole pipeline per seed (`camp.run_camp_seed`), including the two controls; rows are
 # cached in `results.cache_dir(OUT_DIR)/cache_seed<N>.json` under a hash of every parameter, and
 # every training is `train.cached_fit` (fingerprinted checkpoints next to them, reused or resumed),
 # so re-running the notebook is instant (and seeds can be pre-computed in parallel processes with
@@ -141,78 +139,16 @@ print(
 # the last epoch (no model selection on test); the static plans are chosen on the validation split.
 
 # %%
-loaders = data.get_loaders(
-    DATASET, batch_size=BATCH_SIZE, seed=SEED, root=DATA_ROOT or None, image_size=IMAGE_SIZE, subset=SUBSET or None
-)
-print(
-    f"{DATASET}: {len(loaders.train.dataset)} train / {len(loaders.val.dataset)} val / {len(loaders.test.dataset)} test"
-)
-cfg = dict(
-    depth=DEPTH,
-    widths=widths,
-    epochs=EPOCHS,
-    sp_epochs=SP_EPOCHS,
-    rl_epochs=RL_EPOCHS,
-    alphas=alphas,
-    lr=LR,
-    rl_lr=RL_LR,
-    rl_weight=RL_WEIGHT,
-    gamma=GAMMA,
-    sp_init=SP_INIT,
-    bug_alphas=bug_alphas,
-)
-cache = results.cache_dir(out)
+load = dict(batch_size=BATCH_SIZE, root=DATA_ROOT or None, image_size=IMAGE_SIZE, subset=SUBSET or None)
+loaders = {s: data.get_loaders(DATASET, seed=s, **load) for s in seeds}  # one per seed (its data order)
+L0 = loaders[SEED]
+print(f"{DATASET}: {len(L0.train.dataset)} train / {len(L0.val.dataset)} val / {len(L0.test.dataset)} test")
+runs = camp.run(config, loaders, cache_dir=results.cache_dir(out), data_root=DATA_ROOT)
 rows = []
-for seed in tqdm(seeds, desc="seeds"):
-    ld = data.get_loaders(
-        DATASET, batch_size=BATCH_SIZE, seed=seed, root=DATA_ROOT or None, image_size=IMAGE_SIZE, subset=SUBSET or None
-    )
-    # version 3: block 0's 4-bit path quantizes its input; equal-training W4A4 and static plans
-    key = dict(
-        cfg,
-        seed=seed,
-        dataset=DATASET,
-        data_root=DATA_ROOT,
-        image_size=IMAGE_SIZE,
-        batch_size=BATCH_SIZE,
-        subset=SUBSET,
-        device=DEVICE,
-        version=3,
-    )
-    res = results.with_cache(
-        cache / f"cache_seed{seed}.json",
-        key,
-        lambda: camp.run_camp_seed(ld, input_size, seed, device=DEVICE, cache_dir=cache, **cfg),
-    )
-    for r in res["rows"]:
-        rows.append(dict(r, seed=seed))
-        name = r["model"] + ("" if r["alpha"] is None else f"_alpha{r['alpha']:g}")
-        kind = "static" if r["model"] == "static_plan" else "dual" if r["rho_per_block"] is not None else "uniform"
-        results.record_model(
-            out,
-            f"{name}_seed{seed}",
-            model="compresslib.methods.camp.CampResNet",
-            kwargs=dict(
-                depth=DEPTH,
-                widths=list(widths),
-                num_classes=loaders.num_classes,
-                in_channels=loaders.in_channels,
-                bits={"fp32": 32, "w1a1": 1}.get(r["model"], 4 if kind == "uniform" else 1),
-            ),
-            checkpoint=r["checkpoint"],
-            accuracy=r["accuracy"] / 100,
-            split="test",
-            seed=seed,
-            method_model=r["model"],
-            alpha=r["alpha"],
-            kind=kind,
-            rho_per_block=r["rho_per_block"],
-            static_plan=r.get("static_plan"),
-            input_size=list(input_size),
-            dataset=DATASET,
-            energy_rel_w4a4=r["energy_rel_w4a4"],
-            note="kind dual: camp.make_dual(CampResNet(bits=1)); static: + camp.set_static_plan(static_plan)",
-        )
+for r in runs:  # every trained model into models.json, with its leaderboard row
+    row = dict(r.metrics["manifest"])
+    results.record_model(out, row.pop("key"), accuracy=r.accuracy, split="test", board=r.board, **row)
+    rows.append({k: v for k, v in r.metrics.items() if k != "manifest"})
 points = pd.DataFrame(rows)
 results.save_table(points.drop(columns=["rho_per_block"]), out / "camp_points.csv")
 

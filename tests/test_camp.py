@@ -362,3 +362,39 @@ def test_run_camp_seed_controls(tmp_path):
     for r2 in res2["rows"]:  # the controls do not change the other runs (same seed, same numbers)
         assert r2["accuracy"] == rows[(r2["model"], r2["alpha"])]["accuracy"]
         assert r2["checkpoint"] is None
+
+
+# ---- the method contract (stage 08): Config rules and the leaderboard row of a model
+def test_config_rules_name_the_field():
+    assert camp.Config().validate().widths == [8, 16, 32]
+    with pytest.raises(ValueError, match="depth"):
+        camp.Config(depth=10).validate()  # not 6n+2
+    with pytest.raises(ValueError, match="sp_init must be 'w1a1' or 'w4a4'"):
+        camp.Config(sp_init="fp32").validate()
+    with pytest.raises(ValueError, match=r"alphas\[1\]"):
+        camp.Config(alphas=[0, -1]).validate()
+    with pytest.raises(ValueError, match="seeds and alphas need >= 1 entry"):
+        camp.Config(alphas=[]).validate()
+
+
+def test_board_fields_cost_a_static_plan_without_gates_and_a_gated_model_with_them():
+    from compresslib.manifest import check_board
+
+    kw = dict(depth=8, widths=[4, 4, 8], num_classes=10, in_channels=1, bits=1)
+    static = dict(model="static_plan", alpha=2.0, seed=3, rho_per_block=[0.0, 1.0, 1.0], static_plan="011")
+    b = check_board(camp.board_fields(static, kw, (1, 8, 8), "digits"))
+    assert (b["method"], b["setting"], b["seed"], b["base_model"]) == ("CAMP", "static_plan alpha=2", 3, "camp_resnet8")
+    assert b["extra"] == {"static_plan": "011"} and b["input_size"] == [1, 8, 8]
+    assert b["deploy_form"] == "fake-quant fp32 (static plan: chosen path per block)"
+    ew = b["exec_weight"]
+    assert [v for k, v in ew.items() if ".gate." in k] == [0.0] * 6  # no gate (conv + fc per block) runs
+    assert ew["blocks.0.path1.conv1"] == 1.0 and ew["blocks.0.path4.conv1"] == 0.0 and ew["blocks.1.path1.conv1"] == 0.0
+    assert b["weight_bits"]["stem"] == 32 and b["weight_bits"]["blocks.1.path4.conv1"] == 4
+    rl = dict(static, model="rl", static_plan=None, rho_per_block=[0.5, 0.25, 1.0])
+    g = check_board(camp.board_fields(rl, kw, (1, 8, 8), "digits"))
+    assert g["extra"] == {} and g["deploy_form"] == "fake-quant fp32 (both paths)"
+    assert [v for k, v in g["exec_weight"].items() if ".gate." in k] == [1.0] * 6
+    assert g["exec_weight"]["blocks.1.path4.conv1"] == 0.25 and g["exec_weight"]["blocks.1.path1.conv1"] == 1.0
+    uni = dict(model="w4a4", alpha=None, seed=0, rho_per_block=None)
+    u = check_board(camp.board_fields(uni, dict(kw, bits=4), (1, 8, 8), "digits"))
+    assert u["setting"] == "w4a4" and set(u["exec_weight"].values()) == {1.0}

@@ -47,16 +47,16 @@ TINY = {
     "EPOCHS": 1,
     "BOX_EPOCHS": 1,
     "BATCH_SIZE": 16,
-    "RESOLUTIONS": "16,8",
-    "CS_CONFIGS": "0.5:0.5:8",
-    "SMALL": "auto",
-    "BOX_SIZES": "8,16,24,32",
+    "RESOLUTIONS": [16, 8],
+    "CS_CONFIGS": [[0.5, 0.5, 8]],
+    "SMALL": [],
+    "BOX_SIZES": [8, 16, 24, 32],
     "N_THRESHOLDS": 5,
-    "COMPARE_SEEDS": "0,1,2",
-    "CAM_LAYERS": "last,penultimate",
-    "CAM_SPLITS": "0.5",
-    "CAM_GROWS": "1.0",
-    "PROBE": "0.5:0.5:8",
+    "COMPARE_SEEDS": [0, 1, 2],
+    "CAM_LAYERS": ["last", "penultimate"],
+    "CAM_SPLITS": [0.5],
+    "CAM_GROWS": [1.0],
+    "PROBE": [0.5, 0.5, 8],
     "PROBE_EPOCHS": 1,
     "BOX_SHIFT": 2,
     "ORACLE_BOXES": True,
@@ -99,13 +99,19 @@ def test_stage07_runs_without_true_boxes(dataset, tmp_path):
     )
     models = json.loads((out / "models.json").read_text())
     assert {"rcc-r16-s0", "crop-r16-s0", "cs-d0.5-w0.5-r8-s0", "crop-r16-s2", "box_predictor_pseudo"} <= set(models)
-    assert all(r["split"] == "val" for r in models.values())
+    board = {k: r["board"]["setting"] for k, r in models.items() if r.get("board")}
+    assert (
+        board["cascade"] == f"cascade hi={m['threshold']:.2f}"
+        and board["cs-d0.5-w0.5-r8-s0"] == "crop+shrink CS d0.5 w0.5 r8"
+    )
+    assert len(board) == 6 and all(models[k]["split"] == "test" for k in board)  # 5 static models of seed 0 + cascade
+    assert models["cascade"]["accuracy"] == m["cascade_accuracy"] and models["box_predictor_pseudo"]["split"] == "val"
     # no true boxes: box-quality metrics are null, the skips are announced
     assert m["pseudo_box_test_miou"] is None and m["predicted_crop_test_miou"] is None
     assert m["digit_inside_predicted_crop"] is None
     text = (out / "07_dynamic_inference.ipynb").read_text()
     assert "box-quality metrics and the true-box ablation are skipped" in text
-    assert "true-box ablation skipped" in text and "ORACLE_BOXES ignored" in text
+    assert "true-box ablation skipped" in text and "oracle_boxes ignored" in text
     # colour pipeline: cropper on the 3 x 32 x 32 image + small model on 3 x 8 x 8 crops
     crop_macs = total_macs(create_model("box_predictor", in_channels=3, pool="grid"), (3, 32, 32))
     small = create_model("shrinkable_resnet", num_classes=n_classes, in_channels=3, **arch_kwargs("cifar", 0.5, 0.5, 8))
@@ -125,7 +131,7 @@ def test_stage07_rerun_trains_nothing(tmp_path):
     from compresslib import reproduce
 
     out = tmp_path / "07"
-    params = {**TINY, "DATASET": "fake", "SUBSET": 60, "TEST_SUBSET": 30, "COMPARE_SEEDS": "0,1", "OUT_DIR": str(out)}
+    params = {**TINY, "DATASET": "fake", "SUBSET": 60, "TEST_SUBSET": 30, "COMPARE_SEEDS": [0, 1], "OUT_DIR": str(out)}
     nb = ROOT / "notebooks" / "07_dynamic_inference.py"
     first = reproduce.run_stage(nb, out, params, reproduce.ensure_kernel(), timeout=300)
     assert first["status"] == "ok", first["error"]

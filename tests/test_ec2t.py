@@ -182,16 +182,22 @@ def _nb05_setup(**params):
 
 
 def test_notebook05_rejects_bad_model_and_device_before_any_work():
-    with pytest.raises(ValueError, match=r"MODEL 'resnet20' cannot be compound-scaled .*set GRID '1,1' and PHIS '1'"):
+    with pytest.raises(
+        ValueError, match=r"MODEL 'resnet20' cannot be compound-scaled .*set GRID \[\[1, 1\]\] and PHIS \[1\]"
+    ):
         _nb05_setup(MODEL="resnet20")  # the default profile's 7-pair grid
     with pytest.raises(ValueError, match=r"MODEL 'resnet20' cannot be compound-scaled"):
-        _nb05_setup(MODEL="resnet20", GRID="1,1", PHIS="1,2")
+        _nb05_setup(MODEL="resnet20", GRID=[[1, 1]], PHIS=[1, 2])
     with pytest.raises(ValueError, match="unknown model 'resnet21'"):
         _nb05_setup(MODEL="resnet21")
     with pytest.raises(ValueError, match="no quantizable layer"):
-        _nb05_setup(MODEL="lenet5_caffe", GRID="1,1", PHIS="1")
+        _nb05_setup(MODEL="lenet5_caffe", GRID=[[1, 1]], PHIS=[1])
+    with pytest.raises(ValueError, match=r"gammas\[1\] must be"):
+        _nb05_setup(GAMMAS=[0.1, -0.5])
+    with pytest.raises(ValueError, match=r"grid must be a list of \[d, w\] pairs"):
+        _nb05_setup(GRID=[[1, 1], [0.5, 1]])
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match=r"DEVICE 'cuda' requested but torch.cuda.is_available\(\) is False"):
+        with pytest.raises(ValueError, match=r"DEVICE 'cuda' requested but torch.cuda.is_available\(\) is False"):
             _nb05_setup(DEVICE="cuda")
 
 
@@ -265,3 +271,19 @@ def test_batched_update_equals_the_per_layer_functions(method, renorm):
                 assert q.lambdas[n] == lam, n
     torch.set_grad_enabled(True)
     assert 0 < q.sparsity() < 1
+
+
+def test_board_fields_name_the_paper_methods():
+    from compresslib.manifest import check_board
+    from compresslib.methods.ec2t import board_fields
+
+    fp = check_board(board_fields("fp", None, 0, (1, 14, 14), "micronet", "mnist5k"))
+    assert (fp["method"], fp["setting"], fp["weights"], fp["input_size"]) == (
+        "EC2T",
+        "full precision",
+        True,
+        [1, 14, 14],
+    )
+    assert board_fields("ec2t", 0.5, 2, (1, 14, 14), "micronet", "d")["setting"] == "ec2t gamma=0.5"
+    ttq = board_fields("ttq", 0.2, 0, (1, 14, 14), "micronet", "d")
+    assert (ttq["method"], ttq["setting"]) == ("TTQ (EC2T baseline)", "ttq t=0.2")

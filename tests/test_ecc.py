@@ -217,3 +217,25 @@ def test_slim_refuses_residual_nets():
     ecc.prune_to_widths_(m, [3] + [max(1, lay.n_groups // 2) for lay in layers[1:]] + [10])
     with pytest.raises(ValueError, match="not a chain net"):
         ecc.slim(m, example_input=torch.randn(2, 3, 32, 32))  # ... but the residual adds break the export
+
+
+# ---- the method contract (stage 03)
+def test_config_rules_and_admm_knobs():
+    cfg = ecc.Config(psgrad_clip=0).validate()
+    assert cfg.admm().psgrad_clip is None and cfg.admm().rho_z == 10.0  # 0: no clip, as PSGRAD_CLIP 0 did
+    assert cfg.latency == dict(batch=64, threads=1, repeats=30)
+    with pytest.raises(ValueError, match=r"budgets are fractions .* \(0, 1\)"):
+        ecc.Config(budgets=[0.5, 1.5]).validate()
+    ecc.Config(budgets=[0.0077], absolute_budget=True).validate()  # estimator units: no upper bound
+    with pytest.raises(ValueError, match="need at least one seed and one budget"):
+        ecc.Config(seeds=[]).validate()
+    with pytest.raises(ValueError, match=r"budgets\[0\]"):
+        ecc.Config(budgets=[-0.1]).validate()
+
+
+def test_analytic_estimator_tracks_the_analytic_energy():
+    est = ecc.analytic_estimator("lenet5", 10, 1, 32)
+    dev = AnalyticDevice("lenet5", 10, 1, 32)
+    ws = sample_widths(est.S, 20, seed=7)
+    err = [abs(float(B.predict(est, w)) - dev.cost(w)) / dev.cost(w) for w in ws]
+    assert est.S == [1, 6, 16, 120, 84, 10] and sum(err) / len(err) < 0.03 and max(err) < 0.1  # a proxy of a proxy

@@ -78,14 +78,38 @@ REQUIRED = {
         {"n_rows", "methods", "collected", "pareto", "leaderboard"},
         ("leaderboard", {"method", "setting", "accuracy", "effective_macs"}),
     ),
+    "10_deploy": (
+        {"rows", "ort_argmax_agreement"},
+        (
+            "rows",
+            {
+                "method",
+                "setting",
+                "claimed_bits",
+                "bytes_on_disk",
+                "bytes_on_disk_zstd",
+                "torch_ms_b1",
+                "ort_ms_b1",
+                "ort_ms_b64",
+                "int8_ms_b1",
+                "macs_speedup_claimed",
+                "latency_speedup_measured",
+            },
+        ),
+    ),
 }
+
+
+def _literal(v) -> bool:
+    """A scalar, or a list literal of scalars / lists (structured parameters: ``RUNS = [[0.0054, 3]]``)."""
+    return isinstance(v, (int, float, bool, str)) or (isinstance(v, list) and all(_literal(x) for x in v))
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_parameters_cell_is_flat_literals(stage):
     params = reproduce.notebook_parameters(NB_DIR / f"{stage}.py")
     assert STANDARD <= set(params), f"{stage} misses {STANDARD - set(params)}"
-    assert all(isinstance(v, (int, float, bool, str)) for v in params.values())
+    assert all(_literal(v) for v in params.values()), f"{stage}: parameters must be scalars or lists of them"
 
 
 # the session fixture `smoke_run` (one smoke run of every stage) lives in tests/conftest.py:

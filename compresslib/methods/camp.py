@@ -10,8 +10,10 @@ Energy (§7): E = Σ_layers MACs·e(bits), e32 : e4 : e1 = 1 : 1/93 : 1/1250, no
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -24,6 +26,7 @@ from ..models.resnet_cifar import PadShortcut, depth_to_n, make_stages
 from ..quant import QConv2d, act_quant_fused, apply_bit_plan, check_plan_bits, uniform_bit_plan
 from ..checks import check_number
 from ..train import Callback, cached_fit, check_device, evaluate, fit, set_seed
+from .contract import MethodConfig, Result, register_method
 
 #: per-MAC energy by precision, fitted to the published CAMP table (camp.md §7), e32 = 1
 E_PER_MAC = {32: 1.0, 4: 1.0 / 93, 1: 1.0 / 1250}
@@ -214,16 +217,18 @@ def set_static_plan(model: nn.Module, plan) -> nn.Module:
     gs = gates(model)
     if not gs:
         raise ValueError("model has no CAMP gates (build it with make_dual)")
-    if plan is None:
-        for g in gs:
-            g.static = None
-        return model
-    plan = list(plan)
-    if len(plan) != len(gs) or any(v not in (0, 1) for v in plan):
-        raise ValueError(f"static plan must be {len(gs)} values in {{0, 1}} (1 = 4-bit path), got {plan}")
-    plan = [int(v) for v in plan]
-    for g, v in zip(gs, plan):
-        g.static = v
+    blocks = [m for m in model.modules() if hasattr(m, "path1") and hasattr(m, "path4") and hasattr(m, "gate")]
+    if plan is not None:
+        plan = list(plan)
+        if len(plan) != len(gs) or any(v not in (0, 1) for v in plan):
+            raise ValueError(f"static plan must be {len(gs)} values in {{0, 1}} (1 = 4-bit path), got {plan}")
+        plan = [int(v) for v in plan]
+    for i, blk in enumerate(blocks):
+        v = None if plan is None else plan[i]
+        blk.gate.static = v
+        # what a static plan never runs is not stored in its deployed form: the MicroNet counter skips it
+        for mod, unused in ((blk.path1, v == 1), (blk.path4, v == 0), (blk.gate, v is not None)):
+            mod.micronet_skip = unused
     return model
 
 
@@ -727,3 +732,235 @@ def run_camp_seed(
                 )
             )
     return {"rows": rows}
+
+
+# ------------------------------------------------------------------------------ the method contract (stage 08)
+@dataclass
+class Config(MethodConfig):
+    """Stage 08: per seed the FP32 / W4A4 / W1A1 baselines, the SP dual path, RL for every α (and the
+    ``bug_alphas`` with the repo's (B, B) broadcasting), W4A4 at equal training and the static plans
+    (:func:`run_camp_seed`)."""
+
+    seeds: list = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    depth: int = 14  # pre-activation ResNet depth 6n+2
+    widths: list = dataclasses.field(default_factory=lambda: [8, 16, 32])
+    image_size: int = 16
+    epochs: int = 15
+    sp_epochs: int = 15
+    rl_epochs: int = 15
+    alphas: list = dataclasses.field(default_factory=lambda: [0, 1, 2, 4, 8])
+    bug_alphas: list = dataclasses.field(default_factory=lambda: [2])
+    lr: float = 0.1
+    rl_lr: float = 0.01
+    rl_weight: float = 0.1
+    gamma: float = 1.0
+    sp_init: str = "w1a1"
+    device: str = "cpu"
+
+    RANGES = {
+        "seeds": dict(lo=0, hi=2**31 - 1, integer=True),
+        "depth": dict(lo=8, hi=1000, integer=True),
+        "widths": dict(lo=1, integer=True),
+        "image_size": dict(lo=4, hi=1024, integer=True),
+        "epochs": dict(lo=1, hi=10000, integer=True),
+        "sp_epochs": dict(lo=1, hi=10000, integer=True),
+        "rl_epochs": dict(lo=1, hi=10000, integer=True),
+        "alphas": dict(lo=0),  # α rewards 1-bit decisions
+        "bug_alphas": dict(lo=0),
+        "lr": dict(lo=0, hi=10, lo_open=True),
+        "rl_lr": dict(lo=0, hi=10, lo_open=True),
+        "rl_weight": dict(lo=0, hi=100),
+        "gamma": dict(lo=0, hi=1),
+    }
+
+    def check(self) -> None:
+        if not self.seeds or not self.alphas:
+            raise ValueError(f"seeds and alphas need >= 1 entry, got {self.seeds}, {self.alphas}")
+        if self.sp_init not in ("w1a1", "w4a4"):
+            raise ValueError(f"sp_init must be 'w1a1' or 'w4a4', got {self.sp_init!r}")
+        check_device(self.device)
+        CampResNet(self.depth, tuple(self.widths))  # validates depth (6n+2) and widths before any training
+
+
+def row_kind(row: dict) -> str:
+    """The architecture of a :func:`run_camp_seed` row: "uniform", "dual" (gated) or "static" (a static plan)."""
+    return "static" if row["model"] == "static_plan" else "dual" if row["rho_per_block"] is not None else "uniform"
+
+
+def architecture(kwargs: dict, build: dict | None = None) -> nn.Module:
+    """A stage-08 manifest row's network: ``CampResNet(**kwargs)``; ``build["kind"]`` "dual": :func:`make_dual` of
+    it; "static": + the row's ``static_plan`` (:func:`set_static_plan`). The ``compresslib.rebuild`` builder."""
+    build = build or {}
+    kind = build.get("kind", "uniform")
+    if kind not in ("uniform", "dual", "static"):
+        raise ValueError(f"CAMP kind must be 'uniform', 'dual' or 'static', got {kind!r}")
+    missing = [k for k in ("depth", "widths", "num_classes", "in_channels") if k not in kwargs]
+    if missing:
+        raise ValueError(f"CAMP kwargs miss {missing} (stage 08's models.json rows have them)")
+    net = CampResNet(
+        int(kwargs["depth"]),
+        tuple(kwargs["widths"]),
+        int(kwargs["num_classes"]),
+        int(kwargs["in_channels"]),
+        bits=int(kwargs.get("bits", 32)),
+    )
+    if kind != "uniform":
+        net = make_dual(net, gate_mode="sp")
+    if kind == "static":  # models.json may hold the plan as strings (['0', '1', '1'], from a CSV) or "011"
+        plan = build.get("static_plan")
+        plan = [c for c in plan if c.strip(" ,[]'\"")] if isinstance(plan, str) else plan
+        try:
+            plan = [int(v) for v in plan]
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"CAMP static_plan must be a list of 0/1, got {build.get('static_plan')!r}") from e
+        set_static_plan(net, plan)
+    return net
+
+
+def board_fields(row: dict, kwargs: dict, input_size, dataset: str) -> dict:
+    """The leaderboard row of a stage-08 model: bits, activation bits and expected executions per layer from
+    :func:`camp_cost_table` of the row's architecture at its ρ per block (a static plan: its chosen paths, no gate)."""
+    kind = row_kind(row)
+    static = kind == "static"
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream is untouched
+        net = architecture(kwargs, {"kind": "uniform" if kind == "uniform" else "dual"})  # both paths traced
+    t = camp_cost_table(net, tuple(input_size), row["rho_per_block"], include_gates=not static, static=static)
+    name, alpha = row["model"], row["alpha"]
+    return dict(
+        method="CAMP",
+        setting=name if alpha is None else f"{name} alpha={alpha:g}",
+        seed=int(row["seed"]),
+        input_size=list(input_size),
+        base_model=f"camp_resnet{kwargs['depth']}",
+        dataset=dataset,
+        weight_bits=dict(zip(t.layer, t.weight_bits.tolist())),
+        act_bits=dict(zip(t.layer, t.act_bits.tolist())),
+        exec_weight=dict(zip(t.layer, t.exec_weight.tolist())),
+        deploy_form="fake-quant fp32 (static plan: chosen path per block)"
+        if static
+        else "fake-quant fp32 (both paths)",
+        extra={"static_plan": row["static_plan"]} if static else {},
+        weights=True,
+    )
+
+
+@register_method(
+    "camp",
+    config=Config,
+    stage="08_camp_mixed_precision",
+    paper="CAMP: co-adaptive mixed-precision CNNs (code release parap1uie-s/Co-Adaptive-Mixed-Precision-CNNs)",
+    tiny=lambda: Config(
+        seeds=[0],
+        depth=8,
+        widths=[4, 4, 8],
+        image_size=8,
+        epochs=1,
+        sp_epochs=1,
+        rl_epochs=1,
+        alphas=[2],
+        bug_alphas=[],
+    ),
+)
+def run(
+    config: Config, loaders, dense=None, *, cache_dir=None, data_root: str = "", progress: bool = False
+) -> list[Result]:
+    """Stage 08 end to end: :func:`run_camp_seed` per seed, its rows cached in ``cache_dir/cache_seed<N>.json``
+    under every parameter (``data_root`` only enters that key), every training a ``train.cached_fit``.
+
+    ``loaders``: one ``data.Loaders`` or {seed: Loaders}; ``dense``: unused (CAMP trains its own baselines).
+    One Result per row (``metrics`` = the row + seed, accuracy in %; ``Result.accuracy`` a fraction), with
+    its trained model, board row and ``metrics["manifest"]`` (``results.record_model`` arguments: the
+    ``compresslib.methods.camp.CampResNet`` builder's kwargs, ``kind``, ``static_plan``)."""
+    import tempfile
+    from pathlib import Path
+
+    from ..results import with_cache
+    from ..train import load_checkpoint, load_weights
+
+    if dense is not None:
+        raise ValueError("camp.run trains its own baselines: pass dense=None")
+    config.validate()
+    cache = Path(cache_dir or tempfile.mkdtemp(prefix="camp-"))
+    cache.mkdir(parents=True, exist_ok=True)
+    input_size = (1, config.image_size, config.image_size)
+    widths = tuple(int(w) for w in config.widths)
+    cfg = dict(
+        depth=config.depth,
+        widths=widths,
+        epochs=config.epochs,
+        sp_epochs=config.sp_epochs,
+        rl_epochs=config.rl_epochs,
+        alphas=[float(a) for a in config.alphas],
+        lr=config.lr,
+        rl_lr=config.rl_lr,
+        rl_weight=config.rl_weight,
+        gamma=config.gamma,
+        sp_init=config.sp_init,
+        bug_alphas=[float(a) for a in config.bug_alphas],
+    )
+    out = []
+    for seed in [int(s) for s in config.seeds]:
+        ld = loaders[seed] if isinstance(loaders, dict) else loaders
+        fp = ld.fingerprint or {}
+        dataset = fp.get("dataset", "unknown")
+        # version 3: block 0's 4-bit path quantizes its input; equal-training W4A4 and static plans
+        key = dict(
+            cfg,
+            seed=seed,
+            dataset=dataset,
+            data_root=data_root,
+            image_size=config.image_size,
+            batch_size=fp.get("batch_size"),
+            subset=fp.get("subset") or 0,
+            device=config.device,
+            version=3,
+        )
+        res = with_cache(
+            cache / f"cache_seed{seed}.json",
+            key,
+            lambda: run_camp_seed(ld, input_size, seed, device=config.device, cache_dir=cache, **cfg),
+        )
+        for r in res["rows"]:
+            r = dict(r, seed=seed)
+            name = r["model"] + ("" if r["alpha"] is None else f"_alpha{r['alpha']:g}")
+            kind = row_kind(r)
+            kwargs = dict(
+                depth=config.depth,
+                widths=list(widths),
+                num_classes=ld.num_classes,
+                in_channels=ld.in_channels,
+                bits={"fp32": 32, "w1a1": 1}.get(r["model"], 4 if kind == "uniform" else 1),
+            )
+            manifest = dict(
+                key=f"{name}_seed{seed}",
+                model="compresslib.methods.camp.CampResNet",
+                kwargs=kwargs,
+                checkpoint=r["checkpoint"],
+                seed=seed,
+                method_model=r["model"],
+                alpha=r["alpha"],
+                kind=kind,
+                rho_per_block=r["rho_per_block"],
+                static_plan=r.get("static_plan"),
+                input_size=list(input_size),
+                dataset=dataset,
+                energy_rel_w4a4=r["energy_rel_w4a4"],
+                note="kind dual: camp.make_dual(CampResNet(bits=1)); static: + camp.set_static_plan(static_plan)",
+            )
+            with torch.random.fork_rng(devices=[]):
+                net = architecture(kwargs, manifest)
+            net = load_weights(net, load_checkpoint(r["checkpoint"]), source=r["checkpoint"])
+            board = board_fields(r, kwargs, input_size, dataset)
+            out.append(
+                Result(
+                    r["model"],
+                    board["setting"],
+                    seed,
+                    net.eval(),
+                    r["accuracy"] / 100,
+                    "test",
+                    dict(r, manifest=manifest),
+                    board,
+                )
+            )
+    return out

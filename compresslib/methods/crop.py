@@ -473,3 +473,98 @@ def train_classifier(
         fingerprint={"label_smoothing": float(label_smoothing)},
         **kw,
     )
+
+
+# ---- stage 07's data and its cached Grad-CAM: what the EdgeCompress pipeline (cascade.run) reads ----------
+
+
+def load_image_splits(
+    dataset: str,
+    root=None,
+    image_size: int = 0,
+    source: str = "mnist5k",
+    subset: int = 0,
+    test_subset: int = 0,
+    seed: int = 0,
+    cache_dir=None,
+):
+    """``train.Splits`` of in-memory image sets (``x`` (N, C, S, S) normalised, ``y``, ``boxes`` or None, ``source``).
+
+    ``cluttered_digits``: the 64-px canvases of ``source`` digits with their true boxes (built once, kept in
+    ``cache_dir``); any other registered classification set: ``data.load_images`` at ``image_size`` (0: native;
+    ``subset`` / ``test_subset`` class-balanced caps), no boxes. Validation = a stratified 10 % of train (fixed
+    seed 1235); ``subset`` > 0 also caps the remaining training images (seeded by ``seed``)."""
+    from .. import cluttered, data
+    from ..checks import check_number
+    from ..train import Splits
+
+    info = data.dataset_info(dataset)  # clear error listing the registered datasets
+    for name, v in (("image_size", image_size), ("subset", subset), ("test_subset", test_subset)):
+        check_number(name, v, 0, integer=True)
+    if info.get("task", "classification") != "classification":
+        raise ValueError(f"DATASET must be a classification set, got {dataset!r} ({info.get('task')})")
+    boxed = dataset == "cluttered_digits"
+    if boxed and image_size not in (0, 64):
+        raise ValueError("cluttered_digits canvases are 64 px: leave IMAGE_SIZE at 0")
+    canvas = 64 if boxed else int(image_size or info["image_size"])
+    if boxed:
+        tr_all, te = (cluttered.load_cluttered(k, source, cache_dir=cache_dir) for k in ("train", "test"))
+    else:
+        tr_all = data.load_images(dataset, "train", root or None, canvas, limit=subset, seed=seed)
+        te = data.load_images(dataset, "test", root or None, canvas, limit=test_subset, seed=seed)
+    tr_idx, va_idx = data.stratified_split(tr_all.y.numpy(), 0.1, seed=1235)
+    if subset and subset < len(tr_idx):
+        tr_idx = tr_idx[np.sort(np.random.default_rng(seed).permutation(len(tr_idx))[:subset])]
+
+    def sel(d, i):
+        i = torch.as_tensor(i)
+        return cluttered.ClutteredSplit(d.x[i], d.y[i], None if d.boxes is None else d.boxes[i], d.source[i])
+
+    tr, va = sel(tr_all, tr_idx), sel(tr_all, va_idx)
+    want = (int(info["in_channels"]), canvas, canvas)
+    if tuple(tr.x.shape[1:]) != want:
+        raise ValueError(f"{dataset}: expected {want[0]}x{canvas}x{canvas} images, got {tuple(tr.x.shape[1:])}")
+    return Splits(tr, va, te)
+
+
+def cam_layer(model: nn.Module, layer: str) -> nn.Module:
+    """Grad-CAM target of a shrinkable ResNet: "last" = ``model.features`` (the repo's layer4), "penultimate" =
+    ``model.stages[-1]`` (a finer map)."""
+    if layer not in CAM_LAYERS:
+        raise ValueError(f"Grad-CAM layer must be one of {CAM_LAYERS}, got {layer!r}")
+    return model.features if layer == "last" else model.stages[-1]
+
+
+CAM_LAYERS = ("last", "penultimate")
+
+
+def cached_gradcam(model: nn.Module, x, y, layer: str, input_size: int, cache_dir=None) -> torch.Tensor:
+    """:func:`gradcam` of ``model`` at :func:`cam_layer` ``layer``, kept in ``cache_dir/gradcam-<key>.pt`` keyed by
+    the model's weights, the images, the labels, the layer and the resolution (a re-run over the same artifacts
+    loads the maps instead of a forward + backward pass per image)."""
+    from ..train import state_digest, tensor_digest
+
+    path = None
+    if cache_dir is not None:
+        key = {
+            "net": state_digest(model.state_dict()),
+            "r": int(input_size),
+            "x": tensor_digest(x),
+            "y": tensor_digest(y),
+            "layer": layer,
+        }
+        path = _cached_ckpt(cache_dir, "gradcam", key)
+        if path.is_file():
+            return torch.load(path, weights_only=True)
+    maps = gradcam(model, x, y, layer=cam_layer(model, layer), input_size=input_size)
+    if path is not None:
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(maps, tmp)
+        tmp.replace(path)
+    return maps
+
+
+def snap_boxes(boxes, size: int, box_sizes) -> torch.Tensor:
+    """Square (:func:`square_boxes`) then snap up to ``box_sizes`` (:func:`regulate_boxes`): the cropper's
+    post-processing applied to pseudo- or true boxes."""
+    return regulate_boxes(square_boxes(boxes, size), box_sizes, size)

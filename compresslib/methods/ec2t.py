@@ -18,6 +18,9 @@ A in {0: -w_n, 1: 0, 2: +w_p}; the forward pass uses W_t = w_p·[A=2] − w_n·[
 from __future__ import annotations
 
 import copy
+import dataclasses
+import time
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -26,6 +29,8 @@ from torch.nn.utils import parametrize
 
 from compresslib.checks import check_number
 from compresslib.train import Callback, check_device, evaluate, fit
+
+from .contract import MethodConfig, Result, register_method
 
 NEG, ZERO, POS = 0, 1, 2
 METHODS = ("ec2t", "ecp", "ttq")
@@ -460,3 +465,325 @@ def rebuild_model(meta: dict) -> nn.Module:
 
     cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
     return create_model(meta.get("model", "micronet"), **cfg)
+
+
+# ----------------------------------------------------------------------------- the method contract (stage 05)
+@dataclass
+class Config(MethodConfig):
+    """Stage 05: compound scaling ((d, w) ``grid`` at φ = 1, then ``phis``) of ``model``, then EC2T over
+    ``gammas`` and TTQ over ``ts`` from the chosen FP model, once per seed. ``seeds[0]`` trains the FP
+    models and its quantized models are the ones kept (board, stage 06)."""
+
+    seeds: list = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    model: str = "micronet"
+    image_size: int = 14
+    epochs: int = 8  # FP epochs of each φ-sweep model
+    grid: list = dataclasses.field(
+        default_factory=lambda: [[1, 1], [1.9, 1], [1.7, 1.1], [1.6, 1.1], [1.4, 1.2], [1.2, 1.3], [1, 1.4]]
+    )
+    grid_epochs: int = 3
+    phis: list = dataclasses.field(default_factory=lambda: [1, 1.5, 2])
+    fp_lr: float = 0.05
+    gammas: list = dataclasses.field(default_factory=lambda: [0, 0.15, 0.3, 0.5])
+    ts: list = dataclasses.field(default_factory=lambda: [0.2, 0.4])
+    init_scale: float = 0.45
+    q_epochs: int = 6
+    retrain_epochs: int = 2
+    q_lr: float = 1e-3
+    q_lr2: float = 1e-4
+    centroid_grad_sign: str = "exact"
+    pmf_renorm: str = "fixed"
+    device: str = "cpu"
+
+    RANGES = {
+        "seeds": dict(lo=0, hi=2**31 - 1, integer=True),
+        "image_size": dict(lo=4, hi=1024, integer=True),
+        "epochs": dict(lo=1, hi=10000, integer=True),
+        "grid_epochs": dict(lo=1, hi=10000, integer=True),
+        "phis": dict(lo=0, lo_open=True),
+        "fp_lr": dict(lo=0, hi=10, lo_open=True),
+        "gammas": dict(lo=0),  # γ < 0 would reward non-zero weights
+        "ts": dict(lo=0, hi=1, hi_open=True),
+        "init_scale": dict(lo=0, hi=1, lo_open=True),
+        "q_epochs": dict(lo=1, hi=10000, integer=True),
+        "retrain_epochs": dict(lo=0, hi=10000, integer=True),
+        "q_lr": dict(lo=0, hi=10, lo_open=True),
+        "q_lr2": dict(lo=0, hi=10, lo_open=True),
+    }
+
+    def check(self) -> None:
+        from ..models import create_model, list_models, model_meta
+
+        if not self.seeds or not self.phis or not self.gammas:
+            raise ValueError(f"seeds, phis and gammas need >= 1 entry, got {self.seeds}, {self.phis}, {self.gammas}")
+        if not self.grid or any(not isinstance(p, (list, tuple)) or len(p) != 2 or min(p) < 1 for p in self.grid):
+            raise ValueError(f"grid must be a list of [d, w] pairs with d, w >= 1, got {self.grid!r}")
+        if self.centroid_grad_sign not in ("exact", "ttq") or self.pmf_renorm not in ("fixed", "repo"):
+            raise ValueError(
+                f"centroid_grad_sign must be 'exact' or 'ttq' and pmf_renorm 'fixed' or 'repo', got "
+                f"{self.centroid_grad_sign!r}, {self.pmf_renorm!r}"
+            )
+        compound = bool(model_meta(self.model).get("compound"))  # unknown name -> ValueError listing the models
+        if not compound and ([list(map(float, p)) for p in self.grid] != [[1.0, 1.0]] or list(self.phis) != [1]):
+            raise ValueError(
+                f"MODEL {self.model!r} cannot be compound-scaled (its constructor has no d/w/phi; compound-"
+                f"scalable: {[n for n in list_models() if model_meta(n).get('compound')]}); "
+                f"set GRID [[1, 1]] and PHIS [1] to train and ternarize it unscaled (got GRID {self.grid!r}, "
+                f"PHIS {self.phis!r})"
+            )
+        check_device(self.device)
+        EC2T(create_model(self.model))  # a model without ternarizable (".conv") layers fails here, before training
+
+
+def board_fields(method: str, value, seed: int, input_size, model: str, dataset: str) -> dict:
+    """The leaderboard row of a stage-05 model: "EC2T" (fp, ec2t) or "TTQ (EC2T baseline)", checkpoint loaded."""
+    setting = "full precision" if method == "fp" else f"{method} {'t' if method == 'ttq' else 'gamma'}={value:g}"
+    return dict(
+        method="EC2T" if method != "ttq" else "TTQ (EC2T baseline)",
+        setting=setting,
+        seed=int(seed),
+        input_size=list(input_size),
+        base_model=model,
+        dataset=dataset,
+        weights=True,
+    )
+
+
+class _FPTrainer:
+    """Stage 05's FP models: ``model`` at (d, w, φ), SGD-Nesterov + cosine, ``train.cached_fit`` (keyed by the fit
+    fingerprint, so grid pairs that round to the same network are one run, trained once)."""
+
+    def __init__(self, cfg: Config, loaders, cache_dir, progress: bool):
+        from ..models import model_meta
+
+        self.cfg, self.loaders, self.cache, self.progress = cfg, loaders, cache_dir, progress
+        self.compound = bool(model_meta(cfg.model).get("compound"))
+        self.first_pair = {}  # fit fingerprint -> the first (d, w, phi) that trained it
+
+    def build(self, d, w, phi):
+        """``model`` at multipliers (d, w, φ) (unscaled when not compound-scalable), seeded; + its kwargs."""
+        from ..models import create_model
+        from ..train import set_seed
+
+        kw = dict(num_classes=self.loaders.num_classes, in_channels=self.loaders.in_channels)
+        if self.compound:
+            kw.update(d=d, w=w, phi=phi)
+        set_seed(self.cfg.seeds[0])
+        m = create_model(self.cfg.model, **kw)
+        return m, getattr(m, "config", kw)
+
+    def __call__(self, d, w, phi, epochs, tag):
+        from ..train import cached_fit
+
+        m, _ = self.build(d, w, phi)
+        opt = torch.optim.SGD(m.parameters(), lr=self.cfg.fp_lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+        r = cached_fit(
+            m,
+            self.loaders,
+            epochs,
+            opt,
+            scheduler=sched,
+            device=self.cfg.device,
+            seed=self.cfg.seeds[0],
+            progress=self.progress,
+            cache_dir=self.cache,
+            name=f"{tag}-{self.cfg.model}",
+        )  # fit reseeds the data order
+        same = self.first_pair.setdefault(r["fingerprint"], (d, w, phi))
+        row = {
+            "d": d,
+            "w": w,
+            "phi": phi,
+            "blocks": getattr(m, "blocks_per_stage", None),
+            "widths": "/".join(map(str, getattr(m, "widths", []))),
+            "params": sum(p.numel() for p in m.parameters()),
+            "val_accuracy": r["val_accuracy"],
+            "test_accuracy": r["test_accuracy"],
+            "s_per_epoch": r["seconds_per_epoch"],
+            "same_network_as": "" if same == (d, w, phi) else f"d={same[0]:g} w={same[1]:g} phi={same[2]:g}",
+        }
+        return m.to(self.cfg.device), row
+
+
+def _quantize(cfg: Config, fp_model, loaders, method, value, seed, ckpt, fp_config) -> dict:
+    """One EC2T/TTQ run from the FP model; the first seed's ternary model is saved to ``ckpt``."""
+    from ..train import save_checkpoint
+
+    t0 = time.perf_counter()
+    r = train_ec2t(
+        fp_model,
+        loaders,
+        method=method,
+        gamma=value if method != "ttq" else 0.0,
+        t=value if method == "ttq" else 0.05,
+        init_scale=cfg.init_scale,
+        epochs=cfg.q_epochs,
+        retrain_epochs=cfg.retrain_epochs,
+        lr=cfg.q_lr,
+        lr2=cfg.q_lr2,
+        seed=seed,
+        device=cfg.device,
+        progress=False,
+        centroid_grad_sign=cfg.centroid_grad_sign,
+        pmf_renorm=cfg.pmf_renorm,
+    )
+    if seed == cfg.seeds[0]:
+        save_checkpoint(ckpt, model=r["model"].state_dict(), config=fp_config)
+    return {
+        "method": method,
+        "gamma_or_t": value,
+        "seed": seed,
+        "sparsity": r["sparsity"],
+        "accuracy": r["test_accuracy"],
+        "val_accuracy": r["val_accuracy"],
+        "seconds": time.perf_counter() - t0,
+        "ternary_layers": r["layers"],
+        "layers": r["layer_table"][["layer", "weights", "sparsity", "w_p", "w_n", "delta"]].to_dict("records"),
+    }
+
+
+@register_method(
+    "ec2t",
+    config=Config,
+    stage="05_ec2t",
+    paper="Marban, Becking et al.: Learning sparse & ternary neural networks with EC2T (CVPR-W 2020)",
+    tiny=lambda: Config(
+        seeds=[0],
+        model="micronet",
+        image_size=8,
+        epochs=1,
+        grid=[[1, 1]],
+        phis=[1],
+        gammas=[0.5],
+        ts=[],
+        q_epochs=1,
+        retrain_epochs=0,
+    ),
+)
+def run(
+    config: Config, loaders, dense=None, *, cache_dir=None, models_dir=None, progress: bool = False
+) -> list[Result]:
+    """Stage 05 end to end. ``loaders``: one ``data.Loaders`` or {seed: Loaders}; ``dense``: unused (the FP model
+    is chosen here by compound scaling; pass None).
+
+    Results: "fp" (the chosen FP model of ``seeds[0]``; ``metrics``: ``grid`` and ``phi_sweep`` rows, ``chosen``
+    (d, w, φ), ``params``, ``config``), then one per (method, value, seed) with ``metrics`` = the ``runs.csv``
+    row (+ ``layers``, ``ternary_layers``). The FP model and the first seed's ternary models are saved to
+    ``models_dir`` (default ``cache_dir/models``) as ``fp.pt`` / ``<method>_<value>_seed<k>.pt`` + a ``.json``
+    record (read by stage 06), with ``metrics["manifest"]`` = their ``results.record_model`` arguments and a
+    board row. Quantization runs are cached in ``cache_dir/runs_cache.json`` by every setting."""
+    import tempfile
+    from pathlib import Path
+
+    from ..results import param_hash, with_cache, write_json
+    from ..train import load_checkpoint, load_weights, save_checkpoint, state_digest
+
+    if dense is not None:
+        raise ValueError("ec2t.run trains and chooses its own FP model: pass dense=None")
+    config.validate()
+    cache = Path(cache_dir or tempfile.mkdtemp(prefix="ec2t-"))
+    models_dir = Path(models_dir or cache / "models")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in config.seeds]
+    by_seed = {s: loaders[s] if isinstance(loaders, dict) else loaders for s in seeds}
+    L0 = by_seed[seeds[0]]
+    dataset = (L0.fingerprint or {}).get("dataset", "unknown")
+    input_size = (L0.in_channels, config.image_size, config.image_size)
+    fp_train = _FPTrainer(config, L0, cache, progress)
+    grid = [tuple(float(v) for v in p) for p in config.grid]
+    if len(grid) > 1:
+        grid_rows = [fp_train(d, w, 1.0, config.grid_epochs, "grid")[1] for d, w in grid]
+        grid_df = pd.DataFrame(grid_rows).assign(d_w2=lambda t: t.d * t.w**2)
+        best = grid_df.sort_values(["val_accuracy", "params"], ascending=[False, True]).iloc[0]
+    else:  # one pair (a paper's chosen grid point, or an unscaled model): nothing to rank, nothing trained
+        grid_df = pd.DataFrame([{"d": grid[0][0], "w": grid[0][1], "phi": 1.0, "d_w2": grid[0][0] * grid[0][1] ** 2}])
+        best = grid_df.iloc[0]
+    d_best, w_best = float(best.d), float(best.w)
+    phi_runs = {float(phi): fp_train(d_best, w_best, float(phi), config.epochs, "phi") for phi in config.phis}
+    phi_df = pd.DataFrame([r for _, r in phi_runs.values()])
+    phi_best = float(phi_df.sort_values(["val_accuracy", "phi"], ascending=[False, False]).iloc[0].phi)
+    fp_model, fp_row = phi_runs[phi_best]
+    fp_model.eval()
+    fp_config = fp_train.build(d_best, w_best, phi_best)[1]  # create_model(model, **fp_config) rebuilds it
+    fp_accuracy = fp_row["test_accuracy"]  # fit's test pass of this very model (no second evaluation)
+
+    def export(tag, state, acc, **record):
+        """``models_dir/<tag>.pt`` + ``.json`` (stage 06) and the manifest arguments of one kept model."""
+        save_checkpoint(models_dir / f"{tag}.pt", **state)
+        write_json(
+            models_dir / f"{tag}.json",
+            {**record, "model": config.model, "config": fp_config, "input_size": list(input_size), "accuracy": acc},
+        )
+        extra = {k: record[k] for k in ("method", "gamma_or_t", "sparsity") if k in record and tag != "fp"}
+        return dict(key=tag, model=config.model, kwargs=fp_config, checkpoint=models_dir / f"{tag}.pt", **extra)
+
+    manifest = export(
+        "fp",
+        dict(model=fp_model.state_dict(), config=fp_config),
+        fp_accuracy,
+        method="fp",
+        gamma_or_t=None,
+        seed=seeds[0],
+        sparsity=0.0,
+        ternary_layers=[],
+    )
+    manifest["method"] = "fp"
+    fp_metrics = dict(
+        grid=grid_df.to_dict("records"),
+        phi_sweep=phi_df.to_dict("records"),
+        chosen={"d": d_best, "w": w_best, "phi": phi_best},
+        params=int(fp_row["params"]),
+        config=fp_config,
+        manifest=manifest,
+    )
+    board = board_fields("fp", None, seeds[0], input_size, config.model, dataset)
+    out = [Result("fp", "full precision", seeds[0], fp_model, fp_accuracy, "test", fp_metrics, board)]
+    fp_hash = state_digest(fp_model.state_dict())  # the FP weights every run starts from
+    flags = dict(centroid_grad_sign=config.centroid_grad_sign, pmf_renorm=config.pmf_renorm)
+    for method, value in [("ec2t", float(g)) for g in config.gammas] + [("ttq", float(t)) for t in config.ts]:
+        for seed in seeds:
+            key = {
+                "method": method,
+                "value": value,
+                "seed": seed,
+                "fp": fp_hash,
+                "s": config.init_scale,
+                "q": config.q_epochs,
+                "re": config.retrain_epochs,
+                "lr": config.q_lr,
+                "lr2": config.q_lr2,
+                "img": config.image_size,
+                "subset": (by_seed[seed].fingerprint or {}).get("subset") or 0,
+                "data": param_hash(by_seed[seed].fingerprint),
+                **flags,
+            }
+            ck = cache / f"{method}_{value:g}_seed{seed}-{param_hash(key)}.pt"
+            r = with_cache(
+                cache / "runs_cache.json",
+                key,
+                lambda: _quantize(config, fp_model, by_seed[seed], method, value, seed, ck, fp_config),
+                force=seed == seeds[0] and not ck.exists(),
+            )
+            metrics = {k: v for k, v in r.items()}
+            net, board = None, None
+            if seed == seeds[0]:  # the kept ternary model of this configuration (board, stage 06)
+                tag = f"{method}_{value:g}_seed{seed}"
+                state = load_checkpoint(ck)
+                metrics["manifest"] = export(
+                    tag,
+                    state,
+                    r["accuracy"],
+                    method=method,
+                    gamma_or_t=value,
+                    seed=seed,
+                    sparsity=r["sparsity"],
+                    ternary_layers=r["ternary_layers"],
+                )
+                with torch.random.fork_rng(devices=[]):  # the caller's random stream is untouched
+                    net = rebuild_model({"model": config.model, "config": fp_config})
+                net = load_weights(net, state, source=ck).eval()
+                board = board_fields(method, value, seed, input_size, config.model, dataset)
+            setting = board_fields(method, value, seed, input_size, config.model, dataset)["setting"]
+            out.append(Result(method, setting, seed, net, float(r["accuracy"]), "test", metrics, board))
+    return out

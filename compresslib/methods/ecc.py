@@ -14,6 +14,7 @@ channel groups (MobileNet blocks: group g = {W_dw[g], W_pw[:, g]}); no residual 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ import torch.nn as nn
 from ..checks import check_number
 from ..energy import bilinear
 from ..train import Callback
+from .contract import MethodConfig, Result, register_method
 from .teacher_cache import cached_teacher
 
 
@@ -586,3 +588,324 @@ def run_uniform(
     res["accuracy"] = _finetune(model, loaders, teacher, finetune_epochs, finetune_lr, distill, seed, progress, device)
     res["model"] = model
     return res
+
+
+# ----------------------------------------------------------------------------- the method contract (stage 03)
+#: the three models of one (seed, budget) point: ECC and the two views of the uniform-width baseline
+BOARD_LABELS = {
+    "ECC": "ECC",
+    "uniform_equal_training": "uniform width, equal training (ECC baseline)",
+    "uniform": "uniform width, fine-tune only (ECC baseline)",
+}
+
+
+@dataclass
+class Config(MethodConfig):
+    """Stage 03: dense teachers, then ECC vs the uniform width (fine-tune only / equal training) per
+    (seed, budget). ``seeds`` are absolute; ``budgets`` fractions of Ê(dense) (``absolute_budget``:
+    estimator units); the ADMM knobs are :class:`ECCConfig`'s."""
+
+    seeds: list = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    budgets: list = dataclasses.field(default_factory=lambda: [0.5, 0.3, 0.2, 0.1])
+    absolute_budget: bool = False
+    model: str = "lenet5"  # registered chain model trained here
+    net: str = "lenet5"  # narrowable net the estimator was fitted for
+    image_size: int = 32
+    epochs: int = 15  # dense pretraining (Adam, cosine)
+    lr: float = 1e-3
+    max_epochs: int = 80
+    plr: float = 1e-3
+    rho_z: float = 10.0
+    rho_y: float = 10.0
+    pslr: float = 1.0
+    psgrad_clip: float = 1.0  # 0: no clip
+    psgrad_mask: bool = True
+    repo_square_of_sum: bool = False
+    distill: float = 0.5
+    finetune_epochs: int = 10
+    finetune_lr: float = 5e-4
+    latency_batch: int = 64
+    latency_threads: int = 1
+    latency_repeats: int = 30
+    device: str = "cpu"
+
+    RANGES = {
+        "seeds": dict(lo=0, hi=2**31 - 1, integer=True),
+        "budgets": dict(lo=0, lo_open=True),
+        "image_size": dict(lo=8, hi=1024, integer=True),
+        "epochs": dict(lo=1, hi=10000, integer=True),
+        "lr": dict(lo=0, hi=10, lo_open=True),
+        "max_epochs": dict(lo=1, hi=100000, integer=True),
+        "plr": dict(lo=0, hi=10, lo_open=True),
+        "rho_z": dict(lo=0, hi=1e6, lo_open=True),
+        "rho_y": dict(lo=0, hi=1e6, lo_open=True),
+        "pslr": dict(lo=0, hi=1e6, lo_open=True),
+        "psgrad_clip": dict(lo=0, hi=1e6),
+        "distill": dict(lo=0, hi=1),
+        "finetune_epochs": dict(lo=0, hi=10000, integer=True),
+        "finetune_lr": dict(lo=0, hi=10, lo_open=True),
+        "latency_batch": dict(lo=1, hi=65536, integer=True),
+        "latency_threads": dict(lo=1, hi=256, integer=True),
+        "latency_repeats": dict(lo=3, hi=100000, integer=True),
+    }
+
+    def check(self) -> None:
+        if not self.seeds or not self.budgets:
+            raise ValueError(f"need at least one seed and one budget, got seeds={self.seeds}, budgets={self.budgets}")
+        if not self.absolute_budget and any(b >= 1 for b in self.budgets):
+            raise ValueError(f"budgets are fractions of the dense energy and must lie in (0, 1), got {self.budgets}")
+        from ..train import check_device
+
+        check_device(self.device)
+        self.admm()  # ECCConfig's own checks
+
+    def admm(self) -> ECCConfig:
+        """The ADMM knobs as :class:`ECCConfig`."""
+        return ECCConfig(
+            rho_z=self.rho_z,
+            rho_y=self.rho_y,
+            pslr=self.pslr,
+            psgrad_clip=self.psgrad_clip or None,
+            psgrad_mask=self.psgrad_mask,
+            repo_square_of_sum=self.repo_square_of_sum,
+        )
+
+    @property
+    def latency(self) -> dict:
+        return dict(batch=self.latency_batch, threads=self.latency_threads, repeats=self.latency_repeats)
+
+
+def analytic_estimator(net: str, num_classes: int, in_channels: int, image_size: int, n: int = 64, seed: int = 1):
+    """A bilinear Ê fitted (ridge) on ``n`` random widths of the analytic (Eyeriss-style) energy model: what
+    stage 02 fits on its profile, for a run without stage 02's file (tests, a quick look)."""
+    from ..energy.analytic import AnalyticDevice
+    from ..energy.profile import sample_widths
+    from ..models.narrow import dense_widths
+
+    S = dense_widths(net, num_classes, in_channels)
+    device = AnalyticDevice(net, num_classes, in_channels, image_size)
+    widths = sample_widths(S, n, seed)
+    return bilinear.fit(widths, [device.cost(w) for w in widths], S, net=net)
+
+
+def _summarize(method, res, seed, budget, dense, loaders, cfg, oracle, dense_energy, dense_macs):
+    """One row of ``results.csv``: accuracy, widths, estimated/analytic energy and latency of the slimmed export."""
+    from .. import cost
+
+    model = res["model"].cpu().eval()  # the deployable export is measured on the CPU
+    small = slim(model, example_input=next(iter(loaders.test))[0][:8]).eval()
+    x = next(iter(loaders.test))[0][:256]
+    with torch.no_grad():
+        diff = float((model(x) - small(x)).abs().max())
+    input_size = (loaders.in_channels, cfg.image_size, cfg.image_size)
+    lat = cost.measure_latency(small, input_size, **cfg.latency)
+    lat_dense = cost.measure_latency(dense, input_size, **cfg.latency)
+    row = {
+        "seed": seed,
+        "budget": budget,
+        "method": method,
+        "accuracy": res["accuracy"],
+        "accuracy_before_ft": res["accuracy_before_ft"],
+        "widths": res["widths"],
+        "estimated_energy": res["estimated_energy"],
+        "analytic_energy": oracle.cost(res["widths"]) / dense_energy,
+        "dense_macs": dense_macs,
+        "remaining_macs": cost.total_macs(small, input_size),
+        "latency_ms": lat["median_ms"],
+        "latency_iqr_ms": lat["iqr_ms"],
+        "dense_latency_ms": lat_dense["median_ms"],
+        "export_max_abs_diff": diff,
+        "reached": res.get("reached", True),
+        "iterations": res.get("iterations", 0),
+        "epochs": res.get("epochs", 0),
+    }
+    return row, small
+
+
+def _sweep_point(cfg, dense, loaders, est, budget, frac, seed, ckpts, **ctx):
+    """ECC, the fine-tune-only and the equal-training uniform baselines at one (seed, budget); the slimmed
+    exports' weights go to ``ckpts[method]``."""
+    from ..train import save_checkpoint
+
+    kw = dict(
+        distill=cfg.distill,
+        finetune_epochs=cfg.finetune_epochs,
+        finetune_lr=cfg.finetune_lr,
+        seed=seed,
+        absolute=cfg.absolute_budget,
+        device=cfg.device,
+    )
+    r = run_ecc(dense, loaders, est, budget, cfg.admm(), cfg.max_epochs, cfg.plr, **kw)
+    u = run_uniform(dense, loaders, est, budget, **kw)
+    # equal training: as many epochs as ECC's ADMM phase took here (its last, partial epoch counted whole),
+    # Adam at the ADMM learning rate, the same distillation, then the same fine-tune
+    ue = run_uniform(dense, loaders, est, budget, train_epochs=int(r["epochs"]), train_lr=cfg.plr, **kw)
+    rows = []
+    for method, res in (("ECC", r), ("uniform", u), ("uniform_equal_training", ue)):
+        row, small = _summarize(method, res, seed, frac, dense, loaders, cfg, **ctx)
+        save_checkpoint(ckpts[method], model=small.state_dict(), widths=row["widths"])
+        rows.append(row)
+    traj = [{k: h[k] for k in ("iteration", "E_real", "E_s", "z")} for h in r["history"]]
+    return {"rows": rows, "trajectory": traj}
+
+
+def _model_kwargs(cfg: Config, loaders) -> dict:
+    import inspect
+
+    from ..models import MODELS
+
+    kw = dict(num_classes=loaders.num_classes, in_channels=loaders.in_channels)
+    if "image_size" in inspect.signature(MODELS.get(cfg.model)).parameters:
+        kw["image_size"] = cfg.image_size
+    return kw
+
+
+@register_method(
+    "ecc",
+    config=Config,
+    stage="03_ecc_admm",
+    paper="Yang, Zhu, Liu: ECC, energy-constrained compression via ADMM (CVPR 2019)",
+    tiny=lambda: Config(
+        seeds=[0], budgets=[0.4], epochs=1, max_epochs=1, finetune_epochs=1, latency_batch=2, latency_repeats=3
+    ),
+)
+def run(
+    config: Config,
+    loaders,
+    dense=None,
+    *,
+    cache_dir=None,
+    estimator=None,
+    estimator_digest: str | None = None,
+    cost_device: str = "analytic",
+    progress: bool = True,
+) -> list[Result]:
+    """Stage 03 end to end: per seed a dense teacher (``train.pretrain_dense``, cached; or ``dense[seed]``),
+    then per budget ECC + the two uniform baselines (``_sweep_point``), cached in ``cache_dir/sweep_cache.json``
+    by every setting, the dense fingerprint and the estimator file's digest.
+
+    ``loaders``: one ``data.Loaders`` or {seed: Loaders}; ``estimator``: stage 02's bilinear Ê (None: fitted
+    here on the analytic model, :func:`analytic_estimator`). Results: one "dense" per seed (no board row), then
+    "ECC" / "uniform" / "uniform_equal_training" per (seed, budget) with ``metrics`` = the ``results.csv`` row
+    (+ ECC's ADMM ``trajectory``) and ``metrics["manifest"]`` = its ``results.record_model`` arguments."""
+    import tempfile
+    from pathlib import Path
+
+    from .. import cost
+    from ..energy.analytic import AnalyticDevice
+    from ..results import param_hash, with_cache
+    from ..models import create_model
+    from ..train import evaluate, load_checkpoint, load_weights, pretrain_dense, state_digest
+
+    config.validate()
+    cache_dir = Path(cache_dir or tempfile.mkdtemp(prefix="ecc-"))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in config.seeds]
+    by_seed = {s: loaders[s] if isinstance(loaders, dict) else loaders for s in seeds}
+    L0 = by_seed[seeds[0]]
+    nc, ic = L0.num_classes, L0.in_channels
+    est = estimator if estimator is not None else analytic_estimator(config.net, nc, ic, config.image_size)
+    fractions = [relative_budget(est, b, config.absolute_budget) for b in config.budgets]  # before any training
+    oracle = AnalyticDevice(config.net, nc, ic, config.image_size)
+    input_size = (ic, config.image_size, config.image_size)
+    model_kw = _model_kwargs(config, L0)
+    fp0 = L0.fingerprint or {}
+    common = dict(
+        dataset=fp0.get("dataset"),
+        model=config.model,
+        image=config.image_size,
+        batch=fp0.get("batch_size"),
+        subset=fp0.get("subset") or 0,
+    )
+    out, dense_nets, dense_fp = [], {}, {}
+    for seed in seeds:
+        ld = by_seed[seed]
+        if dense is None:
+            model, fit_res = pretrain_dense(
+                config.model,
+                model_kw,
+                ld,
+                epochs=config.epochs,
+                seed=seed,
+                lr=config.lr,
+                cache_dir=cache_dir,
+                device=config.device,
+                progress=progress,
+            )
+            ck, dense_fp[seed] = fit_res["checkpoint"], fit_res["fingerprint"]
+        else:
+            model, ck = dense[seed] if isinstance(dense, dict) else dense, None
+            dense_fp[seed] = state_digest(model.state_dict())
+        model = model.cpu().eval()  # dense parents live on the CPU: exports and latencies are CPU
+        acc = evaluate(model, ld.test)["accuracy"]
+        lat = cost.measure_latency(model, input_size, **config.latency)
+        dense_nets[seed] = model
+        metrics = {"seed": seed, "accuracy": acc, "latency_ms": lat["median_ms"], "latency_iqr_ms": lat["iqr_ms"]}
+        if ck is not None:
+            metrics["manifest"] = dict(
+                key=f"dense_seed{seed}",
+                model=config.model,
+                kwargs=model_kw,
+                checkpoint=ck,
+                seed=seed,
+                eval_dtype="float32",
+            )
+        out.append(Result("dense", "dense", seed, model, acc, "test", metrics))
+    dense_macs = cost.total_macs(dense_nets[seeds[0]], input_size)
+    ctx = dict(oracle=oracle, dense_energy=oracle.cost(est.S), dense_macs=dense_macs)
+    for seed in seeds:
+        for b, f in zip(config.budgets, fractions):
+            params = {
+                **common,
+                "seed": seed,
+                "budget": b,
+                "absolute": config.absolute_budget,
+                "dense": dense_fp[seed],
+                "cfg": vars(config.admm()),
+                "max_epochs": config.max_epochs,
+                "plr": config.plr,
+                "distill": config.distill,
+                "ft": config.finetune_epochs,
+                "ft_lr": config.finetune_lr,
+                "lat": [config.latency_batch, config.latency_threads, config.latency_repeats],
+                "device": config.device,
+                "estimator_file": estimator_digest or param_hash(vars(est)),
+                "net": config.net,
+                "cost_device": cost_device,
+                "methods": 3,
+            }
+            h = param_hash(params)
+            ckpts = {m: cache_dir / f"ecc-{m}-seed{seed}-{h}.pt" for m in BOARD_LABELS}
+            point = with_cache(
+                cache_dir / "sweep_cache.json",
+                params,
+                lambda: _sweep_point(config, dense_nets[seed], by_seed[seed], est, b, f, seed, ckpts, **ctx),
+                force=not all(p.is_file() for p in ckpts.values()),
+            )
+            for row in point["rows"]:
+                m, widths = row["method"], [int(v) for v in row["widths"]]
+                kw = dict(model_kw, num_classes=widths[-1], in_channels=widths[0], widths=widths[1:-1])
+                with torch.random.fork_rng(devices=[]):  # the caller's random stream is untouched
+                    net = create_model(config.model, **kw)
+                net = load_weights(net, load_checkpoint(ckpts[m]), source=ckpts[m])
+                board = dict(
+                    method=BOARD_LABELS[m],
+                    setting=f"energy budget {row['budget']:g}",
+                    seed=seed,
+                    input_size=list(input_size),
+                    base_model=config.model,
+                    dataset=common["dataset"],
+                    weight_bits=None,
+                    deploy_form="slimmed",
+                    weights=False,  # the cost depends on the widths only
+                )
+                metrics = dict(
+                    row,
+                    manifest=dict(
+                        key=f"{m}_b{b:g}_seed{seed}", model=config.model, kwargs=kw, checkpoint=ckpts[m], seed=seed
+                    ),
+                )
+                if m == "ECC":
+                    metrics["trajectory"] = point["trajectory"]
+                out.append(Result(m, f"budget {f:g}", seed, net.eval(), float(row["accuracy"]), "test", metrics, board))
+    return out
