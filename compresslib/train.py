@@ -207,7 +207,7 @@ def check_device(device: str) -> str:
 def check_fit_args(epochs, kd_weight=0.0, kd_T=1.0, device="cpu", seed=0) -> None:
     """Ranges of ``fit``'s knobs and the device, checked before any work (issue 13, point 7)."""
     check_number("epochs", epochs, 0, integer=True)
-    check_number("seed", seed, 0, 2**32 - 1, integer=True)
+    check_number("seed", seed, 0, 2**32 - 1, integer=True, none_ok=True)  # None: fit continues the current streams
     check_number("kd_weight (weight of the distillation term)", kd_weight, 0, 1)
     check_number("kd_T (distillation temperature)", kd_T, 0, lo_open=True)
     check_device(device)  # e.g. 'cuda' on a machine without a GPU: clear error, not torch's after 17 s
@@ -490,7 +490,7 @@ def fit_fingerprint(
         "optimizer": _optimizer_fp(optimizer, model),
         "scheduler": _scheduler_fp(scheduler),
         "data": {k: loader_fingerprint(getattr(loaders, k, None)) for k in ("train", "val", "test")},
-        "seed": int(seed),
+        "seed": None if seed is None else int(seed),
         "epochs": int(epochs),
         "loss": "default:CrossEntropyLoss"
         if loss_fn is None
@@ -645,6 +645,9 @@ def fit(
     trains from scratch. Returns ``{"history", "val_accuracy", "test_accuracy",
     "best_val_accuracy", "best_epoch", "seconds_per_epoch"}``.
 
+    ``seed``: python/numpy/torch and the train loader's shuffling restart at it; ``None`` continues the
+    streams as the caller left them (a training phase that follows another one on the same loader).
+
     $COMPRESSLIB_FORBID_TRAINING=1 makes ``fit`` raise instead of training any epoch (a check
     that a re-run reuses everything).
 
@@ -756,8 +759,9 @@ def _fit(
     train_loader = D.distributed_loader(loaders.train)
     scaler = torch.amp.GradScaler("cuda") if amp else None
     s = TrainState(model, optimizer, device=device)
-    set_seed(seed)
-    reseed_loader(loaders.train, seed)  # the shuffling stream too: a fit's result never depends on earlier fits
+    if seed is not None:  # None: a phase that continues the caller's random and shuffling streams (sqjoint)
+        set_seed(seed)
+        reseed_loader(loaders.train, seed)  # the shuffling stream too: a fit's result never depends on earlier fits
     start, status, out = 0, "trained", None
     if ckpt_path and D.is_dist():  # every rank resumes from rank 0's file (ranks' OUT_DIRs differ)
         ckpt_path = D.broadcast_object(str(ckpt_path))
