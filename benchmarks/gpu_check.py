@@ -734,7 +734,9 @@ def paper_plan(name: str, prof: dict) -> list[dict]:
         res = _ints(p["RESOLUTIONS"])
         extra = max(0, len(_ints(p.get("COMPARE_SEEDS", "0"))) - 1)
         cfgs = [(1.0, 1.0, r, 2 + (2 * extra if r == min(res) else 0)) for r in res]
-        cfgs += [(float(a), float(bb), int(c), 1) for a, bb, c in (x.split(":") for x in p["CS_CONFIGS"].split(","))]
+        cs = p["CS_CONFIGS"]  # [[d, w, r], ...], or an older "d:w:r,d:w:r" string
+        cs = cs if isinstance(cs, list) else [x.split(":") for x in cs.split(",")]
+        cfgs += [(float(a), float(bb), int(c), 1) for a, bb, c in cs]
         for d, w, r, count in cfgs:
             mk = {
                 "name": "shrinkable_resnet",

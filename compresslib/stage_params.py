@@ -221,3 +221,18 @@ def check_devices(profile: dict, stages: list[Path], overrides: dict) -> list[st
         if seen[dev]:
             problems.append(f"{py.stem}: {seen[dev]}")
     return problems
+
+
+def last_run_params(art, stage: str) -> dict:
+    """Parameters a stage last ran with: its notebook's defaults, overridden by the runner's ``.reproduce.json``
+    in ``art/<stage>`` (a stage run by hand in JupyterLab has none: its defaults are returned)."""
+    import json
+
+    from .stages import REPO
+
+    src = REPO / "notebooks" / f"{stage}.py"
+    params = notebook_parameters(src) if src.exists() else {}
+    stamp = Path(art) / stage / ".reproduce.json"
+    if stamp.exists():
+        params.update(json.loads(stamp.read_text()).get("params", {}))
+    return params

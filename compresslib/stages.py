@@ -30,6 +30,14 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
         "07_dynamic_inference",
         "08_camp_mixed_precision",
     ),
+    "10_deploy": (
+        "03_ecc_admm",
+        "04_sparsity_quantization",
+        "05_ec2t",
+        "07_dynamic_inference",
+        "08_camp_mixed_precision",
+        "09_leaderboard",
+    ),
 }
 
 

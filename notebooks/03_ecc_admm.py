@@ -80,36 +80,12 @@ import pandas as pd
 import compresslib
 from compresslib import cost, data, results
 from compresslib.energy import bilinear
-from compresslib.methods import ecc
+from compresslib.methods import ecc, record_results
 from compresslib.models.narrow import dense_widths
 from compresslib.provenance import sha256_file
 
 threads = compresslib.set_threads()
-config = ecc.Config(
-    seeds=[SEED + int(s) for s in SEEDS],
-    budgets=BUDGETS,
-    absolute_budget=ABSOLUTE_BUDGET,
-    model=MODEL,
-    net=NET,
-    image_size=IMAGE_SIZE,
-    epochs=EPOCHS,
-    lr=LR,
-    max_epochs=MAX_EPOCHS,
-    plr=PLR,
-    rho_z=RHO_Z,
-    rho_y=RHO_Y,
-    pslr=PSLR,
-    psgrad_clip=PSGRAD_CLIP,
-    psgrad_mask=PSGRAD_MASK,
-    repo_square_of_sum=REPO_SQUARE_OF_SUM,
-    distill=DISTILL,
-    finetune_epochs=FINETUNE_EPOCHS,
-    finetune_lr=FINETUNE_LR,
-    latency_batch=LATENCY_BATCH,
-    latency_threads=LATENCY_THREADS,
-    latency_repeats=LATENCY_REPEATS,
-    device=DEVICE,
-).validate()  # every range and rule, before any work
+config = ecc.Config.from_parameters(globals(), seeds=[SEED + int(s) for s in SEEDS])  # ranges + rules, before any work
 seeds = config.seeds
 out = Path(OUT_DIR)
 out.mkdir(parents=True, exist_ok=True)
@@ -149,9 +125,7 @@ runs = ecc.run(
     estimator_digest=sha256_file(est_path),
     cost_device=COST_DEVICE,
 )
-for r in runs:  # every trained model into models.json; the pruned ones with their leaderboard row
-    row = dict(r.metrics["manifest"])
-    results.record_model(OUT_DIR, row.pop("key"), accuracy=r.accuracy, split="test", board=r.board, **row)
+record_results(OUT_DIR, runs)  # every trained model into models.json; the pruned ones with their leaderboard row
 dense_df = pd.DataFrame(
     [{k: r.metrics[k] for k in ("seed", "accuracy", "latency_ms", "latency_iqr_ms")} for r in runs if r.board is None]
 )

@@ -81,12 +81,7 @@ from compresslib.methods import sqjoint as sq
 
 threads = compresslib.set_threads()
 results.clear_models(OUT_DIR)  # models.json lists exactly this run's models
-config = sq.Config(
-    model=MODEL, seed=SEED, n_seeds=N_SEEDS, epochs=EPOCHS, pretrain_lr=PRETRAIN_LR, device=DEVICE,
-    joint_budgets=JOINT_BUDGETS, progressive=PROGRESSIVE, fixed_bits=FIXED_BITS, ablations=ABLATIONS,
-    intervals=INTERVALS, steps_per_interval=STEPS_PER_INTERVAL, warmup_intervals=WARMUP_INTERVALS, lr=LR,
-    momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, rho=RHO, bwlb=BWLB, ft_steps=FT_STEPS, ft_lr=FT_LR,
-).validate()  # fmt: skip
+config = sq.Config.from_parameters(globals())  # every range and rule, before any work
 print(f"torch threads {threads}; seeds {config.seeds}; configurations (mode, nnz_budget, bit_budget): {config.runs()}")
 
 # %% [markdown]

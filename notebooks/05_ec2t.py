@@ -72,30 +72,11 @@ import pandas as pd
 
 import compresslib
 from compresslib import data, results
-from compresslib.methods import ec2t
+from compresslib.methods import ec2t, record_results
 
 threads = compresslib.set_threads(THREADS or None)
 cpu0, wall0 = time.process_time(), time.perf_counter()  # this kernel's CPU time ≈ wall time at 1 thread
-config = ec2t.Config(
-    seeds=list(range(SEED, SEED + N_SEEDS)),
-    model=MODEL,
-    image_size=IMAGE_SIZE,
-    epochs=EPOCHS,
-    grid=GRID,
-    grid_epochs=GRID_EPOCHS,
-    phis=PHIS,
-    fp_lr=FP_LR,
-    gammas=GAMMAS,
-    ts=TS,
-    init_scale=INIT_SCALE,
-    q_epochs=Q_EPOCHS,
-    retrain_epochs=RETRAIN_EPOCHS,
-    q_lr=Q_LR,
-    q_lr2=Q_LR2,
-    centroid_grad_sign=CENTROID_GRAD_SIGN,
-    pmf_renorm=PMF_RENORM,
-    device=DEVICE,
-).validate()  # every range and rule (compound-scalable MODEL, ternarizable layers, DEVICE) before any work
+config = ec2t.Config.from_parameters(globals(), seeds=list(range(SEED, SEED + N_SEEDS)))  # + MODEL, DEVICE rules
 seeds = config.seeds
 out = Path(OUT_DIR)
 out.mkdir(parents=True, exist_ok=True)
@@ -130,10 +111,7 @@ print(
 
 # %%
 runs = ec2t.run(config, loaders, cache_dir=results.cache_dir(out), models_dir=out / "models")
-for r in runs:  # the FP model and the SEED ternary models, with their leaderboard rows
-    if "manifest" in r.metrics:
-        row = dict(r.metrics["manifest"])
-        results.record_model(out, row.pop("key"), accuracy=r.accuracy, split="test", board=r.board, **row)
+record_results(out, runs)  # the FP model and the SEED ternary models, with their leaderboard rows
 fp = runs[0]
 fp_accuracy = fp.accuracy  # fit's test pass of this very model (no second evaluation)
 grid_df, phi_df = pd.DataFrame(fp.metrics["grid"]), pd.DataFrame(fp.metrics["phi_sweep"])

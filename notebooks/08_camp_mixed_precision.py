@@ -74,26 +74,10 @@ import pandas as pd
 
 import compresslib
 from compresslib import data, results, train
-from compresslib.methods import camp
+from compresslib.methods import camp, record_results
 
 threads = compresslib.set_threads()
-config = camp.Config(
-    seeds=list(range(SEED, SEED + N_SEEDS)),
-    depth=DEPTH,
-    widths=WIDTHS,
-    image_size=IMAGE_SIZE,
-    epochs=EPOCHS,
-    sp_epochs=SP_EPOCHS,
-    rl_epochs=RL_EPOCHS,
-    alphas=ALPHAS,
-    bug_alphas=BUG_ALPHAS,
-    lr=LR,
-    rl_lr=RL_LR,
-    rl_weight=RL_WEIGHT,
-    gamma=GAMMA,
-    sp_init=SP_INIT,
-    device=DEVICE,
-).validate()  # every range and rule (DEPTH 6n+2, WIDTHS, SP_INIT, DEVICE) before any work
+config = camp.Config.from_parameters(globals(), seeds=list(range(SEED, SEED + N_SEEDS)))  # DEPTH 6n+2, WIDTHS, ...
 widths = tuple(WIDTHS)
 out = Path(OUT_DIR)
 out.mkdir(parents=True, exist_ok=True)
@@ -144,11 +128,8 @@ loaders = {s: data.get_loaders(DATASET, seed=s, **load) for s in seeds}  # one p
 L0 = loaders[SEED]
 print(f"{DATASET}: {len(L0.train.dataset)} train / {len(L0.val.dataset)} val / {len(L0.test.dataset)} test")
 runs = camp.run(config, loaders, cache_dir=results.cache_dir(out), data_root=DATA_ROOT)
-rows = []
-for r in runs:  # every trained model into models.json, with its leaderboard row
-    row = dict(r.metrics["manifest"])
-    results.record_model(out, row.pop("key"), accuracy=r.accuracy, split="test", board=r.board, **row)
-    rows.append({k: v for k, v in r.metrics.items() if k != "manifest"})
+record_results(out, runs)  # every trained model into models.json, with its leaderboard row
+rows = [{k: v for k, v in r.metrics.items() if k != "manifest"} for r in runs]
 points = pd.DataFrame(rows)
 results.save_table(points.drop(columns=["rho_per_block"]), out / "camp_points.csv")
 

@@ -174,19 +174,32 @@ def test_float16_form_halves_dense_tensors():
         pack(m, "lenet5", dtype="int8")
 
 
-def test_weight_bits_force_the_code_width_and_negative_zero_survives():
+def test_negative_zeros_of_mask_pruning_are_stored_as_zeros():
+    """w.mul_(mask) leaves -0.0 at pruned negative weights: they cost nothing and come back as +0.0."""
     m = _prune_quantize(_net("lenet5_caffe"))
+    size = len(pack(m, "lenet5_caffe"))
     with torch.no_grad():
-        m.classifier[3].weight[0, 0] = -0.0  # a value like any other, not a pruned +0.0
+        for layer in (m.features[0], m.classifier[1]):
+            layer.weight.copy_(torch.where(layer.weight == 0, torch.full_like(layer.weight, -0.0), layer.weight))
+    neg = int(torch.signbit(m.classifier[1].weight[m.classifier[1].weight == 0]).sum())
+    assert neg > 100_000  # the dense layer's pruned positions are -0.0 now
+    back = unpack(pack(m, "lenet5_caffe"))
+    assert len(pack(m, "lenet5_caffe")) == size
+    w = back.classifier[1].weight
+    assert not torch.signbit(w[w == 0]).any() and torch.equal(w, m.classifier[1].weight)  # equal as numbers
+    with torch.no_grad():
+        assert torch.equal(m(X28), back(X28))
+
+
+def test_weight_bits_force_the_code_width():
+    m = _prune_quantize(_net("lenet5_caffe"))
     data = pack(m, "lenet5_caffe", weight_bits={"features.0": 4, "classifier.3": None})
     rep = packed_size_report(
         m, "lenet5_caffe", weight_bits={"features.0": 4, "classifier.3": None}, zstd_level=None
     ).set_index("tensor")
     assert rep.loc["features.0.weight", "bits_per_code"] == 4
     assert "raw float32" in rep.loc["classifier.3.weight", "form"]
-    back = unpack(data)
-    assert torch.signbit(back.classifier[3].weight[0, 0])
-    _assert_bit_exact(m, back, X28)
+    _assert_bit_exact(m, unpack(data), X28)
     with pytest.raises(ValueError, match=r"8 distinct non-zero values need 3 bits, weight_bits allots 2"):
         pack(m, "lenet5_caffe", weight_bits={"features.0": 2})
     with pytest.raises(ValueError, match=r"weight_bits names 'conv9'"):
@@ -332,6 +345,7 @@ def _camp(kind, bits, static_plan=None):
     [("uniform", 4, None), ("dual", 1, None), ("static", 1, [1, 0, 1]), ("static", 1, ["0", "1", "1"])],
 )  # models.json rows hold strings
 def test_camp_packs_the_weights_it_executes(kind, bits, plan):
+    from compresslib.deploy.container import never_run
     from compresslib.quant import quantize_weight
 
     net, row = _camp(kind, bits, plan)
@@ -341,8 +355,10 @@ def test_camp_packs_the_weights_it_executes(kind, bits, plan):
     with torch.no_grad():
         assert torch.equal(_bits(net(x)), _bits(back(x)))
     rep = packed_size_report(net, row, zstd_level=None).set_index("tensor")
+    skipped = never_run(net)  # a static plan's path not taken and its gates: not stored
+    assert bool(skipped) == (kind == "static") and not skipped & set(rep.index)
     for name, m in net.named_modules():
-        if getattr(m, "w_bits", 32) < 32:  # stored as Q_w(W): <= 2^w_bits levels at w_bits bits per weight
+        if getattr(m, "w_bits", 32) < 32 and f"{name}.weight" not in skipped:  # stored as Q_w(W), <= 2^w_bits levels
             r = rep.loc[f"{name}.weight"]
             assert r.bytes <= -(-r.numel * m.w_bits // 8) + 4 * 2**m.w_bits, name  # never above the codebook
             if r.numel >= 64:
@@ -380,13 +396,14 @@ def test_onnx_runtime_agrees_with_torch_on_the_unpacked_models(tmp_path):
     assert (y.argmax(1) == ref.argmax(1)).all()
     lat = ort_latency_ms(path, batch=4, threads=1, repeats=5, warmup=1)
     assert lat["batch"] == 4 and lat["threads"] == 1 and lat["repeats"] == 5 and 0 < lat["median_ms"] < 1000
-    net, row = _camp("dual", 1)  # gate + 1-/4-bit paths, executed weights from the packed file
-    back = unpack(pack(net, row))
     xc = torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(8))
-    with torch.no_grad():
-        refc = back(xc).numpy()
-    yc = ort_logits(export_onnx(back, (1, 16, 16), tmp_path / "camp.onnx"), xc)
-    assert np.abs(yc - refc).max() < 1e-4 and (yc.argmax(1) == refc.argmax(1)).all()
+    for kind, plan in (("dual", None), ("static", [1, 0, 1])):  # gate + 1-/4-bit paths; a fixed plan
+        net, row = _camp(kind, 1, plan)
+        back = unpack(pack(net, row))  # the executed weights from the packed file
+        with torch.no_grad():
+            refc = back(xc).numpy()
+        yc = ort_logits(export_onnx(back, (1, 16, 16), tmp_path / f"camp_{kind}.onnx"), xc)
+        assert np.abs(yc - refc).max() < 1e-4 and (yc.argmax(1) == refc.argmax(1)).all(), kind
 
 
 def test_onnx_runtime_bad_inputs(tmp_path):
@@ -450,3 +467,40 @@ def test_int8_qdq_export_runs_and_stays_close(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fp.onnx", "int8.onnx"]
     with pytest.raises(ValueError, match="calibration holds no batch"):
         export_int8(fp, tmp_path / "x.onnx", [])
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_int8_of_a_one_bit_net_does_not_saturate(tmp_path):
+    """Every weight at ±127: onnxruntime's AVX2 u8s8 kernels saturate their int16 pair sums unless the weights
+    keep 7 bits (export_int8's default without VNNI)."""
+    from compresslib.deploy import export_int8, export_onnx, ort_logits
+    from compresslib.deploy.runtime import cpu_has_vnni
+
+    m = _net("lenet5_caffe")
+    with torch.no_grad():
+        for layer in (m.features[0], m.features[2], m.classifier[1], m.classifier[3]):
+            layer.weight.copy_(torch.sign(layer.weight) * layer.weight.abs().mean())
+    fp = export_onnx(m, (1, 28, 28), tmp_path / "fp.onnx")
+    cal = [torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(i)) * 3 for i in range(2)]
+    x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(7)) * 3
+    y = ort_logits(fp, x)
+    agree = {}
+    for rr in (None, False):
+        q = export_int8(fp, tmp_path / f"q{rr}.onnx", cal, reduce_range=rr)
+        agree[rr] = (ort_logits(q, x).argmax(1) == y.argmax(1)).mean()
+    assert agree[None] >= 0.9, agree
+    if not cpu_has_vnni():  # here (AVX2, no VNNI): 0.969 with 7-bit weights, 0.203 with 8-bit ones
+        assert agree[False] < agree[None] - 0.3, agree
+
+
+def test_a_static_plan_stores_only_the_path_it_runs():
+    net, row = _camp("static", 1, [1, 0, 1])
+    dual, _ = _camp("dual", 1)
+    x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(5))
+    back = unpack(pack(net, row))
+    with torch.no_grad():
+        assert torch.equal(_bits(net(x)), _bits(back(x)))
+    assert len(pack(net, row)) < 0.7 * len(pack(dual, _camp_row("dual", 1)))
+    names = {r for r in packed_size_report(net, row, zstd_level=None).tensor}
+    assert "blocks.0.path4.conv1.weight" in names and "blocks.0.path1.conv1.weight" not in names
+    assert not any(".gate." in n for n in names)

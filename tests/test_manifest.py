@@ -72,7 +72,9 @@ def test_a_fake_method_reaches_the_board_by_writing_manifest_rows_only(tmp_path)
     cands, found = candidates(tmp_path, stages=UP)
     assert found == {UP[0]: 2} and [c.seed for c in cands] == [0, 1]
     assert all(c.spec == {"model": "lenet5_caffe", "kwargs": {}, "build": {}} for c in cands)
-    assert torch.equal(cands[1].model.state_dict()["features.0.weight"], _sparse_lenet(1).state_dict()["features.0.weight"])
+    assert torch.equal(
+        cands[1].model.state_dict()["features.0.weight"], _sparse_lenet(1).state_dict()["features.0.weight"]
+    )
     board = lb.aggregate([lb.candidate_row(c, latency_repeats=3) for c in cands]).set_index("method")
     row = board.loc["my method"]
     assert row.setting == "level 1" and row.n_seeds == 2 and row.accuracy == pytest.approx(0.92)

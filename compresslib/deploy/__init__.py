@@ -6,7 +6,8 @@
 * :func:`export_onnx`, :func:`ort_logits`, :func:`ort_latency_ms`: the model run by onnxruntime on the CPU;
   :func:`export_int8`: its static int8 QDQ form (onnxruntime's integer kernels);
   :func:`sparse_linear_latency`: a ``torch.sparse_csr`` Linear against the dense one;
-* :func:`deploy_row`, :func:`ort_argmax_agreement`: claimed vs real for one model (the leaderboard's columns).
+* :func:`deploy_row`, :func:`ort_argmax_agreement`: claimed vs real for one model (the leaderboard's columns);
+* :mod:`.stage`: the same for one manifest row, as stage 10 (``notebooks/10_deploy.py``) runs it.
 """
 
 from .container import MAGIC, VERSION, load, pack, save, unpack

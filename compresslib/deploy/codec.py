@@ -8,8 +8,11 @@ Values (of the stored positions):
   ``raw``       the tensor's own dtype, little-endian (or float16 when asked: the only lossy form);
   ``codebook``  the distinct values (own dtype, so lossless) + ⌈log2 K⌉-bit codes (bitpack.pack_uint), or, when
                 smaller, G base-K digits per ⌈log2 K^G⌉ bits (bitpack.pack_radix: ternary at 1.6 bits per code).
-"Zero" and "distinct" are decided on the *bit patterns* (a float32 weight is its int32 view): a pruned weight
-is +0.0 exactly, −0.0 is a value like any other, so decoding gives back bit-identical tensors.
+"Distinct" is decided on the *bit patterns* (a float32 weight is its int32 view), so decoding gives back
+bit-identical tensors, with one exception: a zero is a zero whatever its sign. Pruning by ``w.mul_(mask)`` leaves
+−0.0 at every pruned negative weight; stored as a value it would cost about as much as the weights left. −0.0 is
+written (and decoded) as +0.0: equal as a number, so every product and sum keeps its value (only the sign of an
+exactly-zero result can change).
 """
 
 from __future__ import annotations
@@ -126,6 +129,8 @@ def encode(name: str, t: torch.Tensor, forced="auto", float16: bool = False) -> 
     meta = {"dtype": dtype_name(t.dtype), "shape": list(t.shape)}
     n, size = t.numel(), t.element_size()
     flat = t.reshape(-1)
+    if t.is_floating_point():  # -0.0 -> +0.0 (module docstring)
+        flat = torch.where(flat == 0, torch.zeros_like(flat), flat)
     if not (t.is_floating_point() and size in _INT_VIEW) or n == 0:
         if forced not in ("auto", None):
             raise ValueError(f"{name}: weight bits apply to floating-point tensors, this one is {meta['dtype']}")

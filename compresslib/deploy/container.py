@@ -15,7 +15,8 @@ Layout (format version 1, all integers little-endian)::
 Each ``tensors`` record holds the state_dict key, dtype, shape, the chosen index and values forms
 (see :mod:`.codec`) and the ``[offset, length]`` of its sections in the payload; ``unpack`` rebuilds the
 architecture with ``compresslib.models.create_model(model, **kwargs)`` (or a :data:`BUILDERS` entry: CAMP) and loads every tensor
-(``load_state_dict(strict=True)``). The container is checked (size, magic, version, checksum) before any
+(``load_state_dict(strict=True)``; the modules a model never runs, e.g. the path a CAMP static plan does not
+take, are not stored and keep the rebuilt model's values). The container is checked (size, magic, version, checksum) before any
 tensor is decoded, and any failure is a ``ValueError`` naming the problem, never a half-built model.
 """
 
@@ -168,13 +169,22 @@ def _quantized_layers(model: nn.Module) -> dict:
     }
 
 
+def never_run(model: nn.Module) -> set:
+    """State keys of the modules the model never executes (marked ``micronet_skip``: the path a CAMP static plan
+    does not take, its gate). They are not stored; :func:`unpack` leaves the rebuilt model's own values there."""
+    prefixes = tuple(f"{n}." for n, m in model.named_modules() if n and getattr(m, "micronet_skip", False))
+    return {k for k in model.state_dict() if k.startswith(prefixes)} if prefixes else set()
+
+
 def effective_state(model: nn.Module) -> dict:
-    """The state_dict with each fake-quantized weight replaced by the weight it executes with, Q_w(W)
-    (``quant.quantize_weight``: sign·mean|W| at 1 bit, DoReFa levels at 2..8 bits)."""
-    state = dict(model.state_dict())
+    """The state_dict of what the model executes: each fake-quantized weight replaced by the weight it executes
+    with, Q_w(W) (``quant.quantize_weight``: sign·mean|W| at 1 bit, DoReFa levels at 2..8 bits), and the tensors
+    of modules it never runs (:func:`never_run`) left out."""
+    skip = never_run(model)
+    state = {k: v for k, v in model.state_dict().items() if k not in skip}
     modules = dict(model.named_modules())
     for layer, (w_bits, _, _) in _quantized_layers(model).items():
-        if w_bits < 32:
+        if w_bits < 32 and f"{layer}.weight" in state:
             with torch.no_grad():
                 state[f"{layer}.weight"] = modules[layer].quant_weight().detach().clone()
     return state
@@ -249,16 +259,17 @@ def unpack(data) -> nn.Module:
         model = build_model(spec)
         restore_quantized(model, header.get("quantized", {}))
         # every record must match the rebuilt model before anything is decoded (a header cannot make us allocate)
+        own, skip = model.state_dict(), never_run(model)
         diff = layout_diff(
             {r["name"]: (list(r["shape"]), r["dtype"]) for r in header["tensors"]},
-            layout(model.state_dict()),
+            layout({k: v for k, v in own.items() if k not in skip}),
             "file",
             "model",
         )
         if diff:
             raise ValueError(f"the stored tensors do not fit {spec['model']!r} ({diff})")
         state = {rec["name"]: codec.decode(rec, _sections(rec, payload)) for rec in header["tensors"]}
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict({**{k: own[k] for k in skip}, **state}, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError, OverflowError) as e:
         raise ValueError(f"packed model cannot be rebuilt: {type(e).__name__}: {e}") from e
     return model.eval()

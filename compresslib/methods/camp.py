@@ -154,7 +154,8 @@ class DualPathBlock(nn.Module):
         if self.gate.static is not None:  # static plan: only the chosen path runs, no gate
             use4 = bool(self.gate.static)
             self.gate.p = None
-            self.gate.decision = torch.full((x.shape[0],), use4, dtype=torch.bool, device=x.device)
+            # int fill: a bool fill value breaks the ONNX tracer (aten::full has no (int[], bool) overload)
+            self.gate.decision = torch.full((x.shape[0],), int(use4), dtype=torch.bool, device=x.device)
             return self.path4(x) if use4 else self.path1(x)
         q = self.path1(x)
         m = self.gate(q)

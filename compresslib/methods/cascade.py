@@ -438,15 +438,6 @@ class Config(MethodConfig):
         "compare_seeds": dict(lo=0, hi=2147483647, integer=True),
     }
 
-    @classmethod
-    def from_parameters(cls, params: dict) -> "Config":
-        """A validated Config from a notebook's parameters (``globals()``): field ``box_sizes`` <- ``BOX_SIZES`` etc.;
-        a field whose upper-case name is absent keeps its default."""
-        import dataclasses
-
-        names = [f.name for f in dataclasses.fields(cls)]
-        return cls(**{n: params[n.upper()] for n in names if n.upper() in params}).validate()
-
     def check(self) -> None:
         from .. import data
         from ..models.shrinkable import arch_kwargs

@@ -55,6 +55,18 @@ class MethodConfig:
     def check(self) -> None:
         """Method-specific rules beyond the numeric ranges (override; raise ValueError naming the field)."""
 
+    @classmethod
+    def from_parameters(cls, params: dict, **overrides):
+        """A validated Config from a notebook's parameters cell (pass ``globals()``): field ``box_sizes`` takes
+        ``BOX_SIZES`` and so on; a field whose upper-case name is absent keeps its default; ``overrides`` (values
+        derived from several parameters, e.g. ``seeds``) win."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise TypeError(f"{cls.__qualname__} has no field(s) {unknown}; fields: {names}")
+        kw = {n: params[n.upper()] for n in names if n.upper() in params}
+        return cls(**{**kw, **overrides}).validate()
+
     def replace(self, **changes):
         """A validated copy with ``changes`` applied (``dataclasses.replace`` + :meth:`validate`)."""
         return dataclasses.replace(self, **changes).validate()
@@ -84,6 +96,21 @@ class Result:
         check_number(f"{self.method}/{self.setting}: accuracy", float(self.accuracy), 0.0, 1.0)
         if self.split not in ("train", "val", "test"):
             raise ValueError(f"Result.split must be 'train', 'val' or 'test', got {self.split!r}")
+
+
+def record_results(out_dir, results) -> int:
+    """Write every Result that carries ``metrics["manifest"]`` (``results.record_model``'s ``key``, ``model``,
+    ``kwargs``, ``checkpoint`` and extra keys) into ``out_dir/models.json``, with its accuracy, split and board row.
+    Returns how many rows were written."""
+    from ..results import record_model
+
+    n = 0
+    for r in results:
+        if "manifest" in r.metrics:
+            row = dict(r.metrics["manifest"])
+            record_model(out_dir, row.pop("key"), accuracy=r.accuracy, split=r.split, board=r.board, **row)
+            n += 1
+    return n
 
 
 def register_method(name: str, *, config: type, stage: str, paper: str, tiny: Callable[[], Any] | None = None):
