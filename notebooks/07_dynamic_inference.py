@@ -78,10 +78,10 @@ from IPython.display import display
 
 import compresslib
 from compresslib import results, viz
-from compresslib.methods import cascade, crop
+from compresslib.methods import crop, edgecompress
 
 threads, t_start = compresslib.set_threads(), time.perf_counter()
-config = cascade.Config.from_parameters(globals())  # DATASET -> dataset, ...; a clear error naming a bad one
+config = edgecompress.Config.from_parameters(globals())  # DATASET -> dataset, ...; a clear error naming a bad one
 out = Path(OUT_DIR)
 out.mkdir(parents=True, exist_ok=True)
 CACHE = results.cache_dir(out)  # every trained model and Grad-CAM map, keyed by fingerprint
@@ -111,7 +111,7 @@ _ = results.save_figure(fig, out / "examples.png")
 
 # %% [markdown]
 # ## The pipeline, every choice on validation
-# `cascade.run` trains (or loads) the resolution-only models (the paper's RCC: the whole canvas down-scaled);
+# `edgecompress.run` trains (or loads) the resolution-only models (the paper's RCC: the whole canvas down-scaled);
 # picks the Grad-CAM layer / split / growth by the val accuracy of a probe classifier trained on each
 # candidate's crops (pseudo-box = tight box of the Grad-CAM region above a split of its range, grown, squared,
 # snapped to `BOX_SIZES`); trains the box predictor on those boxes; then the crop-only models (Smart Scissor
@@ -120,9 +120,9 @@ _ = results.save_figure(fig, out / "examples.png")
 # `TOL` of the large model's val accuracy. Every cropped pipeline pays the cropper's MACs.
 
 # %%
-res = cascade.run(config, splits, cache_dir=CACHE)
-rep = cascade.report(res)
-for row in cascade.manifest_rows(res):
+res = edgecompress.run(config, splits, cache_dir=CACHE)
+rep = edgecompress.report(res)
+for row in edgecompress.manifest_rows(res):
     results.record_model(out, **row)
 static = rep["static"]
 csv = {f"sweep_{k.replace(' ', '_').replace('=', '')}": t for k, t in rep["sweeps"].items()}
@@ -212,7 +212,7 @@ display(*rep["ablation"]["tables"])
 print(rep["ablation"]["note"])
 
 # %%
-metrics = cascade.stage_metrics(res)  # every key listed in the introduction, computed by the library
+metrics = edgecompress.stage_metrics(res)  # every key listed in the introduction, computed by the library
 results.write_metrics(out, metrics)
 print({k: v for k, v in metrics.items() if k not in ("sweep", "cam_selection", "small_selection", "per_seed")})
 

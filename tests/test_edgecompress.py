@@ -1,4 +1,4 @@
-"""EdgeCompress on the method contract (``cascade.Config`` + ``cascade.run``): every declared range and rule
+"""EdgeCompress on the method contract (``edgecompress.Config`` + ``edgecompress.run``): every declared range and rule
 refused naming the field, the notebook's declared ranges equal to the Config's, and one tiny run on fake data
 (3 x 32 x 32, no true boxes): Result schema, the board rows stage 09 reads (static models costed from their
 architecture, the cascade at its val-chosen point), models.json rows that rebuild an equal-cost module and load
@@ -14,13 +14,13 @@ import torch.nn as nn
 
 from compresslib import cost, rebuild, results
 from compresslib.manifest import check_board
-from compresslib.methods import cascade, crop
+from compresslib.methods import cascade, crop, edgecompress
 from compresslib.models import create_model
 from compresslib.models.shrinkable import shrink_depths
 from compresslib.stage_params import parameters_with_ranges
 
 ROOT = Path(__file__).resolve().parent.parent
-Config = cascade.Config
+Config = edgecompress.Config
 
 
 def _violations(rng: dict):
@@ -94,10 +94,10 @@ TINY = dict(compare_seeds=[0, 1])  # seed 1: the per-seed retrains (not on the b
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """One tiny run on fake data: (config, loaders, results, cache folder)."""
-    cfg = dataclasses.replace(cascade._tiny(), **TINY).validate()
+    cfg = dataclasses.replace(edgecompress._tiny(), **TINY).validate()
     loaders = crop.load_image_splits("fake", subset=40, test_subset=20)
     cache = tmp_path_factory.mktemp("ec-cache")
-    return cfg, loaders, cascade.run(cfg, loaders, cache_dir=cache, progress=False), cache
+    return cfg, loaders, edgecompress.run(cfg, loaders, cache_dir=cache, progress=False), cache
 
 
 def _arch(d, w, r):
@@ -118,8 +118,8 @@ def test_tiny_run_results_and_board_rows(tiny):
     assert sorted((r.setting, r.model is None) for r in res if r.seed == 1) == sorted(
         [(s, False) for s in settings[::-1]] + [("cascade", True)]
     )
-    rep = cascade.report(res)
-    m = cascade.stage_metrics(res)
+    rep = edgecompress.report(res)
+    m = edgecompress.stage_metrics(res)
     casc = board[-1]
     assert casc.setting == f"cascade hi={m['threshold']:.2f}" and casc.accuracy == m["cascade_accuracy"]
     static = rep["static"]
@@ -154,7 +154,7 @@ def test_manifest_rows_rebuild_an_equal_cost_cascade_and_load_their_checkpoints(
     out = tmp_path / "07_dynamic_inference"
     out.mkdir()
     results.clear_models(out)
-    for row in cascade.manifest_rows(res):
+    for row in edgecompress.manifest_rows(res):
         results.record_model(out, **row)
     rows = results.read_json(out / "models.json")
     assert rows["box_predictor_pseudo"]["split"] == "val" and rows["box_predictor_pseudo"]["accuracy"] is None
@@ -187,10 +187,10 @@ def test_bad_box_sizes_and_missing_cache_are_refused_before_any_training(monkeyp
 
     monkeypatch.setattr(crop, "train_classifier", boom)
     loaders = crop.load_image_splits("fake", subset=20, test_subset=10)
-    cfg = cascade._tiny()
+    cfg = edgecompress._tiny()
     with pytest.raises(ValueError, match=r"box_sizes must lie in \[1, 32\] - pixels of the 32-px fake images"):
-        cascade.run(cfg.replace(box_sizes=[16, 48]), loaders, cache_dir=tmp_path)
+        edgecompress.run(cfg.replace(box_sizes=[16, 48]), loaders, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="needs cache_dir"):
-        cascade.run(cfg, loaders)
+        edgecompress.run(cfg, loaders)
     with pytest.raises(ValueError, match="loaders must hold train, val and test image sets"):
-        cascade.run(cfg, None, cache_dir=tmp_path)
+        edgecompress.run(cfg, None, cache_dir=tmp_path)

@@ -5,7 +5,7 @@ the contract yet simply registers nothing (the registry-wide tests, ``tests/test
 ``METHODS.names()`` after importing this module).
 """
 
-from . import camp, cascade, crop, ec2t, ecc, sqjoint  # noqa: F401
+from . import camp, cascade, crop, ec2t, ecc, edgecompress, sqjoint  # noqa: F401
 
 from .contract import METHODS
 

@@ -475,7 +475,7 @@ def train_classifier(
     )
 
 
-# ---- stage 07's data and its cached Grad-CAM: what the EdgeCompress pipeline (cascade.run) reads ----------
+# ---- stage 07's data and its cached Grad-CAM: what the EdgeCompress pipeline (edgecompress.run) reads ----------
 
 
 def load_image_splits(
