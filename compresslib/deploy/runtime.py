@@ -9,7 +9,6 @@ graph runs fp32 kernels on low-bit *values*, so its latency is still not that of
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 import warnings
@@ -20,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from compresslib.checks import check_number
+from compresslib.results import atomic_path
 
 OPSET = 17
 
@@ -33,12 +33,10 @@ def export_onnx(model: nn.Module, input_size, path, *, opset: int = OPSET) -> Pa
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     was = model.training
     model.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated, see top
             torch.onnx.export(
                 model,
@@ -50,12 +48,9 @@ def export_onnx(model: nn.Module, input_size, path, *, opset: int = OPSET) -> Pa
                 output_names=["logits"],
                 dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
             )
-        onnx.checker.check_model(str(tmp))
-        os.replace(tmp, path)
+            onnx.checker.check_model(str(tmp))
     finally:
         model.train(was)
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -210,8 +205,6 @@ def export_int8(
             return None if x is None else {name: x}
 
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + f".tmp{os.getpid()}")
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # quantize_static logs "consider pre-processing" (see above) on the root logger
@@ -219,19 +212,17 @@ def export_int8(
 
     onnxruntime.set_default_logger_severity(3)  # its own sessions: errors only
     try:
-        quantize_static(
-            str(onnx_path),
-            str(tmp),
-            _Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            weight_type=QuantType.QInt8,
-            activation_type=QuantType.QUInt8,
-            reduce_range=not cpu_has_vnni() if reduce_range is None else bool(reduce_range),
-        )
-        os.replace(tmp, out_path)
+        with atomic_path(out_path) as tmp:
+            quantize_static(
+                str(onnx_path),
+                str(tmp),
+                _Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
+                reduce_range=not cpu_has_vnni() if reduce_range is None else bool(reduce_range),
+            )
     finally:
         root.setLevel(level)
-        if tmp.exists():
-            tmp.unlink()
     return out_path

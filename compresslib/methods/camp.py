@@ -26,7 +26,7 @@ from ..models.resnet_cifar import PadShortcut, depth_to_n, make_stages
 from ..quant import QConv2d, act_quant_fused, apply_bit_plan, check_plan_bits, uniform_bit_plan
 from ..checks import check_number
 from ..train import Callback, cached_fit, check_device, evaluate, fit, set_seed
-from .contract import MethodConfig, Result, register_method
+from .contract import EPOCHS, FRACTION, LR, MethodConfig, NONNEGATIVE, Result, SEED, ints, register_method
 
 #: per-MAC energy by precision, fitted to the published CAMP table (camp.md §7), e32 = 1
 E_PER_MAC = {32: 1.0, 4: 1.0 / 93, 1: 1.0 / 1250}
@@ -758,21 +758,14 @@ class Config(MethodConfig):
     sp_init: str = "w1a1"
     device: str = "cpu"
 
+    # fmt: off
     RANGES = {
-        "seeds": dict(lo=0, hi=2**31 - 1, integer=True),
-        "depth": dict(lo=8, hi=1000, integer=True),
-        "widths": dict(lo=1, integer=True),
-        "image_size": dict(lo=4, hi=1024, integer=True),
-        "epochs": dict(lo=1, hi=10000, integer=True),
-        "sp_epochs": dict(lo=1, hi=10000, integer=True),
-        "rl_epochs": dict(lo=1, hi=10000, integer=True),
-        "alphas": dict(lo=0),  # α rewards 1-bit decisions
-        "bug_alphas": dict(lo=0),
-        "lr": dict(lo=0, hi=10, lo_open=True),
-        "rl_lr": dict(lo=0, hi=10, lo_open=True),
-        "rl_weight": dict(lo=0, hi=100),
-        "gamma": dict(lo=0, hi=1),
+        "seeds": SEED, "depth": ints(8, 1000), "widths": ints(1), "image_size": ints(4, 1024),
+        "epochs": EPOCHS, "sp_epochs": EPOCHS, "rl_epochs": EPOCHS, "lr": LR, "rl_lr": LR,
+        "alphas": NONNEGATIVE, "bug_alphas": NONNEGATIVE,  # α rewards 1-bit decisions
+        "rl_weight": dict(lo=0, hi=100), "gamma": FRACTION,
     }
+    # fmt: on
 
     def check(self) -> None:
         if not self.seeds or not self.alphas:
@@ -845,12 +838,13 @@ def board_fields(row: dict, kwargs: dict, input_size, dataset: str) -> dict:
     )
 
 
-@register_method(
-    "camp",
-    config=Config,
-    stage="08_camp_mixed_precision",
-    paper="CAMP: co-adaptive mixed-precision CNNs (code release parap1uie-s/Co-Adaptive-Mixed-Precision-CNNs)",
-    tiny=lambda: Config(
+STAGE = "08_camp_mixed_precision"
+PAPER = "CAMP: co-adaptive mixed-precision CNNs (code release parap1uie-s/Co-Adaptive-Mixed-Precision-CNNs)"
+
+
+def _tiny() -> Config:
+    """A Config that runs in seconds on the tests' fake data (the registry-wide tests run it)."""
+    return Config(
         seeds=[0],
         depth=8,
         widths=[4, 4, 8],
@@ -860,8 +854,10 @@ def board_fields(row: dict, kwargs: dict, input_size, dataset: str) -> dict:
         rl_epochs=1,
         alphas=[2],
         bug_alphas=[],
-    ),
-)
+    )
+
+
+@register_method("camp", config=Config, stage=STAGE, paper=PAPER, tiny=_tiny)
 def run(
     config: Config, loaders, dense=None, *, cache_dir=None, data_root: str = "", progress: bool = False
 ) -> list[Result]:

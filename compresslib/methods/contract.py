@@ -27,6 +27,20 @@ from ..registry import Registry
 
 METHODS = Registry("method")
 
+# ranges most Configs share (``check_number`` keywords), so a RANGES table reads as a list of choices
+SEED = dict(lo=0, hi=2**31 - 1, integer=True)
+EPOCHS = dict(lo=1, hi=10000, integer=True)  # a phase that must run
+EPOCHS0 = dict(lo=0, hi=10000, integer=True)  # 0 skips the phase
+LR = dict(lo=0, hi=10, lo_open=True)
+FRACTION = dict(lo=0, hi=1)
+NONNEGATIVE = dict(lo=0)
+POSITIVE = dict(lo=0, lo_open=True)
+
+
+def ints(lo: int, hi: float = float("inf")) -> dict:
+    """The range of an integer knob, ``[lo, hi]``."""
+    return dict(lo=lo, hi=hi, integer=True)
+
 
 class MethodConfig:
     """Mixin for a method's ``Config`` dataclass: ranges declared once, checked by :meth:`validate`.

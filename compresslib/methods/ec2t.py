@@ -30,7 +30,7 @@ from torch.nn.utils import parametrize
 from compresslib.checks import check_number
 from compresslib.train import Callback, check_device, evaluate, fit
 
-from .contract import MethodConfig, Result, register_method
+from .contract import EPOCHS, EPOCHS0, LR, MethodConfig, NONNEGATIVE, POSITIVE, Result, SEED, ints, register_method
 
 NEG, ZERO, POS = 0, 1, 2
 METHODS = ("ec2t", "ecp", "ttq")
@@ -495,21 +495,14 @@ class Config(MethodConfig):
     pmf_renorm: str = "fixed"
     device: str = "cpu"
 
+    # fmt: off
     RANGES = {
-        "seeds": dict(lo=0, hi=2**31 - 1, integer=True),
-        "image_size": dict(lo=4, hi=1024, integer=True),
-        "epochs": dict(lo=1, hi=10000, integer=True),
-        "grid_epochs": dict(lo=1, hi=10000, integer=True),
-        "phis": dict(lo=0, lo_open=True),
-        "fp_lr": dict(lo=0, hi=10, lo_open=True),
-        "gammas": dict(lo=0),  # γ < 0 would reward non-zero weights
-        "ts": dict(lo=0, hi=1, hi_open=True),
-        "init_scale": dict(lo=0, hi=1, lo_open=True),
-        "q_epochs": dict(lo=1, hi=10000, integer=True),
-        "retrain_epochs": dict(lo=0, hi=10000, integer=True),
-        "q_lr": dict(lo=0, hi=10, lo_open=True),
-        "q_lr2": dict(lo=0, hi=10, lo_open=True),
+        "seeds": SEED, "image_size": ints(4, 1024), "epochs": EPOCHS, "grid_epochs": EPOCHS, "phis": POSITIVE,
+        "fp_lr": LR, "gammas": NONNEGATIVE,  # γ < 0 would reward non-zero weights
+        "ts": dict(lo=0, hi=1, hi_open=True), "init_scale": dict(lo=0, hi=1, lo_open=True),
+        "q_epochs": EPOCHS, "retrain_epochs": EPOCHS0, "q_lr": LR, "q_lr2": LR,
     }
+    # fmt: on
 
     def check(self) -> None:
         from ..models import create_model, list_models, model_meta
@@ -643,12 +636,13 @@ def _quantize(cfg: Config, fp_model, loaders, method, value, seed, ckpt, fp_conf
     }
 
 
-@register_method(
-    "ec2t",
-    config=Config,
-    stage="05_ec2t",
-    paper="Marban, Becking et al.: Learning sparse & ternary neural networks with EC2T (CVPR-W 2020)",
-    tiny=lambda: Config(
+STAGE = "05_ec2t"
+PAPER = "Marban, Becking et al.: Learning sparse & ternary neural networks with EC2T (CVPR-W 2020)"
+
+
+def _tiny() -> Config:
+    """A Config that runs in seconds on the tests' fake data (the registry-wide tests run it)."""
+    return Config(
         seeds=[0],
         model="micronet",
         image_size=8,
@@ -659,8 +653,10 @@ def _quantize(cfg: Config, fp_model, loaders, method, value, seed, ckpt, fp_conf
         ts=[],
         q_epochs=1,
         retrain_epochs=0,
-    ),
-)
+    )
+
+
+@register_method("ec2t", config=Config, stage=STAGE, paper=PAPER, tiny=_tiny)
 def run(
     config: Config, loaders, dense=None, *, cache_dir=None, models_dir=None, progress: bool = False
 ) -> list[Result]:

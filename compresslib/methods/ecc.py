@@ -24,7 +24,7 @@ import torch.nn as nn
 from ..checks import check_number
 from ..energy import bilinear
 from ..train import Callback
-from .contract import MethodConfig, Result, register_method
+from .contract import EPOCHS, EPOCHS0, FRACTION, LR, MethodConfig, POSITIVE, Result, SEED, ints, register_method
 from .teacher_cache import cached_teacher
 
 
@@ -629,25 +629,15 @@ class Config(MethodConfig):
     latency_repeats: int = 30
     device: str = "cpu"
 
+    # fmt: off
     RANGES = {
-        "seeds": dict(lo=0, hi=2**31 - 1, integer=True),
-        "budgets": dict(lo=0, lo_open=True),
-        "image_size": dict(lo=8, hi=1024, integer=True),
-        "epochs": dict(lo=1, hi=10000, integer=True),
-        "lr": dict(lo=0, hi=10, lo_open=True),
-        "max_epochs": dict(lo=1, hi=100000, integer=True),
-        "plr": dict(lo=0, hi=10, lo_open=True),
-        "rho_z": dict(lo=0, hi=1e6, lo_open=True),
-        "rho_y": dict(lo=0, hi=1e6, lo_open=True),
-        "pslr": dict(lo=0, hi=1e6, lo_open=True),
-        "psgrad_clip": dict(lo=0, hi=1e6),
-        "distill": dict(lo=0, hi=1),
-        "finetune_epochs": dict(lo=0, hi=10000, integer=True),
-        "finetune_lr": dict(lo=0, hi=10, lo_open=True),
-        "latency_batch": dict(lo=1, hi=65536, integer=True),
-        "latency_threads": dict(lo=1, hi=256, integer=True),
-        "latency_repeats": dict(lo=3, hi=100000, integer=True),
+        "seeds": SEED, "budgets": POSITIVE, "image_size": ints(8, 1024), "epochs": EPOCHS, "lr": LR,
+        "max_epochs": ints(1, 100000), "plr": LR, "psgrad_clip": dict(lo=0, hi=1e6), "distill": FRACTION,
+        "rho_z": dict(lo=0, hi=1e6, lo_open=True), "rho_y": dict(lo=0, hi=1e6, lo_open=True),
+        "pslr": dict(lo=0, hi=1e6, lo_open=True), "finetune_epochs": EPOCHS0, "finetune_lr": LR,
+        "latency_batch": ints(1, 65536), "latency_threads": ints(1, 256), "latency_repeats": ints(3, 100000),
     }
+    # fmt: on
 
     def check(self) -> None:
         if not self.seeds or not self.budgets:
@@ -760,15 +750,18 @@ def _model_kwargs(cfg: Config, loaders) -> dict:
     return kw
 
 
-@register_method(
-    "ecc",
-    config=Config,
-    stage="03_ecc_admm",
-    paper="Yang, Zhu, Liu: ECC, energy-constrained compression via ADMM (CVPR 2019)",
-    tiny=lambda: Config(
+STAGE = "03_ecc_admm"
+PAPER = "Yang, Zhu, Liu: ECC, energy-constrained compression via ADMM (CVPR 2019)"
+
+
+def _tiny() -> Config:
+    """A Config that runs in seconds on the tests' fake data (the registry-wide tests run it)."""
+    return Config(
         seeds=[0], budgets=[0.4], epochs=1, max_epochs=1, finetune_epochs=1, latency_batch=2, latency_repeats=3
-    ),
-)
+    )
+
+
+@register_method("ecc", config=Config, stage=STAGE, paper=PAPER, tiny=_tiny)
 def run(
     config: Config,
     loaders,

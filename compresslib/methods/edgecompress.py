@@ -29,7 +29,7 @@ from .cascade import (
     select_cascade,
     sweep,
 )
-from .contract import MethodConfig, Result, register_method
+from .contract import EPOCHS, FRACTION, LR, MethodConfig, Result, SEED, ints, register_method
 
 
 def _dwr(name: str, v) -> tuple[float, float, int]:
@@ -79,24 +79,15 @@ class Config(MethodConfig):
     compare_seeds: list = field(default_factory=lambda: [0, 1, 2])  # per-seed cascade and baselines
     oracle_boxes: bool = False  # ablation: also a box predictor trained on the true boxes
 
+    # fmt: off
     RANGES = {
-        "seed": dict(lo=0, hi=2147483647, integer=True),
-        "epochs": dict(lo=1, hi=10000, integer=True),
-        "batch_size": dict(lo=1, hi=65536, integer=True),
-        "lr": dict(lo=0, hi=10, lo_open=True),
-        "box_epochs": dict(lo=1, hi=10000, integer=True),
-        "box_shift": dict(lo=0, hi=64, integer=True),
-        "box_sizes": dict(lo=1, hi=4096, integer=True),
-        "cam_splits": dict(lo=0, hi=1, hi_open=True),
-        "cam_grows": dict(lo=1, hi=4),
-        "probe_epochs": dict(lo=1, hi=10000, integer=True),
-        "resolutions": dict(lo=4, hi=4096, integer=True),
-        "alpha": dict(lo=0, hi=100, lo_open=True),
-        "lo": dict(lo=0, hi=1, hi_open=True),
-        "n_thresholds": dict(lo=3, hi=100000, integer=True),
-        "tol": dict(lo=0, hi=1),
-        "compare_seeds": dict(lo=0, hi=2147483647, integer=True),
+        "seed": SEED, "compare_seeds": SEED, "epochs": EPOCHS, "batch_size": ints(1, 65536), "lr": LR,
+        "box_epochs": EPOCHS, "box_shift": ints(0, 64), "box_sizes": ints(1, 4096), "probe_epochs": EPOCHS,
+        "cam_splits": dict(lo=0, hi=1, hi_open=True), "cam_grows": dict(lo=1, hi=4), "resolutions": ints(4, 4096),
+        "alpha": dict(lo=0, hi=100, lo_open=True), "lo": dict(lo=0, hi=1, hi_open=True),
+        "n_thresholds": ints(3, 100000), "tol": FRACTION,
     }
+    # fmt: on
 
     def check(self) -> None:
         from .. import data

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from ..checks import check_number
 from ..train import Callback
-from .contract import MethodConfig, Result, register_method
+from .contract import EPOCHS, FRACTION, LR, SEED, MethodConfig, Result, ints, register_method
 from .sqjoint_solvers import (
     ACCOUNTINGS,  # noqa: F401  (re-exported)
     ZERO_EPS,  # noqa: F401  (re-exported)
@@ -636,22 +636,14 @@ class Config(MethodConfig):
     device: str = "cpu"
     model_kwargs: dict = field(default_factory=dict)
 
+    # fmt: off
     RANGES: ClassVar[dict] = {
-        "seed": dict(lo=0, hi=2**31 - 1, integer=True),
-        "n_seeds": dict(lo=1, hi=100, integer=True),
-        "epochs": dict(lo=1, hi=10000, integer=True),
-        "pretrain_lr": dict(lo=0, hi=10, lo_open=True),
-        "intervals": dict(lo=1, hi=100000, integer=True),
-        "steps_per_interval": dict(lo=0, hi=10_000_000, integer=True),
-        "warmup_intervals": dict(lo=0, hi=100000, integer=True),
-        "lr": dict(lo=0, hi=10, lo_open=True),
-        "momentum": dict(lo=0, hi=1, hi_open=True),
-        "weight_decay": dict(lo=0, hi=1),
-        "rho": dict(lo=0, hi=1e6, lo_open=True),
-        "bwlb": dict(lo=1, hi=8, integer=True),
-        "ft_steps": dict(lo=0, hi=10_000_000, integer=True),
-        "ft_lr": dict(lo=0, hi=10, lo_open=True),
+        "seed": SEED, "n_seeds": ints(1, 100), "epochs": EPOCHS, "pretrain_lr": LR, "lr": LR, "ft_lr": LR,
+        "intervals": ints(1, 100000), "steps_per_interval": ints(0, 10_000_000), "ft_steps": ints(0, 10_000_000),
+        "warmup_intervals": ints(0, 100000), "momentum": dict(lo=0, hi=1, hi_open=True), "weight_decay": FRACTION,
+        "rho": dict(lo=0, hi=1e6, lo_open=True), "bwlb": ints(1, 8),
     }
+    # fmt: on
 
     @property
     def seeds(self) -> list[int]:
@@ -968,12 +960,13 @@ def _result(plan: _Plan, tag: str, res: dict, net: nn.Module) -> Result:
     return Result(METHOD, board["setting"], int(run["seed"]), net.eval(), run["accuracy"], "test", metrics, board)
 
 
-@register_method(
-    METHOD,
-    config=Config,
-    stage="04_sparsity_quantization",
-    paper="Yang et al., CVPR 2020",
-    tiny=lambda: Config(
+STAGE = "04_sparsity_quantization"
+PAPER = "Yang et al., CVPR 2020"
+
+
+def _tiny() -> Config:
+    """A Config that runs in seconds on the tests' fake data (the registry-wide tests run it)."""
+    return Config(
         n_seeds=1,
         epochs=1,
         joint_budgets=[[0.05, 4]],
@@ -983,8 +976,10 @@ def _result(plan: _Plan, tag: str, res: dict, net: nn.Module) -> Result:
         warmup_intervals=1,
         ft_steps=3,
         model_kwargs={"widths": [4, 8, 16]},
-    ),
-)
+    )
+
+
+@register_method(METHOD, config=Config, stage=STAGE, paper=PAPER, tiny=_tiny)
 def run(config: Config, loaders, dense=None, *, cache_dir=None, progress: bool = True) -> list[Result]:
     """Stage 04's whole pipeline: dense model per seed -> every configuration of ``config.runs()`` per seed.
 
