@@ -26,6 +26,19 @@ def smoke_run(tmp_path_factory):
     return art, rc, {r["stage"]: r for r in json.loads((art / "summary.json").read_text())}
 
 
+def smoke_artifacts(request, env_var: str):
+    """(artifacts, summary rows) of a finished smoke run: the folder named by ``$env_var`` (a run made by
+    hand, e.g. of only some stages) or the session's ``smoke_run``."""
+    from pathlib import Path
+
+    given = os.environ.get(env_var)
+    if given:
+        art = Path(given)
+        return art, {r["stage"]: r for r in json.loads((art / "summary.json").read_text())}
+    art, _, rows = request.getfixturevalue("smoke_run")
+    return art, rows
+
+
 # ---- headless Chromium for tests marked `browser` (Debian's chromium, driven by Playwright) ----
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

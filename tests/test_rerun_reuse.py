@@ -9,12 +9,12 @@
 """
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+from conftest import smoke_artifacts
 import yaml
 
 from compresslib import reproduce
@@ -94,12 +94,7 @@ def test_stage00_lr_change_retrains_and_changing_back_reuses(tmp_path, monkeypat
 def first_run(request):
     """(artifacts, summary rows) of a finished smoke run: $COMPRESSLIB_RERUN_ART (an existing
     ``reproduce --profile smoke`` folder, e.g. of only some stages) or the session's ``smoke_run``."""
-    given = os.environ.get("COMPRESSLIB_RERUN_ART")
-    if given:
-        art = Path(given)
-        return art, {r["stage"]: r for r in json.loads((art / "summary.json").read_text())}
-    art, _, rows = request.getfixturevalue("smoke_run")
-    return art, rows
+    return smoke_artifacts(request, "COMPRESSLIB_RERUN_ART")
 
 
 @pytest.fixture(scope="module")

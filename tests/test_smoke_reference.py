@@ -25,12 +25,12 @@ TEXT`` replaces only that stage and records commit and reason in the header (``r
 
 import json
 import math
-import os
 import re
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import smoke_artifacts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "reference"))
 from make_reference import HEADER, REFERENCE, headline, machine  # noqa: E402
@@ -138,12 +138,7 @@ def _unmet_requirements() -> list[str]:
 def smoke_art(request):
     """(artifacts, summary rows) of a smoke run: $COMPRESSLIB_SMOKE_ART (a finished ``reproduce --profile
     smoke --jobs 1`` folder, to check a run made by hand) or the session's ``smoke_run``."""
-    given = os.environ.get("COMPRESSLIB_SMOKE_ART")
-    if given:
-        art = Path(given)
-        return art, {r["stage"]: r for r in json.loads((art / "summary.json").read_text())}
-    art, _, rows = request.getfixturevalue("smoke_run")
-    return art, rows
+    return smoke_artifacts(request, "COMPRESSLIB_SMOKE_ART")
 
 
 @pytest.mark.slow
