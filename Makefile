@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 
 # the report is built even when a stage failed (it shows which); the exit status is the runner's
 reproduce: setup
-	$(PY) -m compresslib.reproduce --profile $(PROFILE) --jobs $(JOBS); status=$$?; $(PY) -m compresslib.report; exit $$status
+	$(PY) -m compresslib.workbook.reproduce --profile $(PROFILE) --jobs $(JOBS); status=$$?; $(PY) -m compresslib.workbook.report; exit $$status
 
 test: setup lint
 	$(PY) -m pytest

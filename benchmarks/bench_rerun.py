@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from compresslib import reproduce  # noqa: E402
+from compresslib.workbook import reproduce  # noqa: E402
 from test_rerun_reuse import _notebook_text, numbers  # noqa: E402  (the re-run test's own helpers)
 
 

@@ -58,7 +58,7 @@ STEPS = [
         "expected_s": 110,
         "budget_s": 140,
         "min_s": 40,
-        "what": "python -m compresslib.reproduce --profile smoke --device cuda (all stages) vs the CPU smoke metrics",
+        "what": "python -m compresslib.workbook.reproduce --profile smoke --device cuda (all stages) vs the CPU smoke metrics",
     },
     {
         "name": "throughput",
@@ -434,7 +434,7 @@ def run_stages(
         cmd = [
             sys.executable,
             "-m",
-            "compresslib.reproduce",
+            "compresslib.workbook.reproduce",
             "--profile",
             profile_name,
             "--profiles",
@@ -1320,7 +1320,7 @@ def machine_info(device: str) -> dict:
 def dry_run(budget: float, mode: str, cpu_art: str | None) -> int:
     print(f"gpu_check dry run: budget {budget:.0f} s ({budget / 60:.1f} min), {RESERVE_S} s reserved for the report")
     how = (
-        "python -m compresslib.reproduce"
+        "python -m compresslib.workbook.reproduce"
         if mode == "papermill"
         else "exec of the percent .py cells, parameters injected"
     )

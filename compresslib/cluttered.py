@@ -13,7 +13,7 @@ digits (fixed seed) before any canvas is built, so no digit appears in both.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -34,14 +34,42 @@ class ClutteredSplit:
     source: torch.Tensor  # (N,) index of the source digit within the split
 
 
+@dataclass(frozen=True)
+class CanvasSpec:
+    """The canvas knobs of the module docstring, checked on construction: ``canvas`` x ``canvas`` pixels, digit
+    side s ~ U{scale[0]..scale[1]}, U{clutter[0]..clutter[1]} patches of ``patch`` x ``patch`` pixels, noise std
+    ``noise``, ``copies`` canvases per source digit. ``make_canvases`` and ``load_cluttered`` take these fields
+    as keyword arguments."""
+
+    canvas: int = 64
+    scale: tuple = (16, 40)
+    clutter: tuple = (2, 4)
+    patch: int = 10
+    noise: float = 0.1
+    copies: int = 1
+
+    def __post_init__(self):
+        for f in fields(self):  # ints, floats and tuples of ints (hashable: ``_build`` caches on it)
+            object.__setattr__(self, f.name, _CASTS[f.type](getattr(self, f.name)))
+        if not 4 <= self.scale[0] <= self.scale[1] <= self.canvas:
+            raise ValueError(f"digit scale must satisfy 4 <= lo <= hi <= canvas={self.canvas}, got {self.scale}")
+        c, p = self.clutter, self.patch
+        if not 0 <= c[0] <= c[1] or not 1 <= p <= self.canvas or self.noise < 0 or self.copies < 1:
+            raise ValueError("clutter=(min, max) >= 0, 1 <= patch <= canvas, noise >= 0, copies >= 1 required")
+
+
+_CASTS = {"int": int, "float": float, "tuple": lambda v: tuple(int(x) for x in v)}
+
+
 def _resize(img: np.ndarray, s: int) -> np.ndarray:
     t = torch.as_tensor(img, dtype=torch.float32)[None, None]
     return F.interpolate(t, size=(s, s), mode="bilinear", align_corners=False, antialias=True)[0, 0].numpy()
 
 
-def _layout(rng, i: int, n: int, canvas: int, lo: int, hi: int, clutter, patch: int):
+def _layout(rng, i: int, n: int, spec: CanvasSpec):
     """The random draws of canvas ``i``, in their fixed order: clutter patches (another digit ``j``,
     its scale, the patch cut from it and where it goes), then the digit's scale and position."""
+    (lo, hi), clutter, patch, canvas = spec.scale, spec.clutter, spec.patch, spec.canvas
     ops = []
     for _ in range(rng.integers(clutter[0], clutter[1] + 1)):
         j = int((i + rng.integers(1, n)) % n)  # another digit
@@ -55,36 +83,23 @@ def _layout(rng, i: int, n: int, canvas: int, lo: int, hi: int, clutter, patch: 
     return ops, (s, int(py), int(px))
 
 
-def make_canvases(
-    images: np.ndarray,
-    labels: np.ndarray,
-    canvas: int = 64,
-    scale=(16, 40),
-    clutter=(2, 4),
-    patch: int = 10,
-    noise: float = 0.1,
-    copies: int = 1,
-    seed: int = 0,
-):
-    """Build canvases from (N, h, w) images in [0, 1]. Returns float32 arrays (M, S, S), labels (M,),
-    boxes (M, 4) int, source index (M,) with M = N * copies.
+def make_canvases(images: np.ndarray, labels: np.ndarray, seed: int = 0, **knobs):
+    """Build canvases from (N, h, w) images in [0, 1]; ``knobs``: the :class:`CanvasSpec` fields. Returns float32
+    arrays (M, S, S), labels (M,), boxes (M, 4) int, source index (M,) with M = N * copies.
 
     Two passes over the same seeded stream: the first collects every (digit, scale) that is pasted,
     which are then resized in one batched call per scale; the second replays the draws and pastes."""
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 3 or len(images) < 2 or len(images) != len(labels):
         raise ValueError(f"need >= 2 images (N, h, w) with one label each, got {images.shape}, {len(labels)} labels")
-    lo, hi = int(scale[0]), int(scale[1])
-    if not 4 <= lo <= hi <= canvas:
-        raise ValueError(f"digit scale must satisfy 4 <= lo <= hi <= canvas={canvas}, got {scale}")
-    if not 0 <= clutter[0] <= clutter[1] or not 1 <= patch <= canvas or noise < 0 or copies < 1:
-        raise ValueError("clutter=(min, max) >= 0, 1 <= patch <= canvas, noise >= 0, copies >= 1 required")
+    spec = CanvasSpec(**knobs)
+    canvas, noise, copies = spec.canvas, spec.noise, spec.copies
     n = len(images)
     src = np.repeat(np.arange(n), copies)
     need: dict[int, set] = {}
     rng = np.random.default_rng(seed)
     for i in src:  # pass 1: which digit at which scale
-        ops, (s, _, _) = _layout(rng, int(i), n, canvas, lo, hi, clutter, patch)
+        ops, (s, _, _) = _layout(rng, int(i), n, spec)
         for j, so, *_ in ops:
             need.setdefault(so, set()).add(j)
         need.setdefault(s, set()).add(int(i))
@@ -101,7 +116,7 @@ def make_canvases(
     rng = np.random.default_rng(seed)
     for m, i in enumerate(src):  # pass 2: replay the draws and paste
         img = out[m]
-        ops, (s, py, px) = _layout(rng, int(i), n, canvas, lo, hi, clutter, patch)
+        ops, (s, py, px) = _layout(rng, int(i), n, spec)
         for j, so, p, oy, ox, qy, qx in ops:
             other = resized[(j, so)]
             np.maximum(
@@ -128,11 +143,11 @@ def _source(name: str):
 
 
 @functools.lru_cache(maxsize=8)
-def _build(split, source, canvas, scale, clutter, patch, noise, copies, test_fraction):
+def _build(split: str, source: str, spec: CanvasSpec, test_fraction: float):
     x, y = _source(source)
     x, y = embedded.tensor_split(np.asarray(x), np.asarray(y), split, test_fraction)
     seed = {"train": 11, "test": 29}[split]
-    return make_canvases(x, y, canvas, scale, clutter, patch, noise, copies, seed)
+    return make_canvases(x, y, seed, **asdict(spec))
 
 
 def _cached_build(cache_dir, *args):
@@ -148,6 +163,7 @@ def _cached_build(cache_dir, *args):
     for part in (
         np.ascontiguousarray(np.asarray(x, dtype=np.float32)).tobytes(),
         np.asarray(y).tobytes(),
+        inspect.getsource(CanvasSpec).encode(),
         inspect.getsource(_layout).encode(),
         inspect.getsource(make_canvases).encode(),
         inspect.getsource(_build.__wrapped__).encode(),
@@ -168,34 +184,21 @@ def _cached_build(cache_dir, *args):
 def load_cluttered(
     split: str = "train",
     source: str = "mnist5k",
-    canvas: int = 64,
-    scale=(16, 40),
-    clutter=(2, 4),
-    patch: int = 10,
-    noise: float = 0.1,
-    copies: int = 1,
     test_fraction: float = 0.2,
     image_size: int | None = None,
     cache_dir=None,
+    **knobs,
 ) -> ClutteredSplit:
-    """One split of cluttered digits as tensors, normalised with (MEAN, STD); deterministic.
+    """One split of cluttered digits as tensors, normalised with (MEAN, STD); deterministic. ``knobs``: the
+    :class:`CanvasSpec` fields (``canvas``, ``scale``, ``clutter``, ``patch``, ``noise``, ``copies``).
     ``cache_dir``: keep the built canvases there (``_cached_build``), so a re-run skips building them."""
     embedded.check_split(split)
-    args = (
-        split,
-        source,
-        int(canvas),
-        tuple(int(s) for s in scale),
-        tuple(int(c) for c in clutter),
-        int(patch),
-        float(noise),
-        int(copies),
-        float(test_fraction),
-    )
+    spec = CanvasSpec(**knobs)
+    args = (split, source, spec, float(test_fraction))
     imgs, y, boxes, src = _build(*args) if cache_dir is None else _cached_build(cache_dir, *args)
     x = torch.from_numpy(imgs).unsqueeze(1)
     b = torch.from_numpy(boxes)
-    if image_size is not None and image_size != canvas:
+    if image_size is not None and image_size != spec.canvas:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
-        b = torch.round(b.double() * image_size / canvas).long()
+        b = torch.round(b.double() * image_size / spec.canvas).long()
     return ClutteredSplit((x - MEAN) / STD, torch.as_tensor(y).long(), b, torch.from_numpy(src))

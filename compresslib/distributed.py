@@ -1,6 +1,6 @@
 """Multi-process (DistributedDataParallel) helpers used by ``compresslib.train.fit``.
 
-    torchrun --nproc_per_node 4 -m compresslib.reproduce --profile paper/ecc_mobilenet_imagenet ...
+    torchrun --nproc_per_node 4 -m compresslib.workbook.reproduce --profile paper/ecc_mobilenet_imagenet ...
 
 ``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT; ``init_from_env``
 joins the process group (NCCL on CUDA, gloo on CPU) and every ``fit`` in that process then

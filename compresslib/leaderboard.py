@@ -420,5 +420,5 @@ if __name__ == "__main__":
     # from one sources snapshot; publish() above writes a table into any file's markers.
     raise SystemExit(
         "the published leaderboard is generated into docs/results.md (with docs/leaderboard_default.csv): "
-        "run `python -m compresslib.results_doc --artifacts artifacts --update`"
+        "run `python -m compresslib.workbook.results_doc --artifacts artifacts --update`"
     )

@@ -24,22 +24,36 @@ import torch.nn as nn
 
 from .checks import check_number
 
+
+def _field_table(required: str, optional: str) -> dict[str, tuple[bool, str]]:
+    """{field: (required, description)} from two tables of ``field  description`` lines, in table order."""
+    return {
+        name: (req, desc)
+        for req, table in ((True, required), (False, optional))
+        for name, desc in (line.split(None, 1) for line in table.strip().splitlines())
+    }
+
+
 #: board field -> (required, description)
-BOARD_FIELDS: dict[str, tuple[bool, str]] = {
-    "method": (True, "method name shown on the board (str)"),
-    "setting": (True, "the method's setting, e.g. 'joint x1000' (str)"),
-    "seed": (True, "training seed (int)"),
-    "input_size": (True, "[C, H, W] the model is costed at"),
-    "base_model": (True, "registry name of the model family (str)"),
-    "dataset": (True, "dataset name (str)"),
-    "weight_bits": (False, "None (fp32) | 'infer' (from distinct values) | int | {layer: bits}; default 'infer'"),
-    "act_bits": (False, "32 | int | {layer: bits}; default 32"),
-    "exec_weight": (False, "{layer: expected executions per image} or None (every layer once)"),
-    "deploy_form": (False, "how the model runs when timed, e.g. 'dense-executed', 'slimmed'"),
-    "extra_macs": (False, "MACs outside the model (a cropper), added to both MAC columns; default 0"),
-    "weights": (False, "True: load the checkpoint (default); False: cost from the architecture only"),
-    "extra": (False, "{...} anything else shown with the row"),
-}
+BOARD_FIELDS: dict[str, tuple[bool, str]] = _field_table(
+    required="""
+        method        method name shown on the board (str)
+        setting       the method's setting, e.g. 'joint x1000' (str)
+        seed          training seed (int)
+        input_size    [C, H, W] the model is costed at
+        base_model    registry name of the model family (str)
+        dataset       dataset name (str)
+    """,
+    optional="""
+        weight_bits   None (fp32) | 'infer' (from distinct values) | int | {layer: bits}; default 'infer'
+        act_bits      32 | int | {layer: bits}; default 32
+        exec_weight   {layer: expected executions per image} or None (every layer once)
+        deploy_form   how the model runs when timed, e.g. 'dense-executed', 'slimmed'
+        extra_macs    MACs outside the model (a cropper), added to both MAC columns; default 0
+        weights       True: load the checkpoint (default); False: cost from the architecture only
+        extra         {...} anything else shown with the row
+    """,
+)
 
 
 @dataclass
@@ -120,7 +134,7 @@ def check_spec(spec) -> dict:
 # ----------------------------------------------------------------------------- reading the stages' rows
 def finished(art, stage: str) -> bool:
     """A stage is read only once it finished (its metrics.json exists). A failed or killed runner stage never
-    replaces ``artifacts/<stage>/`` (compresslib.provenance), so what is here is the last successful run."""
+    replaces ``artifacts/<stage>/`` (compresslib.workbook.provenance), so what is here is the last successful run."""
     return (Path(art) / stage / "metrics.json").is_file()
 
 

@@ -90,27 +90,43 @@ def save_figure(fig, path, dpi: int = 120) -> Path:
     return path
 
 
-# Modules that run stages but compute no number: editing them does not invalidate trained models.
-_RUNNER_MODULES = {"reproduce.py", "report.py", "provenance.py", "stage_params.py", "dryrun.py", "results_doc.py"}
+def sha256_file(path) -> str:
+    """sha256 hex of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# The runner and the report (compresslib/workbook/) run stages but compute no number: editing them does not
+# invalidate trained models, so their source is not part of the library digest.
+RUNNER_PACKAGE = "workbook"
 _LIB_DIGEST: str | None = None
 
 
+def source_digest(root) -> str:
+    """sha256 over every ``*.py`` under ``root`` (relative path + bytes, sorted) except ``root/workbook/``."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        rel = f.relative_to(root)
+        if rel.parts[0] == RUNNER_PACKAGE:
+            continue
+        h.update(rel.as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def library_digest() -> str:
-    """sha256 of the compresslib source that computes numbers (every ``*.py`` but the runner's).
+    """sha256 of the compresslib source that computes numbers (``source_digest`` of the package: every ``*.py``
+    but the runner's and the report's).
 
     Part of every fit fingerprint and cache key: a checkpoint or cached sweep made by other code is
     never reused. Content only (relative paths), so a copied checkout keeps its caches.
     """
     global _LIB_DIGEST
     if _LIB_DIGEST is None:
-        root = Path(__file__).resolve().parent
-        h = hashlib.sha256()
-        for f in sorted(root.rglob("*.py")):
-            rel = f.relative_to(root).as_posix()
-            if rel in _RUNNER_MODULES:
-                continue
-            h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
-        _LIB_DIGEST = h.hexdigest()
+        _LIB_DIGEST = source_digest(Path(__file__).resolve().parent)
     return _LIB_DIGEST
 
 
@@ -131,7 +147,7 @@ def require_artifact(path, stage: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(
             f"{path} is missing: run stage {stage} first, e.g. "
-            f"`python -m compresslib.reproduce --profile default --only {stage[:2]}`"
+            f"`python -m compresslib.workbook.reproduce --profile default --only {stage[:2]}`"
         )
     return path
 
@@ -181,6 +197,15 @@ def clear_models(out_dir) -> None:
     """Start the run's ``OUT_DIR/models.json`` afresh (a notebook calls it first), so it lists exactly the models
     of the current run, never a row an earlier run with other parameters left behind."""
     (Path(out_dir) / "models.json").unlink(missing_ok=True)
+
+
+def fresh_out_dir(out_dir) -> Path:
+    """A stage's ``OUT_DIR`` as a Path, created if missing, with its ``models.json`` started afresh
+    (``clear_models``): the first call of a notebook that records models."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clear_models(out)
+    return out
 
 
 def record_model(

@@ -1,6 +1,6 @@
 """The stage graph, declared once: which earlier stages each notebook reads.
 
-The runner (``compresslib.reproduce``: order, caching, upstream digests), the report (its "reads"
+The runner (``compresslib.workbook.reproduce``: order, caching, upstream digests), the report (its "reads"
 column) and the tests read this table; each notebook's "**Reads:**" sentence names the same stages (a
 test checks that). This module imports nothing from the runner or the report, so library modules (the
 leaderboard) may use it.

@@ -213,6 +213,61 @@ def check_fit_args(epochs, kd_weight=0.0, kd_T=1.0, device="cpu", seed=0) -> Non
     check_device(device)  # e.g. 'cuda' on a machine without a GPU: clear error, not torch's after 17 s
 
 
+@dataclass
+class FitOptions:
+    """Everything ``fit`` takes besides (model, loaders, epochs, optimizer): declared once here for ``fit``,
+    ``cached_fit``, ``fit_fingerprint`` and ``train_one_epoch`` (each takes them as keywords).
+
+    ``scheduler`` steps once per epoch; ``callbacks`` see every batch (:class:`Callback`); ``loss_fn``
+    defaults to cross-entropy; ``device`` "cpu" / "cuda[:N]"; ``ckpt_path`` + ``resume``: see ``fit``;
+    ``seed``: python/numpy/torch and the train loader's shuffling restart at it, ``None`` continues the
+    streams as the caller left them; ``progress``: tqdm bars; distillation: loss = (1 - kd_weight) * CE +
+    kd_weight * KD(student, ``teacher``; ``kd_T``, ``kd_kind`` "kl" | "mse"); ``amp`` / ``channels_last``: CUDA
+    only (None = $COMPRESSLIB_AMP / $COMPRESSLIB_CHANNELS_LAST == "1"); ``fingerprint``: a user dict that is
+    part of the run's fingerprint; ``evaluate``: one of :data:`EVALUATE`.
+    """
+
+    scheduler: Any = None
+    callbacks: Iterable[Callback] = ()
+    loss_fn: Callable | None = None
+    device: str = "cpu"
+    ckpt_path: Any = None
+    resume: bool = False
+    seed: int | None = 0
+    progress: bool = True
+    teacher: nn.Module | None = None
+    kd_weight: float = 0.0
+    kd_T: float = 1.0
+    kd_kind: str = "kl"
+    amp: bool | None = None
+    channels_last: bool | None = None
+    fingerprint: dict | None = None
+    evaluate: str = "val+test"
+
+    @classmethod
+    def of(cls, caller: str, **options) -> "FitOptions":
+        """``FitOptions(**options)`` with a clear error naming ``caller`` for an unknown option."""
+        bad = set(options) - {f.name for f in dataclasses.fields(cls)}
+        if bad:
+            raise TypeError(f"{caller}: unknown fit arguments {sorted(bad)}; accepted: {sorted(cls.__annotations__)}")
+        return cls(**options)
+
+    def checked(self, epochs) -> "FitOptions":
+        """Ranges checked before any work; callbacks as a list, amp / channels_last resolved (off on CPU)."""
+        check_fit_args(epochs, self.kd_weight, self.kd_T, self.device, self.seed)
+        if self.fingerprint is not None and not isinstance(self.fingerprint, dict):
+            raise ValueError(f"fingerprint must be a dict or None, got {type(self.fingerprint).__name__}")
+        cuda = str(self.device).startswith("cuda")
+        env = os.environ.get
+        return dataclasses.replace(
+            self,
+            callbacks=list(self.callbacks),
+            amp=cuda and (env("COMPRESSLIB_AMP") == "1" if self.amp is None else bool(self.amp)),
+            channels_last=cuda
+            and (env("COMPRESSLIB_CHANNELS_LAST") == "1" if self.channels_last is None else bool(self.channels_last)),
+        )
+
+
 def reseed_loader(loader, seed: int) -> None:
     """Restart a loader's shuffling stream (its sampler's ``torch.Generator``) at ``seed``."""
     for obj in (loader, getattr(loader, "sampler", None)):
@@ -453,23 +508,7 @@ def _scheduler_fp(scheduler):
     return fp
 
 
-def fit_fingerprint(
-    model: nn.Module,
-    loaders,
-    epochs: int,
-    optimizer,
-    scheduler=None,
-    callbacks: Iterable[Callback] = (),
-    loss_fn=None,
-    seed: int = 0,
-    teacher=None,
-    kd_weight: float = 0.0,
-    kd_T: float = 1.0,
-    kd_kind: str = "kl",
-    amp: bool = False,
-    channels_last: bool = False,
-    fingerprint: dict | None = None,
-) -> tuple[str, dict]:
+def fit_fingerprint(model: nn.Module, loaders, epochs: int, optimizer, scheduler=None, **options) -> tuple[str, dict]:
     """(sha256 hex, {component: sha256}) of everything that determines ``fit``'s trained weights.
 
     Components: ``model`` (class + module tree repr), ``init_weights`` (digest of the current =
@@ -482,31 +521,38 @@ def fit_fingerprint(
     Not included: the device (CPU and CUDA results differ in the last bits, a checkpoint is still
     reused across them), DDP world size, absolute paths, num_workers, library versions. The
     compresslib source is included (``code`` = ``results.library_digest()``): other code, new run.
+    ``options``: :class:`FitOptions` (amp / channels_last as ``fit`` resolves them).
     """
+    o = FitOptions.of("fit_fingerprint", scheduler=scheduler, **options).checked(epochs)
+    return _fingerprint(model, loaders, epochs, optimizer, o)
+
+
+def _fingerprint(model, loaders, epochs, optimizer, o: FitOptions) -> tuple[str, dict]:
+    teacher = o.teacher
     parts = {
         "version": _FP_VERSION,
         "model": {"class": _qualname(type(model)), "arch": _ADDR.sub("", repr(model))},
         "init_weights": state_digest(model.state_dict()),
         "optimizer": _optimizer_fp(optimizer, model),
-        "scheduler": _scheduler_fp(scheduler),
+        "scheduler": _scheduler_fp(o.scheduler),
         "data": {k: loader_fingerprint(getattr(loaders, k, None)) for k in ("train", "val", "test")},
-        "seed": None if seed is None else int(seed),
+        "seed": None if o.seed is None else int(o.seed),
         "epochs": int(epochs),
         "loss": "default:CrossEntropyLoss"
-        if loss_fn is None
-        else (_ADDR.sub("", repr(loss_fn)) if isinstance(loss_fn, nn.Module) else canonical(loss_fn)),
+        if o.loss_fn is None
+        else (_ADDR.sub("", repr(o.loss_fn)) if isinstance(o.loss_fn, nn.Module) else canonical(o.loss_fn)),
         "teacher": None
         if teacher is None
         else {
             "class": _qualname(type(teacher)),
             "weights": state_digest(teacher.state_dict()),
-            "kd_weight": float(kd_weight),
-            "kd_T": float(kd_T),
-            "kd_kind": str(kd_kind),
+            "kd_weight": float(o.kd_weight),
+            "kd_T": float(o.kd_T),
+            "kd_kind": str(o.kd_kind),
         },
-        "callbacks": [canonical(cb.fingerprint()) for cb in callbacks],
-        "precision": {"amp": bool(amp), "channels_last": bool(channels_last)},
-        "user": canonical(fingerprint or {}),
+        "callbacks": [canonical(cb.fingerprint()) for cb in o.callbacks],
+        "precision": {"amp": bool(o.amp), "channels_last": bool(o.channels_last)},
+        "user": canonical(o.fingerprint or {}),
         "code": library_digest(),
     }
     hashes = {k: _sha(_canon_json(v)) for k, v in parts.items()}
@@ -529,28 +575,18 @@ def _progress(iterable, enabled: bool, **kw):
     return tqdm(iterable, disable=not enabled, **kw)
 
 
-def train_one_epoch(
-    model,
-    loader,
-    optimizer,
-    loss_fn=None,
-    callbacks: Iterable[Callback] = (),
-    state: TrainState | None = None,
-    device="cpu",
-    teacher=None,
-    kd_weight=0.0,
-    kd_T=1.0,
-    kd_kind="kl",
-    progress=True,
-    scaler=None,
-    channels_last=False,
-) -> dict:
+def train_one_epoch(model, loader, optimizer, state: TrainState | None = None, scaler=None, **options) -> dict:
     """One pass over ``loader``; returns ``{"train_loss", "train_accuracy"}`` (running averages).
 
     ``model`` may be a DDP wrapper (``state.model`` is then the bare module the callbacks see);
     with a ``scaler`` (CUDA AMP) the forward runs under ``torch.autocast`` and gradients are
-    unscaled before ``after_backward``."""
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    unscaled before ``after_backward``. ``options``: :class:`FitOptions` (``loss_fn``, ``callbacks``, ``device``,
+    ``teacher`` / ``kd_*``, ``progress``, ``channels_last``; the others are ``fit``'s)."""
+    return _train_epoch(model, loader, optimizer, FitOptions.of("train_one_epoch", **options), state, scaler)
+
+
+def _train_epoch(model, loader, optimizer, o: FitOptions, state: TrainState | None, scaler) -> dict:
+    loss_fn, callbacks, device, teacher = o.loss_fn or nn.CrossEntropyLoss(), o.callbacks, o.device, o.teacher
     s = state or TrainState(model, optimizer, device=device)
     model.train()
     if teacher is not None:
@@ -559,19 +595,19 @@ def train_one_epoch(
     global_sizes = bsamp.global_batch_sizes() if isinstance(bsamp, D.DistributedBatchSampler) else None
     amp = scaler is not None
     tot_loss, correct, n = 0.0, 0, 0
-    for i, (x, y) in enumerate(_progress(loader, progress, desc=f"epoch {s.epoch + 1}", leave=False)):
+    for i, (x, y) in enumerate(_progress(loader, o.progress, desc=f"epoch {s.epoch + 1}", leave=False)):
         s.inputs, s.targets = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if channels_last and s.inputs.dim() == 4:
+        if o.channels_last and s.inputs.dim() == 4:
             s.inputs = s.inputs.contiguous(memory_format=torch.channels_last)
         for cb in callbacks:
             cb.on_batch_start(s)
         with torch.autocast("cuda") if amp else contextlib.nullcontext():
             s.outputs = model(s.inputs)
             loss = loss_fn(s.outputs, s.targets)
-            if teacher is not None and kd_weight > 0:
+            if teacher is not None and o.kd_weight > 0:
                 with torch.no_grad():
                     s.teacher_outputs = teacher(s.inputs)
-                loss = (1 - kd_weight) * loss + kd_weight * kd_loss(s.outputs, s.teacher_outputs, kd_T, kd_kind)
+                loss = (1 - o.kd_weight) * loss + o.kd_weight * kd_loss(s.outputs, s.teacher_outputs, o.kd_T, o.kd_kind)
         s.loss = data_loss = loss.float() if amp else loss
         for cb in callbacks:
             cb.on_loss(s)
@@ -609,29 +645,11 @@ def train_one_epoch(
     return {"train_loss": tot_loss / max(n, 1), "train_accuracy": correct / max(n, 1)}
 
 
-def fit(
-    model: nn.Module,
-    loaders,
-    epochs: int,
-    optimizer,
-    scheduler=None,
-    callbacks: Iterable[Callback] = (),
-    loss_fn: Callable | None = None,
-    device="cpu",
-    ckpt_path=None,
-    resume: bool = False,
-    seed: int = 0,
-    progress: bool = True,
-    teacher=None,
-    kd_weight: float = 0.0,
-    kd_T: float = 1.0,
-    kd_kind: str = "kl",
-    amp: bool | None = None,
-    channels_last: bool | None = None,
-    fingerprint: dict | None = None,
-    evaluate: str = "val+test",
-) -> dict:
+def fit(model: nn.Module, loaders, epochs: int, optimizer, scheduler=None, **options) -> dict:
     """Train for ``epochs`` epochs, evaluating on val after each and on test at the end.
+
+    ``options``: the keywords of :class:`FitOptions` (callbacks, loss_fn, device, ckpt_path, resume, seed,
+    progress, teacher, kd_weight, kd_T, kd_kind, amp, channels_last, fingerprint, evaluate).
 
     ``evaluate`` (:data:`EVALUATE`): "val" skips the test pass, "none" every evaluation (a method whose own
     callback evaluates); the skipped splits are not part of the fingerprint either.
@@ -655,28 +673,7 @@ def fit(
     size is the global batch, and checkpoints/progress come from rank 0 only. ``amp`` /
     ``channels_last``: CUDA only (None = $COMPRESSLIB_AMP / $COMPRESSLIB_CHANNELS_LAST == "1").
     """
-    return _fit(
-        model,
-        loaders,
-        epochs,
-        optimizer,
-        scheduler,
-        callbacks,
-        loss_fn,
-        device,
-        ckpt_path,
-        resume,
-        seed,
-        progress,
-        teacher,
-        kd_weight,
-        kd_T,
-        kd_kind,
-        amp,
-        channels_last,
-        fingerprint,
-        eval_policy=evaluate,
-    )[0]
+    return _fit(model, loaders, epochs, optimizer, FitOptions.of("fit", scheduler=scheduler, **options))[0]
 
 
 def _result(history, model, loaders, device) -> dict:
@@ -697,67 +694,22 @@ def _say(msg: str) -> None:
         print(msg, flush=True)
 
 
-def _fit(
-    model,
-    loaders,
-    epochs,
-    optimizer,
-    scheduler=None,
-    callbacks=(),
-    loss_fn=None,
-    device="cpu",
-    ckpt_path=None,
-    resume=False,
-    seed=0,
-    progress=True,
-    teacher=None,
-    kd_weight=0.0,
-    kd_T=1.0,
-    kd_kind="kl",
-    amp=None,
-    channels_last=None,
-    fingerprint=None,
-    fp=None,
-    eval_policy="val+test",
-):
+def _fit(model, loaders, epochs, optimizer, o: FitOptions, fp=None):
     """``fit``; returns (result, status) with status "trained", "resumed" or "reused"."""
-    check_fit_args(epochs, kd_weight, kd_T, device, seed)
-    loaders = evaluation_view(loaders, eval_policy)
-    if fingerprint is not None and not isinstance(fingerprint, dict):
-        raise ValueError(f"fingerprint must be a dict or None, got {type(fingerprint).__name__}")
-    callbacks = list(callbacks)
-    D.init_from_env(None if str(device).startswith("cuda") else "gloo")  # CPU stages: gloo
-    device = D.device_for(device)
-    cuda = torch.device(device).type == "cuda"
-    amp = cuda and (os.environ.get("COMPRESSLIB_AMP") == "1" if amp is None else amp)
-    channels_last = cuda and (
-        os.environ.get("COMPRESSLIB_CHANNELS_LAST") == "1" if channels_last is None else channels_last
-    )
+    o = o.checked(epochs)
+    loaders = evaluation_view(loaders, o.evaluate)
+    D.init_from_env(None if str(o.device).startswith("cuda") else "gloo")  # CPU stages: gloo
+    o = dataclasses.replace(o, device=D.device_for(o.device))  # under DDP: this rank's GPU
+    callbacks, scheduler, seed, ckpt_path, device = o.callbacks, o.scheduler, o.seed, o.ckpt_path, o.device
     if fp is None:  # before the model moves or trains: the initial weights are part of it
-        fp = fit_fingerprint(
-            model,
-            loaders,
-            epochs,
-            optimizer,
-            scheduler,
-            callbacks,
-            loss_fn,
-            seed,
-            teacher,
-            kd_weight,
-            kd_T,
-            kd_kind,
-            amp,
-            channels_last,
-            fingerprint,
-        )
+        fp = _fingerprint(model, loaders, epochs, optimizer, o)
     fp_hash, fp_parts = fp
-    model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
-    if teacher is not None:
-        teacher.to(device)
+    model.to(device, memory_format=torch.channels_last) if o.channels_last else model.to(device)
+    if o.teacher is not None:
+        o.teacher.to(device)
     net = D.wrap_model(model, device)
     train_loader = D.distributed_loader(loaders.train)
-    scaler = torch.amp.GradScaler("cuda") if amp else None
+    scaler = torch.amp.GradScaler("cuda") if o.amp else None
     s = TrainState(model, optimizer, device=device)
     if seed is not None:  # None: a phase that continues the caller's random and shuffling streams (sqjoint)
         set_seed(seed)
@@ -765,7 +717,7 @@ def _fit(
     start, status, out = 0, "trained", None
     if ckpt_path and D.is_dist():  # every rank resumes from rank 0's file (ranks' OUT_DIRs differ)
         ckpt_path = D.broadcast_object(str(ckpt_path))
-    if resume and ckpt_path and Path(ckpt_path).is_file():
+    if o.resume and ckpt_path and Path(ckpt_path).is_file():
         ck = load_checkpoint(ckpt_path)
         missing = [k for k in ("model", "history", "epoch", "step") if k not in ck]
         if missing:
@@ -802,29 +754,12 @@ def _fit(
             f"fingerprint {fp_hash[:12]})"
         )
     for epoch in _progress(
-        range(start, epochs), progress and epochs - start > 1, desc="fit", initial=start, total=epochs
+        range(start, epochs), o.progress and epochs - start > 1, desc="fit", initial=start, total=epochs
     ):
         s.epoch = epoch
         t0 = time.perf_counter()
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"] if optimizer else None}
-        row.update(
-            train_one_epoch(
-                net,
-                train_loader,
-                optimizer,
-                loss_fn,
-                callbacks,
-                s,
-                device,
-                teacher,
-                kd_weight,
-                kd_T,
-                kd_kind,
-                progress,
-                scaler,
-                channels_last,
-            )
-        )
+        row.update(_train_epoch(net, train_loader, optimizer, o, s, scaler))
         if scheduler is not None:
             scheduler.step()
         for cb in callbacks:
@@ -915,46 +850,14 @@ def cached_fit(model: nn.Module, loaders, epochs: int, optimizer, *, cache_dir, 
         raise ValueError(f"cached_fit: name must be a non-empty file-name stem without '/', got {name!r}")
     if cache_dir is None:
         raise ValueError("cached_fit: cache_dir is required (e.g. results.cache_dir(OUT_DIR))")
-    check_fit_args(
-        epochs,
-        fit_kwargs.get("kd_weight", 0.0),
-        fit_kwargs.get("kd_T", 1.0),
-        fit_kwargs.get("device", "cpu"),
-        fit_kwargs.get("seed", 0),
-    )
     for k in ("ckpt_path", "resume"):
         if k in fit_kwargs:
             raise TypeError(f"cached_fit sets {k} itself; do not pass it")
-    bad = set(fit_kwargs) - set(inspect.signature(fit).parameters)
-    if bad:
-        raise TypeError(f"cached_fit: unknown fit arguments {sorted(bad)}")
-    loaders = evaluation_view(loaders, fit_kwargs.pop("evaluate", "val+test"))
-    device = fit_kwargs.get("device", "cpu")
-    cuda = str(device).startswith("cuda") and torch.cuda.is_available()
-    amp, cl = fit_kwargs.get("amp"), fit_kwargs.get("channels_last")
-    amp = cuda and (os.environ.get("COMPRESSLIB_AMP") == "1" if amp is None else amp)
-    cl = cuda and (os.environ.get("COMPRESSLIB_CHANNELS_LAST") == "1" if cl is None else cl)
-    fp = fit_fingerprint(
-        model,
-        loaders,
-        epochs,
-        optimizer,
-        fit_kwargs.get("scheduler"),
-        list(fit_kwargs.get("callbacks", ())),
-        fit_kwargs.get("loss_fn"),
-        fit_kwargs.get("seed", 0),
-        fit_kwargs.get("teacher"),
-        fit_kwargs.get("kd_weight", 0.0),
-        fit_kwargs.get("kd_T", 1.0),
-        fit_kwargs.get("kd_kind", "kl"),
-        amp,
-        cl,
-        fit_kwargs.get("fingerprint"),
-    )
+    o = FitOptions.of("cached_fit", **fit_kwargs).checked(epochs)
+    loaders = evaluation_view(loaders, o.evaluate)
+    fp = _fingerprint(model, loaders, epochs, optimizer, o)
     path = Path(cache_dir) / f"{name}-{fp[0][:12]}.ckpt"
-    kw = dict(fit_kwargs)
-    kw["callbacks"] = list(kw.get("callbacks", ()))
-    out, status = _fit(model, loaders, epochs, optimizer, ckpt_path=path, resume=True, fp=fp, **kw)
+    out, status = _fit(model, loaders, epochs, optimizer, dataclasses.replace(o, ckpt_path=path, resume=True), fp)
     return {**out, "reused": status == "reused", "checkpoint": str(path), "fingerprint": fp[0]}
 
 

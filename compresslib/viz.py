@@ -20,6 +20,18 @@ def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return d.loc[keep]
 
 
+def label_axes(ax, *, ref: float | None = None, ref_label: str | None = None, legend: dict | None = None, **labels):
+    """Finish a one-Axes figure: a dashed black reference line at ``y = ref`` (the dense model, the budget)
+    named ``ref_label``, ``ax.set(**labels)`` (xlabel, ylabel, title, ylim...), a legend with the keywords
+    ``legend`` (default ``fontsize=8``) and ``tight_layout`` of the figure."""
+    if ref is not None:
+        ax.axhline(ref, color="k", ls="--", lw=1, label=ref_label)
+    ax.set(**labels)
+    ax.legend(**(dict(fontsize=8) if legend is None else legend))
+    ax.figure.tight_layout()
+    return ax
+
+
 def plot_tradeoff(
     ax,
     df: pd.DataFrame,

@@ -16,7 +16,7 @@ Expected result:
     DATA_ROOT/imagenet/val/<wnid>/*.JPEG      1000 classes,    50,000 images (same wnids)
 Paper profiles that need it: ecc_mobilenet_imagenet, ecc_alexnet_imagenet, sqjoint_alexnet_imagenet
 (the EdgeCompress profile uses ImageNet only for its dry-run cost tables). Check a profile with
-    python -m compresslib.reproduce --profile paper/NAME --data-root DATA_ROOT --dry-run
+    python -m compresslib.workbook.reproduce --profile paper/NAME --data-root DATA_ROOT --dry-run
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ Expected layout under DATA_ROOT (what torchvision writes; CIFAR files are md5-ch
 Paper profiles that need them: sqjoint_lenet5_mnist (mnist); ec2t_resnet20_cifar10,
 camp_resnet44_cifar10 (cifar10); ec2t_micronet_cifar100, camp_resnet44_cifar100 (cifar100).
 ImageNet: see data_prep/imagenet_val_folders.py. Then check a whole profile with
-    python -m compresslib.reproduce --profile paper/NAME --data-root DATA_ROOT --dry-run
+    python -m compresslib.workbook.reproduce --profile paper/NAME --data-root DATA_ROOT --dry-run
 """
 
 from __future__ import annotations

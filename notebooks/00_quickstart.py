@@ -30,7 +30,7 @@
 # curve and one short masked fine-tune.
 
 # %% tags=["parameters"]
-PROFILE = "default"  # profile name (set by compresslib.reproduce)
+PROFILE = "default"  # profile name (set by compresslib.workbook.reproduce)
 SEED = 0  # seed for splits' shuffling, init and training; range [0, 2147483647]
 DATASET = "mnist5k"  # registered dataset (digits, mnist5k, mnist, cifar10, ...)
 DATA_ROOT = ""  # folder of real datasets (empty: embedded data only)

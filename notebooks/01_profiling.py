@@ -30,7 +30,7 @@
 # The CSV is appended row by row: an interrupted run resumes and skips measured rows.
 
 # %% tags=["parameters"]
-PROFILE = "default"  # profile name (set by compresslib.reproduce)
+PROFILE = "default"  # profile name (set by compresslib.workbook.reproduce)
 SEED = 0  # global seed (torch init of the latency nets); range [0, 2147483647]
 DATASET = "mnist5k"  # not used here: profiling needs no data
 DATA_ROOT = ""  # not used here

@@ -28,7 +28,7 @@
 # `coefficients.png`, `metrics.json` (`val_mre_bilinear`, `val_mre_linear`, `val_mre_mlp`).
 
 # %% tags=["parameters"]
-PROFILE = "default"  # profile name (set by compresslib.reproduce)
+PROFILE = "default"  # profile name (set by compresslib.workbook.reproduce)
 SEED = 0  # seed of the MLP ablation's initialisation; range [0, 2147483647]
 DATASET = "mnist5k"  # not used here
 DATA_ROOT = ""  # not used here

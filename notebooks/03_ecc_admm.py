@@ -38,7 +38,7 @@
 # `results.cache_dir(OUT_DIR)`, so a re-run recomputes only what changed.
 
 # %% tags=["parameters"]
-PROFILE = "default"  # profile name (set by compresslib.reproduce)
+PROFILE = "default"  # profile name (set by compresslib.workbook.reproduce)
 SEED = 0  # base seed (added to every entry of SEEDS); range [0, 2147483647]
 DATASET = "mnist5k"  # registered dataset
 DATA_ROOT = ""  # folder of real datasets (empty: embedded data only)
@@ -71,31 +71,26 @@ LATENCY_THREADS = 1  # torch threads of the latency measurement; range [1, 256]
 LATENCY_REPEATS = 30  # timed forward passes (median and IQR reported); range [3, 100000]
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 import compresslib
-from compresslib import cost, data, results
+from compresslib import cost, data, results, tables, viz
 from compresslib.energy import bilinear
 from compresslib.methods import ecc, record_results
 from compresslib.models.narrow import dense_widths
-from compresslib.provenance import sha256_file
 
 threads = compresslib.set_threads()
 config = ecc.Config.from_parameters(globals(), seeds=[SEED + int(s) for s in SEEDS])  # ranges + rules, before any work
 seeds = config.seeds
-out = Path(OUT_DIR)
-out.mkdir(parents=True, exist_ok=True)
-results.clear_models(OUT_DIR)
+out = results.fresh_out_dir(OUT_DIR)  # created, models.json started afresh
 load = dict(batch_size=BATCH_SIZE, root=DATA_ROOT or None, image_size=IMAGE_SIZE, subset=SUBSET or None)
 loaders = {s: data.get_loaders(DATASET, seed=s, **load) for s in seeds}  # one per seed (its data order)
 L0 = loaders[seeds[0]]
 S = dense_widths(NET, L0.num_classes, L0.in_channels)
 est_path = results.require_artifact(
-    Path(OUT_DIR).parent / "02_energy_estimator" / f"{NET}_{COST_DEVICE}_bilinear.json", "02_energy_estimator"
+    out.parent / "02_energy_estimator" / f"{NET}_{COST_DEVICE}_bilinear.json", "02_energy_estimator"
 )
 est = bilinear.load(est_path, net=NET, S=S)
 fractions = [ecc.relative_budget(est, b, ABSOLUTE_BUDGET) for b in BUDGETS]  # clear errors before any training
@@ -122,7 +117,7 @@ runs = ecc.run(
     loaders,
     cache_dir=results.cache_dir(OUT_DIR),
     estimator=est,
-    estimator_digest=sha256_file(est_path),
+    estimator_digest=results.sha256_file(est_path),
     cost_device=COST_DEVICE,
 )
 record_results(OUT_DIR, runs)  # every trained model into models.json; the pruned ones with their leaderboard row
@@ -140,23 +135,23 @@ dense_df
 table.drop(columns=["dense_macs"]).round(4)
 
 # %%
-agg = (
-    table.groupby(["budget", "method"])
-    .agg(
-        accuracy=("accuracy", "mean"),
-        accuracy_std=("accuracy", "std"),
-        before_ft=("accuracy_before_ft", "mean"),
-        estimated_energy=("estimated_energy", "mean"),
-        max_estimated_energy=("estimated_energy", "max"),
-        analytic_energy=("analytic_energy", "mean"),
-        remaining_macs=("remaining_macs", "mean"),
-        latency_ms=("latency_ms", "mean"),
-        dense_latency_ms=("dense_latency_ms", "mean"),
-        iterations=("iterations", "mean"),
-        epochs=("epochs", "mean"),
-        reached=("reached", "all"),
-    )
-    .reset_index()
+agg = tables.seed_summary(  # mean over seeds per (budget, method); the std is NaN for one seed
+    table,
+    ["budget", "method"],
+    [
+        "accuracy",
+        "accuracy_std",
+        ("before_ft", "accuracy_before_ft"),
+        "estimated_energy",
+        ("max_estimated_energy", "estimated_energy", "max"),
+        "analytic_energy",
+        "remaining_macs",
+        "latency_ms",
+        "dense_latency_ms",
+        "iterations",
+        "epochs",
+        ("reached", "reached", "all"),
+    ],
 )
 agg.insert(2, "dense_macs", dense_macs)
 results.save_table(agg, out / "summary.csv")
@@ -187,14 +182,15 @@ for method, color in METHOD_COLORS:
         label=labels[method],
         ls=":" if method == "uniform" else "-",
     )
-ax.axhline(dense_df.accuracy.mean(), color="k", ls="--", lw=1, label="dense")
-ax.set(
+viz.label_axes(
+    ax,
+    ref=dense_df.accuracy.mean(),
+    ref_label="dense",
+    legend=dict(fontsize=7),
     xlabel="analytic energy of the exported net / dense",
     ylabel="test accuracy",
     title=f"{MODEL} on {DATASET}: mean over {len(seeds)} seed(s)",
 )
-ax.legend(fontsize=7)
-fig.tight_layout()
 results.save_figure(fig, out / "accuracy_vs_energy.png")
 
 # the comparison at equal training, per budget (bars: mean over seeds, whiskers: sample std)
@@ -213,13 +209,13 @@ for k, (method, color) in enumerate(METHOD_COLORS):
     )
 ax.set_xticks(np.arange(len(fractions)), [f"B = {f:g}" for f in sorted(fractions)])
 lo = float((agg.accuracy - agg.accuracy_std.fillna(0)).min())
-ax.set(
+viz.label_axes(
+    ax,
+    legend=dict(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False),
     ylabel="test accuracy",
     ylim=(max(0.0, lo - 0.05), 1.0),
     title=f"ECC vs uniform width at equal training ({len(seeds)} seed(s))",
 )
-ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
-fig.tight_layout()
 results.save_figure(fig, out / "accuracy_bars.png")
 
 fig, axes = plt.subplots(1, len(fractions), figsize=(3.2 * len(fractions), 3.2), squeeze=False, sharey=True)
@@ -242,14 +238,14 @@ first_tightest = next(
 traj = pd.DataFrame(first_tightest.metrics["trajectory"])
 ax.plot(traj.iteration, traj.E_real, label="Ê(ϕ(W)) (real channel counts)")
 ax.plot(traj.iteration, traj.E_s, label="Ê(s) (continuous widths)")
-ax.axhline(min(fractions), color="k", ls="--", lw=1, label="budget")
-ax.set(
+viz.label_axes(
+    ax,
+    ref=min(fractions),
+    ref_label="budget",
     xlabel="ADMM iteration (mini-batch)",
     ylabel="estimated energy / dense",
     title=f"ECC trajectory, B = {min(fractions):g}, seed {seeds[0]}",
 )
-ax.legend(fontsize=8)
-fig.tight_layout()
 results.save_figure(fig, out / "ecc_trajectory.png")
 
 

@@ -42,7 +42,7 @@
 # `results.cache_dir(OUT_DIR)`.
 
 # %% tags=["parameters"]
-PROFILE = "default"  # profile name (set by compresslib.reproduce)
+PROFILE = "default"  # profile name (set by compresslib.workbook.reproduce)
 SEED = 0  # first seed; runs use SEED .. SEED+N_SEEDS-1; range [0, 2147483647]
 N_SEEDS = 3  # seeds per configuration (mean ± std are reported); range [1, 100]
 DATASET = "mnist5k"  # registered dataset (mnist5k embedded; mnist needs DATA_ROOT)

@@ -36,7 +36,7 @@
 # keyed by fingerprint: a re-run with unchanged parameters trains nothing.
 
 # %% tags=["parameters"]
-PROFILE = "default"  # profile name (set by compresslib.reproduce)
+PROFILE = "default"  # profile name (set by compresslib.workbook.reproduce)
 SEED = 0  # first seed; quantization runs use SEED .. SEED+N_SEEDS-1; range [0, 2147483647]
 N_SEEDS = 3  # seeds per EC2T/TTQ configuration (mean ± std); range [1, 100]
 DATASET = "mnist5k"  # registered dataset
@@ -65,22 +65,19 @@ PMF_RENORM = "fixed"  # "fixed" (P sums to 1) or "repo" (original renormalisatio
 
 # %%
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
 import compresslib
-from compresslib import data, results
+from compresslib import data, results, tables
 from compresslib.methods import ec2t, record_results
 
 threads = compresslib.set_threads(THREADS or None)
 cpu0, wall0 = time.process_time(), time.perf_counter()  # this kernel's CPU time ≈ wall time at 1 thread
 config = ec2t.Config.from_parameters(globals(), seeds=list(range(SEED, SEED + N_SEEDS)))  # + MODEL, DEVICE rules
 seeds = config.seeds
-out = Path(OUT_DIR)
-out.mkdir(parents=True, exist_ok=True)
-results.clear_models(OUT_DIR)
+out = results.fresh_out_dir(OUT_DIR)  # created, models.json started afresh
 load = dict(batch_size=BATCH_SIZE, root=DATA_ROOT or None, image_size=IMAGE_SIZE, subset=SUBSET or None)
 loaders = {s: data.get_loaders(DATASET, seed=s, **load) for s in seeds}  # one per seed (its data order)
 L0 = loaders[SEED]
@@ -139,17 +136,13 @@ runs_df = pd.DataFrame([{k: v for k, v in r.items() if k != "layers"} for r in r
 results.save_table(runs_df, out / "runs.csv")
 
 # %%
-summary = (
-    runs_df.groupby(["method", "gamma_or_t"], sort=False)
-    .agg(
-        sparsity=("sparsity", "mean"),
-        sparsity_std=("sparsity", "std"),
-        accuracy=("accuracy", "mean"),
-        accuracy_std=("accuracy", "std"),
-        seeds=("seed", "count"),
-    )
-    .reset_index()
-    .fillna(0.0)
+summary = tables.seed_summary(  # mean ± std over seeds per (method, γ or t); std 0 for one seed
+    runs_df,
+    ["method", "gamma_or_t"],
+    ["sparsity", "sparsity_std", "accuracy", "accuracy_std"],
+    n="seeds",
+    sort=False,
+    fill_std=0.0,
 )
 summary["drop_vs_fp_points"] = 100 * (fp_accuracy - summary.accuracy)
 results.save_table(summary, out / "summary.csv")

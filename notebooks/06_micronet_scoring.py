@@ -39,7 +39,7 @@
 # `score_vs_accuracy.png`.
 
 # %% tags=["parameters"]
-PROFILE = "default"  # profile name (set by compresslib.reproduce)
+PROFILE = "default"  # profile name (set by compresslib.workbook.reproduce)
 SEED = 0  # unused (scoring is deterministic); kept for the common interface; range [0, 2147483647]
 DATASET = "mnist5k"  # dataset the upstream models were trained on (for the labels only)
 DATA_ROOT = ""  # unused here
@@ -63,7 +63,7 @@ import torch
 
 import compresslib
 from compresslib import data, models, results, train
-from compresslib.stage_params import last_run_params as stage_params
+from compresslib.workbook.stage_params import last_run_params as stage_params
 from compresslib.micronet import TASKS, check_task, score_model
 from compresslib.methods.ec2t import rebuild_model
 

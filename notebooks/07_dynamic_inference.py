@@ -34,7 +34,7 @@
 # `cascade_seeds.csv`, `baseline_seeds.csv`, `examples.png`, `static_front.png`, `cascade_curve.png`, `explorer.png`.
 
 # %% tags=["parameters"]
-PROFILE = "default"  # profile name (set by compresslib.reproduce)
+PROFILE = "default"  # profile name (set by compresslib.workbook.reproduce)
 SEED = 0  # seed for splits' shuffling, init and training; range [0, 2147483647]
 DATASET = "cluttered_digits"  # registered dataset; only cluttered_digits has true boxes (box metrics)
 DATA_ROOT = ""  # folder of non-embedded datasets such as imagenet; unused for cluttered_digits

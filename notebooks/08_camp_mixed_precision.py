@@ -42,7 +42,7 @@
 # by every parameter) and the trained weights `camp-seed<N>-<model>-<fingerprint>.ckpt` (`train.cached_fit`).
 
 # %% tags=["parameters"]
-PROFILE = "default"  # profile name (set by compresslib.reproduce)
+PROFILE = "default"  # profile name (set by compresslib.workbook.reproduce)
 SEED = 0  # first seed; seeds SEED .. SEED+N_SEEDS-1 are run; range [0, 2147483647]
 N_SEEDS = 3  # number of seeds (mean ± std over them); range [1, 100]
 DATASET = "mnist5k"  # registered dataset (embedded: mnist5k, digits)
@@ -66,22 +66,18 @@ SP_INIT = "w1a1"  # dual path initialised from the 'w1a1' (repo code) or 'w4a4' 
 SUBSET = 0  # cap on training images, 0 means all (smoke runs use a subset); range [0, inf)
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 import compresslib
-from compresslib import data, results, train
+from compresslib import camp_report, data, results, tables, train
 from compresslib.methods import camp, record_results
 
 threads = compresslib.set_threads()
 config = camp.Config.from_parameters(globals(), seeds=list(range(SEED, SEED + N_SEEDS)))  # DEPTH 6n+2, WIDTHS, ...
 widths = tuple(WIDTHS)
-out = Path(OUT_DIR)
-out.mkdir(parents=True, exist_ok=True)
-results.clear_models(OUT_DIR)
+out = results.fresh_out_dir(OUT_DIR)  # created, models.json started afresh
 seeds = config.seeds
 input_size = (1, IMAGE_SIZE, IMAGE_SIZE)
 print(f"torch threads {threads}; seeds {seeds}; ResNet-{DEPTH} widths {widths} at {IMAGE_SIZE}x{IMAGE_SIZE}")
@@ -157,11 +153,10 @@ num = [
     "train_seconds_per_epoch",
 ]
 order = {"fp32": 0, "w4a4": 1, "w4a4_equal": 2, "w1a1": 3, "sp": 4, "rl": 5, "static_plan": 6, "rl_repo_bug": 7}
-g = points.groupby(["model", "alpha_key"], sort=False)
-table = g[num].mean()
-table["accuracy_std"] = g["accuracy"].std().fillna(0.0)
-table["n_seeds"] = g.size()
-table = table.reset_index().sort_values(["model", "alpha_key"], key=lambda s: s.map(order) if s.name == "model" else s)
+table = tables.seed_summary(
+    points, ["model", "alpha_key"], [*num, "accuracy_std"], n="n_seeds", sort=False, fill_std=0.0
+)
+table = table.sort_values(["model", "alpha_key"], key=lambda s: s.map(order) if s.name == "model" else s)
 table["alpha"] = table.alpha_key.where(table.alpha_key >= 0)
 table = table.drop(columns="alpha_key").reset_index(drop=True)
 results.save_table(table, out / "camp_table.csv")
@@ -319,32 +314,10 @@ print(
 # control is the uniform W4A4 network at equal training above.
 
 # %%
-pair_cols = ["accuracy", "energy_rel_w4a4", "energy_rel_w4a4_val", "per_sample_decision_fraction"]
-rl_p = points[points.model == "rl"].set_index(["seed", "alpha"])[pair_cols]
-st_p = points[points.model == "static_plan"].set_index(["seed", "alpha"])
-pair = rl_p.join(
-    st_p[["accuracy", "energy_rel_w4a4", "static_plan", "selection_val_accuracy"]], rsuffix="_static", how="inner"
-)
-pair["rl_minus_static"] = pair.accuracy - pair.accuracy_static
+pair = camp_report.static_vs_dynamic(points)  # each RL run and the static plan at its energy, same (seed, α)
 results.save_table(pair.reset_index(), out / "static_vs_dynamic.csv")
 print(pair.round(3).to_string())
-sv = (
-    pair.groupby("alpha")
-    .agg(
-        rl_accuracy=("accuracy", "mean"),
-        rl_std=("accuracy", "std"),
-        rl_energy=("energy_rel_w4a4", "mean"),
-        static_accuracy=("accuracy_static", "mean"),
-        static_std=("accuracy_static", "std"),
-        static_energy=("energy_rel_w4a4_static", "mean"),
-        rl_minus_static=("rl_minus_static", "mean"),
-        diff_std=("rl_minus_static", "std"),
-        rl_wins=("rl_minus_static", lambda d: int((d > 0).sum())),
-        n_seeds=("rl_minus_static", "size"),
-        plans=("static_plan", lambda p_: "/".join(p_)),
-    )
-    .fillna({"rl_std": 0.0, "static_std": 0.0, "diff_std": 0.0})
-)
+sv = camp_report.static_vs_dynamic_summary(pair)  # per α: mean ± std over seeds, RL wins, plans
 print("\nper alpha, mean over seeds (accuracy %, energy / W4A4; plans: 1 = 4-bit path, block 0 first):")
 print(sv.round(3).to_string())
 w4_tab = table.set_index("model")

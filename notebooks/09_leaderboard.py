@@ -31,7 +31,7 @@
 # `runs.csv`, `models.json` (the models trained here), `frontier.png`, `explorer.png`, `metrics.json`.
 
 # %% tags=["parameters"]
-PROFILE = "default"  # profile name (set by compresslib.reproduce)
+PROFILE = "default"  # profile name (set by compresslib.workbook.reproduce)
 SEED = 0  # first seed of the base-model runs; range [0, 2147483647]
 DATASET = "mnist5k"  # dataset of the base-model runs
 DATA_ROOT = ""  # folder of real datasets (empty: embedded data only)

@@ -49,7 +49,7 @@
 # `deploy.csv`, `bytes_breakdown.csv`, `claimed_vs_real.png`, `metrics.json` (`rows`, `ort_argmax_agreement`).
 
 # %% tags=["parameters"]
-PROFILE = "default"  # profile name (set by compresslib.reproduce)
+PROFILE = "default"  # profile name (set by compresslib.workbook.reproduce)
 SEED = 0  # unused (every row keeps its own seed); kept for the common interface; range [0, 2147483647]
 DATASET = ""  # unused: each row is tested on its own dataset's test split
 DATA_ROOT = ""  # folder of real datasets (empty: embedded data only)

@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 def smoke_run(tmp_path_factory):
     """One smoke-profile run of every stage (stages read upstream artifacts), shared by
     tests/test_notebooks.py and tests/test_browser_report.py: (artifacts dir, exit code, summary rows)."""
-    from compresslib import reproduce
+    from compresslib.workbook import reproduce
 
     art = tmp_path_factory.mktemp("artifacts")
     rc = reproduce.main(["--profile", "smoke", "--artifacts", str(art), "--force", "--timeout", "900"])

@@ -4,7 +4,7 @@
 "Before any training" is enforced, not assumed: every case runs with ``torch.autograd.backward``
 and papermill's ``execute_notebook`` replaced by functions that fail with ``TRAINING STARTED``,
 and must finish within ``FAST_S`` seconds. Library cases call the library directly; CLI and
-profile cases call ``compresslib.reproduce.main`` with a temporary profiles folder and artifacts
+profile cases call ``compresslib.workbook.reproduce.main`` with a temporary profiles folder and artifacts
 root, and additionally check that no stage output (``metrics.json``) was written.
 """
 
@@ -39,7 +39,7 @@ def _warm_imports():
     torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
     import papermill  # noqa: F401
 
-    from compresslib import reproduce  # noqa: F401
+    from compresslib.workbook import reproduce  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
@@ -90,11 +90,19 @@ def _est():
 
 
 def _run_ecc(**kw):
-    return ecc.run_ecc(models.create_model("lenet5"), _loaders(size=32), _est(), 0.5, progress=False, **kw)
+    return ecc.run_ecc(models.create_model("lenet5"), _loaders(size=32), _est(), 0.5, **kw)
 
 
 def _run_uniform(**kw):
-    return ecc.run_uniform(models.create_model("lenet5"), _loaders(size=32), _est(), 0.5, progress=False, **kw)
+    return ecc.run_uniform(models.create_model("lenet5"), _loaders(size=32), _est(), 0.5, **kw)
+
+
+def _edited_training(**kw):
+    """An ecc.Training whose fields were set after construction: run_ecc / run_uniform must check it again."""
+    t = ecc.Training()
+    for k, v in kw.items():
+        setattr(t, k, v)
+    return t
 
 
 def _sq(**kw):
@@ -201,7 +209,7 @@ def _cli(args=(), edit=None, yaml_text=None, env=None, artifacts=None):
     def call(tmp):
         import yaml
 
-        from compresslib import reproduce
+        from compresslib.workbook import reproduce
 
         prof = tmp / "profiles"
         prof.mkdir()
@@ -298,14 +306,22 @@ CASES = [
     ("ECCConfig s_int=0", lambda: ecc.ECCConfig(s_int=0), ValueError, r"s_int.*\[1, inf\)"),
     ("ECCConfig slb=1.5", lambda: ecc.ECCConfig(slb=1.5), ValueError, r"slb.*\(0, 1\)"),
     ("ECCConfig zinit=nan", lambda: ecc.ECCConfig(zinit=NAN), ValueError, r"zinit.*nan"),
-    ("ECC distill=5", lambda: _run_ecc(distill=5.0), ValueError, r"distill.*\[0, 1\].*5"),
-    ("ECC finetune_epochs=-1", lambda: _run_ecc(finetune_epochs=-1), ValueError, r"finetune_epochs.*\[0, inf\).*-1"),
+    ("ECC Training distill=5", lambda: ecc.Training(distill=5.0), ValueError, r"distill.*\[0, 1\].*5"),
+    ("ECC Training finetune_lr=0", lambda: ecc.Training(finetune_lr=0.0), ValueError, r"finetune_lr.*\(0, inf\).*0"),
+    ("ECC Training device=tpu", lambda: ecc.Training(device="tpu"), ValueError, r"DEVICE 'tpu'"),
+    ("ECC distill=5", lambda: _run_ecc(training=_edited_training(distill=5.0)), ValueError, r"distill.*\[0, 1\].*5"),
+    (
+        "ECC finetune_epochs=-1",
+        lambda: _run_ecc(training=_edited_training(finetune_epochs=-1)),
+        ValueError,
+        r"finetune_epochs.*\[0, inf\).*-1",
+    ),
     ("ECC max_epochs=0", lambda: _run_ecc(max_epochs=0), ValueError, r"max_epochs.*\[1, inf\)"),
     ("ECC plr=nan", lambda: _run_ecc(plr=NAN), ValueError, r"plr.*\(0, inf\).*nan"),
-    ("ECC device=tpu", lambda: _run_ecc(device="tpu"), ValueError, r"DEVICE 'tpu'"),
+    ("ECC device=tpu", lambda: _run_ecc(training=_edited_training(device="tpu")), ValueError, r"DEVICE 'tpu'"),
     (
         "ECC uniform finetune_epochs=-1",
-        lambda: _run_uniform(finetune_epochs=-1),
+        lambda: _run_uniform(training=_edited_training(finetune_epochs=-1)),
         ValueError,
         r"finetune_epochs.*\[0, inf\)",
     ),
@@ -352,7 +368,7 @@ CASES = [
         ValueError,
         r"gamma must be >= 0 and finite, got nan",
     ),
-    ("EC2T train epochs=0", lambda: _train_ec2t(epochs=0), ValueError, r"epochs >= 1"),
+    ("EC2T train epochs=0", lambda: _train_ec2t(epochs=0), ValueError, r"epochs.*\[1, inf\).*0"),
     ("EC2T train lr=nan", lambda: _train_ec2t(lr=NAN), ValueError, r"lr.*\(0, inf\).*nan"),
     ("EC2T train device=tpu", lambda: _train_ec2t(device="tpu"), ValueError, r"DEVICE 'tpu'"),
     # checkpoints
@@ -465,7 +481,7 @@ def test_stage04_runs_on_8px_digits_by_resizing_to_the_model_input(dataset, tmp_
     monkeypatch.undo()  # this one really trains: drop the no-training guard
     import yaml
 
-    from compresslib import reproduce
+    from compresslib.workbook import reproduce
 
     prof = tmp_path / "profiles"
     prof.mkdir()

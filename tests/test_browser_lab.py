@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from compresslib import reproduce
+from compresslib.workbook import reproduce
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from compresslib import report
+from compresslib.workbook import report
 
 pytestmark = pytest.mark.browser
 

@@ -72,3 +72,34 @@ def test_bad_inputs():
         cluttered.load_cluttered("train", source="cifar")
     with pytest.raises(ValueError, match="split"):
         cluttered.load_cluttered("validation")
+
+
+def test_canvas_numbers_are_pinned():
+    """Pixels and boxes of one seeded build (values of the generator before CanvasSpec folded its knobs)."""
+    x, y = _digits()
+    imgs, labels, boxes, src = cluttered.make_canvases(
+        x, y, canvas=32, scale=(10, 20), clutter=(1, 3), patch=6, noise=0.05, copies=2, seed=7
+    )
+    assert imgs.shape == (80, 32, 32) and imgs.dtype == np.float32 and src.tolist() == sorted(list(range(40)) * 2)
+    assert float(imgs.astype(np.float64).sum()) == 8846.539276756797
+    assert boxes[:3].tolist() == [[7, 14, 18, 29], [22, 17, 30, 29], [11, 0, 20, 16]] and int(boxes.sum()) == 5264
+
+
+def test_canvas_spec_normalises_and_rejects_bad_knobs_before_any_work():
+    spec = cluttered.CanvasSpec(canvas=np.int64(32), scale=[10.0, 20], clutter=np.array([1, 2]), noise=0)
+    assert (spec.canvas, spec.scale, spec.clutter, spec.patch, spec.noise, spec.copies) == (
+        32,
+        (10, 20),
+        (1, 2),
+        10,
+        0.0,
+        1,
+    )
+    assert type(spec.noise) is float and hash(spec) == hash(cluttered.CanvasSpec(32, (10, 20), (1, 2), noise=0.0))
+    with pytest.raises(ValueError, match=r"4 <= lo <= hi <= canvas=64, got \(2, 5\)"):
+        cluttered.load_cluttered("train", source="not-read-yet", scale=(2, 5))
+    for bad in (dict(clutter=(3, 1)), dict(patch=0), dict(noise=-0.1), dict(copies=0)):
+        with pytest.raises(ValueError, match=r"clutter=\(min, max\) >= 0, 1 <= patch <= canvas"):
+            cluttered.CanvasSpec(**bad)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'canvass'"):
+        cluttered.load_cluttered("train", canvass=32)

@@ -249,14 +249,13 @@ def test_ecc_admm_on_cuda_meets_budget_and_keeps_model_on_gpu():
         est,
         0.6,
         max_epochs=40,
-        finetune_epochs=1,
-        seed=0,
-        device="cuda",
+        training=ecc.Training(finetune_epochs=1, seed=0, device="cuda"),
     )
     assert res["reached"] and res["estimated_energy"] <= 0.6
     assert _on_cuda(res["model"]) and res["widths"] == ecc.widths_of(res["model"])
     assert 0.0 <= res["accuracy"] <= 1.0
-    uni = ecc.run_uniform(dense, _random_loaders((1, 32, 32), val=False), est, 0.6, finetune_epochs=1, device="cuda")
+    tr = ecc.Training(finetune_epochs=1, device="cuda")
+    uni = ecc.run_uniform(dense, _random_loaders((1, 32, 32), val=False), est, 0.6, training=tr)
     assert uni["estimated_energy"] <= 0.6 and 0.0 <= uni["accuracy"] <= 1.0
 
 
@@ -377,7 +376,7 @@ def test_quickstart_notebook_runs_on_cuda(tmp_path):
         [
             sys.executable,
             "-m",
-            "compresslib.reproduce",
+            "compresslib.workbook.reproduce",
             "--profile",
             "smoke",
             "--only",

@@ -208,7 +208,7 @@ NB = textwrap.dedent("""\
     reason="torchrun + papermill end to end takes ~1 min per launch: set COMPRESSLIB_SLOW_TESTS=1",
 )
 def test_torchrun_reproduce_end_to_end(tmp_path):
-    """torchrun -m compresslib.reproduce: both ranks' kernels join one group, rank 0 owns artifacts/,
+    """torchrun -m compresslib.workbook.reproduce: both ranks' kernels join one group, rank 0 owns artifacts/,
     rank 1 writes artifacts/.rank1/; the checkpoint lives in rank 0's cache (artifacts/.cache), a forced
     re-run with the same parameters reuses it on every rank (no training), more epochs train afresh
     (the target epochs are part of the fingerprint) with the same first epochs (seeded)."""
@@ -221,7 +221,8 @@ def test_torchrun_reproduce_end_to_end(tmp_path):
     runs = []
     for epochs in (2, 2, 3):
         (tmp_path / "p" / "t.yaml").write_text(f"00_ddp:\n  EPOCHS: {epochs}\n")
-        cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "compresslib.reproduce"]
+        cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port())]
+        cmd += ["-m", "compresslib.workbook.reproduce"]
         cmd += ["--profile", "t", "--notebooks", str(tmp_path / "nb"), "--profiles", str(tmp_path / "p")]
         p = subprocess.run(
             [*cmd, "--artifacts", str(art), "--force"], env=env, capture_output=True, text=True, timeout=600

@@ -68,7 +68,7 @@ PER_SEED = {"seed", "small_accuracy", "large_accuracy", "cascade_accuracy", "mac
 
 @pytest.mark.parametrize("dataset", ["fake", "imagenet"])
 def test_stage07_runs_without_true_boxes(dataset, tmp_path):
-    from compresslib import reproduce
+    from compresslib.workbook import reproduce
 
     params = {**TINY, "DATASET": dataset}
     if dataset == "fake":
@@ -128,7 +128,7 @@ def test_stage07_runs_without_true_boxes(dataset, tmp_path):
 def test_stage07_rerun_trains_nothing(tmp_path):
     """Issue 13: executing notebook 07 again over its own outputs with the same parameters loads every model
     from results.cache_dir (each fit reports its reuse), writes no new checkpoint and gives identical metrics."""
-    from compresslib import reproduce
+    from compresslib.workbook import reproduce
 
     out = tmp_path / "07"
     params = {**TINY, "DATASET": "fake", "SUBSET": 60, "TEST_SUBSET": 30, "COMPARE_SEEDS": [0, 1], "OUT_DIR": str(out)}

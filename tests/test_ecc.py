@@ -149,13 +149,14 @@ def test_run_ecc_stops_at_first_feasible_batch_under_budget(est):
     torch.manual_seed(0)
     dense = create_model("lenet5")
     loaders = _tiny_loaders()
-    res = ecc.run_ecc(dense, loaders, est, 0.6, max_epochs=40, finetune_epochs=1, seed=0)
+    tr = ecc.Training(finetune_epochs=1, seed=0)
+    res = ecc.run_ecc(dense, loaders, est, 0.6, max_epochs=40, training=tr)
     assert res["reached"] and res["estimated_energy"] <= 0.6
     energies = [h["E_real"] for h in res["history"]]
     assert energies[-1] <= 0.6 and all(e > 0.6 for e in energies[:-1])
     assert res["widths"] == ecc.widths_of(res["model"])  # fine-tune kept the pruned groups at zero
     # same seed -> same run, even though the first run advanced the loader's shuffling stream
-    again = ecc.run_ecc(dense, loaders, est, 0.6, max_epochs=40, finetune_epochs=1, seed=0)
+    again = ecc.run_ecc(dense, loaders, est, 0.6, max_epochs=40, training=tr)
     assert again["widths"] == res["widths"] and again["accuracy"] == res["accuracy"]
 
 
@@ -165,9 +166,10 @@ def test_uniform_equal_training_trains_masked_with_distillation_before_the_same_
     torch.manual_seed(0)
     dense = create_model("lenet5")
     loaders = _tiny_loaders()
-    only = ecc.run_uniform(dense, loaders, est, 0.3, finetune_epochs=1, seed=0)
-    again = ecc.run_uniform(dense, loaders, est, 0.3, finetune_epochs=1, seed=0, train_epochs=0)
-    eq = ecc.run_uniform(dense, loaders, est, 0.3, finetune_epochs=1, seed=0, train_epochs=3, train_lr=1e-3)
+    tr = ecc.Training(finetune_epochs=1, seed=0)
+    only = ecc.run_uniform(dense, loaders, est, 0.3, training=tr)
+    again = ecc.run_uniform(dense, loaders, est, 0.3, training=tr, train_epochs=0)
+    eq = ecc.run_uniform(dense, loaders, est, 0.3, training=tr, train_epochs=3, train_lr=1e-3)
     assert only["epochs"] == 0 and eq["epochs"] == 3 and again["accuracy"] == only["accuracy"]
     assert eq["widths"] == only["widths"] == ecc.widths_of(eq["model"]) == ecc.uniform_widths(est, 0.3)
     assert eq["estimated_energy"] <= 0.3

@@ -17,7 +17,7 @@ from compresslib.manifest import check_board
 from compresslib.methods import cascade, crop, edgecompress
 from compresslib.models import create_model
 from compresslib.models.shrinkable import shrink_depths
-from compresslib.stage_params import parameters_with_ranges
+from compresslib.workbook.stage_params import parameters_with_ranges
 
 ROOT = Path(__file__).resolve().parent.parent
 Config = edgecompress.Config

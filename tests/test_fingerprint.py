@@ -27,7 +27,7 @@ def setup(L, lr=0.01, seed=0, epochs=2, init_seed=None, t_max=None, callbacks=()
     opt = torch.optim.SGD(m.parameters(), lr=lr, momentum=0.9)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, t_max or epochs)
     cbs = [cb(m) if callable(cb) else cb for cb in callbacks]
-    return train.fit_fingerprint(m, L, epochs, opt, sched, cbs, seed=seed, **kw)
+    return train.fit_fingerprint(m, L, epochs, opt, sched, callbacks=cbs, seed=seed, **kw)
 
 
 def changed(base, other):

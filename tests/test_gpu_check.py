@@ -187,7 +187,7 @@ def test_exec_fallback_runs_a_percent_notebook_with_injected_parameters(tmp_path
 
 
 def test_parameters_parsed_without_jupytext_match_the_runner():
-    from compresslib import reproduce
+    from compresslib.workbook import reproduce
 
     for py in gc.stage_files():
         assert gc.declared_parameters(py) == reproduce.notebook_parameters(py), py.name

@@ -118,7 +118,7 @@ def test_results_doc_table_matches_the_committed_default_csv():
     assert set(lb.COLUMNS) <= set(board.columns)
     assert not [c for c in lb.COST_COLUMNS if board[c].isna().all()], "a cost column is empty"
     assert lb.markdown_table(board) in table, (
-        "docs/results.md table differs from docs/leaderboard_default.csv: run `python -m compresslib.results_doc`"
+        "docs/results.md table differs from docs/leaderboard_default.csv: run `python -m compresslib.workbook.results_doc`"
     )
 
 

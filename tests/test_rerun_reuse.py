@@ -17,7 +17,7 @@ import pytest
 from conftest import smoke_artifacts
 import yaml
 
-from compresslib import reproduce
+from compresslib.workbook import reproduce
 
 REPO = Path(__file__).resolve().parent.parent
 NB_DIR = REPO / "notebooks"

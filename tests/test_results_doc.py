@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from compresslib import leaderboard as lb
-from compresslib import results_doc
+from compresslib.workbook import results_doc
 from compresslib.results import read_json, write_json
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -127,7 +127,7 @@ def test_number_tokens_skip_identifiers_and_read_formats():
 def test_committed_results_doc_is_the_rendering_of_its_snapshot():
     sources = read_json(DOCS / "results_sources.json")
     assert (DOCS / "results.md").read_text() == results_doc.render(sources), (
-        "docs/results.md is not its snapshot's rendering: `python -m compresslib.results_doc --render` "
+        "docs/results.md is not its snapshot's rendering: `python -m compresslib.workbook.results_doc --render` "
         "(or regenerate from the artifacts)"
     )
     assert {"00_quickstart", "03_ecc_admm", "09_leaderboard"} <= set(sources["stages"])

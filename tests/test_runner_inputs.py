@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from compresslib import reproduce
-from compresslib.stage_params import format_range, in_range, parameters_with_ranges, parse_range
+from compresslib.workbook import reproduce
+from compresslib.workbook.stage_params import format_range, in_range, parameters_with_ranges, parse_range
 
 NB = reproduce.REPO / "notebooks"
 

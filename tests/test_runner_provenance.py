@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from compresslib import provenance as pv
-from compresslib import report, reproduce
+from compresslib.workbook import provenance as pv
+from compresslib.workbook import report, reproduce
 
 UP = textwrap.dedent("""\
     # %% tags=["parameters"]
@@ -168,7 +168,7 @@ def test_sigkill_lock_and_rerun(tmp_path):
     root = _tree(tmp_path, sleep=120)
     (root / "nb" / "01_down.py").unlink()
     env = dict(os.environ, PYTHONPATH=str(reproduce.REPO), COMPRESSLIB_THREADS="1")
-    cmd = [sys.executable, "-m", "compresslib.reproduce"]
+    cmd = [sys.executable, "-m", "compresslib.workbook.reproduce"]
     assert subprocess.run(cmd + _argv(root), env=env, capture_output=True, timeout=300).returncode == 0
     first = json.loads((root / "art" / "00_up" / "manifest.json").read_text())
     proc = subprocess.Popen(
@@ -181,7 +181,7 @@ def test_sigkill_lock_and_rerun(tmp_path):
     try:
         _wait(lambda: any((d / "run.txt").exists() for d in (root / "art").glob("00_up.staging*")), "the slow stage")
         assert pv.read_summary(root / "art")["00_up"]["status"] == "running"
-        with pytest.raises(SystemExit, match=rf"is in use by another compresslib.reproduce: pid {proc.pid} "):
+        with pytest.raises(SystemExit, match=rf"is in use by another compresslib.workbook.reproduce: pid {proc.pid} "):
             reproduce.main(_argv(root))
     finally:
         os.killpg(proc.pid, signal.SIGKILL)

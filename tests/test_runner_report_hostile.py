@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from compresslib import report
+from compresslib.workbook import report
 
 SECRET = Path("/etc/os-release")
 

@@ -55,7 +55,7 @@ def test_stopping_the_runner_stops_its_kernels(tmp_path, jobs, sig):
     pids = tmp_path / "pids"
     pids.mkdir()
     env = dict(os.environ, PYTHONPATH=str(REPO), COMPRESSLIB_THREADS="1", STOP_TEST_PIDS=str(pids))
-    cmd = [sys.executable, "-m", "compresslib.reproduce", "--profile", "t", "--jobs", str(jobs)]
+    cmd = [sys.executable, "-m", "compresslib.workbook.reproduce", "--profile", "t", "--jobs", str(jobs)]
     cmd += ["--notebooks", str(tmp_path / "nb"), "--profiles", str(tmp_path / "p"), "--artifacts", str(tmp_path / "a")]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -96,7 +96,7 @@ def test_run_ecc_with_and_without_the_cache_is_identical(monkeypatch):
     loaders = _loaders()
     torch.manual_seed(0)
     dense = create_model("lenet5")
-    kw = dict(max_epochs=30, finetune_epochs=1, seed=0)
+    kw = dict(max_epochs=30, training=ecc.Training(finetune_epochs=1, seed=0))
     cached = ecc.run_ecc(dense, loaders, est, 0.6, **kw)
     monkeypatch.setattr(ecc, "cached_teacher", lambda teacher, loader: teacher)
     plain = ecc.run_ecc(dense, loaders, est, 0.6, **kw)

@@ -383,10 +383,6 @@ class EC2TCallback(Callback):
 def train_ec2t(
     fp_model: nn.Module,
     loaders,
-    method: str = "ec2t",
-    gamma: float = 0.2,
-    t: float = 0.05,
-    init_scale: float = 0.45,
     epochs: int = 20,
     retrain_epochs: int = 10,
     lr: float = 1e-3,
@@ -395,12 +391,12 @@ def train_ec2t(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
-    **flags,
+    **quantizer,
 ) -> dict:
     """Quantize a copy of ``fp_model``: ``epochs`` with re-assignment (best-val state kept), then
-    ``retrain_epochs`` with frozen assignment (§3.6). Returns the finalized model and its numbers."""
-    if epochs < 1 or retrain_epochs < 0:
-        raise ValueError(f"need epochs >= 1 and retrain_epochs >= 0, got {epochs}, {retrain_epochs}")
+    ``retrain_epochs`` with frozen assignment (§3.6), both with :meth:`EC2T.optimizer` (``lr``, ``lr2``,
+    ``weight_decay``). ``quantizer``: :class:`EC2T`'s knobs (``method``, ``gamma``, ``t``, ``init_scale``,
+    ``pattern``, ...; its defaults where not given). Returns the finalized model and its numbers."""
     check_number("epochs", epochs, 1, integer=True)
     check_number("retrain_epochs", retrain_epochs, 0, integer=True)
     for k, v in (("lr", lr), ("lr2", lr2)):
@@ -408,7 +404,7 @@ def train_ec2t(
     check_number("weight_decay", weight_decay, 0)
     check_device(device)
     model = copy.deepcopy(fp_model).to(device)
-    q = EC2T(model, method=method, gamma=gamma, t=t, init_scale=init_scale, **flags)
+    q = EC2T(model, **quantizer)
     val, test = getattr(loaders, "val", None), getattr(loaders, "test", None)
     cb = EC2TCallback(q, val, device)  # fit evaluates nothing; val once per epoch in the callback
     main = fit(
@@ -448,8 +444,8 @@ def train_ec2t(
         "sparsity": sparsity,
         "history": history,
         "layers": list(q.layers),
-        "method": method,
-        "gamma_or_t": t if method == "ttq" else gamma,
+        "method": q.method,
+        "gamma_or_t": q.t if q.method == "ttq" else q.gamma,
     }
     if val is not None:
         res["val_accuracy"] = evaluate(model, val, device)["accuracy"]

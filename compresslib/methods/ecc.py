@@ -192,13 +192,71 @@ class ECCConfig:
         return self
 
 
-def check_run_args(max_epochs=1, plr=1e-3, distill=0.5, finetune_epochs=0, finetune_lr=5e-4) -> None:
-    """Ranges of ``run_ecc`` / ``run_uniform``'s training knobs, checked before any work."""
+def check_run_args(max_epochs=1, plr=1e-3) -> None:
+    """Ranges of ``run_ecc``'s ADMM phase (``run_uniform``'s equal training: ``plr`` = its ``train_lr``)."""
     check_number("max_epochs", max_epochs, 1, integer=True)
     check_number("plr (ADMM learning rate)", plr, 0, lo_open=True)
-    check_number("distill (weight of the logit-MSE distillation term)", distill, 0, 1)
-    check_number("finetune_epochs", finetune_epochs, 0, integer=True)
-    check_number("finetune_lr", finetune_lr, 0, lo_open=True)
+
+
+@dataclass
+class Training:
+    """What ECC and the uniform baseline train alike: every phase minimises ℓ = (1 − distill)·CE +
+    distill·MSE(logits, dense logits) (spec §3.5), seeded by ``seed``, on ``device`` (W, the teacher and the
+    batches; the ADMM variables s, z, y stay on the CPU); the pruned net ends with a masked fine-tune of
+    ``finetune_epochs`` epochs, Adam at ``finetune_lr`` (our addition, not in the ECC code)."""
+
+    distill: float = 0.5
+    finetune_epochs: int = 15
+    finetune_lr: float = 5e-4
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = False
+
+    def __post_init__(self):
+        self.validate()  # Training(distill=5) fails here, naming the field and its range
+
+    def validate(self):
+        """Clear errors (parameter + accepted range) before any work."""
+        from ..train import check_device
+
+        check_number("distill (weight of the logit-MSE distillation term)", self.distill, 0, 1)
+        check_number("finetune_epochs", self.finetune_epochs, 0, integer=True)
+        check_number("finetune_lr", self.finetune_lr, 0, lo_open=True)
+        check_device(self.device)
+        return self
+
+    def teacher(self, dense: nn.Module, loaders, distilled: bool = True):
+        """Frozen copy of ``dense`` on the device; when distilling, its training-set logits are cached once."""
+        return _frozen(dense, loaders, self.distill if distilled else 0.0, self.device)
+
+    def fit(self, model, loaders, teacher, epochs: int, lr: float, callbacks: list) -> dict:
+        """``train.fit``: ``epochs`` of Adam at ``lr`` on ℓ with this distillation, seed and device."""
+        from ..train import fit
+
+        return fit(
+            model,
+            loaders,
+            epochs,
+            torch.optim.Adam(model.parameters(), lr=lr),
+            callbacks=callbacks,
+            teacher=teacher,
+            kd_weight=self.distill,
+            kd_kind="mse",
+            seed=self.seed,
+            progress=self.progress,
+            device=self.device,
+        )
+
+    def finetune(self, model, loaders, teacher, epochs: int | None = None, lr: float | None = None) -> float:
+        """Masked training (zeroed groups stay zero), by default the fine-tune; returns the test accuracy."""
+        from ..prune import MaskCallback
+        from ..train import evaluate
+
+        epochs = self.finetune_epochs if epochs is None else epochs
+        if epochs > 0:
+            masks = group_masks(model)
+            self.fit(model, loaders, teacher, epochs, self.finetune_lr if lr is None else lr, [MaskCallback(masks)])
+        return evaluate(model, loaders.test, self.device)["accuracy"]
 
 
 def relative_budget(estimator, budget: float, absolute: bool = False) -> float:
@@ -451,29 +509,6 @@ def slim(model: nn.Module, example_input: torch.Tensor | None = None, atol: floa
 
 
 # ----------------------------------------------------------------------------- end-to-end runs
-def _finetune(model, loaders, teacher, epochs, lr, distill, seed, progress, device="cpu"):
-    """Masked fine-tune (our addition, not in the ECC code): zeroed groups stay zero."""
-    from ..prune import MaskCallback
-    from ..train import evaluate, fit
-
-    if epochs > 0:
-        masks = group_masks(model)
-        fit(
-            model,
-            loaders,
-            epochs,
-            torch.optim.Adam(model.parameters(), lr=lr),
-            callbacks=[MaskCallback(masks)],
-            teacher=teacher,
-            kd_weight=distill,
-            kd_kind="mse",
-            seed=seed,
-            progress=progress,
-            device=device,
-        )
-    return evaluate(model, loaders.test, device)["accuracy"]
-
-
 def _frozen(teacher, loaders=None, distill: float = 0.0, device="cpu"):
     """Frozen copy of the dense net on ``device``; with distillation, its training-set logits are cached once."""
     teacher = copy.deepcopy(teacher).eval().to(device)
@@ -490,44 +525,26 @@ def run_ecc(
     cfg: ECCConfig = ECCConfig(),
     max_epochs: int = 100,
     plr: float = 1e-3,
-    distill: float = 0.5,
-    finetune_epochs: int = 15,
-    finetune_lr: float = 5e-4,
-    seed: int = 0,
     absolute: bool = False,
-    progress: bool = False,
-    device="cpu",
+    training: Training = Training(),
 ) -> dict:
-    """ECC from a dense pretrained net: ADMM until Ê(ϕ(W)) <= B, then masked fine-tune.
-
-    ``device``: where W, the teacher and the batches live (``"cuda"`` on a GPU); the ADMM width
-    variables s, z, y are a handful of float64 scalars and stay on the CPU.
+    """ECC from a dense pretrained net: ADMM (Adam at ``plr``, at most ``max_epochs``) until Ê(ϕ(W)) <= B,
+    then the masked fine-tune; distillation, seed, device and fine-tune are ``training``'s.
 
     Returns {model, widths, estimated_energy (fraction of dense), reached, iterations, epochs,
     accuracy_before_ft, accuracy, history}.
     """
-    from ..train import check_device, evaluate, fit, set_seed
+    from ..train import evaluate, set_seed
 
-    check_run_args(max_epochs, plr, distill, finetune_epochs, finetune_lr)
+    check_run_args(max_epochs, plr)
     cfg.validate()
-    check_device(device)
+    training.validate()
+    device = training.device
     model = copy.deepcopy(dense).to(device)
     cb = ECCCallback(model, estimator, budget, cfg, absolute)  # validates budget/estimator first
-    teacher = _frozen(dense, loaders, distill, device)
-    set_seed(seed)
-    out = fit(
-        model,
-        loaders,
-        max_epochs,
-        torch.optim.Adam(model.parameters(), lr=plr),
-        callbacks=[cb],
-        teacher=teacher,
-        kd_weight=distill,
-        kd_kind="mse",
-        seed=seed,
-        progress=progress,
-        device=device,
-    )
+    teacher = training.teacher(dense, loaders)
+    set_seed(training.seed)
+    out = training.fit(model, loaders, teacher, max_epochs, plr, [cb])
     widths = widths_of(model, cb.layers)
     res = {
         "widths": widths,
@@ -539,9 +556,7 @@ def run_ecc(
         "accuracy_before_ft": evaluate(model, loaders.test, device)["accuracy"],
         "history": cb.history,
     }
-    res["accuracy"] = _finetune(model, loaders, teacher, finetune_epochs, finetune_lr, distill, seed, progress, device)
-    res["model"] = model
-    return res
+    return {**res, "accuracy": training.finetune(model, loaders, teacher), "model": model}
 
 
 def run_uniform(
@@ -549,13 +564,8 @@ def run_uniform(
     loaders,
     estimator,
     budget: float,
-    distill: float = 0.5,
-    finetune_epochs: int = 15,
-    finetune_lr: float = 5e-4,
-    seed: int = 0,
     absolute: bool = False,
-    progress: bool = False,
-    device="cpu",
+    training: Training = Training(),
     train_epochs: int = 0,
     train_lr: float = 1e-3,
 ) -> dict:
@@ -563,17 +573,17 @@ def run_uniform(
 
     ``train_epochs`` > 0 gives the baseline ECC's training too (equal training): before the
     fine-tune, the pruned net trains ``train_epochs`` epochs with its masks fixed, Adam at
-    ``train_lr`` and the same logit-MSE distillation (weight ``distill``) as ECC's ADMM phase.
+    ``train_lr`` and the same logit-MSE distillation (``training.distill``) as ECC's ADMM phase.
     ``accuracy_before_ft`` is then measured after that phase; ``epochs`` = ``train_epochs``.
     """
-    from ..train import check_device, evaluate
+    from ..train import evaluate
 
-    check_run_args(plr=train_lr, distill=distill, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr)
+    check_run_args(plr=train_lr)
     if isinstance(train_epochs, bool) or not isinstance(train_epochs, int) or train_epochs < 0:
         raise ValueError(f"train_epochs must be an int >= 0, got {train_epochs!r}")
-    check_device(device)
+    training.validate()
     widths = uniform_widths(estimator, budget, absolute)
-    model = copy.deepcopy(dense).to(device)
+    model = copy.deepcopy(dense).to(training.device)
     prune_to_widths_(model, widths)
     dense_e = float(bilinear.predict(estimator, estimator.S))
     res = {
@@ -581,13 +591,11 @@ def run_uniform(
         "estimated_energy": float(bilinear.predict(estimator, widths)) / dense_e,
         "epochs": train_epochs,
     }
-    teacher = _frozen(dense, loaders, distill if finetune_epochs + train_epochs > 0 else 0.0, device)
+    teacher = training.teacher(dense, loaders, distilled=training.finetune_epochs + train_epochs > 0)
     if train_epochs > 0:  # the ADMM phase's training for the baseline: masked, same distillation
-        _finetune(model, loaders, teacher, train_epochs, train_lr, distill, seed, progress, device)
-    res["accuracy_before_ft"] = evaluate(model, loaders.test, device)["accuracy"]
-    res["accuracy"] = _finetune(model, loaders, teacher, finetune_epochs, finetune_lr, distill, seed, progress, device)
-    res["model"] = model
-    return res
+        training.finetune(model, loaders, teacher, train_epochs, train_lr)
+    res["accuracy_before_ft"] = evaluate(model, loaders.test, training.device)["accuracy"]
+    return {**res, "accuracy": training.finetune(model, loaders, teacher), "model": model}
 
 
 # ----------------------------------------------------------------------------- the method contract (stage 03)
@@ -660,6 +668,12 @@ class Config(MethodConfig):
             repo_square_of_sum=self.repo_square_of_sum,
         )
 
+    def training(self, seed: int) -> Training:
+        """Distillation, fine-tune and device of ECC and both baselines at one seed, as :class:`Training`."""
+        return Training(
+            **{k: getattr(self, k) for k in ("distill", "finetune_epochs", "finetune_lr", "device")}, seed=seed
+        )
+
     @property
     def latency(self) -> dict:
         return dict(batch=self.latency_batch, threads=self.latency_threads, repeats=self.latency_repeats)
@@ -717,14 +731,7 @@ def _sweep_point(cfg, dense, loaders, est, budget, frac, seed, ckpts, **ctx):
     exports' weights go to ``ckpts[method]``."""
     from ..train import save_checkpoint
 
-    kw = dict(
-        distill=cfg.distill,
-        finetune_epochs=cfg.finetune_epochs,
-        finetune_lr=cfg.finetune_lr,
-        seed=seed,
-        absolute=cfg.absolute_budget,
-        device=cfg.device,
-    )
+    kw = dict(absolute=cfg.absolute_budget, training=cfg.training(seed))
     r = run_ecc(dense, loaders, est, budget, cfg.admm(), cfg.max_epochs, cfg.plr, **kw)
     u = run_uniform(dense, loaders, est, budget, **kw)
     # equal training: as many epochs as ECC's ADMM phase took here (its last, partial epoch counted whole),

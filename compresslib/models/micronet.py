@@ -17,6 +17,7 @@ Block convolutions are named ``layerS.B.conv1/conv2`` (the layers EC2T ternarize
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 from torch import nn
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ from compresslib.models.scaling import make_divisible
 
 __all__ = [
     "MicroNet",
+    "MicroNetConfig",
     "BasicBlock",
     "round_filters",
     "round_repeats",
@@ -83,58 +85,58 @@ class BasicBlock(nn.Module):
         return out + self.shortcut(x)
 
 
-class MicroNet(nn.Module):
-    """Compound-scaled MicroNet; ``config`` holds the constructor kwargs (to rebuild from a checkpoint)."""
+@dataclass
+class MicroNetConfig:
+    """The MicroNet hyperparameters: the keyword arguments of :class:`MicroNet`, checked on construction (d, w > 0
+    by :func:`compound_multipliers` when the net is built). ``model.config`` is this as a dict, from which a
+    checkpoint's network is rebuilt (``MicroNet(**config)``)."""
 
-    def __init__(
-        self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        d: float = 1.0,
-        w: float = 1.0,
-        phi: float = 1.0,
-        base_widths=(8, 16, 32),
-        base_blocks: int = 1,
-        divisor: int = 8,
-        dropout: float = 0.2,
-        strides=(1, 2, 2),
-    ):
-        super().__init__()
-        if num_classes < 1 or in_channels < 1:
-            raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}")
-        if base_blocks < 1 or len(base_widths) != len(strides) or not base_widths:
+    num_classes: int = 10
+    in_channels: int = 1
+    d: float = 1.0
+    w: float = 1.0
+    phi: float = 1.0
+    base_widths: tuple = (8, 16, 32)
+    base_blocks: int = 1
+    divisor: int = 8
+    dropout: float = 0.2
+    strides: tuple = (1, 2, 2)
+
+    def __post_init__(self):
+        self.base_widths, self.strides = tuple(self.base_widths), tuple(self.strides)
+        if self.num_classes < 1 or self.in_channels < 1:
+            raise ValueError(f"num_classes and in_channels must be >= 1, got {self.num_classes}, {self.in_channels}")
+        if self.base_blocks < 1 or len(self.base_widths) != len(self.strides) or not self.base_widths:
             raise ValueError("need base_blocks >= 1 and one stride per base width")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        D, W, _ = compound_multipliers(d, w, phi)
-        self.config = dict(
-            num_classes=num_classes,
-            in_channels=in_channels,
-            d=d,
-            w=w,
-            phi=phi,
-            base_widths=tuple(base_widths),
-            base_blocks=base_blocks,
-            divisor=divisor,
-            dropout=dropout,
-            strides=tuple(strides),
-        )
-        self.blocks_per_stage = round_repeats(base_blocks, D)
-        self.widths = [round_filters(c, W, divisor) for c in base_widths]
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class MicroNet(nn.Module):
+    """Compound-scaled MicroNet; ``config`` holds the constructor kwargs (to rebuild from a checkpoint).
+    Keyword arguments: the :class:`MicroNetConfig` fields."""
+
+    def __init__(self, **config):
+        super().__init__()
+        cfg = MicroNetConfig(**config)
+        D, W, _ = compound_multipliers(cfg.d, cfg.w, cfg.phi)
+        self.config = asdict(cfg)
+        self.blocks_per_stage = round_repeats(cfg.base_blocks, D)
+        self.widths = [round_filters(c, W, cfg.divisor) for c in cfg.base_widths]
         stem = self.widths[0]
-        self.conv1 = nn.Conv2d(in_channels, stem, 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(cfg.in_channels, stem, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
         in_planes, stages = stem, []
-        for planes, stride in zip(self.widths, strides):
+        for planes, stride in zip(self.widths, cfg.strides):
             blocks = []
             for k in range(self.blocks_per_stage):
-                blocks.append(BasicBlock(in_planes, planes, stride if k == 0 else 1, dropout))
+                blocks.append(BasicBlock(in_planes, planes, stride if k == 0 else 1, cfg.dropout))
                 in_planes = planes
             stages.append(nn.Sequential(*blocks))
         self.stages = len(stages)
         for i, stage in enumerate(stages):
             self.add_module(f"layer{i + 1}", stage)
-        self.linear = nn.Linear(in_planes, num_classes)
+        self.linear = nn.Linear(in_planes, cfg.num_classes)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)

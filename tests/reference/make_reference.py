@@ -48,7 +48,7 @@ def collect(art) -> dict[str, dict]:
     art = Path(art).resolve()
     summary = art / "summary.json"
     if not summary.is_file():
-        raise SystemExit(f"ARTIFACTS_DIR={art}: no summary.json (not a finished `compresslib.reproduce` run)")
+        raise SystemExit(f"ARTIFACTS_DIR={art}: no summary.json (not a finished `compresslib.workbook.reproduce` run)")
     rows = json.loads(summary.read_text())
     bad = [
         f"{r['stage']} ({r.get('status')}: {r.get('error', '')})"

@@ -1,6 +1,6 @@
 """Provenance of stage results: manifests, cache keys, atomic stage folders, the lock, summary.json.
 
-Used by ``compresslib.reproduce`` (writes) and ``compresslib.report`` (reads). A stage result
+Used by ``compresslib.workbook.reproduce`` (writes) and ``compresslib.workbook.report`` (reads). A stage result
 ``<artifacts>/<stage>/`` is *current* when its ``manifest.json`` parses, every output file it lists
 still has the recorded sha256 and size, and every upstream manifest it read still has the recorded
 digest. Every path stored here is relative to the artifacts root, so a copied checkout stays cached.
@@ -18,12 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-from .results import _jsonable, read_json, write_json
+from ..results import _jsonable, read_json, sha256_file, write_json
+from ..stages import REPO
 
 MANIFEST = "manifest.json"
 STAMP = ".reproduce.json"
 RUNNER_FILES = {MANIFEST, STAMP}  # written by the runner, not by the notebook: not outputs
-REPO = Path(__file__).resolve().parent.parent
 
 
 # ----------------------------------------------------------------------------------------- digests
@@ -34,14 +34,6 @@ def canonical(obj) -> str:
 def digest(obj) -> str:
     """sha256 of the canonical JSON of ``obj`` (key order does not matter)."""
     return hashlib.sha256(canonical(obj).encode()).hexdigest()
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def output_digests(stage_dir) -> dict:
@@ -78,7 +70,7 @@ def relative_params(params: dict, art) -> dict:
 
 def cache_key(source: str, params: dict, upstream: dict) -> str:
     """sha256 of (notebook source, relative parameters, upstream manifests' digests, library code)."""
-    from .results import library_digest
+    from ..results import library_digest
 
     return digest(
         {
@@ -136,7 +128,7 @@ def code_version() -> dict:
     """Package version, git commit and dirty flag of the checkout (commit None without git)."""
     global _VERSION
     if _VERSION is None:
-        from . import __version__
+        from .. import __version__
 
         commit = dirty = None
         try:
@@ -372,7 +364,7 @@ class ArtifactsLock:
                     self.path.unlink(missing_ok=True)
                     continue
                 raise SystemExit(
-                    f"error: {self.path.parent} is in use by another compresslib.reproduce: pid {other.get('pid')} "
+                    f"error: {self.path.parent} is in use by another compresslib.workbook.reproduce: pid {other.get('pid')} "
                     f"on {other.get('host')}, started {other.get('started')}, command: {other.get('command')}. "
                     f"Wait for it, or use another --artifacts folder (delete {self.path} only if that process "
                     f"is gone)"

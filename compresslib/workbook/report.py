@@ -1,7 +1,7 @@
 """Build ``artifacts/index.html``: one offline page with every stage's numbers, figures and tables.
 
-    python -m compresslib.report                      # artifacts/ of this checkout
-    python -m compresslib.report --artifacts /tmp/art --no-notebooks
+    python -m compresslib.workbook.report                      # artifacts/ of this checkout
+    python -m compresslib.workbook.report --artifacts /tmp/art --no-notebooks
 
 The page holds the stage map (status, seconds, what each stage reads and writes), then one
 section per stage: the scalar headline metrics of ``metrics.json``, every PNG figure, every CSV
@@ -14,7 +14,7 @@ scripts (require.js, MathJax, mermaid, widget manager). Offline, LaTeX in markdo
 shows as its TeX source and widgets show their static text; figures are embedded PNGs.
 
 A stage is shown green only when its last run succeeded and its ``manifest.json`` still matches
-its files and its upstream stages (``compresslib.provenance``); failed, killed, running and stale
+its files and its upstream stages (``compresslib.workbook.provenance``); failed, killed, running and stale
 stages get their own style and the reason. The report stays inside the artifacts root: a file or
 stage folder whose real path (symlinks resolved) lies outside it is never read, and the notebook
 pages are sanitized (no ``<script>``, ``on*=`` handlers, ``<iframe>``/``<object>``/``<embed>``,
@@ -23,7 +23,6 @@ pages are sanitized (no ``<script>``, ``on*=`` handlers, ``<iframe>``/``<object>
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import math
@@ -33,11 +32,11 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
+from . import command_line
 from . import provenance as pv
-from .stages import UPSTREAM, headline
-from .results import atomic_write_text, read_json
+from ..stages import REPO, UPSTREAM, headline
+from ..results import atomic_write_text, read_json
 
-REPO = Path(__file__).resolve().parent.parent
 STAGE_RE = re.compile(r"^\d\d_\w+$")
 MAX_ROWS = 25  # CSV rows shown inline before truncation
 MAX_CSV_BYTES = 2_000_000  # larger CSVs are linked, not rendered
@@ -378,9 +377,14 @@ def _status(stage: str, stage_dir: Path, summary: dict, root: Path) -> tuple[str
         return status, status, secs, err
     state, why = pv.stage_state(root, stage)
     if state == "stale":
-        return "stale", "stale", secs, f"{why}: re-run it (python -m compresslib.reproduce --only {stage[:2]})"
+        return "stale", "stale", secs, f"{why}: re-run it (python -m compresslib.workbook.reproduce --only {stage[:2]})"
     if state == "none":
-        return "stale", "unverified", secs, f"{why}: re-run it (python -m compresslib.reproduce --only {stage[:2]})"
+        return (
+            "stale",
+            "unverified",
+            secs,
+            f"{why}: re-run it (python -m compresslib.workbook.reproduce --only {stage[:2]})",
+        )
     return "ok", status or "ok", secs, ""
 
 
@@ -392,7 +396,7 @@ def build_report(
     if not root.is_dir():
         raise FileNotFoundError(
             f"artifacts folder {root} does not exist: run "
-            f"`python -m compresslib.reproduce --profile smoke` (or default) first"
+            f"`python -m compresslib.workbook.reproduce --profile smoke` (or default) first"
         )
     if max_rows < 1:
         raise ValueError(f"max_rows must be >= 1, got {max_rows}")
@@ -400,7 +404,7 @@ def build_report(
     # stage folders, plus stages the last run names whose folder is gone (shown as missing)
     stages = sorted(set(stage_dirs(root)) | {root / s for s in summary if STAGE_RE.match(s)})
     if not stages:
-        raise FileNotFoundError(f"{root} holds no stage folder (NN_name): run compresslib.reproduce first")
+        raise FileNotFoundError(f"{root} holds no stage folder (NN_name): run compresslib.workbook.reproduce first")
 
     map_rows, sections, profiles = [], [], set()
     for sd in stages:
@@ -495,7 +499,7 @@ def build_report(
 <body>
 <h1>compresslib — reproduction report</h1>
 <p class="note">Built {_esc(stamp_txt)} from <code>{_esc(root.name)}/</code>; profile: {_esc(prof)}.
-Regenerate with <code>make reproduce</code> or <code>python -m compresslib.report</code>.</p>
+Regenerate with <code>make reproduce</code> or <code>python -m compresslib.workbook.report</code>.</p>
 <nav>{"".join(f"<a href='#{_esc(s.name)}'>{_esc(s.name[:2])}</a>" for s in stages)}</nav>
 {lead}
 <h2 id="stage-map">Stage map</h2>
@@ -546,10 +550,10 @@ def broken_links(page) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m compresslib.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ap = command_line("report", __doc__)
+    ap.add_argument(
+        "--artifacts", default=str(REPO / "artifacts"), help="output root of compresslib.workbook.reproduce"
     )
-    ap.add_argument("--artifacts", default=str(REPO / "artifacts"), help="output root of compresslib.reproduce")
     ap.add_argument("--notebooks", default=str(REPO / "notebooks"), help="stage sources (titles if not executed)")
     ap.add_argument("--no-notebooks", action="store_true", help="do not render executed notebooks to HTML")
     ap.add_argument("--max-rows", type=int, default=MAX_ROWS, help="CSV rows shown before truncation")

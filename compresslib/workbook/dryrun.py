@@ -1,4 +1,4 @@
-"""``python -m compresslib.reproduce --dry-run``: check a profile's names, ranges, device, data and
+"""``python -m compresslib.workbook.reproduce --dry-run``: check a profile's names, ranges, device, data and
 models (each built with its cost table) without training anything."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from .stage_params import check_devices, check_profile, close_names, notebook_pa
 def _build_model(spec: dict, info: dict | None, image_size: int | None):
     """A model (registry name, or ``torchvision:<builder>``, ``torchvision:ResNet`` with ``layers``)
     and its (C, H, W) input from a dry-run spec."""
-    from .models import create_model, model_input_size
+    from ..models import create_model, model_input_size
 
     name, kw = spec["name"], dict(spec.get("kwargs") or {})
     if info is not None:
@@ -42,9 +42,9 @@ def dry_run(
 ) -> int:
     """Validate names, ranges, device, data and models of a profile without training; prints a
     report. Returns 0 when everything checks out, 1 otherwise (every problem is listed)."""
-    from .cost import layer_table
-    from .data import dataset_info, get_dataset
-    from .models import list_models
+    from ..cost import layer_table
+    from ..data import dataset_info, get_dataset
+    from ..models import list_models
 
     problems = (
         list(problems)

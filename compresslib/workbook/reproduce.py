@@ -1,10 +1,10 @@
 """Regenerate every figure and table: run the stage notebooks headless with papermill.
 
-    python -m compresslib.reproduce --profile default            # every stage, embedded data
-    python -m compresslib.reproduce --profile smoke --only 00    # one stage, CI-sized
-    python -m compresslib.reproduce --profile default --force    # ignore the cache
-    python -m compresslib.reproduce --profile paper/camp_resnet44_cifar10 --data-root ~/data --dry-run
-    torchrun --nproc_per_node 4 -m compresslib.reproduce --profile paper/NAME --data-root ~/data --device cuda
+    python -m compresslib.workbook.reproduce --profile default            # every stage, embedded data
+    python -m compresslib.workbook.reproduce --profile smoke --only 00    # one stage, CI-sized
+    python -m compresslib.workbook.reproduce --profile default --force    # ignore the cache
+    python -m compresslib.workbook.reproduce --profile paper/camp_resnet44_cifar10 --data-root ~/data --dry-run
+    torchrun --nproc_per_node 4 -m compresslib.workbook.reproduce --profile paper/NAME --data-root ~/data --device cuda
 
 Each ``notebooks/NN_name.py`` (jupytext percent format) is converted to a notebook, its
 ``parameters`` cell is overridden with ``profiles/<profile>.yaml`` (``common:`` then the stage's
@@ -35,17 +35,17 @@ linked from rank 0's folders) and the ranks wait for each other after every stag
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
+from . import command_line
 from . import provenance as pv
 from .dryrun import dry_run  # noqa: F401  (re-exported)
-from .results import read_json, write_json
-from .stages import REPO, UPSTREAM, headline, upstream_of  # noqa: F401  (the stage graph lives in stages)
+from ..results import read_json, write_json
+from ..stages import REPO, UPSTREAM, headline, upstream_of  # noqa: F401  (the stage graph lives in stages)
 from .stage_params import (
     check_devices,
     check_profile,
@@ -312,11 +312,7 @@ def _stop_workers(pool) -> None:
 
 
 def _args(argv):
-    ap = argparse.ArgumentParser(
-        prog="python -m compresslib.reproduce",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    ap = command_line("reproduce", __doc__)
     ap.add_argument("--profile", default="default", help="profiles/<name>.yaml (default, smoke, paper/<name>)")
     ap.add_argument(
         "--only",
@@ -368,7 +364,7 @@ def _args(argv):
             raise SystemExit(f"error: {flag} {value}: must be an integer >= {lo}")
     if args.device is not None and not args.device.strip():
         raise SystemExit("error: --device '': give cpu, cuda or cuda:N")
-    from .checks import env_int
+    from ..checks import env_int
 
     for var, lo in (("COMPRESSLIB_THREADS", 1), ("COMPRESSLIB_NUM_WORKERS", 0)):
         try:

@@ -204,7 +204,7 @@ def check_profile_names(profile: dict, stages: list[Path], all_stages: list[Path
 
 def check_devices(profile: dict, stages: list[Path], overrides: dict) -> list[str]:
     """``train.check_device`` on each selected stage's DEVICE, before anything runs."""
-    from .train import check_device
+    from ..train import check_device
 
     problems, seen = [], {}
     for py in stages:
@@ -228,7 +228,7 @@ def last_run_params(art, stage: str) -> dict:
     in ``art/<stage>`` (a stage run by hand in JupyterLab has none: its defaults are returned)."""
     import json
 
-    from .stages import REPO
+    from ..stages import REPO
 
     src = REPO / "notebooks" / f"{stage}.py"
     params = notebook_parameters(src) if src.exists() else {}
