@@ -70,7 +70,6 @@ ORACLE_BOXES = False  # ablation: also train the box predictor on the true boxes
 
 # %%
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -82,10 +81,8 @@ from compresslib.methods import crop, edgecompress
 
 threads, t_start = compresslib.set_threads(), time.perf_counter()
 config = edgecompress.Config.from_parameters(globals())  # DATASET -> dataset, ...; a clear error naming a bad one
-out = Path(OUT_DIR)
-out.mkdir(parents=True, exist_ok=True)
+out = results.fresh_out_dir(OUT_DIR)  # created, models.json started afresh
 CACHE = results.cache_dir(out)  # every trained model and Grad-CAM map, keyed by fingerprint
-results.clear_models(out)
 
 # %% [markdown]
 # ## Data
