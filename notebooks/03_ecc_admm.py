@@ -156,7 +156,7 @@ agg = tables.seed_summary(  # mean over seeds per (budget, method); the std is N
 agg.insert(2, "dense_macs", dense_macs)
 results.save_table(agg, out / "summary.csv")
 print(
-    f"dense: accuracy {dense_df.accuracy.mean():.4f} ± {dense_df.accuracy.std() if len(dense_df) > 1 else 0:.4f}, "
+    f"dense: accuracy {dense_df.accuracy.mean():.4f} ± {ecc.seed_std(dense_df.accuracy):.4f}, "
     f"{dense_macs} MACs, latency {dense_df.latency_ms.mean():.3f} ms (batch {LATENCY_BATCH}, "
     f"{LATENCY_THREADS} thread)"
 )
@@ -250,43 +250,7 @@ results.save_figure(fig, out / "ecc_trajectory.png")
 
 
 # %%
-def std(x):
-    return float(x.std()) if len(x) > 1 else 0.0
-
-
-res_list, equal_rows = [], []
-for f in fractions:
-    e = agg[(agg.budget == f) & (agg.method == "ECC")].iloc[0]
-    u = agg[(agg.budget == f) & (agg.method == "uniform")].iloc[0]
-    ue = agg[(agg.budget == f) & (agg.method == "uniform_equal_training")].iloc[0]
-    per_seed = table[(table.budget == f) & (table.method == "uniform_equal_training")]
-    res_list.append(
-        {
-            "budget": f,
-            "estimated_energy": float(e.max_estimated_energy),
-            "analytic_energy": float(e.analytic_energy),
-            "accuracy": float(e.accuracy),
-            "accuracy_std": std(table[(table.budget == f) & (table.method == "ECC")].accuracy),
-            "uniform_accuracy": float(u.accuracy),
-            "uniform_equal_training_accuracy": float(ue.accuracy),
-            "admm_epochs": float(e.epochs),
-            "latency_ms": float(e.latency_ms),
-            "dense_latency_ms": float(e.dense_latency_ms),
-        }
-    )
-    equal_rows.append(
-        {
-            "budget": f,
-            "accuracy": float(ue.accuracy),
-            "accuracy_std": std(per_seed.accuracy),
-            "accuracy_before_ft": float(ue.before_ft),
-            "epochs": [int(v) for v in per_seed.epochs],
-            "finetune_epochs": FINETUNE_EPOCHS,
-            "estimated_energy": float(ue.max_estimated_energy),
-            "analytic_energy": float(ue.analytic_energy),
-            "seeds": int(len(per_seed)),
-        }
-    )
+res_list, equal_rows = ecc.budget_rows(table, agg, fractions, FINETUNE_EPOCHS)  # one row per budget each
 tight = min(fractions)
 gain = {r["budget"]: r["accuracy"] - r["uniform_equal_training_accuracy"] for r in res_list}
 metrics = {
@@ -317,9 +281,8 @@ print(
 # %%
 verdict = []
 for r, q in zip(res_list, equal_rows):
-    d, noise = r["accuracy"] - q["accuracy"], max(r["accuracy_std"], q["accuracy_std"])
-    side = "within noise" if abs(d) <= noise else ("ECC ahead" if d > 0 else "uniform ahead")
-    extra = r["accuracy"] - r["uniform_accuracy"]
+    v = ecc.equal_training_verdict(r, q)
+    d, side, extra = v["difference"], v["side"], v["finetune_only_difference"]
     verdict.append(side)
     print(
         f"B = {r['budget']:g}: ECC {100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f} % vs uniform at equal "

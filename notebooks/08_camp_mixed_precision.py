@@ -71,7 +71,7 @@ import numpy as np
 import pandas as pd
 
 import compresslib
-from compresslib import camp_report, data, results, tables, train
+from compresslib import camp_report, data, results, train
 from compresslib.methods import camp, record_results
 
 threads = compresslib.set_threads()
@@ -138,27 +138,8 @@ results.save_table(points.drop(columns=["rho_per_block"]), out / "camp_points.cs
 # energy they match and cost no gate (their two energy columns are equal).
 
 # %%
-points["alpha_key"] = points.alpha.fillna(-1.0)
-num = [
-    "accuracy",
-    "energy_rel_w4a4",
-    "energy_rel_w4a4_no_gates",
-    "bitops_rel_w4a4",
-    "fraction_4bit",
-    "fraction_4bit_correct",
-    "fraction_4bit_wrong",
-    "corr_ce_n4bit",
-    "per_sample_decision_fraction",
-    "minority_decision_fraction",
-    "train_seconds_per_epoch",
-]
-order = {"fp32": 0, "w4a4": 1, "w4a4_equal": 2, "w1a1": 3, "sp": 4, "rl": 5, "static_plan": 6, "rl_repo_bug": 7}
-table = tables.seed_summary(
-    points, ["model", "alpha_key"], [*num, "accuracy_std"], n="n_seeds", sort=False, fill_std=0.0
-)
-table = table.sort_values(["model", "alpha_key"], key=lambda s: s.map(order) if s.name == "model" else s)
-table["alpha"] = table.alpha_key.where(table.alpha_key >= 0)
-table = table.drop(columns="alpha_key").reset_index(drop=True)
+points["alpha_key"] = points.alpha.fillna(-1.0)  # -1 for the baselines (no α)
+table = camp_report.camp_table(points)  # mean ± std over seeds per (model, α), in model order
 results.save_table(table, out / "camp_table.csv")
 show = [
     "model",
@@ -242,12 +223,8 @@ plt.show()
 # samples the network finds hard.
 
 # %%
-dyn = points[points.model.isin(["sp", "rl", "rl_repo_bug"])].copy()
-dyn["label"] = dyn.apply(
-    lambda r: "SP" if r.model == "sp" else f"{'RL-bug' if r.model == 'rl_repo_bug' else 'RL'} α={r.alpha:g}", axis=1
-)
-labels = list(dict.fromkeys(dyn.sort_values(["model", "alpha_key"]).label))
-heat = np.array([np.mean(np.stack(dyn[dyn.label == lab].rho_per_block.map(np.asarray).tolist()), 0) for lab in labels])
+dyn, labels = camp_report.gated_runs(points)  # SP and RL runs, labelled "SP", "RL α=2", "RL-bug α=2"
+heat = camp_report.rho_heat(dyn, labels)  # ρ per (label, block), mean over seeds
 fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(labels) + 2.5), constrained_layout=True)
 im = axes[0].imshow(heat, vmin=0, vmax=1, cmap="viridis", aspect="auto")
 axes[0].set_yticks(range(len(labels)), labels)
@@ -282,11 +259,7 @@ print(
 print(psd.loc[labels].round(3).to_string())
 print(f"mean 4-bit fraction on wrong minus correct samples: {gap:+.3f}")
 ds = [i for i, b in enumerate(dual.blocks) if b.path1.downsample is not None]
-rl_rows = points[points.model.isin(["rl", "rl_repo_bug"])].copy()
-rl_rows["rho_downsampling_blocks"] = rl_rows.rho_per_block.map(lambda r: float(np.mean([r[i] for i in ds])))
-rl_rows["rho_other_blocks"] = rl_rows.rho_per_block.map(
-    lambda r: float(np.mean([v for i, v in enumerate(r) if i not in ds]))
-)
+rl_rows = camp_report.rho_by_block_kind(points, ds)  # mean ρ over the down-sampling blocks and over the others
 print(f"down-sampling blocks {ds}: their shortcut carries the quantized pre-activation ({{0, 1}} on the 1-bit path)")
 print(
     rl_rows[["model", "seed", "alpha", "accuracy", "energy_rel_w4a4", "rho_downsampling_blocks", "rho_other_blocks"]]
@@ -351,34 +324,33 @@ print(f"FP32 {fp32:.2f} >= W4A4 {w4a4:.2f} >= W1A1 {w1a1:.2f} + 2: {fp32 >= w4a4
 rl = table[table.model == "rl"].sort_values("alpha")
 print("alpha -> fraction_4bit / energy_rel_w4a4 / accuracy:")
 print(rl[["alpha", "fraction_4bit", "energy_rel_w4a4", "accuracy"]].round(3).to_string(index=False))
-mono_rho = bool(np.all(np.diff(rl.fraction_4bit.values) <= 1e-9))
-mono_e = bool(np.all(np.diff(rl.energy_rel_w4a4.values) <= 1e-9))
+mono_rho = camp_report.non_increasing(rl.fraction_4bit.values)
+mono_e = camp_report.non_increasing(rl.energy_rel_w4a4.values)
 print(
     f"increasing alpha lowers rho: {mono_rho}; lowers energy: {mono_e}; "
     f"rho(alpha max) < rho(alpha min): {rl.fraction_4bit.iloc[-1] < rl.fraction_4bit.iloc[0]}"
 )
 camp_pts = table[table.model.isin(["sp", "rl"])]
 for ref_name, ref in (("W4A4", w4a4), ("W4A4 at equal training", w4a4_eq)):
-    n_ok = int(((camp_pts.accuracy >= ref - 1) & (camp_pts.energy_rel_w4a4 <= 0.8)).sum())
+    n_ok = len(camp_report.claim_points(camp_pts, ref))
     print(f"CAMP points within 1 pt of {ref_name} ({ref:.2f}) at <= 0.8x its energy: {n_ok}")
 w4a4 = w4a4_eq  # the claim is judged at equal training from here on
-good = camp_pts[(camp_pts.accuracy >= w4a4 - 1) & (camp_pts.energy_rel_w4a4 <= 0.8)]
+good = camp_report.claim_points(camp_pts, w4a4)  # within 1 point at <= 0.8x energy
 print(f"judged against W4A4 at equal training: {len(good)} point(s)")
 print(
     good[["model", "alpha", "accuracy", "energy_rel_w4a4", "fraction_4bit"]].round(3).to_string(index=False)
     if len(good)
     else "none"
 )
-near = camp_pts[camp_pts.accuracy >= w4a4 - 1]
+near = camp_report.claim_points(camp_pts, w4a4, max_energy=None)
 if len(near):
     b = near.sort_values("energy_rel_w4a4").iloc[0]
     print(
         f"cheapest CAMP point within 1 pt of W4A4: {b.model} α={b.alpha} at {b.energy_rel_w4a4:.3f}x "
         f"(ρ={b.fraction_4bit:.2f}, accuracy {b.accuracy:.2f})"
     )
-rho0 = camp.camp_energy(dual, input_size, 0.0)["energy"] / e4
-rho1 = camp.camp_energy(dual, input_size, 1.0)["energy"] / e4
-rho_star = (0.8 - rho0) / (rho1 - rho0)
+bound = camp.rho_energy_bound(dual, input_size, e4)  # E(ρ=0) / E_W4A4 and the uniform ρ that meets 0.8x
+rho0, rho_star = bound["floor"], bound["rho_max"]
 print(
     f"floor of any CAMP point (ρ=0, gates on): {rho0:.3f}x W4A4; W1A1: "
     f"{table.set_index('model').energy_rel_w4a4['w1a1']:.3f}x; 0.8x needs ρ <= {rho_star:.2f} "
@@ -402,33 +374,10 @@ if not len(good):
 keep = ["model", "alpha", "accuracy", "energy_rel_w4a4", "fraction_4bit"]
 main = table[table.model.isin(["fp32", "w4a4", "w4a4_equal", "w1a1", "sp", "rl"])][keep]
 rl_runs = points[points.model == "rl"]
-by_model = (
-    dyn.groupby(["model", "alpha_key"], sort=False)[["per_sample_decision_fraction", "minority_decision_fraction"]]
-    .mean()
-    .reset_index()
-)
 metrics = {
-    "results": [
-        {k: (None if (k == "alpha" and pd.isna(r[k])) else (r[k] if k == "model" else float(r[k]))) for k in keep}
-        for _, r in main.iterrows()
-    ],
+    "results": camp_report.results_rows(main),
     "w4a4_equal_epochs": EPOCHS + SP_EPOCHS + RL_EPOCHS,
-    "static_plan": [
-        {
-            "alpha": float(a),
-            "selection_split": "val",
-            "accuracy": float(r.static_accuracy),
-            "accuracy_std": float(r.static_std),
-            "energy_rel_w4a4": float(r.static_energy),
-            "rl_accuracy": float(r.rl_accuracy),
-            "rl_energy_rel_w4a4": float(r.rl_energy),
-            "rl_minus_static": float(r.rl_minus_static),
-            "rl_minus_static_std": float(r.diff_std),
-            "plans": r.plans.split("/"),
-            "n_seeds": int(r.n_seeds),
-        }
-        for a, r in sv.iterrows()
-    ],
+    "static_plan": camp_report.static_plan_rows(sv),
     "per_sample_decision_fraction": float(rl_runs.per_sample_decision_fraction.mean()),
     "minority_decision_fraction": float(rl_runs.minority_decision_fraction.mean()),
     "per_sample_decision_fraction_definition": (
@@ -437,15 +386,7 @@ metrics = {
         "the mean over the RL runs (every alpha and seed, per-sample REINFORCE); "
         "minority_decision_fraction = mean over blocks of min(rho_b, 1 - rho_b)"
     ),
-    "per_sample_decision_fraction_by_model": [
-        {
-            "model": r.model,
-            "alpha": None if r.alpha_key < 0 else float(r.alpha_key),
-            "per_sample_decision_fraction": float(r.per_sample_decision_fraction),
-            "minority_decision_fraction": float(r.minority_decision_fraction),
-        }
-        for r in by_model.itertuples()
-    ],
+    "per_sample_decision_fraction_by_model": camp_report.decision_fractions_by_model(dyn),
 }
 results.write_metrics(out, metrics)
 print(pd.DataFrame(metrics["results"]).round(3).to_string(index=False))
@@ -475,18 +416,7 @@ else:
 if not len(sv):
     print("3. No RL point is cheaper than the all-4-bit network: there is no static plan to compare with.")
 for a, r in sv.iterrows():
-    verdict = (
-        "per-sample gating is better"
-        if r.rl_minus_static > 0
-        else "the static plan is better"
-        if r.rl_minus_static < 0
-        else "no difference"
-    )
-    spread = (
-        "; within the seed-to-seed spread of the difference"
-        if r.n_seeds > 1 and abs(r.rl_minus_static) <= r.diff_std
-        else ""
-    )
+    verdict, spread = camp_report.gating_verdict(r)
     print(
         f"3. α={a:g}: CAMP RL {r.rl_accuracy:.2f} ± {r.rl_std:.2f} % at {r.rl_energy:.3f}x vs the best static "
         f"per-block plan {r.static_accuracy:.2f} ± {r.static_std:.2f} % at {r.static_energy:.3f}x (plans "

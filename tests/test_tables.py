@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from compresslib import camp_report, results, tables, viz  # noqa: E402
+from compresslib.methods import ecc  # noqa: E402
 
 
 def per_seed():
@@ -163,3 +164,80 @@ def test_static_vs_dynamic_without_static_rows_is_empty_and_bad_input_is_named()
     assert len(camp_report.static_vs_dynamic_summary(pair)) == 0
     with pytest.raises(ValueError, match=r"points: needs the columns \['energy_rel_w4a4'\]"):
         camp_report.static_vs_dynamic(pts.drop(columns=["energy_rel_w4a4"]))
+
+
+def ecc_runs():
+    """Stage 03's results.csv rows: budgets 0.5 and 0.2, two seeds, ECC and the two uniform baselines, and
+    their mean over seeds as the notebook's summary.csv (``agg``)."""
+    rows = []
+    for f in (0.5, 0.2):
+        for s in (0, 1):
+            for m, acc in (("ECC", 0.8 + 0.1 * s), ("uniform", 0.5), ("uniform_equal_training", 0.75 - f * s)):
+                rows.append(
+                    dict(budget=f, method=m, seed=s, accuracy=acc, accuracy_before_ft=acc - 0.25)
+                    | dict(estimated_energy=f - 0.01 * (s + 1), analytic_energy=f, epochs=2 + s + (m == "uniform"))
+                    | dict(latency_ms=1.0 + s, dense_latency_ms=4.0)
+                )
+    table = pd.DataFrame(rows)
+    agg = tables.seed_summary(
+        table,
+        ["budget", "method"],
+        [
+            "accuracy",
+            ("before_ft", "accuracy_before_ft"),
+            ("max_estimated_energy", "estimated_energy", "max"),
+            "analytic_energy",
+            "latency_ms",
+            "dense_latency_ms",
+            "epochs",
+        ],
+    )
+    return table, agg
+
+
+def test_ecc_budget_rows_per_budget_with_seed_stds():
+    table, agg = ecc_runs()
+    res, equal = ecc.budget_rows(table, agg, [0.5, 0.2], 3)
+    assert [r["budget"] for r in res] == [0.5, 0.2] and [q["budget"] for q in equal] == [0.5, 0.2]
+    assert res[0] == {
+        "budget": 0.5,
+        "estimated_energy": 0.49,
+        "analytic_energy": 0.5,
+        "accuracy": (0.8 + 0.9) / 2,
+        "accuracy_std": float(pd.Series([0.8, 0.9]).std()),
+        "uniform_accuracy": 0.5,
+        "uniform_equal_training_accuracy": (0.75 + 0.25) / 2,
+        "admm_epochs": 2.5,
+        "latency_ms": 1.5,
+        "dense_latency_ms": 4.0,
+    }
+    assert equal[1] == {
+        "budget": 0.2,
+        "accuracy": (0.75 + 0.55) / 2,
+        "accuracy_std": float(pd.Series([0.75, 0.55]).std()),
+        "accuracy_before_ft": (0.5 + 0.3) / 2,
+        "epochs": [2, 3],
+        "finetune_epochs": 3,
+        "estimated_energy": 0.2 - 0.01,
+        "analytic_energy": 0.2,
+        "seeds": 2,
+    }
+    assert equal[0]["accuracy_std"] == pytest.approx(math.sqrt(0.125), abs=1e-15)
+    one, _ = ecc.budget_rows(table[table.seed == 0], agg, [0.5], 3)  # one seed: std 0.0, not NaN
+    assert one[0]["accuracy_std"] == 0.0 and ecc.seed_std(pd.Series([0.3])) == 0.0
+
+
+def test_ecc_equal_training_verdict_sides():
+    r = dict(accuracy=0.8, accuracy_std=0.02, uniform_accuracy=0.5)
+    v = ecc.equal_training_verdict(r, dict(accuracy=0.7, accuracy_std=0.05))
+    assert v == {
+        "difference": 0.8 - 0.7,
+        "noise": 0.05,
+        "side": "ECC ahead",
+        "finetune_only_difference": 0.8 - 0.5,
+    }
+    assert ecc.equal_training_verdict(r, dict(accuracy=0.9, accuracy_std=0.01))["side"] == "uniform ahead"
+    assert ecc.equal_training_verdict(r, dict(accuracy=0.79, accuracy_std=0.0))["side"] == "within noise"
+    assert ecc.equal_training_verdict(dict(r, accuracy_std=0.0), dict(accuracy=0.8, accuracy_std=0.0))["side"] == (
+        "within noise"
+    )

@@ -564,6 +564,21 @@ def camp_energy(model, input_size, rho=None, include_gates: bool = True, e_per_m
     }
 
 
+def rho_energy_bound(model, input_size, e_ref: float, target: float = 0.8) -> dict:
+    """The energy floor of a dual-path ``model`` and the 4-bit fraction that meets ``target`` (§7).
+
+    With one ρ for every block the 4-bit paths run ρ times per image and the rest (stem, FC, 1-bit paths,
+    gates) once, so E(ρ) = E(0) + ρ (E(1) − E(0)) is linear, and E(ρ)/E_ref ≤ target iff
+    ρ ≤ ρ* = (target − E(0)/E_ref) / (E(1)/E_ref − E(0)/E_ref). Returns ``floor`` = E(0)/E_ref (no CAMP point,
+    gates included, goes below it), ``ceiling`` = E(1)/E_ref and ``rho_max`` = ρ* (negative: even ρ = 0 is
+    above ``target``). ``e_ref``: the reference energy, e.g. the W4A4 network's ``camp_energy``."""
+    if not e_ref > 0:
+        raise ValueError(f"e_ref must be a positive energy, got {e_ref}")
+    floor = camp_energy(model, input_size, 0.0)["energy"] / e_ref
+    ceiling = camp_energy(model, input_size, 1.0)["energy"] / e_ref
+    return {"floor": floor, "ceiling": ceiling, "rho_max": (target - floor) / (ceiling - floor)}
+
+
 # ------------------------------------------------------------------------------ pipeline (§10)
 def _row(model_name, alpha, model, loader, input_size, e_ref, b_ref, fit_out, static_plan=None) -> dict:
     st = gate_statistics(model, loader)

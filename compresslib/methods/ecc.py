@@ -909,3 +909,71 @@ def run(
                     metrics["trajectory"] = point["trajectory"]
                 out.append(Result(m, f"budget {f:g}", seed, net.eval(), float(row["accuracy"]), "test", metrics, board))
     return out
+
+
+# ------------------------------------------------------------------------------ stage 03's report
+def seed_std(x) -> float:
+    """Sample standard deviation (ddof 1, pandas' ``Series.std``) of one budget's per-seed values, 0.0 for
+    a single seed (where pandas gives NaN): the noise yardstick of :func:`equal_training_verdict`."""
+    return float(x.std()) if len(x) > 1 else 0.0
+
+
+def budget_rows(table, agg, fractions, finetune_epochs: int) -> tuple[list[dict], list[dict]]:
+    """Stage 03's ``metrics.json`` rows, one per budget B in ``fractions`` (relative budgets, as in ``table``).
+
+    ``table``: the per-(seed, budget, method) rows of :func:`run` (``results.csv``); ``agg``: their mean over
+    seeds per (budget, method) with ``max_estimated_energy`` (max over seeds of Ê, so ≤ B only if every run
+    met it), ``before_ft`` (accuracy before the fine-tune) and ``epochs`` (ADMM epochs). Returns
+    (``results``: ECC at B with the two uniform baselines' mean accuracies, ``uniform_equal_training``:
+    the equal-training baseline with its per-seed KD epochs and ``finetune_epochs``); the stds are
+    :func:`seed_std` over seeds."""
+    res_list, equal_rows = [], []
+    for f in fractions:
+        e = agg[(agg.budget == f) & (agg.method == "ECC")].iloc[0]
+        u = agg[(agg.budget == f) & (agg.method == "uniform")].iloc[0]
+        ue = agg[(agg.budget == f) & (agg.method == "uniform_equal_training")].iloc[0]
+        per_seed = table[(table.budget == f) & (table.method == "uniform_equal_training")]
+        res_list.append(
+            {
+                "budget": f,
+                "estimated_energy": float(e.max_estimated_energy),
+                "analytic_energy": float(e.analytic_energy),
+                "accuracy": float(e.accuracy),
+                "accuracy_std": seed_std(table[(table.budget == f) & (table.method == "ECC")].accuracy),
+                "uniform_accuracy": float(u.accuracy),
+                "uniform_equal_training_accuracy": float(ue.accuracy),
+                "admm_epochs": float(e.epochs),
+                "latency_ms": float(e.latency_ms),
+                "dense_latency_ms": float(e.dense_latency_ms),
+            }
+        )
+        equal_rows.append(
+            {
+                "budget": f,
+                "accuracy": float(ue.accuracy),
+                "accuracy_std": seed_std(per_seed.accuracy),
+                "accuracy_before_ft": float(ue.before_ft),
+                "epochs": [int(v) for v in per_seed.epochs],
+                "finetune_epochs": finetune_epochs,
+                "estimated_energy": float(ue.max_estimated_energy),
+                "analytic_energy": float(ue.analytic_energy),
+                "seeds": int(len(per_seed)),
+            }
+        )
+    return res_list, equal_rows
+
+
+def equal_training_verdict(ecc_row: dict, equal_row: dict) -> dict:
+    """ECC against the uniform width at equal training for one budget (rows of :func:`budget_rows`):
+    ``difference`` d = acc_ECC − acc_uniform_equal, ``noise`` = the larger of the two seed stds, ``side`` =
+    "within noise" if |d| ≤ noise, else "ECC ahead" / "uniform ahead", and ``finetune_only_difference`` =
+    acc_ECC − acc_uniform (fine-tune-only baseline; its excess over d is what equal training moves)."""
+    d = ecc_row["accuracy"] - equal_row["accuracy"]
+    noise = max(ecc_row["accuracy_std"], equal_row["accuracy_std"])
+    side = "within noise" if abs(d) <= noise else ("ECC ahead" if d > 0 else "uniform ahead")
+    return {
+        "difference": d,
+        "noise": noise,
+        "side": side,
+        "finetune_only_difference": ecc_row["accuracy"] - ecc_row["uniform_accuracy"],
+    }
