@@ -74,13 +74,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from IPython.display import display
-from tqdm.auto import tqdm
 
 import compresslib
 from compresslib import manifest, rebuild, results, stages
 from compresslib.deploy import stage as ds
 
-compresslib.set_threads(THREADS)
+config = ds.Config.from_parameters(globals())  # THREADS -> threads, ...; a clear error naming a bad one
+compresslib.set_threads(config.threads)
 out = Path(OUT_DIR)
 out.mkdir(parents=True, exist_ok=True)
 art = out.parent
@@ -88,13 +88,7 @@ t_start = time.perf_counter()
 reads = list(stages.UPSTREAM["10_deploy"])
 found = manifest.board_rows(art, reads)
 runs = ds.read_runs(art)
-order = sorted(found, key=lambda r: (r[0], r[2]["board"]["method"], r[2]["board"]["setting"], r[2]["board"]["seed"]))
-kept, per = [], {}
-for stage, key, row in order:
-    g = (stage, row["board"]["method"], row["board"]["setting"])
-    per[g] = per.get(g, 0) + 1
-    if not SEEDS_PER_SETTING or per[g] <= SEEDS_PER_SETTING:
-        kept.append((stage, key, row))
+kept = ds.select_rows(found, config.seeds_per_setting)
 if not found:
     raise RuntimeError(f"no board rows in {art} (stages {reads}): run them first")
 print(
@@ -109,31 +103,11 @@ print(
 # One row per model. A model that cannot be deployed keeps its row, with the error in `notes`.
 
 # %%
-rows, ref_cache = [], {}
-for stage, key, row in tqdm(kept, desc="deploy"):
-    try:
-        r = ds.deploy_manifest_row(
-            stage,
-            key,
-            row,
-            art,
-            out,
-            threads=THREADS,
-            repeats=REPEATS,
-            data_root=DATA_ROOT or None,
-            runs=runs,
-            ref_cache=ref_cache,
-            int8=INT8,
-            sparse_min=SPARSE_MIN,
-            zstd_level=ZSTD_LEVEL,
-            test_images=TEST_IMAGES,
-        )
-    except Exception as e:  # one bad row must not hide the others: it is reported in the table and metrics
-        r = ds.failed_row(stage, key, row, e)
-    rows.append(r)
-ds.release(ref_cache)
+rows = ds.deploy_rows(kept, art, out, config, runs)
 df = pd.DataFrame(rows)
-df["csr_best_speedup"] = [max((s["speedup"] for s in v), default=np.nan) if v else np.nan for v in df.sparse_linear]
+df["csr_best_speedup"] = [
+    max((s["speedup"] for s in v), default=np.nan) if isinstance(v, list) else np.nan for v in df.sparse_linear
+]  # a failed row has no sparse_linear list
 results.save_table(df.drop(columns=["sparse_linear"]), out / "deploy.csv")
 show = {
     "method": "method",

@@ -236,3 +236,51 @@ def test_the_python_gate_is_the_one_the_cascade_accuracy_was_computed_with():
         z, esc = ds.gated(zs, zl, r.threshold)
         assert float((z.argmax(1) == y).double().mean()) == pytest.approx(r.accuracy)
         assert float(esc.double().mean()) == pytest.approx(r.escalated)
+
+
+def test_notebook_parameters_are_the_config_with_the_same_ranges():
+    """Stage 10's parameters cell declares the ranges the runner checks; they are ds.Config's."""
+    import dataclasses
+    import math
+
+    from compresslib.workbook.stage_params import parameters_with_ranges
+
+    defaults, ranges = parameters_with_ranges(Path(__file__).resolve().parents[1] / "notebooks" / "10_deploy.py")
+    cfg = ds.Config.from_parameters(defaults)
+    fields = {f.name for f in dataclasses.fields(ds.Config)}
+    assert cfg == ds.Config(**{f: defaults[f.upper()] for f in fields})
+    for name, rng in ds.Config.RANGES.items():
+        lo, hi, lo_closed, hi_closed = ranges[name.upper()]
+        assert (lo, hi) == (rng.get("lo", -math.inf), rng.get("hi", math.inf)), name
+        assert lo_closed == (not rng.get("lo_open", False)), name
+        assert hi_closed == (not rng.get("hi_open", False)) or math.isinf(hi), name  # "inf)" and "inf]" alike
+    assert cfg.row_options() == dict(
+        threads=1, repeats=20, int8=True, sparse_min=0.9, zstd_level=19, test_images=0, data_root=None
+    )
+    with pytest.raises(ValueError, match=r"repeats.*\[3, 100000\].*2"):
+        ds.Config(repeats=2).validate()
+
+
+def test_select_rows_keeps_the_lowest_seeds_per_setting():
+    def r(method, setting, seed):
+        return {"board": {"method": method, "setting": setting, "seed": seed}}
+
+    found = [
+        ("04", "c", r("m", "a", 2)),
+        ("04", "a", r("m", "a", 0)),
+        ("03", "x", r("e", "b", 5)),
+        ("04", "b", r("m", "a", 1)),
+    ]
+    assert [k for _, k, _ in ds.select_rows(found)] == ["x", "a", "b", "c"]
+    assert [k for _, k, _ in ds.select_rows(found, 2)] == ["x", "a", "b"]
+    assert [k for _, k, _ in ds.select_rows(found, 1)] == ["x", "a"]
+
+
+def test_deploy_rows_reports_a_broken_row_without_hiding_the_others(art, tmp_path):
+    found = board_rows(art, [STAGE])
+    broken = ("04_sparsity_quantization", "broken", {**found[0][2], "checkpoint": "nowhere.pt"})
+    got = ds.deploy_rows([broken, *found], art, tmp_path, ds.Config(repeats=3), progress=False)
+    assert [r["key"] for r in got] == ["broken", *[k for _, k, _ in found]]
+    assert got[0]["notes"].startswith("FAILED: ") and got[0]["bytes_on_disk"] is None
+    assert all(r["bytes_on_disk"] > 0 and r["roundtrip_bit_exact"] for r in got[1:])
+    assert ds.summary(got)["n_failed"] == 1

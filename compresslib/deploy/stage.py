@@ -30,6 +30,7 @@ import functools
 import math
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Subset
 
+from ..methods.contract import FRACTION, MethodConfig, ints
 from . import container, runtime, sizes
 from .measure import _bits
 from .claims import (  # noqa: F401  (the notebook and tests use them as stage.*)
@@ -344,6 +346,72 @@ def deploy_manifest_row(
         notes="; ".join(notes),
     )
     return {k: _nan_to_none(v) for k, v in out.items()}
+
+
+@dataclass
+class Config(MethodConfig):
+    """Stage 10's parameters (field ``repeats`` <- notebook parameter ``REPEATS``, ...), ranges declared once.
+
+    ``threads``: intra-op threads of every latency; ``repeats``: timed runs per latency; ``seeds_per_setting``:
+    rows deployed per (stage, method, setting), lowest seeds first, 0: all; ``int8``: try the int8 QDQ form;
+    ``sparse_min``: a Linear at least this sparse gets the CSR kernel tried; ``zstd_level``: second size column;
+    ``size_tolerance``: a file within this factor of its accounting "holds"; ``test_images``: images torch and
+    onnxruntime are compared on (0: the whole test split); ``data_root``: real datasets ("" embedded only)."""
+
+    threads: int = 1
+    repeats: int = 20
+    seeds_per_setting: int = 0
+    int8: bool = True
+    sparse_min: float = SPARSE_MIN
+    zstd_level: int = sizes.ZSTD_LEVEL
+    size_tolerance: float = 1.25
+    test_images: int = 0
+    data_root: str = ""
+
+    # fmt: off
+    RANGES = {
+        "threads": ints(1, 256), "repeats": ints(3, 100000), "seeds_per_setting": ints(0), "sparse_min": FRACTION,
+        "zstd_level": ints(1, 22), "size_tolerance": dict(lo=1), "test_images": ints(0),
+    }
+    # fmt: on
+
+    def row_options(self) -> dict:
+        """The keywords :func:`deploy_manifest_row` takes from the config."""
+        o = {k: getattr(self, k) for k in ("threads", "repeats", "int8", "sparse_min", "zstd_level", "test_images")}
+        return {**o, "data_root": self.data_root or None}
+
+
+def select_rows(found: list, seeds_per_setting: int = 0) -> list:
+    """``found`` (``manifest.board_rows``' (stage, key, row) triples) in (stage, method, setting, seed) order,
+    keeping at most ``seeds_per_setting`` rows (the lowest seeds) per (stage, method, setting); 0 keeps all."""
+    order = sorted(
+        found, key=lambda r: (r[0], r[2]["board"]["method"], r[2]["board"]["setting"], r[2]["board"]["seed"])
+    )
+    kept, per = [], {}
+    for stage, key, row in order:
+        g = (stage, row["board"]["method"], row["board"]["setting"])
+        per[g] = per.get(g, 0) + 1
+        if not seeds_per_setting or per[g] <= seeds_per_setting:
+            kept.append((stage, key, row))
+    return kept
+
+
+def deploy_rows(kept: list, art, out_dir, config: Config, runs: pd.DataFrame | None = None, progress=True) -> list:
+    """:func:`deploy_manifest_row` for every (stage, key, row) of ``kept``; a row that fails becomes its
+    :func:`failed_row` (one bad model must not hide the others: it is reported in the table and the metrics)."""
+    from tqdm.auto import tqdm
+
+    rows, ref_cache = [], {}
+    for stage, key, row in tqdm(kept, desc="deploy", disable=not progress):
+        try:
+            r = deploy_manifest_row(
+                stage, key, row, art, out_dir, runs=runs, ref_cache=ref_cache, **config.row_options()
+            )
+        except Exception as e:
+            r = failed_row(stage, key, row, e)
+        rows.append(r)
+    release(ref_cache)
+    return rows
 
 
 def failed_row(stage: str, key: str, row: dict, error: Exception) -> dict:
